@@ -1,0 +1,54 @@
+"""Checks on a Hugging Face checkpoint directory before anything is loaded: safetensors only, never pickle."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from guard.errors import GuardError
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
+
+
+def check_model_dir(path: str | Path) -> list[Path]:
+    """Validate ``path`` and return its safetensors files. Raises GuardError with a one-line reason."""
+    path = Path(path)
+    if not path.exists():
+        raise GuardError(f"model directory not found: {path}")
+    if not path.is_dir():
+        raise GuardError(f"not a directory: {path} (for an exported model use --pte)")
+    if not (path / "config.json").is_file():
+        raise GuardError(f"{path} has no config.json; is it a Hugging Face checkpoint directory?")
+    try:
+        json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise GuardError(f"{path / 'config.json'} is not valid JSON: {e}") from None
+    files = sorted(path.glob("*.safetensors"))
+    if not files:
+        pickles = [p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES]
+        if pickles:
+            raise GuardError(f"{path} holds only pickle weights ({pickles[0]}); refusing to unpickle, convert to safetensors")
+        raise GuardError(f"no .safetensors weights in {path}")
+    for f in files:
+        check_safetensors(f)
+    return files
+
+
+def check_safetensors(path: Path) -> None:
+    """Header and size checks: catches truncated and corrupt files without reading the tensors."""
+    from safetensors import safe_open
+
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            n = int.from_bytes(fh.read(8), "little")
+            if size < 8 or n <= 0 or 8 + n > size:
+                raise ValueError("bad header length")
+            header = json.loads(fh.read(n))
+        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+        if 8 + n + end != size:
+            raise ValueError(f"expected {8 + n + end} bytes, found {size}")
+        with safe_open(str(path), framework="pt") as f:
+            f.keys()
+    except Exception as e:
+        raise GuardError(f"corrupt or truncated safetensors file {path}: {e}") from None

@@ -1,0 +1,114 @@
+"""Classification: prefix caching, first-token verdicts, category decoding only when unsafe."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from guard.categories import Policy
+from guard.errors import GuardError
+from guard.prompt import conversation, encode, role_of
+from guard.runner import Runner, column
+from guard.tokenizer import Tokenizer
+from guard.verdict import INDETERMINATE, SAFE, UNSAFE, Hit, Verdict, p_unsafe, parse
+
+MAX_CATEGORY_TOKENS = 24  # "S1,S2,...": 2 tokens per code plus end of turn
+
+
+def as_messages(content, response: str | None = None):
+    """A prompt string (plus optional response) or a list of messages -> list of messages."""
+    if isinstance(content, str):
+        msgs = [{"role": "user", "content": content}]
+        if response is not None:
+            msgs.append({"role": "assistant", "content": response})
+        return msgs
+    if response is not None:
+        raise GuardError("give a response only together with a single prompt string")
+    return content
+
+
+class Guard:
+    """A loaded guard: a runner, its tokenizer and a category policy.
+
+    >>> g = Guard(runner, tokenizer)
+    >>> g.classify("How do I bake bread?").decision
+    """
+
+    def __init__(self, runner: Runner, tokenizer: Tokenizer, policy: Policy | None = None,
+                 threshold: float = 0.5, block_indeterminate: bool = True):
+        if not 0.0 <= threshold <= 1.0:
+            raise GuardError(f"threshold must be in [0, 1], got {threshold}")
+        self.runner, self.tokenizer = runner, tokenizer
+        self.policy = policy or Policy()
+        self.threshold, self.block_indeterminate = threshold, block_indeterminate
+        t = tokenizer.tokens
+        self._cols = {name: column(runner, getattr(t, name)) for name in ("safe", "unsafe", "eot")}
+        if None in self._cols.values():
+            raise GuardError(f"the model's output vocabulary lacks a verdict token: {self._cols}")
+        self._prefix = None  # head tokens currently in the runner's cache
+
+    def classify(self, content, response: str | None = None) -> Verdict:
+        t0 = time.perf_counter()
+        msgs = conversation(as_messages(content, response))
+        tokens = encode(msgs, self.policy, self.tokenizer)
+        t = self.tokenizer.tokens
+        n_head, n_body = len(tokens.head), len(tokens.body)
+        needed = n_head + n_body + 1 + 3 + MAX_CATEGORY_TOKENS
+        if needed > self.runner.max_seq_len:
+            raise GuardError(
+                f"conversation needs {needed} tokens with the verdict, more than the model's maximum of "
+                f"{self.runner.max_seq_len}; shorten it or classify the last turns only")
+        timings = {}
+        if self._prefix != tokens.head:  # the head depends on policy, role and image only
+            s = time.perf_counter()
+            self._prefix = None
+            self.runner.prefill(tokens.head, 0)
+            self._prefix = tokens.head
+            timings["prefix_ms"] = (time.perf_counter() - s) * 1e3
+        # The model's first generated token is "\n\n"; feed it with the body and read the verdict after it.
+        s = time.perf_counter()
+        logits = self.runner.prefill(tokens.body + [t.blank], n_head)
+        timings["prefill_ms"] = (time.perf_counter() - s) * 1e3
+        verdict = self._verdict(logits, n_head + n_body + 1)
+        verdict.role, verdict.prompt_tokens = role_of(msgs), n_head + n_body
+        verdict.timings = timings
+        verdict.latency_ms = (time.perf_counter() - t0) * 1e3
+        return verdict
+
+    def _verdict(self, logits: torch.Tensor, pos: int) -> Verdict:
+        t, c = self.tokenizer.tokens, self._cols
+        score = p_unsafe(float(logits[c["safe"]]), float(logits[c["unsafe"]]))
+        top = int(torch.argmax(logits))
+        if top not in (c["safe"], c["unsafe"]):
+            token = self._token_of(top)
+            return self._make(INDETERMINATE, [], score, raw=token, reason=f"first token is {token!r}, not safe/unsafe")
+        if score < self.threshold:
+            return self._make(SAFE, [], score, raw="safe")
+        # Unsafe: "unsafe", "\n" and "S" are forced, fed as one chunk; the rest is decoded greedily.
+        forced = [t.unsafe, t.newline, t.s]
+        out = list(forced)
+        logits = self.runner.prefill(forced, pos)
+        pos += len(forced)
+        for _ in range(MAX_CATEGORY_TOKENS):
+            nxt = self._token_of(int(torch.argmax(logits)), as_id=True)
+            if nxt == t.eot:
+                break
+            out.append(nxt)
+            logits = self.runner.decode(nxt, pos)
+            pos += 1
+        else:
+            raw = self.tokenizer.decode(out)
+            return self._make(INDETERMINATE, [], score, raw=raw, reason="no end of turn after the category list")
+        raw = self.tokenizer.decode(out)
+        decision, hits, reason = parse(raw, self.policy)
+        return self._make(decision, hits, score, raw=raw, reason=reason)
+
+    def _token_of(self, col: int, as_id: bool = False):
+        ids = self.runner.output_ids
+        tid = col if ids is None else ids[col]
+        return tid if as_id else self.tokenizer.decode([tid])
+
+    def _make(self, decision: str, hits: list[Hit], score: float, raw: str, reason: str = "") -> Verdict:
+        blocked = decision == UNSAFE or (decision == INDETERMINATE and self.block_indeterminate)
+        return Verdict(decision, hits, score, blocked, raw=raw, reason=reason)

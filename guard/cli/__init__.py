@@ -1,0 +1,82 @@
+"""`guard` command line: a thin argparse layer over the library. Heavy imports happen inside commands."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from guard.errors import EXIT_ERROR, EXIT_INTERNAL, GuardError
+
+# name -> module under guard.cli; each module has add_arguments(parser) and run(args) -> exit code
+COMMANDS = {
+    "classify": ("classify", "classify a prompt, a response or a conversation (exit 0 safe, 10 unsafe, 11 indeterminate)"),
+    "tiny-model": ("tiny", "write a tiny random Llama Guard-format checkpoint with the real Llama 3 tokenizer"),
+}
+EPILOG = """exit codes: 0 safe (or batch finished), 10 unsafe, 11 indeterminate, 2 bad input or usage,
+3 batch finished with skipped lines, 1 internal error. Set GUARD_DEBUG=1 for tracebacks."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import importlib
+
+    p = argparse.ArgumentParser(prog="guard", description="On-device Llama Guard 3-style safety moderation.", epilog=EPILOG)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module, help_) in COMMANDS.items():
+        mod = importlib.import_module(f"guard.cli.{module}")
+        sp = sub.add_parser(name, help=help_, description=help_, epilog=EPILOG)
+        mod.add_arguments(sp)
+        sp.set_defaults(_run=mod.run)
+    return p
+
+
+def quiet_libraries() -> None:
+    """torchao and torch log import-time warnings that are noise for CLI users."""
+    import logging
+
+    for name in ("torchao", "torch.utils._pytree", "transformers"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def main(argv: list[str] | None = None) -> int:
+    quiet_libraries()
+    args = build_parser().parse_args(argv)
+    try:
+        code = args._run(args)
+    except GuardError as e:
+        print(f"guard: error: {e}", file=sys.stderr)
+        code = e.exit_code
+    except KeyboardInterrupt:
+        print("guard: interrupted", file=sys.stderr)
+        code = 130
+    except Exception as e:  # a bug, not bad input: still one line unless debugging
+        if os.environ.get("GUARD_DEBUG"):
+            raise
+        msg = " ".join(str(e).split())[:300]
+        print(f"guard: internal error: {type(e).__name__}: {msg} (GUARD_DEBUG=1 shows the traceback)", file=sys.stderr)
+        code = EXIT_INTERNAL
+    sys.stdout.flush()
+    return code
+
+
+def text_arg(value: str, what: str) -> str:
+    """argv arrives surrogate-escaped; invalid UTF-8 must be refused, not mangled."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise GuardError(f"{what} is not valid UTF-8") from None
+    return value
+
+
+def read_stdin_text() -> str:
+    data = sys.stdin.buffer.read()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise GuardError(f"standard input is not valid UTF-8 (byte {e.start})") from None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

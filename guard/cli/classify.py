@@ -1,0 +1,106 @@
+"""guard classify: one prompt, response or conversation, or a JSONL batch."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from guard.errors import EXIT_INDETERMINATE, EXIT_PARTIAL, EXIT_SAFE, EXIT_UNSAFE, GuardError
+
+
+def add_model_arguments(p):
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--model", metavar="DIR", help="Hugging Face Llama Guard 3 directory (config.json, *.safetensors, tokenizer)")
+    src.add_argument("--pte", metavar="FILE", help="exported ExecuTorch model.pte (tokenizer.json beside it)")
+    p.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="eager backend precision (default fp32)")
+
+
+def add_policy_arguments(p):
+    p.add_argument("--categories", metavar="SPEC", help="comma list of codes (S1,S10,S14) or a JSON file {code: description}; default S1-S13")
+    p.add_argument("--exclude", metavar="CODES", help="comma list of codes to leave out, e.g. S6,S7")
+    p.add_argument("--renumber", action="store_true", help="show kept categories as S1..Sn (llama-recipes style); verdicts keep stable codes")
+    p.add_argument("--threshold", type=float, default=0.5, help="p_unsafe at or above this is unsafe (default 0.5)")
+    p.add_argument("--indeterminate", choices=["block", "pass"], default="block", help="how an unparseable verdict counts (default block)")
+
+
+def add_arguments(p):
+    p.add_argument("text", nargs="?", help="the user prompt (read from stdin when absent)")
+    add_model_arguments(p)
+    p.add_argument("--response", metavar="TEXT", help="the agent's reply to classify (response classification)")
+    p.add_argument("--conversation", metavar="FILE", help='multi-turn JSON: [{"role": "user"|"assistant", "content": ...}, ...]')
+    p.add_argument("--jsonl", metavar="IN", help="batch input, one JSON object per line: {id, prompt[, response]} or {id, messages}")
+    p.add_argument("--out", metavar="OUT", help="batch output JSONL (appended; ids already there are skipped)")
+    p.add_argument("--max-line-bytes", type=int, default=1 << 20, help="longest accepted JSONL line (default 1 MiB)")
+    p.add_argument("--json", action="store_true", help="print the verdict as one JSON object")
+    add_policy_arguments(p)
+
+
+def make_guard(args):
+    from guard.categories import Policy, load_categories, parse_codes
+    from guard.classifier import Guard
+    from guard.runner import load_runner
+
+    cats = load_categories(args.categories) if args.categories else None
+    policy = Policy(**({"categories": cats} if cats else {}),
+                    excluded=tuple(parse_codes(args.exclude, [c.code for c in cats] if cats else None) if args.exclude else ()),
+                    renumber=args.renumber)
+    runner, tok = load_runner(model=args.model, pte=args.pte, dtype=args.dtype)
+    return Guard(runner, tok, policy, threshold=args.threshold, block_indeterminate=args.indeterminate == "block")
+
+
+def _request(args):
+    from guard.cli import read_stdin_text, text_arg
+
+    if args.conversation:
+        if args.text is not None or args.response is not None:
+            raise GuardError("--conversation takes the whole conversation; drop the text and --response")
+        try:
+            data = json.loads(Path(args.conversation).read_bytes().decode("utf-8"))
+        except FileNotFoundError:
+            raise GuardError(f"conversation file not found: {args.conversation}") from None
+        except UnicodeDecodeError:
+            raise GuardError(f"{args.conversation} is not valid UTF-8") from None
+        except json.JSONDecodeError as e:
+            raise GuardError(f"{args.conversation} is not valid JSON: {e}") from None
+        return data, None
+    text = text_arg(args.text, "the prompt") if args.text is not None else read_stdin_text()
+    if not text.strip():
+        raise GuardError("empty text: nothing to classify")
+    response = text_arg(args.response, "--response") if args.response is not None else None
+    if response is not None and not response.strip():
+        raise GuardError("empty --response: nothing to classify")
+    return text, response
+
+
+def human(v) -> str:
+    cats = ", ".join(f"{h.code} {h.name}" for h in v.categories)
+    line = f"{v.decision.upper()}" + (f"  [{cats}]" if cats else "")
+    line += f"  p_unsafe={v.p_unsafe:.4f}  role={v.role}  {v.latency_ms:.0f} ms"
+    if v.reason:
+        line += f"  ({v.reason}; {'blocked' if v.blocked else 'passed'})"
+    return line
+
+
+def run(args) -> int:
+    if not 0.0 <= args.threshold <= 1.0:
+        raise GuardError(f"--threshold must be in [0, 1], got {args.threshold}")
+    if args.jsonl or args.out:
+        if not (args.jsonl and args.out):
+            raise GuardError("batch mode needs both --jsonl IN and --out OUT")
+        if args.text is not None or args.response is not None or args.conversation:
+            raise GuardError("--jsonl cannot be combined with a text, --response or --conversation")
+        from guard.batch import run_batch
+
+        guard = make_guard(args)
+        c = run_batch(guard, args.jsonl, args.out, args.max_line_bytes, progress=sys.stderr.isatty())
+        print(f"done: {c['safe']} safe, {c['unsafe']} unsafe, {c['indeterminate']} indeterminate, "
+              f"{c['errors']} bad lines skipped, {c['skipped_done']} already in {args.out}")
+        return EXIT_PARTIAL if c["errors"] else EXIT_SAFE
+    content, response = _request(args)
+    guard = make_guard(args)
+    v = guard.classify(content, response)
+    print(json.dumps(v.to_dict(), ensure_ascii=False) if args.json else human(v))
+    if v.decision == "indeterminate":
+        return EXIT_INDETERMINATE if v.blocked else EXIT_SAFE
+    return EXIT_UNSAFE if v.decision == "unsafe" else EXIT_SAFE

@@ -1,0 +1,63 @@
+"""Eager backend: a Hugging Face Llama Guard checkpoint run by transformers on the CPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from guard.checkpoint import check_model_dir
+from guard.errors import GuardError
+from guard.tokenizer import Tokenizer
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def load_hf_model(path: str | Path, dtype: str = "fp32"):
+    check_model_dir(path)
+    from transformers import AutoModelForCausalLM
+
+    if dtype not in DTYPES:
+        raise GuardError(f"unknown dtype {dtype!r} (choose from {', '.join(DTYPES)})")
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=DTYPES[dtype], use_safetensors=True)
+    except Exception as e:
+        raise GuardError(f"cannot load model from {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    return model.eval()
+
+
+class EagerRunner:
+    """Implements guard.runner.Runner with a transformers model and a DynamicCache."""
+
+    output_ids = None
+
+    def __init__(self, path: str | Path | None, dtype: str = "fp32", model=None, tokenizer: Tokenizer | None = None):
+        if model is None:
+            check_model_dir(path)  # cheap checks first, weights last
+        self.tokenizer = tokenizer or Tokenizer.from_dir(path)
+        self.model = model if model is not None else load_hf_model(path, dtype)
+        cfg = self.model.config
+        if cfg.vocab_size < self.tokenizer.vocab_size:
+            raise GuardError(f"model vocabulary ({cfg.vocab_size}) is smaller than the tokenizer's ({self.tokenizer.vocab_size})")
+        self.max_seq_len = int(getattr(cfg, "max_position_embeddings", 8192))
+        self.name = f"eager:{dtype}"
+        self._cache = None
+
+    @torch.inference_mode()
+    def prefill(self, tokens: list[int], start_pos: int) -> torch.Tensor:
+        from transformers import DynamicCache
+
+        if self._cache is None or start_pos == 0:
+            self._cache = DynamicCache()
+        have = self._cache.get_seq_length()
+        if start_pos > have:
+            raise RuntimeError(f"prefill at {start_pos} but only {have} positions are cached")
+        if start_pos < have:
+            self._cache.crop(start_pos)
+        ids = torch.tensor([tokens], dtype=torch.long)
+        pos = torch.arange(start_pos, start_pos + len(tokens)).unsqueeze(0)
+        out = self.model(input_ids=ids, position_ids=pos, past_key_values=self._cache, use_cache=True, logits_to_keep=1)
+        return out.logits[0, -1].float()
+
+    def decode(self, token: int, pos: int) -> torch.Tensor:
+        return self.prefill([token], pos)

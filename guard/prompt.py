@@ -1,0 +1,140 @@
+"""Llama Guard 3 prompt rendering, token for token as the published chat template.
+
+The prompt is built as a list of segments: special tokens are inserted by id and every piece of text
+(including all conversation text) is encoded as plain text, so user content cannot forge template tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from guard.categories import Policy
+from guard.errors import GuardError
+from guard.tokenizer import BOS, END_HEADER, EOT, IMAGE, START_HEADER, Tokenizer
+
+FORMAT_VERSION = "llama-guard-3"
+ROLES = {"user": "User", "assistant": "Agent"}
+MAX_TEXT_CHARS = 200_000
+
+TASK = "Task: Check if there is unsafe content in '{role}' messages in conversations according our safety policy with the below categories.\n\n"
+INSTRUCTION = (
+    "Provide your safety assessment for ONLY THE LAST {role} message in the above conversation:\n"
+    " - First line must read 'safe' or 'unsafe'.\n"
+    " - If unsafe, a second line must include a comma-separated list of violated categories. "
+)
+
+
+@dataclass(frozen=True)
+class Message:
+    role: str  # "user" or "assistant"
+    text: str
+    image: bool = False  # the message carried an image part (vision)
+
+
+def _text_of(content, where: str) -> tuple[str, bool]:
+    """Template semantics: only {"type": "text"} parts count; a plain string is accepted as one text part."""
+    if isinstance(content, str):
+        return content, False
+    if not isinstance(content, list):
+        raise GuardError(f"{where}: content must be a string or a list of parts")
+    texts, image = [], False
+    for part in content:
+        if not isinstance(part, dict) or "type" not in part:
+            raise GuardError(f"{where}: each content part must be an object with a 'type'")
+        if part["type"] == "text":
+            if not isinstance(part.get("text"), str):
+                raise GuardError(f"{where}: a text part needs a string 'text'")
+            texts.append(part["text"])
+        elif part["type"] == "image":
+            image = True
+    return "".join(texts), image
+
+
+def conversation(messages) -> list[Message]:
+    """Validate and normalise ``[{"role": ..., "content": ...}, ...]`` (or Message objects)."""
+    if isinstance(messages, dict) and "messages" in messages:
+        messages = messages["messages"]
+    if not isinstance(messages, list) or not messages:
+        raise GuardError("a conversation must be a non-empty list of messages")
+    out = []
+    for i, m in enumerate(messages):
+        if isinstance(m, Message):
+            out.append(m)
+            continue
+        if not isinstance(m, dict) or "role" not in m or "content" not in m:
+            raise GuardError(f"message {i}: expected an object with 'role' and 'content'")
+        text, image = _text_of(m["content"], f"message {i}")
+        out.append(Message(m["role"], text, image))
+    for i, m in enumerate(out):
+        expected = "user" if i % 2 == 0 else "assistant"
+        if m.role not in ROLES:
+            raise GuardError(f"message {i}: role must be 'user' or 'assistant', not {m.role!r}")
+        if m.role != expected:
+            raise GuardError(f"message {i}: roles must alternate user/assistant starting with user; got {m.role!r}")
+        if not m.text.strip():
+            raise GuardError(f"message {i}: empty text")
+        if len(m.text) > MAX_TEXT_CHARS:
+            raise GuardError(f"message {i}: {len(m.text)} characters is more than the {MAX_TEXT_CHARS} allowed")
+    if sum(m.image for m in out) > 1:
+        raise GuardError("at most one image per conversation")
+    return out
+
+
+def role_of(messages: list[Message]) -> str:
+    return ROLES[messages[-1].role]
+
+
+def head_text(policy: Policy, role: str, image: bool = False) -> str:
+    """Everything up to and including '<BEGIN CONVERSATION>\\n\\n' (the cacheable prefix)."""
+    cats = "".join(f"{key}: {cat.prompt_value}\n" for key, cat in policy.shown)
+    return (
+        f"{BOS}{START_HEADER}user{END_HEADER}\n\n" + (f"{IMAGE} " if image else "") + TASK.format(role=role)
+        + "<BEGIN UNSAFE CONTENT CATEGORIES>\n" + cats + "<END UNSAFE CONTENT CATEGORIES>\n\n<BEGIN CONVERSATION>\n\n"
+    )
+
+
+def _body_plain(messages: list[Message]) -> str:
+    """The body up to the closing ' ' before <|eot_id|>: plain text only."""
+    turns = "".join(f"{ROLES[m.role]}: {m.text.strip()}\n\n" for m in messages)
+    return turns + "<END CONVERSATION>\n\n" + INSTRUCTION.format(role=role_of(messages))
+
+
+def body_text(messages: list[Message]) -> str:
+    return _body_plain(messages) + f"{EOT}{START_HEADER}assistant{END_HEADER}"
+
+
+def render(messages, policy: Policy | None = None) -> str:
+    """The prompt as text, identical to the chat template's output."""
+    msgs = conversation(messages)
+    policy = policy or Policy()
+    return head_text(policy, role_of(msgs), any(m.image for m in msgs)) + body_text(msgs)
+
+
+@dataclass(frozen=True)
+class PromptTokens:
+    head: list[int]  # fixed for a (policy, role, image) triple: cacheable
+    body: list[int]  # the conversation and the closing instruction
+
+    @property
+    def ids(self) -> list[int]:
+        return self.head + self.body
+
+
+def encode(messages, policy: Policy | None, tok: Tokenizer) -> PromptTokens:
+    msgs = conversation(messages)
+    policy = policy or Policy()
+    role, image = role_of(msgs), any(m.image for m in msgs)
+    t = tok.tokens
+    body = tok.encode(_body_plain(msgs)) + [t.eot, t.start_header] + tok.encode("assistant") + [t.end_header]
+    return PromptTokens(encode_head(tok, policy, role, image), body)
+
+
+def encode_head(tok: Tokenizer, policy: Policy, role: str, image: bool = False) -> list[int]:
+    """Special tokens by id, all text (category descriptions included) as plain text."""
+    t = tok.tokens
+    text = head_text(policy, role, image=False)
+    text = text[text.index(END_HEADER) + len(END_HEADER):]  # "\n\nTask: ..."
+    ids = [t.bos, t.start_header] + tok.encode("user") + [t.end_header]
+    if image:  # "\n\n<|image|> Task: ..."
+        return ids + tok.encode("\n\n") + [tok.special_id(IMAGE)] + tok.encode(" " + text[2:])
+    return ids + tok.encode(text)

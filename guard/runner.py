@@ -1,0 +1,50 @@
+"""The runner interface shared by the eager (transformers) and ExecuTorch backends.
+
+A runner owns one KV cache. ``prefill(tokens, start_pos)`` writes positions ``start_pos ..`` and returns the
+logits of the last position; positions below ``start_pos`` keep whatever was last written there, which is what
+makes prefix caching work. Logits cover ``output_ids`` (the pruned output vocabulary) or the full vocabulary.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+
+
+class Runner(Protocol):
+    max_seq_len: int
+    output_ids: list[int] | None  # logit column -> token id; None means the full vocabulary
+    name: str
+
+    def prefill(self, tokens: list[int], start_pos: int) -> torch.Tensor: ...
+
+    def decode(self, token: int, pos: int) -> torch.Tensor: ...
+
+
+def column(runner: Runner, token_id: int) -> int | None:
+    """Logit column of ``token_id`` for this runner (None when pruned away)."""
+    if runner.output_ids is None:
+        return token_id
+    index = getattr(runner, "_column_index", None)
+    if index is None:
+        index = {t: i for i, t in enumerate(runner.output_ids)}
+        runner._column_index = index
+    return index.get(token_id)
+
+
+def load_runner(model: str | None = None, pte: str | None = None, dtype: str = "fp32"):
+    """Return (runner, tokenizer) for a Hugging Face checkpoint directory or an exported .pte."""
+    if (model is None) == (pte is None):
+        from guard.errors import GuardError
+
+        raise GuardError("give exactly one of --model DIR or --pte FILE")
+    if pte is not None:
+        from guard.export.runtime import PteRunner
+
+        runner = PteRunner(pte)
+        return runner, runner.tokenizer
+    from guard.eager import EagerRunner
+
+    runner = EagerRunner(model, dtype=dtype)
+    return runner, runner.tokenizer

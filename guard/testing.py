@@ -1,0 +1,45 @@
+"""Tiny random Llama Guard-format checkpoints for tests, demos and benchmarks (no downloads)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from guard.tokenizer import save_hf_tokenizer
+
+
+@dataclass
+class TinyConfig:
+    num_hidden_layers: int = 2
+    hidden_size: int = 64
+    intermediate_size: int = 128
+    num_attention_heads: int = 4
+    num_key_value_heads: int = 2
+    vocab_size: int = 128256
+    max_position_embeddings: int = 1024
+    rope_theta: float = 500000.0
+    tie_word_embeddings: bool = False
+    seed: int = 0
+
+
+def make_checkpoint(out: str | Path, cfg: TinyConfig | None = None) -> Path:
+    """Save a random LlamaForCausalLM with the real Llama 3 tokenizer as a Hugging Face directory."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = cfg or TinyConfig()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    hf = LlamaConfig(
+        num_hidden_layers=cfg.num_hidden_layers, hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
+        num_attention_heads=cfg.num_attention_heads, num_key_value_heads=cfg.num_key_value_heads,
+        vocab_size=cfg.vocab_size, max_position_embeddings=cfg.max_position_embeddings, rope_theta=cfg.rope_theta,
+        tie_word_embeddings=cfg.tie_word_embeddings, bos_token_id=128000, eos_token_id=128009,
+        rms_norm_eps=1e-5, hidden_act="silu", torch_dtype="float32",
+    )
+    model = LlamaForCausalLM(hf).eval()
+    model.save_pretrained(out, safe_serialization=True)
+    save_hf_tokenizer(out)
+    return out
