@@ -45,12 +45,19 @@ def llama_models_tokenizer_path() -> Path:
 
 def convert_tiktoken(model_path: Path):
     """Build a `tokenizers.Tokenizer` (tokenizer.json) from a Llama 3 tiktoken file."""
+    from tokenizers import Tokenizer as HFTok
+
+    return HFTok.from_str(_converted_json(str(model_path)))
+
+
+@lru_cache(maxsize=4)
+def _converted_json(model_path: str) -> str:
     from transformers.convert_slow_tokenizer import TikTokenConverter
 
-    tok = TikTokenConverter(vocab_file=str(model_path), additional_special_tokens=llama3_special_tokens()).converted()
+    tok = TikTokenConverter(vocab_file=model_path, additional_special_tokens=llama3_special_tokens()).converted()
     if tok.get_vocab_size() != 128256:
         raise GuardError(f"{model_path} is not a Llama 3 tokenizer ({tok.get_vocab_size()} tokens)")
-    return tok
+    return tok.to_str()
 
 
 def save_hf_tokenizer(out_dir: Path, model_path: Path | None = None) -> None:
