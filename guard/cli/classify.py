@@ -10,8 +10,8 @@ from guard.errors import EXIT_INDETERMINATE, EXIT_PARTIAL, EXIT_SAFE, EXIT_UNSAF
 
 
 def add_model_arguments(p):
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--model", metavar="DIR", help="Hugging Face Llama Guard 3 directory (config.json, *.safetensors, tokenizer)")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--model", metavar="DIR", help="Hugging Face Llama Guard 3 directory (config.json, *.safetensors, tokenizer); default: guard-mini")
     src.add_argument("--pte", metavar="FILE", help="exported ExecuTorch model.pte (tokenizer.json beside it)")
     p.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="eager backend precision (default fp32)")
 
@@ -45,7 +45,14 @@ def make_guard(args):
     policy = Policy(**({"categories": cats} if cats else {}),
                     excluded=tuple(parse_codes(args.exclude, [c.code for c in cats] if cats else None) if args.exclude else ()),
                     renumber=args.renumber)
-    runner, tok = load_runner(model=args.model, pte=args.pte, dtype=args.dtype)
+    model, pte = args.model, args.pte
+    if model is None and pte is None:
+        from guard.defaults import default_model
+
+        kind, path, desc = default_model()
+        model, pte = (None, str(path)) if kind == "pte" else (str(path), None)
+        print(f"guard: using the default model: {desc}", file=sys.stderr)
+    runner, tok = load_runner(model=model, pte=pte, dtype=args.dtype)
     return Guard(runner, tok, policy, threshold=args.threshold, block_indeterminate=args.indeterminate == "block")
 
 

@@ -1,0 +1,46 @@
+"""The eager backend: checkpoint checks, tokenizer sources, dtypes."""
+
+import shutil
+
+import pytest
+
+from guard.classifier import Guard
+from guard.eager import EagerRunner
+from guard.errors import GuardError
+from guard.tokenizer import Tokenizer, llama_models_tokenizer_path
+
+
+def test_tiktoken_tokenizer_model_in_dir(tiny_copy, tokenizer):
+    (tiny_copy / "tokenizer.json").unlink()
+    shutil.copy(llama_models_tokenizer_path(), tiny_copy / "tokenizer.model")
+    tok = Tokenizer.from_dir(tiny_copy)
+    assert tok.tokens == tokenizer.tokens
+    assert tok.tokens.safe == 19193 and tok.tokens.unsafe == 39257 and tok.tokens.eot == 128009  # model card ids
+    text = "Some text with <|eot_id|> inside, émoji 🙂 and\n\nnewlines."
+    assert tok.encode(text) == tokenizer.encode(text)
+
+
+def test_not_a_llama3_tokenizer(tiny_copy):
+    (tiny_copy / "tokenizer.json").write_text('{"version": "1.0", "model": {"type": "BPE", "vocab": {}, "merges": []}}')
+    with pytest.raises(GuardError):
+        Tokenizer.from_dir(tiny_copy)
+
+
+def test_bf16_close_to_fp32(tiny_model_dir):
+    fp32, bf16 = EagerRunner(tiny_model_dir), EagerRunner(tiny_model_dir, dtype="bf16")
+    a = Guard(fp32, fp32.tokenizer).classify("Is this close?")
+    b = Guard(bf16, bf16.tokenizer).classify("Is this close?")
+    assert b.p_unsafe == pytest.approx(a.p_unsafe, abs=0.02)
+    assert next(bf16.model.parameters()).dtype.is_floating_point and str(next(bf16.model.parameters()).dtype) == "torch.bfloat16"
+
+
+def test_safetensors_preferred_over_pickle(tiny_copy):
+    (tiny_copy / "pytorch_model.bin").write_bytes(b"not a pickle, must never be read")
+    runner = EagerRunner(tiny_copy)  # loads the safetensors, ignores the .bin
+    assert runner.max_seq_len == 1024
+
+
+def test_missing_config(tiny_copy):
+    (tiny_copy / "config.json").unlink()
+    with pytest.raises(GuardError, match="no config.json"):
+        EagerRunner(tiny_copy)
