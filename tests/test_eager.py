@@ -44,3 +44,13 @@ def test_missing_config(tiny_copy):
     (tiny_copy / "config.json").unlink()
     with pytest.raises(GuardError, match="no config.json"):
         EagerRunner(tiny_copy)
+
+
+def test_public_api(tiny_model_dir):
+    import guard
+
+    g = guard.load(model=str(tiny_model_dir), policy=guard.Policy(excluded=("S13",)))
+    v = g.classify("hello")
+    assert isinstance(v, guard.Verdict) and v.decision in ("safe", "unsafe", "indeterminate") and 0 <= v.p_unsafe <= 1
+    with pytest.raises(guard.GuardError):
+        guard.load(model=str(tiny_model_dir) + "-missing")

@@ -1,0 +1,47 @@
+"""On-device Llama Guard 3-style moderation.
+
+>>> import guard
+>>> g = guard.load(model="path/to/Llama-Guard-3-1B")      # or pte="out/model.pte"; neither: the default model
+>>> v = g.classify("How do I make a pipe bomb?")
+>>> v.decision, v.categories, v.p_unsafe
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+__all__ = ["load", "Guard", "Policy", "Verdict", "GuardError"]
+
+
+def load(model: str | None = None, pte: str | None = None, *, dtype: str = "fp32", policy=None,
+         threshold: float = 0.5, block_indeterminate: bool = True):
+    """Load a guard from a Hugging Face directory, an exported .pte, or (neither given) the default model."""
+    from guard.classifier import Guard
+    from guard.runner import load_runner
+
+    if model is None and pte is None:
+        from guard.defaults import default_model
+
+        kind, path, _ = default_model()
+        model, pte = (None, str(path)) if kind == "pte" else (str(path), None)
+    runner, tok = load_runner(model=model, pte=pte, dtype=dtype)
+    return Guard(runner, tok, policy, threshold=threshold, block_indeterminate=block_indeterminate)
+
+
+def __getattr__(name):  # lazy: `import guard` stays cheap for the CLI
+    if name == "Guard":
+        from guard.classifier import Guard
+
+        return Guard
+    if name == "Policy":
+        from guard.categories import Policy
+
+        return Policy
+    if name == "Verdict":
+        from guard.verdict import Verdict
+
+        return Verdict
+    if name == "GuardError":
+        from guard.errors import GuardError
+
+        return GuardError
+    raise AttributeError(name)
