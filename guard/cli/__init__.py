@@ -12,6 +12,7 @@ from guard.errors import EXIT_ERROR, EXIT_INTERNAL, GuardError
 COMMANDS = {
     "classify": ("classify", "classify a prompt, a response or a conversation (exit 0 safe, 10 unsafe, 11 indeterminate)"),
     "demo": ("demo", "the main job: classify sample prompts and responses with the default model and time it"),
+    "export": ("export", "export a Hugging Face Llama Guard directory to an ExecuTorch model.pte (XNNPACK, optional INT4)"),
     "tiny-model": ("tiny", "write a tiny random Llama Guard-format checkpoint with the real Llama 3 tokenizer"),
 }
 EPILOG = """exit codes: 0 safe (or batch finished), 10 unsafe, 11 indeterminate, 2 bad input or usage,

@@ -1,0 +1,30 @@
+"""guard export: a Hugging Face Llama Guard directory -> DIR/model.pte (+ tokenizer.json) for ExecuTorch/XNNPACK."""
+
+from __future__ import annotations
+
+
+def add_arguments(p):
+    p.add_argument("--model", metavar="DIR", required=True, help="Hugging Face Llama directory (config.json, *.safetensors, tokenizer)")
+    p.add_argument("--out", metavar="DIR", required=True, help="output directory: model.pte and tokenizer.json are written there")
+    p.add_argument("--quant", choices=["none", "8da4w"], default="none", help="none (fp32) or 8da4w: INT4 weights, int8 dynamic activations, 4-bit embedding")
+    p.add_argument("--group-size", type=int, default=256, help="INT4 weight group size (default 256, as Llama Guard 3-1B-INT4)")
+    p.add_argument("--prune-vocab", action="store_true", help="keep only the tokens the guard emits in the output layer")
+    p.add_argument("--max-seq-len", type=int, default=1024, help="longest conversation plus verdict, in tokens (default 1024)")
+    p.add_argument("--chunk", type=int, default=64, help="static prefill chunk length (default 64)")
+
+
+def run(args) -> int:
+    import logging
+    import time
+
+    from guard.export import ExportConfig, export_model
+    from guard.quantize import QuantConfig
+
+    logging.basicConfig(level=logging.INFO, format="guard: %(message)s")
+    logging.getLogger("guard.export").setLevel(logging.INFO)
+    cfg = ExportConfig(max_seq_len=args.max_seq_len, chunk=args.chunk, prune_vocab=args.prune_vocab,
+                       quant=QuantConfig(args.quant, group_size=args.group_size))
+    t0 = time.perf_counter()
+    path = export_model(args.model, args.out, cfg)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {args.quant}, {time.perf_counter() - t0:.0f} s)")
+    return 0

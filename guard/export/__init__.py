@@ -1,0 +1,125 @@
+"""Export stage: a Llama (guard.model) -> model.pte for the ExecuTorch runtime with XNNPACK.
+
+One program, two methods sharing the KV-cache buffers (``share_mutable_buffers``):
+``prefill(tokens[1, chunk], pos[chunk], last[1])`` for a padded chunk and ``decode(tokens[1, 1], pos[1], last[1])``.
+Both return the logits of one position only. Metadata lives in constant methods (see metadata.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from guard.errors import GuardError
+from guard.quantize import QuantConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ExportConfig:
+    max_seq_len: int = 1024  # positions a conversation may use (prompt + verdict)
+    chunk: int = 64  # static prefill chunk; shorter inputs are padded
+    prune_vocab: bool = False  # keep only the guard's output tokens
+    quant: QuantConfig = field(default_factory=QuantConfig)
+
+    def check(self) -> None:
+        self.quant.check()
+        if not 16 <= self.max_seq_len <= 131072:
+            raise GuardError(f"max_seq_len must be in [16, 131072], got {self.max_seq_len}")
+        if not 1 <= self.chunk <= self.max_seq_len:
+            raise GuardError(f"prefill chunk must be in [1, max_seq_len], got {self.chunk}")
+
+
+def export_model(model_dir: str | Path, out_dir: str | Path, config: ExportConfig) -> Path:
+    """HF checkpoint dir -> out_dir/model.pte with tokenizer.json beside it. Returns the .pte path."""
+    from guard.model import load_hf
+    from guard.tokenizer import Tokenizer
+
+    from guard.checkpoint import check_model_dir
+
+    config.check()
+    check_model_dir(model_dir)
+    tok = Tokenizer.from_dir(model_dir)
+    model = load_hf(model_dir, max_seq_len=config.max_seq_len, chunk=config.chunk)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = export_pte(model, config, out / "model.pte", tok)
+    src = Path(model_dir)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        if (src / name).is_file():
+            shutil.copy(src / name, out / name)
+    if not (out / "tokenizer.json").is_file():
+        tok._tok.save(str(out / "tokenizer.json"))
+    return path
+
+
+def prepare(model, config: ExportConfig, tok):
+    """Prune the output layer and quantize, in place. Returns the model."""
+    from guard.export.metadata import guard_vocab
+    from guard.model import prune_vocab
+    from guard.quantize import load_quantized_ops, quantize
+
+    if config.prune_vocab:
+        prune_vocab(model, guard_vocab(tok))
+    load_quantized_ops()
+    # A pruned head has ~100 rows: it stays fp32, which keeps p_unsafe closest to the float model.
+    return quantize(model, config.quant, skip=("lm_head",) if config.prune_vocab else ())
+
+
+def export_pte(model, config: ExportConfig, path: str | Path, tok=None) -> Path:
+    """Prune/quantize ``model`` (a guard.model.Transformer, modified in place) and write it as a .pte."""
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import EdgeCompileConfig, ExecutorchBackendConfig, to_edge_transform_and_lower
+    from executorch.exir.passes import MemoryPlanningPass
+
+    from guard.export import metadata
+    from guard.prompt import FORMAT_VERSION
+    from guard.tokenizer import Tokenizer
+
+    config.check()
+    tok = tok or Tokenizer.default()
+    a = model.args
+    if (a.max_seq_len, a.chunk) != (config.max_seq_len, config.chunk):
+        raise GuardError(f"model built for max_seq_len={a.max_seq_len}, chunk={a.chunk}; config says "
+                         f"{config.max_seq_len}, {config.chunk}")
+    model = prepare(model, config, tok).eval()
+    C = config.chunk
+    examples = {
+        "prefill": (torch.zeros(1, C, dtype=torch.long), torch.arange(C), torch.tensor([C - 1])),
+        "decode": (torch.zeros(1, 1, dtype=torch.long), torch.tensor([0]), torch.tensor([0])),
+    }
+    with torch.no_grad():
+        progs = {name: torch.export.export(model, ex, strict=True) for name, ex in examples.items()}
+    meta = metadata.build(tok.tokens, max_seq_len=config.max_seq_len, chunk=C, vocab_size=a.vocab_size,
+                          output_ids=model.output_ids, prompt_format=FORMAT_VERSION,
+                          quant_scheme=config.quant.scheme, group_size=config.quant.group_size)
+    edge = to_edge_transform_and_lower(progs, partitioner=[XnnpackPartitioner()], constant_methods=meta,
+                                       compile_config=EdgeCompileConfig(_check_ir_validity=False))
+    for name in progs:
+        log.info("%s: %s", name, delegation_summary(edge.exported_program(name)))
+    et = edge.to_executorch(ExecutorchBackendConfig(
+        extract_delegate_segments=True, do_quant_fusion_and_const_prop=True, run_reinplace_pass=True,  # in-place cache writes
+        memory_planning_pass=MemoryPlanningPass(alloc_graph_input=False, share_mutable_buffers=True),
+        emit_mutable_buffer_names=True))
+    path = Path(path)
+    tmp = path.with_suffix(".pte.tmp")
+    tmp.write_bytes(et.buffer)
+    tmp.replace(path)  # never leave a half-written model.pte
+    log.info("wrote %s (%.1f MB)", path, path.stat().st_size / 1e6)
+    return path
+
+
+def delegation_summary(ep) -> str:
+    """One line: delegated vs portable ops (the portable ones are what can make a step slow)."""
+    from executorch.devtools.backend_debug import get_delegation_info
+
+    info = get_delegation_info(ep.graph_module)
+    df = info.get_operator_delegation_dataframe()
+    rest = df[(df.iloc[:, 2] > 0) & (df.op_type != "getitem") & (df.op_type != "Total")]
+    portable = ", ".join(f"{r.op_type} x{r.iloc[2]}" for _, r in rest.iterrows())
+    return f"{info.num_delegated_subgraphs} XNNPACK subgraphs; not delegated: {portable or 'none'}"

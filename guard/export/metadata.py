@@ -1,0 +1,39 @@
+"""Metadata stored inside the .pte as constant methods (ExecuTorch's get_max_seq_len convention).
+
+The runtime refuses a .pte that lacks any of ``REQUIRED``; nothing is ever parsed from file names.
+"""
+
+from __future__ import annotations
+
+from guard.tokenizer import GuardTokens, Tokenizer
+
+PTE_FORMAT = "guard-pte-1"  # bump when the method signatures change
+MARKER = "get_guard_format"
+TOKEN_KEYS = ("bos", "eot", "safe", "unsafe", "newline", "blank", "s")
+REQUIRED = (
+    MARKER, "get_max_seq_len", "get_prefill_chunk", "get_vocab_size", "get_output_ids", "get_prompt_format",
+    "get_quant_scheme", "get_group_size", *(f"get_{k}_id" for k in TOKEN_KEYS),
+)
+METHODS = ("prefill", "decode")
+
+
+def guard_vocab(tok: Tokenizer, max_code: int = 99) -> list[int]:
+    """Token ids the guard can emit: safe/unsafe, "S"/",S" and numbers of category codes, separators, end of turn."""
+    t = tok.tokens
+    keep = {t.safe, t.unsafe, t.newline, t.blank, t.s, t.eot, tok.special_id("<|end_of_text|>")}
+    keep.update(tok.encode(","))
+    for i in range(max_code + 1):
+        keep.update(tok.encode(f"S{i}") + tok.encode(f",S{i}"))
+    return sorted(keep)
+
+
+def build(tokens: GuardTokens, *, max_seq_len: int, chunk: int, vocab_size: int, output_ids: list[int] | None,
+          prompt_format: str, quant_scheme: str, group_size: int) -> dict:
+    meta = {
+        MARKER: PTE_FORMAT, "get_max_seq_len": max_seq_len, "get_prefill_chunk": chunk, "get_vocab_size": vocab_size,
+        "get_output_ids": list(output_ids) if output_ids else [-1],  # [-1]: full vocabulary
+        "get_prompt_format": prompt_format, "get_quant_scheme": quant_scheme, "get_group_size": group_size,
+        "get_eos_ids": [tokens.eot],  # the name ExecuTorch's own runners read
+    }
+    meta.update({f"get_{k}_id": getattr(tokens, k) for k in TOKEN_KEYS})
+    return meta

@@ -1,0 +1,133 @@
+"""PteRunner: a guard .pte run by the ExecuTorch runtime (XNNPACK), implementing guard.runner.Runner."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+import torch
+
+from guard.errors import GuardError
+from guard.export.metadata import MARKER, METHODS, PTE_FORMAT, REQUIRED, TOKEN_KEYS
+
+
+@contextlib.contextmanager
+def quiet_stderr():
+    """The runtime's C++ logging (cpuinfo probes) writes to fd 2; keep the CLI's stderr to one line."""
+    if os.environ.get("GUARD_DEBUG"):
+        yield
+        return
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def set_threads(n: int | None = None) -> int:
+    """XNNPACK's threadpool size: GUARD_THREADS, else every available core."""
+    from executorch.extension.pybindings import portable_lib
+
+    n = n or int(os.environ.get("GUARD_THREADS", 0)) or len(os.sched_getaffinity(0))
+    if portable_lib._threadpool_get_thread_count() != n:
+        portable_lib._unsafe_reset_threadpool(n)
+    return portable_lib._threadpool_get_thread_count()
+
+
+def _load_program(path: Path):
+    from executorch.runtime import Runtime
+
+    import executorch.kernels.quantized  # noqa: F401  (registers embedding_4bit)
+
+    if not path.is_file():
+        raise GuardError(f"model file not found: {path}")
+    try:
+        return Runtime.get().load_program(path)
+    except Exception:
+        raise GuardError(f"{path} is not a loadable ExecuTorch program (truncated or corrupt?)") from None
+
+
+class PteRunner:
+    """Runner over a .pte written by guard.export; the tokenizer is read from tokenizer.json beside it."""
+
+    def __init__(self, path: str | Path, tokenizer=None):
+        with quiet_stderr():
+            self._load(Path(path), tokenizer)
+
+    def _load(self, path: Path, tokenizer) -> None:
+        from guard.tokenizer import Tokenizer
+
+        self.path = path
+        program = _load_program(self.path)
+        names = program.method_names
+        if MARKER not in names:
+            raise GuardError(f"{self.path} is not a guard model (no {MARKER} method); export it with `guard export`")
+        meta = {}
+        for key in REQUIRED:
+            if key not in names:
+                raise GuardError(f"{self.path} lacks metadata {key}; re-export it with `guard export`")
+            meta[key] = self._constant(program, key)
+        if meta[MARKER] != PTE_FORMAT:
+            raise GuardError(f"{self.path} has format {meta[MARKER]!r}; this runtime reads {PTE_FORMAT!r}")
+        from guard.prompt import FORMAT_VERSION
+
+        if meta["get_prompt_format"] != FORMAT_VERSION:
+            raise GuardError(f"{self.path} expects prompt format {meta['get_prompt_format']!r}, not {FORMAT_VERSION!r}")
+        missing = [m for m in METHODS if m not in names]
+        if missing:
+            raise GuardError(f"{self.path} lacks the {missing[0]} method; re-export it with `guard export`")
+        self.meta = meta
+        self.tokenizer = tokenizer or self._tokenizer(Tokenizer)
+        self.max_seq_len = int(meta["get_max_seq_len"])
+        self.chunk = int(meta["get_prefill_chunk"])
+        ids = [int(i) for i in meta["get_output_ids"]]
+        self.output_ids = None if ids == [-1] else ids
+        self.name = f"pte:{meta['get_quant_scheme']}"
+        self.threads = set_threads()
+        self._prefill = program.load_method("prefill")
+        self._decode = program.load_method("decode")
+        self._program = program
+
+    @staticmethod
+    def _constant(program, key):
+        try:
+            out = program.load_method(key).execute([])
+        except Exception:
+            raise GuardError(f"cannot read metadata {key} from the .pte") from None
+        return list(out) if key == "get_output_ids" else out[0]
+
+    def _tokenizer(self, Tokenizer):
+        tok = Tokenizer.from_dir(self.path.parent)
+        for k in TOKEN_KEYS:
+            if getattr(tok.tokens, k) != int(self.meta[f"get_{k}_id"]):
+                raise GuardError(f"tokenizer beside {self.path} disagrees with the model's {k} token id")
+        return tok
+
+    def _check(self, n: int, start_pos: int) -> None:
+        if start_pos < 0 or start_pos + n > self.max_seq_len:
+            raise GuardError(f"positions {start_pos}..{start_pos + n - 1} exceed the model's max_seq_len {self.max_seq_len}")
+
+    def prefill(self, tokens: list[int], start_pos: int) -> torch.Tensor:
+        """Write positions start_pos.. in chunks of ``chunk`` (the last one padded); logits of the last token."""
+        if not tokens:
+            raise GuardError("prefill needs at least one token")
+        self._check(len(tokens), start_pos)
+        C, pos, out = self.chunk, start_pos, None
+        for i in range(0, len(tokens), C):
+            part = tokens[i:i + C]
+            n = len(part)
+            if n == 1 and out is not None or len(tokens) == 1:
+                return self.decode(part[0], pos)
+            x = torch.tensor([part + [0] * (C - n)], dtype=torch.long)
+            out = self._prefill.execute([x, torch.arange(pos, pos + C), torch.tensor([n - 1])])[0]
+            pos += n
+        return out[0]
+
+    def decode(self, token: int, pos: int) -> torch.Tensor:
+        self._check(1, pos)
+        x = torch.tensor([[token]], dtype=torch.long)
+        return self._decode.execute([x, torch.tensor([pos]), torch.tensor([0])])[0][0]

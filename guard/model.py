@@ -1,0 +1,229 @@
+"""An export-friendly Llama decoder (gpt-fast / ExecuTorch examples/models/llama style) for Hugging Face weights.
+
+Every shape is static, so XNNPACK takes the whole graph: one forward serves both the padded prefill chunk
+(``T = chunk``) and the single-token decode (``T = 1``); the two are exported as separate methods that share the
+KV-cache buffers. The cache is ``[1, n_kv_heads, cache_len, head_dim]`` with ``cache_len = max_seq_len + chunk``
+so a padded chunk never writes out of range; padding writes land after the real tokens and are overwritten
+before anything attends to them (a query at position p only sees keys at positions <= p).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from guard.errors import GuardError
+
+
+@dataclass
+class ModelArgs:
+    dim: int = 2048
+    n_layers: int = 16
+    n_heads: int = 32
+    n_kv_heads: int = 8
+    hidden_dim: int = 8192
+    vocab_size: int = 128256
+    norm_eps: float = 1e-5
+    rope_theta: float = 500000.0
+    rope_scaling: dict | None = None  # HF "llama3" rope scaling, as in Llama 3.1/3.2 configs
+    tie_embeddings: bool = False
+    max_seq_len: int = 1024  # positions the runner may use
+    chunk: int = 64  # prefill chunk length (static); the cache has max_seq_len + chunk slots
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.n_heads
+
+    @property
+    def cache_len(self) -> int:
+        return self.max_seq_len + self.chunk
+
+    @classmethod
+    def from_hf(cls, cfg: dict, **overrides) -> "ModelArgs":
+        if cfg.get("model_type", "llama") != "llama":
+            raise GuardError(f"only Llama checkpoints can be exported, not model_type {cfg.get('model_type')!r}")
+        if cfg.get("head_dim") not in (None, cfg["hidden_size"] // cfg["num_attention_heads"]):
+            raise GuardError("checkpoints with a custom head_dim are not supported")
+        args = cls(
+            dim=cfg["hidden_size"], n_layers=cfg["num_hidden_layers"], n_heads=cfg["num_attention_heads"],
+            n_kv_heads=cfg.get("num_key_value_heads") or cfg["num_attention_heads"],
+            hidden_dim=cfg["intermediate_size"], vocab_size=cfg["vocab_size"], norm_eps=cfg.get("rms_norm_eps", 1e-5),
+            rope_theta=cfg.get("rope_theta", 10000.0), rope_scaling=cfg.get("rope_scaling"),
+            tie_embeddings=bool(cfg.get("tie_word_embeddings", False)),
+        )
+        for k, v in overrides.items():
+            setattr(args, k, v)
+        return args
+
+
+def inv_freq(args: ModelArgs) -> torch.Tensor:
+    """RoPE inverse frequencies [head_dim/2], with Llama 3 scaling when the config asks for it."""
+    d = args.head_dim
+    freq = 1.0 / (args.rope_theta ** (torch.arange(0, d, 2, dtype=torch.float64) / d))
+    rs = args.rope_scaling or {}
+    kind = rs.get("rope_type", rs.get("type"))
+    if kind in (None, "default"):
+        return freq.float()
+    if kind != "llama3":
+        raise GuardError(f"rope scaling {kind!r} is not supported (only llama3)")
+    factor, lo, hi = rs["factor"], rs.get("low_freq_factor", 1.0), rs.get("high_freq_factor", 4.0)
+    old = rs.get("original_max_position_embeddings", 8192)
+    wavelen = 2 * math.pi / freq
+    smooth = (old / wavelen - lo) / (hi - lo)
+    scaled = torch.where(wavelen > old / lo, freq / factor, freq)  # long wavelengths: scaled down
+    mid = (wavelen <= old / lo) & (wavelen >= old / hi)
+    return torch.where(mid, (1 - smooth) * freq / factor + smooth * freq, scaled).float()
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps, self.weight = eps, nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        ms = x.pow(2).view(shape[0], shape[1], 1, shape[2]).mean((2, 3), keepdim=True).view(shape[0], shape[1], 1)  # 4-D mean: XNNPACK delegates it
+        return x * torch.rsqrt(ms + self.eps) * self.weight
+
+
+def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """HF-style RoPE (rotate_half), so HF q/k weights need no permutation. x [1, T, H, D], cos/sin [T, 1, D]."""
+    half = x.shape[-1] // 2
+    rot = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return x * cos + rot * sin
+
+
+class Attention(nn.Module):
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        self.n_heads, self.n_kv, self.hd = args.n_heads, args.n_kv_heads, args.head_dim
+        self.q_proj = nn.Linear(args.dim, args.n_heads * self.hd, bias=False)
+        self.k_proj = nn.Linear(args.dim, args.n_kv_heads * self.hd, bias=False)
+        self.v_proj = nn.Linear(args.dim, args.n_kv_heads * self.hd, bias=False)
+        self.o_proj = nn.Linear(args.n_heads * self.hd, args.dim, bias=False)
+        shape = (args.n_kv_heads, args.cache_len, self.hd)  # batch 1 folded away: bmm wants 3-D
+        self.register_buffer("k_cache", torch.zeros(shape), persistent=False)
+        self.register_buffer("v_cache", torch.zeros(shape), persistent=False)
+
+    def forward(self, x, cos, sin, mask, pos):
+        """x [1, T, dim], mask [T, cache_len] additive, pos [T] -> [1, T, dim]."""
+        T, G = x.shape[1], self.n_heads // self.n_kv
+        q = rotate(self.q_proj(x).view(1, T, self.n_heads, self.hd), cos, sin)
+        k = rotate(self.k_proj(x).view(1, T, self.n_kv, self.hd), cos, sin)
+        v = self.v_proj(x).view(T, self.n_kv, self.hd)
+        self.k_cache.index_copy_(1, pos, k.view(T, self.n_kv, self.hd).transpose(0, 1))
+        self.v_cache.index_copy_(1, pos, v.transpose(0, 1))
+        # GQA without repeat_interleave: the G query heads of a kv head become G*T rows of one bmm.
+        q = q.view(T, self.n_kv, G, self.hd).permute(1, 2, 0, 3).reshape(self.n_kv, G * T, self.hd)
+        s = torch.bmm(q, self.k_cache.transpose(1, 2)) * (1.0 / math.sqrt(self.hd))  # [n_kv, G*T, L]
+        s = (s.view(self.n_kv, G, T, -1) + mask).view(self.n_kv, G * T, -1)
+        o = torch.bmm(torch.softmax(s, dim=-1), self.v_cache)  # [n_kv, G*T, hd]
+        o = o.view(self.n_kv, G, T, self.hd).permute(2, 0, 1, 3).reshape(1, T, self.n_heads * self.hd)
+        return self.o_proj(o)
+
+
+class MLP(nn.Module):
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        self.gate_proj = nn.Linear(args.dim, args.hidden_dim, bias=False)
+        self.up_proj = nn.Linear(args.dim, args.hidden_dim, bias=False)
+        self.down_proj = nn.Linear(args.hidden_dim, args.dim, bias=False)
+
+    def forward(self, x):
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Block(nn.Module):
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        self.self_attn, self.mlp = Attention(args), MLP(args)
+        self.input_layernorm = RMSNorm(args.dim, args.norm_eps)
+        self.post_attention_layernorm = RMSNorm(args.dim, args.norm_eps)
+
+    def forward(self, x, cos, sin, mask, pos):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, pos)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class Transformer(nn.Module):
+    """forward(tokens [1, T], pos [T], last [1]) -> logits [1, n_out] of position ``last`` only."""
+
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        self.args = args
+        self.embed_tokens = nn.Embedding(args.vocab_size, args.dim)
+        self.layers = nn.ModuleList(Block(args) for _ in range(args.n_layers))
+        self.norm = RMSNorm(args.dim, args.norm_eps)
+        self.lm_head = nn.Linear(args.dim, args.vocab_size, bias=False)
+        self.output_ids: list[int] | None = None  # set by prune_vocab
+        t = torch.arange(args.cache_len, dtype=torch.float32)
+        ang = torch.outer(t, inv_freq(args))
+        ang = torch.cat([ang, ang], dim=-1).unsqueeze(1)  # [L, 1, head_dim]
+        self.register_buffer("rope_cos", ang.cos(), persistent=False)
+        self.register_buffer("rope_sin", ang.sin(), persistent=False)
+        causal = torch.ones(args.cache_len, args.cache_len, dtype=torch.bool).tril()
+        self.register_buffer("mask", torch.zeros(causal.shape).masked_fill(~causal, float("-inf")), persistent=False)
+
+    def forward(self, tokens: torch.Tensor, pos: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+        x = self.embed_tokens(tokens)
+        cos, sin = self.rope_cos.index_select(0, pos), self.rope_sin.index_select(0, pos)
+        mask = self.mask.index_select(0, pos)  # [T, L]: row p lets a query see keys 0..p
+        for layer in self.layers:
+            x = layer(x, cos, sin, mask, pos)
+        x = self.norm(x.index_select(1, last))  # only the last real position goes through the head
+        return self.lm_head(x).view(1, -1)
+
+    def reset_cache(self) -> None:
+        for layer in self.layers:
+            layer.self_attn.k_cache.zero_()
+            layer.self_attn.v_cache.zero_()
+
+
+def prune_vocab(model: Transformer, keep: list[int]) -> Transformer:
+    """Keep only the output rows of ``keep`` (ExecuTorch's prune_vocab); logit column i is token keep[i]."""
+    w = model.lm_head.weight.data[torch.tensor(keep)]
+    head = nn.Linear(w.shape[1], w.shape[0], bias=False)
+    head.weight.data.copy_(w)
+    model.lm_head, model.output_ids = head, list(keep)
+    return model
+
+
+def load_hf(path: str | Path, **overrides) -> Transformer:
+    """Build a Transformer from a Hugging Face Llama directory (config.json + *.safetensors)."""
+    from safetensors.torch import load_file
+
+    from guard.checkpoint import check_model_dir
+
+    path = Path(path)
+    files = check_model_dir(path)
+    args = ModelArgs.from_hf(json.loads((path / "config.json").read_text()), **overrides)
+    sd = {}
+    for f in files:
+        sd.update(load_file(str(f)))
+    sd = {k.removeprefix("model."): v.float() for k, v in sd.items()}
+    if "lm_head.weight" not in sd:
+        sd["lm_head.weight"] = sd["embed_tokens.weight"]  # tied embeddings
+    with torch.device("meta"):
+        model = Transformer(args)
+    model = model.to_empty(device="cpu")
+    missing, unexpected = model.load_state_dict(sd, strict=False, assign=True)
+    missing = [k for k in missing if "cache" not in k and not k.startswith(("rope_", "mask"))]
+    if missing or unexpected:
+        raise GuardError(f"{path}: weights do not match a Llama model (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    _init_buffers(model, args)  # non-persistent buffers were left empty by to_empty
+    return model.eval()
+
+
+def _init_buffers(model: Transformer, args: ModelArgs) -> None:
+    ref = Transformer(ModelArgs(**{**args.__dict__, "n_layers": 0, "vocab_size": 1}))
+    model.rope_cos, model.rope_sin, model.mask = ref.rope_cos, ref.rope_sin, ref.mask
+    for layer in model.layers:
+        a = layer.self_attn
+        a.k_cache = torch.zeros(args.n_kv_heads, args.cache_len, args.head_dim)
+        a.v_cache = torch.zeros(args.n_kv_heads, args.cache_len, args.head_dim)
