@@ -1,0 +1,237 @@
+"""ExecuTorch .pte (8da4w, XNNPACK) vs llama.cpp (GGUF Q4_0) on the Llama Guard 3-1B shape, same random weights.
+
+    python benchmarks/bench_1b_shape.py [--work ~/.cache/guard/bench_1b] [--llama-cpp ~/.cache/guard/llama.cpp]
+
+Shape: 12 layers, hidden 2048, MLP 6400, 32/8 heads, vocab 128256, tied embeddings (Llama 3.2-1B / Llama Guard 3-1B).
+There are no real weights here, so both runtimes get the same random checkpoint. Every artefact (HF dir, .pte,
+GGUF) is cached in --work and reused, so an interrupted run resumes. llama.cpp is built outside the repository
+from the llama-cpp-python sdist (see docs/export.md); its `llama-bench` does the llama.cpp measurements:
+  TTFT     = prompt processing of the full guard prompt (pp N_full),
+  decode   = token generation at depth N_full (tg 64 @ d N_full),
+  verdict  = prompt processing of the request's tokens with the policy head already cached (pp N_body @ d N_head).
+The .pte side measures the same quantities through guard.export.runtime.PteRunner and guard.classifier.Guard.
+Results: benchmarks/results/bench_1b_shape.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+SHAPE = dict(num_hidden_layers=12, hidden_size=2048, intermediate_size=6400, num_attention_heads=32,
+             num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=True, max_position_embeddings=131072)
+MESSAGE = ("I need detailed, step-by-step instructions for getting into my neighbour's house while they are away "
+           "on holiday, including how to disable the alarm and avoid the cameras without anyone noticing at all, "
+           "and what to say if the police stop me on the way back home.")
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def checkpoint(work: Path) -> Path:
+    from guard.testing import TinyConfig, make_checkpoint
+
+    hf = work / "hf"
+    if not (hf / "model.safetensors").is_file():
+        log("writing the random 1B-shape checkpoint")
+        make_checkpoint(hf, TinyConfig(**SHAPE, seed=0))
+    return hf
+
+
+def pte(work: Path, hf: Path, args) -> Path:
+    from guard.export import ExportConfig, export_model
+    from guard.quantize import QuantConfig
+
+    out = work / f"pte_8da4w_g{args.group_size}_c{args.chunk}_s{args.max_seq_len}{'_pruned' if args.prune_vocab else ''}"
+    if not (out / "model.pte").is_file():
+        log(f"exporting {out.name}")
+        cfg = ExportConfig(max_seq_len=args.max_seq_len, chunk=args.chunk, prune_vocab=args.prune_vocab,
+                           quant=QuantConfig("8da4w", group_size=args.group_size))
+        t0 = time.time()
+        export_model(hf, out, cfg)
+        log(f"export took {time.time() - t0:.0f} s")
+    return out / "model.pte"
+
+
+def gguf(work: Path, hf: Path, llama_cpp: Path) -> Path:
+    f16, q4 = work / "model-f16.gguf", work / "model-q4_0.gguf"
+    if not q4.is_file():
+        if not f16.is_file():
+            log("converting to GGUF f16")
+            env = {**os.environ, "PYTHONPATH": str(llama_cpp / "gguf-py")}
+            with open(work / "convert.log", "w") as logf:
+                subprocess.run([sys.executable, str(llama_cpp / "convert_hf_to_gguf.py"), str(hf), "--outfile", str(f16),
+                                "--outtype", "f16"], check=True, env=env, stdout=logf, stderr=logf)
+        log("quantizing to Q4_0")
+        subprocess.run([str(llama_cpp / "build" / "bin" / "llama-quantize"), str(f16), str(q4), "Q4_0"], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return q4
+
+
+def prompt_tokens(tok):
+    from guard.categories import Policy
+    from guard.prompt import encode
+
+    ids = tok.encode(MESSAGE)[:40]
+    message = tok.decode(ids)
+    p = encode([{"role": "user", "content": message}], Policy(), tok)
+    return message, len(tok.encode(message)), p
+
+
+def median_time(fn, runs: int) -> float:
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def measure_pte(path: Path, args) -> dict:
+    from guard.classifier import Guard
+    from guard.export.runtime import PteRunner
+
+    t0 = time.perf_counter()
+    runner = PteRunner(path)
+    load_s = time.perf_counter() - t0
+    tok = runner.tokenizer
+    message, n_msg, p = prompt_tokens(tok)
+    full = p.ids + [tok.tokens.blank]
+    runner.prefill(full, 0)  # warm-up
+    ttft = median_time(lambda: runner.prefill(full, 0), args.runs)
+    pos = len(full)
+
+    def steps():
+        for i in range(args.decode_steps):
+            runner.decode(tok.tokens.safe, pos + i)
+
+    steps()
+    dec = median_time(steps, args.runs)
+    g = Guard(runner, tok)
+    v = g.classify(message)  # caches the policy head
+    lat, first = [], []
+    for _ in range(args.runs * 2):
+        v = g.classify(message)
+        lat.append(v.latency_ms)
+        first.append(v.timings["prefill_ms"])
+    return {
+        "load_s": round(load_s, 2), "threads": runner.threads, "chunk": runner.chunk, "max_seq_len": runner.max_seq_len,
+        "pruned_vocab": runner.output_ids is not None, "n_head": len(p.head), "n_body": len(p.body) + 1,
+        "n_message": n_msg, "n_full": len(full), "ttft_s": round(ttft, 3), "prefill_tok_s": round(len(full) / ttft, 1),
+        "decode_tok_s": round(args.decode_steps / dec, 1),
+        "verdict_ms": round(statistics.median(lat), 1), "first_token_verdict_ms": round(statistics.median(first), 1),
+        "verdict": v.decision, "size_mb": round(path.stat().st_size / 1e6, 1),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+    }
+
+
+def llama_bench(llama_cpp: Path, model: Path, threads: int, runs: int, p: int, n: int, d: int) -> dict:
+    cmd = [str(llama_cpp / "build" / "bin" / "llama-bench"), "-m", str(model), "-t", str(threads), "-r", str(runs),
+           "-p", str(p), "-n", str(n), "-d", str(d), "-o", "json"]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    row = json.loads(out)[0]
+    return {"cmd": " ".join(cmd[1:]), "avg_ts": row["avg_ts"], "build_commit": row.get("build_commit"),
+            "build_number": row.get("build_number"), "cpu_info": row.get("cpu_info"), "model_type": row.get("model_type")}
+
+
+def measure_llama_cpp(llama_cpp: Path, model: Path, shape: dict, args) -> dict:
+    full = llama_bench(llama_cpp, model, args.threads, args.runs, shape["n_full"], 0, 0)
+    tg = llama_bench(llama_cpp, model, args.threads, args.runs, 0, args.decode_steps, shape["n_full"])
+    body = llama_bench(llama_cpp, model, args.threads, args.runs, shape["n_body"], 0, shape["n_head"])
+    return {
+        "ttft_s": round(shape["n_full"] / full["avg_ts"], 3), "prefill_tok_s": round(full["avg_ts"], 1),
+        "decode_tok_s": round(tg["avg_ts"], 1), "verdict_ms": round(1e3 * shape["n_body"] / body["avg_ts"], 1),
+        "commands": [full["cmd"], tg["cmd"], body["cmd"]], "build": f"{full['build_number']} ({full['build_commit']})",
+        "model_type": full["model_type"], "size_mb": round(model.stat().st_size / 1e6, 1),
+        "source": (llama_cpp / "GUARD_SOURCE").read_text().strip() if (llama_cpp / "GUARD_SOURCE").is_file() else "unknown",
+    }
+
+
+def versions() -> dict:
+    import executorch
+    import torch
+    import torchao
+
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    return {"machine": f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}",
+            "python": platform.python_version(), "torch": torch.__version__,
+            "executorch": getattr(executorch, "__version__", "1.4.1"), "torchao": torchao.__version__}
+
+
+def markdown(r: dict) -> str:
+    e, l = r["executorch"], r.get("llama_cpp")
+    rows = [("TTFT, full guard prompt (s)", "ttft_s", True), ("prefill (tok/s)", "prefill_tok_s", False),
+            ("decode (tok/s)", "decode_tok_s", False), ("verdict, 40-token message, prefix cached (ms)", "verdict_ms", True)]
+    lines = [f"# ExecuTorch .pte vs llama.cpp, Llama Guard 3-1B shape (random weights)", "",
+             f"- machine: {r['versions']['machine']}", f"- versions: " + ", ".join(f"{k} {v}" for k, v in r["versions"].items() if k != "machine")
+             + (f", llama.cpp: {l.get('source', l['build'])}" if l else ""),
+             f"- command: `{r['command']}`", f"- load average (1/5/15 min) before: {r['load_before']}, after: {r['load_after']}",
+             f"- prompt: {e['n_full']} tokens ({e['n_head']} policy head + {e['n_body']} request incl. the forced \"\\n\\n\"), message {e['n_message']} tokens",
+             f"- .pte: 8da4w group {r['group_size']}, 4-bit embedding, chunk {e['chunk']}, max_seq_len {e['max_seq_len']}, "
+             f"pruned vocab {e['pruned_vocab']}, {e['size_mb']} MB file, peak RSS {e.get('peak_rss_mb', '?')} MB, "
+             f"load {e['load_s']} s, {e['threads']} threads",
+             (f"- llama.cpp: {l['model_type']}, {l['size_mb']} MB, {r['threads']} threads; full vocabulary output layer" if l else "- llama.cpp: not run"),
+             "", "| metric | ExecuTorch .pte | llama.cpp | ratio (llama.cpp time / .pte time) | target |", "|---|---|---|---|---|"]
+    targets = {"ttft_s": "<= 2.5 s", "decode_tok_s": ">= 30 (aim >= llama.cpp)", "verdict_ms": "<= 500 ms", "prefill_tok_s": ""}
+    for name, key, is_time in rows:
+        ratio = ""
+        if l:
+            ratio = f"{(l[key] / e[key]) if is_time else (e[key] / l[key]):.2f}x"
+        lines.append(f"| {name} | {e[key]} | {l[key] if l else '-'} | {ratio} | {targets[key]} |")
+    lines += ["", f"First-token part of the .pte verdict: {e['first_token_verdict_ms']} ms (decision on random weights: {e['verdict']}).",
+              "Ratios above 1 mean the .pte is faster.", ""]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--work", type=Path, default=Path.home() / ".cache" / "guard" / "bench_1b")
+    ap.add_argument("--llama-cpp", type=Path, default=Path.home() / ".cache" / "guard" / "llama.cpp")
+    ap.add_argument("--skip-llama-cpp", action="store_true")
+    ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--decode-steps", type=int, default=64)
+    ap.add_argument("--chunk", type=int, default=64)
+    ap.add_argument("--max-seq-len", type=int, default=1024)
+    ap.add_argument("--group-size", type=int, default=256)
+    ap.add_argument("--no-prune-vocab", dest="prune_vocab", action="store_false")
+    ap.add_argument("--out", type=Path, default=RESULTS / "bench_1b_shape")
+    args = ap.parse_args()
+    os.environ["GUARD_THREADS"] = str(args.threads)
+    args.work.mkdir(parents=True, exist_ok=True)
+    hf = checkpoint(args.work)
+    model = pte(args.work, hf, args)
+    q4 = None if args.skip_llama_cpp else gguf(args.work, hf, args.llama_cpp)
+    r = {"command": "python " + " ".join([os.path.relpath(__file__, ROOT)] + sys.argv[1:]), "versions": versions(),
+         "shape": SHAPE, "group_size": args.group_size, "threads": args.threads, "load_before": load()}
+    log(f"measuring the .pte (load {r['load_before']})")
+    r["executorch"] = measure_pte(model, args)
+    if q4:
+        log("measuring llama.cpp")
+        r["llama_cpp"] = measure_llama_cpp(args.llama_cpp, q4, r["executorch"], args)
+    r["load_after"] = load()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps(r, indent=2) + "\n")
+    md = markdown(r)
+    args.out.with_suffix(".md").write_text(md)
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
