@@ -46,7 +46,27 @@ class Guard:
         self._cols = {name: column(runner, getattr(t, name)) for name in ("safe", "unsafe", "eot")}
         if None in self._cols.values():
             raise GuardError(f"the model's output vocabulary lacks a verdict token: {self._cols}")
-        self._prefix = None  # head tokens currently in the runner's cache
+        self._cached: list[int] = []  # the tokens whose keys/values are in the runner's cache, by position
+
+    def invalidate(self) -> None:
+        """Forget the runner's cache contents (for backends whose state is not a function of the tokens alone)."""
+        self._cached = []
+
+    def _feed(self, ids: list[int]) -> tuple[torch.Tensor, int]:
+        """Prefill ``ids`` reusing the longest prefix already in the cache; -> (last logits, tokens reused).
+
+        The policy head is shared by every request with the same categories and role, so it is computed once;
+        a conversation that grows (multi-turn, streaming) reuses everything up to the first changed token.
+        """
+        keep = 0
+        for a, b in zip(self._cached, ids[:-1]):  # feed at least one token, to get logits
+            if a != b:
+                break
+            keep += 1
+        self._cached = []  # unknown if the runner fails midway
+        logits = self.runner.prefill(ids[keep:], keep)
+        self._cached = list(ids)
+        return logits, keep
 
     def classify(self, content, response: str | None = None) -> Verdict:
         t0 = time.perf_counter()
@@ -59,18 +79,12 @@ class Guard:
             raise GuardError(
                 f"conversation needs {needed} tokens with the verdict, more than the model's maximum of "
                 f"{self.runner.max_seq_len}; shorten it or classify the last turns only")
-        timings = {}
-        if self._prefix != tokens.head:  # the head depends on policy, role and image only
-            s = time.perf_counter()
-            self._prefix = None
-            self.runner.prefill(tokens.head, 0)
-            self._prefix = tokens.head
-            timings["prefix_ms"] = (time.perf_counter() - s) * 1e3
-        # The model's first generated token is "\n\n"; feed it with the body and read the verdict after it.
+        # The model's first generated token is "\n\n"; feed it with the prompt and read the verdict after it.
         s = time.perf_counter()
-        logits = self.runner.prefill(tokens.body + [t.blank], n_head)
-        timings["prefill_ms"] = (time.perf_counter() - s) * 1e3
-        verdict = self._verdict(logits, n_head + n_body + 1)
+        ids = tokens.ids + [t.blank]
+        logits, reused = self._feed(ids)
+        timings = {"prefill_ms": (time.perf_counter() - s) * 1e3, "reused_tokens": reused, "prefilled_tokens": len(ids) - reused}
+        verdict = self._verdict(logits, len(ids))
         verdict.role, verdict.prompt_tokens = role_of(msgs), n_head + n_body
         verdict.timings = timings
         verdict.latency_ms = (time.perf_counter() - t0) * 1e3
@@ -89,6 +103,7 @@ class Guard:
         forced = [t.unsafe, t.newline, t.s]
         out = list(forced)
         logits = self.runner.prefill(forced, pos)
+        self._cached += forced
         pos += len(forced)
         for _ in range(MAX_CATEGORY_TOKENS):
             nxt = self._token_of(int(torch.argmax(logits)), as_id=True)
@@ -96,6 +111,7 @@ class Guard:
                 break
             out.append(nxt)
             logits = self.runner.decode(nxt, pos)
+            self._cached.append(nxt)
             pos += 1
         else:
             raw = self.tokenizer.decode(out)

@@ -7,6 +7,7 @@ import pytest
 from guard.categories import Policy
 from guard.classifier import Guard
 from guard.eager import EagerRunner
+from guard.prompt import encode
 from guard.testing import make_scripted_checkpoint
 
 
@@ -76,13 +77,20 @@ def test_prefix_cache_gives_identical_scores(tiny_model_dir):
     cached = Guard(runner, runner.tokenizer)
     prompts = ["What is the weather like?", "Write a poem about cats.", "How to pick a lock"]
     first = [cached.classify(p) for p in prompts]
-    assert "prefix_ms" in first[0].timings and all("prefix_ms" not in v.timings for v in first[1:])
+    n_head = len(encode([{"role": "user", "content": "x"}], None, runner.tokenizer).head)
+    assert first[0].timings["reused_tokens"] == 0
+    # later requests reuse the policy head (plus the shared "User:" tokens) and prefill only their own tokens
+    assert all(n_head <= v.timings["reused_tokens"] <= n_head + 2 for v in first[1:])
+    assert all(v.timings["prefilled_tokens"] == v.prompt_tokens + 1 - v.timings["reused_tokens"] for v in first)
     for p, v in zip(prompts, first):
         fresh = Guard(EagerRunner(tiny_model_dir), runner.tokenizer).classify(p)
         assert fresh.p_unsafe == pytest.approx(v.p_unsafe, abs=1e-6) and fresh.raw == v.raw
-    # switching role (response classification) re-prefills the head
+    # switching role (response classification) changes the head: only the tokens before the role are reused
     v = cached.classify("hello", response="hi")
-    assert "prefix_ms" in v.timings
+    assert v.timings["reused_tokens"] < n_head
+    # a growing conversation reuses everything up to the first changed token
+    longer = cached.classify("hello", response="hi there, how are you")
+    assert longer.timings["reused_tokens"] >= v.prompt_tokens - 60
     assert cached.classify("hello").p_unsafe == pytest.approx(Guard(EagerRunner(tiny_model_dir), runner.tokenizer).classify("hello").p_unsafe, abs=1e-6)
 
 
