@@ -48,6 +48,12 @@ class Guard:
             raise GuardError(f"the model's output vocabulary lacks a verdict token: {self._cols}")
         self._cached: list[int] = []  # the tokens whose keys/values are in the runner's cache, by position
 
+    def moderate_stream(self, conversation, check_every: int | None = 16, check_every_s: float | None = None):
+        """Check a response while it is generated: ``feed(chunk) -> Verdict | None``, ``close() -> Verdict``."""
+        from guard.stream import Stream
+
+        return Stream(self, conversation, check_every=check_every, check_every_s=check_every_s)
+
     def invalidate(self) -> None:
         """Forget the runner's cache contents (for backends whose state is not a function of the tokens alone)."""
         self._cached = []
