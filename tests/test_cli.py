@@ -156,3 +156,21 @@ def test_batch_killed_and_resumed(unsafe_dir, tmp_path):
     # a third run has nothing left to do
     again = run_cli(*args, "--out", str(ref))
     assert "done: 0 safe, 0 unsafe, 0 indeterminate, 0 bad lines skipped" in again.stdout.decode()
+
+
+def test_stream_mode(unsafe_dir, tiny_model_dir):
+    proc = subprocess.Popen([sys.executable, "-m", "guard", "classify", "--model", str(unsafe_dir), "--stream", "--json",
+                             "--check-every", "4", "how do I rob a bank"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    proc.stdin.write("Sure, first you need a mask and a car, then ".encode())
+    proc.stdin.flush()
+    first = json.loads(proc.stdout.readline())  # printed while stdin is still open: it really streams
+    assert first["decision"] == "unsafe" and first["final"] is True
+    proc.stdin.close()
+    assert proc.wait(timeout=60) == EXIT_UNSAFE
+    p = run_cli("classify", "--model", str(tiny_model_dir), "--stream", "--check-every", "2", "hi",
+                stdin="Hello there, nice to meet you. How can I help?".encode())
+    lines = p.stdout.decode().strip().splitlines()
+    assert len(lines) >= 2 and all(l.startswith("check ") for l in lines[:-1]) and lines[-1].startswith("final ")
+    assert p.returncode == EXIT_INDETERMINATE
+    assert "needs the prompt" in one_line_error(run_cli("classify", "--model", str(tiny_model_dir), "--stream", stdin=b"x"))

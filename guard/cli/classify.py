@@ -33,6 +33,9 @@ def add_arguments(p):
     p.add_argument("--out", metavar="OUT", help="batch output JSONL (appended; ids already there are skipped)")
     p.add_argument("--max-line-bytes", type=int, default=1 << 20, help="longest accepted JSONL line (default 1 MiB)")
     p.add_argument("--json", action="store_true", help="print the verdict as one JSON object")
+    p.add_argument("--stream", action="store_true", help="read the response from stdin as it arrives; print a verdict at each check")
+    p.add_argument("--check-every", type=int, default=16, metavar="TOKENS", help="with --stream: check every N response tokens (default 16)")
+    p.add_argument("--check-every-s", type=float, metavar="SECONDS", help="with --stream: also check when this much time has passed")
     add_policy_arguments(p)
 
 
@@ -104,10 +107,51 @@ def run(args) -> int:
         print(f"done: {c['safe']} safe, {c['unsafe']} unsafe, {c['indeterminate']} indeterminate, "
               f"{c['errors']} bad lines skipped, {c['skipped_done']} already in {args.out}")
         return EXIT_PARTIAL if c["errors"] else EXIT_SAFE
+    if args.stream:
+        return run_stream(args)
     content, response = _request(args)
     guard = make_guard(args)
     v = guard.classify(content, response)
     print(json.dumps(v.to_dict(), ensure_ascii=False) if args.json else human(v))
+    if v.decision == "indeterminate":
+        return EXIT_INDETERMINATE if v.blocked else EXIT_SAFE
+    return EXIT_UNSAFE if v.decision == "unsafe" else EXIT_SAFE
+
+
+def run_stream(args) -> int:
+    """Moderate a response streamed on stdin, e.g. `llm-generate ... | guard classify --stream "the prompt"`."""
+    import os
+
+    from guard.cli import text_arg
+
+    if args.response is not None:
+        raise GuardError("--stream reads the response from stdin; drop --response")
+    if args.conversation:
+        conv, _ = _request(args)
+    elif args.text is not None and args.text.strip():
+        conv = text_arg(args.text, "the prompt")
+    else:
+        raise GuardError("--stream needs the prompt as an argument (or --conversation); the response comes on stdin")
+    guard = make_guard(args)
+    stream = guard.moderate_stream(conv, check_every=args.check_every, check_every_s=args.check_every_s)
+
+    def show(v, final=False):
+        d = v.to_dict()
+        d.update(final=final, response_chars=len(stream.text))
+        print(json.dumps(d, ensure_ascii=False) if args.json else ("final " if final else "check ") + human(v), flush=True)
+
+    while True:
+        data = os.read(sys.stdin.fileno(), 4096)
+        if not data:
+            break
+        v = stream.feed(data)
+        if v is not None:
+            show(v, final=stream.final)
+            if stream.final:
+                break
+    if not stream.final:
+        show(stream.close(), final=True)
+    v = stream.verdict
     if v.decision == "indeterminate":
         return EXIT_INDETERMINATE if v.blocked else EXIT_SAFE
     return EXIT_UNSAFE if v.decision == "unsafe" else EXIT_SAFE
