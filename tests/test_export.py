@@ -58,12 +58,29 @@ def fp32_pte(decisive_dir, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def int4_pte(decisive_dir, tmp_path_factory):
+def int4_export(decisive_dir, tmp_path_factory):
+    """(path, report) of an 8da4w, pruned export."""
     from guard.export import ExportConfig, export_model
     from guard.quantize import QuantConfig
 
     cfg = ExportConfig(max_seq_len=MAX_SEQ, chunk=CHUNK, prune_vocab=True, quant=QuantConfig("8da4w", group_size=32))
-    return export_model(decisive_dir, tmp_path_factory.mktemp("pte_int4"), cfg)
+    report = {}
+    path = export_model(decisive_dir, tmp_path_factory.mktemp("pte_int4"), cfg, report)
+    return path, report
+
+
+@pytest.fixture(scope="module")
+def int4_pte(int4_export):
+    return int4_export[0]
+
+
+def test_everything_heavy_is_delegated_to_xnnpack(int4_export):
+    """Only O(T) row copies stay in portable kernels: no bmm/softmax/linear/slice_scatter outside XNNPACK."""
+    allowed = {"aten_index_put_default", "aten_index_select_default", "aten_embedding_default",
+               "quantized_decomposed_embedding_4bit_dtype"}
+    for method, d in int4_export[1]["delegation"].items():
+        assert set(d["portable"]) <= allowed, (method, d["portable"])
+        assert d["subgraphs"] >= 1
 
 
 def conversations():
