@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import pytest
@@ -163,6 +164,7 @@ def test_metadata_is_stored_in_the_pte(fp32_pte, int4_pte, tokenizer):
     from guard.prompt import FORMAT_VERSION
 
     r = PteRunner(fp32_pte)
+    assert r.threads == len(os.sched_getaffinity(0))  # XNNPACK uses every available core
     assert r.meta["get_prompt_format"] == FORMAT_VERSION and r.meta["get_quant_scheme"] == "none"
     assert r.meta["get_safe_id"] == tokenizer.tokens.safe and r.meta["get_eot_id"] == tokenizer.tokens.eot
     q = PteRunner(int4_pte)
