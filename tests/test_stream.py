@@ -129,3 +129,36 @@ def test_response_outgrowing_context_is_a_signal_not_a_crash(tmp_path):
         last = stream.feed("word ") or last
     assert stream.final and last.decision == "indeterminate" and "too long" in last.reason and last.blocked
     assert stream.close() is last
+
+
+def test_streaming_on_pte_equals_from_scratch(tmp_path_factory, tokenizer):
+    """The same equivalence through the ExecuTorch runtime (chunked static prefill, shared KV cache)."""
+    from test_export import make_decisive_checkpoint
+
+    from guard.export import ExportConfig, export_model
+    from guard.export.runtime import PteRunner
+
+    d = make_decisive_checkpoint(tmp_path_factory.mktemp("dec") / "m", tokenizer)
+    pte = export_model(d, tmp_path_factory.mktemp("pte"), ExportConfig(max_seq_len=768, chunk=32))
+    runner, reference = PteRunner(pte), PteRunner(pte)
+    streaming, scratch = Guard(runner, runner.tokenizer), Guard(reference, reference.tokenizer)
+    rng = random.Random(1)
+    decisions = set()
+    for k in range(50):
+        prompt = f"request {k}: " + response(rng, rng.randint(1, 6))
+        text = response(rng, rng.randint(5, 50))
+        stream = streaming.moderate_stream(prompt, check_every=rng.choice([3, 8, 16]))
+        fed = ""
+        for c in chunks(rng, text):
+            fed += c
+            v = stream.feed(c)
+            if v is not None:
+                scratch.invalidate()
+                ref = scratch.classify(prompt, response=fed)
+                assert (v.decision, [h.code for h in v.categories]) == (ref.decision, [h.code for h in ref.categories])
+                assert v.p_unsafe == pytest.approx(ref.p_unsafe, abs=1e-4)
+                decisions.add(round(v.p_unsafe, 3))
+            if stream.final:
+                break
+        stream.close()
+    assert len(decisions) >= 20  # scores vary with the text: the comparison is not between constants
