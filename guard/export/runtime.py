@@ -88,8 +88,10 @@ class PteRunner:
         self.output_ids = None if ids == [-1] else ids
         self.name = f"pte:{meta['get_quant_scheme']}"
         self.threads = set_threads()
-        self._prefill = program.load_method("prefill")
-        self._decode = program.load_method("decode")
+        try:
+            self._prefill, self._decode = program.load_method("prefill"), program.load_method("decode")
+        except Exception:
+            raise GuardError(f"cannot load the model methods from {self.path} (truncated or corrupt?)") from None
         self._program = program
 
     @staticmethod
