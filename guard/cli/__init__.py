@@ -11,6 +11,7 @@ from guard.errors import EXIT_ERROR, EXIT_INTERNAL, GuardError
 # name -> module under guard.cli; each module has add_arguments(parser) and run(args) -> exit code
 COMMANDS = {
     "classify": ("classify", "classify a prompt, a response or a conversation (exit 0 safe, 10 unsafe, 11 indeterminate)"),
+    "bench": ("bench", "measure load time, time to first token, prefill/decode tok/s and verdict latency"),
     "demo": ("demo", "the main job: classify sample prompts and responses with the default model and time it"),
     "export": ("export", "export a Hugging Face Llama Guard directory to an ExecuTorch model.pte (XNNPACK, optional INT4)"),
     "tiny-model": ("tiny", "write a tiny random Llama Guard-format checkpoint with the real Llama 3 tokenizer"),

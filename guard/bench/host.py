@@ -1,0 +1,106 @@
+"""Host benchmark: warm-up, N runs, a sweep over prompt lengths, through the same Runner interface as classify."""
+
+from __future__ import annotations
+
+import resource
+import time
+from dataclasses import asdict, dataclass, field
+
+from guard.bench.schema import SCHEMA, command, et_stats, machine, summarize, versions
+
+FILLER = ("please review this message about cooking travel music history science gardening sport weather and "
+          "family plans for the weekend ").split()
+
+
+@dataclass
+class BenchConfig:
+    runs: int = 5
+    warmup: int = 1
+    prompt_tokens: list[int] = field(default_factory=lambda: [16, 40, 128, 256])  # user-message lengths
+    decode_tokens: int = 16
+    dtype: str = "fp32"
+
+
+def message(tok, n: int) -> str:
+    """A user message of exactly ``n`` tokens (words of the filler, re-tokenized)."""
+    words, i = [], 0
+    while len(tok.encode(" ".join(words))) < n:
+        words.append(FILLER[i % len(FILLER)])
+        i += 1
+    return tok.decode(tok.encode(" ".join(words))[:n])
+
+
+def _load(model: str, dtype: str):
+    from guard.runner import load_runner
+
+    kind = "pte" if str(model).endswith(".pte") else "model"
+    t0 = time.perf_counter()
+    runner, tok = load_runner(**{kind: str(model)}, **({"dtype": dtype} if kind == "model" else {}))
+    return runner, tok, (time.perf_counter() - t0) * 1e3
+
+
+def _one(runner, tok, n_msg: int, load_ms: float, decode_tokens: int) -> dict:
+    """TTFT on an empty cache, decode speed after it, then a verdict with the policy head cached."""
+    import torch
+
+    from guard.classifier import Guard
+
+    guard = Guard(runner, tok)
+    t0 = time.perf_counter()
+    first = guard.classify(message(tok, n_msg))
+    ttft = first.timings["prefill_ms"]
+    n_prompt = first.prompt_tokens + 1
+    pos, logits = n_prompt, None
+    d0 = time.perf_counter()
+    token = tok.tokens.safe
+    for _ in range(decode_tokens):
+        logits = runner.decode(token, pos)
+        pos += 1
+        token = int(torch.argmax(logits)) if runner.output_ids is None else runner.output_ids[int(torch.argmax(logits))]
+    decode_ms = (time.perf_counter() - d0) * 1e3
+    guard.invalidate()
+    guard.classify(message(tok, 8))  # the loaded guard has its policy head cached
+    v = guard.classify("x " + message(tok, n_msg - 1))  # another message: only the head is reused
+    rec = et_stats(0.0, load_ms, load_ms, load_ms + ttft, load_ms + ttft, load_ms + ttft + decode_ms, n_prompt, decode_tokens)
+    rec.update({
+        "message_tokens": n_msg, "model_load_ms": round(load_ms, 1), "ttft_ms": round(ttft, 2),
+        "prefill_tok_s": round(n_prompt / ttft * 1e3, 1), "decode_tok_s": round(decode_tokens / decode_ms * 1e3, 2),
+        "verdict_ms": round(v.latency_ms, 2), "verdict_prefilled_tokens": v.timings["prefilled_tokens"],
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    })
+    return rec
+
+
+def run_bench(model: str, cfg: BenchConfig | None = None, progress=None) -> dict:
+    """Measure ``model`` (a .pte or a Hugging Face dir). Returns the stats document (see guard.bench.schema)."""
+    cfg = cfg or BenchConfig()
+    records = []
+    for r in range(cfg.warmup + cfg.runs):
+        runner, tok, load_ms = _load(model, cfg.dtype)
+        for n in cfg.prompt_tokens:
+            rec = _one(runner, tok, n, load_ms, cfg.decode_tokens)
+            rec["run"], rec["warmup"] = r, r < cfg.warmup
+            records.append(rec)
+            if progress:
+                progress(rec)
+        del runner
+    measured = [x for x in records if not x["warmup"]]
+    by_len = {}
+    for n in cfg.prompt_tokens:
+        rows = [x for x in measured if x["message_tokens"] == n]
+        by_len[str(n)] = {m: summarize([x[m] for x in rows]) for m in
+                          ("model_load_ms", "ttft_ms", "prefill_tok_s", "decode_tok_s", "verdict_ms", "peak_rss_mb")}
+        by_len[str(n)]["num_prompt_tokens"] = rows[0]["num_prompt_tokens"]
+    runner, _, _ = _load(model, cfg.dtype)
+    meta = getattr(runner, "meta", None) or {"config": getattr(getattr(runner, "model", None), "config", None).to_dict()}
+    return {
+        "schema": SCHEMA, "model": str(model), "backend": runner.name, "metadata": _jsonable(meta),
+        "machine": machine(getattr(runner, "threads", None) or __import__("torch").get_num_threads()), "versions": versions(), "command": command(),
+        "config": asdict(cfg), "summary": by_len, "runs": records,
+    }
+
+
+def _jsonable(x):
+    import json
+
+    return json.loads(json.dumps(x, default=str))

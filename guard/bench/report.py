@@ -1,0 +1,74 @@
+"""Markdown tables (pass/fail against the targets) and the latency-vs-prompt-length chart."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from guard.bench.schema import TARGET_DECODE_TOK_S, TARGET_TTFT_S
+
+
+def label(doc: dict) -> str:
+    if doc.get("label"):
+        return doc["label"]
+    return Path(doc["model"]).parent.name if str(doc["model"]).endswith(".pte") else Path(doc["model"]).name
+
+
+def _num(x: float) -> str:
+    return f"{x:.0f}" if abs(x) >= 100 else f"{x:.1f}" if abs(x) >= 10 else f"{x:.2f}" if abs(x) >= 0.1 else f"{x:.3f}"
+
+
+def markdown(docs: list[dict]) -> str:
+    out = []
+    for d in docs:
+        m, v = d["machine"], d["versions"]
+        out += [f"## {label(d)} ({d['backend']})", "",
+                f"- model: `{d['model']}`", f"- machine: {m['cpu']}, {m['cores']} cores, {m['threads']} threads, "
+                f"{m['os']} {m['arch']}, load average {m['load_avg']}",
+                f"- versions: " + ", ".join(f"{k} {x}" for k, x in v.items() if x),
+                f"- command: `{d['command']}`; {d['config']['runs']} runs after {d['config']['warmup']} warm-up", "",
+                "| message tokens | prompt tokens | load (ms) | TTFT (s) | prefill tok/s | decode tok/s | verdict, head cached (ms) | peak RSS (MB) | decode >= 30 tok/s | TTFT <= 2.5 s |",
+                "|---|---|---|---|---|---|---|---|---|---|"]
+        for n, s in d["summary"].items():
+            f = lambda k, scale=1.0: f"{_num(s[k]['median'] * scale)} ({_num(s[k]['p10'] * scale)}–{_num(s[k]['p90'] * scale)})"
+            ok_dec = "pass" if s["decode_tok_s"]["median"] >= TARGET_DECODE_TOK_S else "FAIL"
+            ok_ttft = "pass" if s["ttft_ms"]["median"] / 1e3 <= TARGET_TTFT_S else "FAIL"
+            out.append(f"| {n} | {s['num_prompt_tokens']} | {f('model_load_ms')} | {f('ttft_ms', 1e-3)} | {f('prefill_tok_s')} | "
+                       f"{f('decode_tok_s')} | {f('verdict_ms')} | {s['peak_rss_mb']['median']:.0f} | {ok_dec} | {ok_ttft} |")
+        out += ["", "Cells: median (p10–p90). TTFT is the full guard prompt on an empty cache; the verdict column is a "
+                "new message with the policy head already cached.", ""]
+    return "\n".join(out)
+
+
+def chart(docs: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(1, 2, figsize=(11, 4))
+    for d in docs:
+        xs = [d["summary"][n]["num_prompt_tokens"] for n in d["summary"]]
+        ax[0].plot(xs, [d["summary"][n]["ttft_ms"]["median"] / 1e3 for n in d["summary"]], marker="o", label=label(d))
+        ax[1].plot(xs, [d["summary"][n]["verdict_ms"]["median"] for n in d["summary"]], marker="o", label=label(d))
+    ax[0].axhline(TARGET_TTFT_S, color="red", linestyle="--", label="2.5 s target")
+    ax[0].set(xlabel="prompt tokens", ylabel="time to first token (s)", title="Full prompt, empty cache")
+    ax[1].set(xlabel="prompt tokens", ylabel="verdict latency (ms)", title="Policy head cached")
+    for a in ax:
+        a.grid(alpha=0.3)
+        a.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write(docs: list[dict], out: Path) -> list[Path]:
+    """out.json (single run only), out.md, out.png."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    paths = []
+    if len(docs) == 1:
+        out.with_suffix(".json").write_text(json.dumps(docs[0], indent=1) + "\n")
+        paths.append(out.with_suffix(".json"))
+    out.with_suffix(".md").write_text("# guard bench\n\n" + markdown(docs))
+    chart(docs, out.with_suffix(".png"))
+    return paths + [out.with_suffix(".md"), out.with_suffix(".png")]

@@ -1,0 +1,63 @@
+"""guard bench: latency of a .pte or an eager directory against the 30 tok/s and 2.5 s targets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from guard.errors import GuardError
+
+
+def add_arguments(p):
+    p.add_argument("model", nargs="?", help="a .pte file or a Hugging Face directory (default: the default model)")
+    p.add_argument("--runs", type=int, default=5, help="measured runs (default 5)")
+    p.add_argument("--warmup", type=int, default=1, help="warm-up runs, not reported in the summary (default 1)")
+    p.add_argument("--prompt-tokens", default="16,40,128,256", help="user-message lengths to sweep (default 16,40,128,256)")
+    p.add_argument("--decode-tokens", type=int, default=16, help="decode steps timed per run (default 16)")
+    p.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="eager backend precision")
+    p.add_argument("--label", help="name of this run in tables and charts")
+    p.add_argument("--out", default="bench", help="output path without suffix: writes OUT.json, OUT.md, OUT.png (default ./bench)")
+    p.add_argument("--compare", nargs="+", metavar="JSON", help="compare saved runs instead of measuring: one line per run")
+
+
+def run(args) -> int:
+    from guard.bench.report import write
+
+    if args.compare:
+        docs = []
+        for f in args.compare:
+            try:
+                docs.append(json.loads(Path(f).read_text()))
+            except (OSError, ValueError) as e:
+                raise GuardError(f"cannot read bench results {f}: {e}") from None
+            if docs[-1].get("schema") != "guard-bench-1":
+                raise GuardError(f"{f} is not a guard bench result (schema guard-bench-1)")
+        for p in write(docs, Path(args.out)):
+            print(p)
+        return 0
+    from guard.bench import BenchConfig, run_bench
+
+    try:
+        lengths = [int(x) for x in args.prompt_tokens.split(",") if x.strip()]
+    except ValueError:
+        raise GuardError(f"--prompt-tokens must be comma-separated integers, not {args.prompt_tokens!r}") from None
+    if not lengths or min(lengths) < 2 or args.runs < 1 or args.warmup < 0 or args.decode_tokens < 1:
+        raise GuardError("need --runs >= 1, --warmup >= 0, --decode-tokens >= 1 and prompt lengths >= 2")
+    model = args.model
+    if model is None:
+        from guard.defaults import default_model
+
+        _, model, _ = default_model()
+    cfg = BenchConfig(runs=args.runs, warmup=args.warmup, prompt_tokens=lengths, decode_tokens=args.decode_tokens, dtype=args.dtype)
+    show = lambda r: print(f"  run {r['run']}{' (warm-up)' if r['warmup'] else ''}: {r['message_tokens']:>4} msg tokens  "
+                           f"TTFT {r['ttft_ms']:.0f} ms  prefill {r['prefill_tok_s']:.0f} tok/s  decode {r['decode_tok_s']:.1f} tok/s  "
+                           f"verdict {r['verdict_ms']:.0f} ms", flush=True)
+    doc = run_bench(str(model), cfg, progress=show)
+    if args.label:
+        doc["label"] = args.label
+    paths = write([doc], Path(args.out))
+    from guard.bench.report import markdown
+
+    print(markdown([doc]))
+    print("wrote " + ", ".join(map(str, paths)))
+    return 0
