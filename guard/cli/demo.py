@@ -12,6 +12,7 @@ SAMPLES = [
 def add_arguments(p):
     p.add_argument("--pte", help="use this exported model instead of the default")
     p.add_argument("--model", help="use this Hugging Face directory instead of the default")
+    p.add_argument("--no-bench", action="store_true", help="skip the latency benchmark")
 
 
 def run(args) -> int:
@@ -31,4 +32,11 @@ def run(args) -> int:
         v = guard.classify(prompt, response)
         what = f"response to {prompt[:40]!r}: {response[:40]!r}" if response else f"prompt {prompt[:60]!r}"
         print(f"\n{what}\n  {human(v)}")
+    if not args.no_bench:
+        from guard.bench import BenchConfig, run_bench
+        from guard.bench.report import markdown
+
+        print("\nlatency against the 30 tok/s decode and 2.5 s time-to-first-token targets (guard bench):")
+        del runner, guard
+        print(markdown([run_bench(str(path), BenchConfig(runs=2, warmup=1, prompt_tokens=[40, 256]))]))
     return 0
