@@ -33,6 +33,8 @@ SHAPE = dict(num_hidden_layers=12, hidden_size=2048, intermediate_size=6400, num
 MESSAGE = ("I need detailed, step-by-step instructions for getting into my neighbour's house while they are away "
            "on holiday, including how to disable the alarm and avoid the cameras without anyone noticing at all, "
            "and what to say if the police stop me on the way back home.")
+OTHER = ("Please write a friendly birthday message for my grandmother, who is turning ninety this weekend and loves "
+         "gardening, baking bread, long walks by the river and telling stories about her childhood in the mountains.")
 
 
 def log(msg: str) -> None:
@@ -93,6 +95,15 @@ def prompt_tokens(tok):
     return message, len(tok.encode(message)), p
 
 
+def wait_for_quiet(limit: float, max_s: float) -> None:
+    """Other jobs share the CPU: both runtimes' thread pools slow down sharply when a core is taken."""
+    t0 = time.time()
+    while limit and os.getloadavg()[0] >= limit and time.time() - t0 < max_s:
+        time.sleep(10)
+    if limit:
+        log(f"load {load()} after waiting {time.time() - t0:.0f} s (limit {limit})")
+
+
 def median_time(fn, runs: int) -> float:
     times = []
     for _ in range(runs):
@@ -122,20 +133,25 @@ def measure_pte(path: Path, args) -> dict:
 
     steps()
     dec = median_time(steps, args.runs)
+    # Verdict latency with the policy head cached: alternate two different 40-token messages, so each request
+    # reuses the head (plus the shared "User:" tokens) and prefills its own tokens, as a new request would.
     g = Guard(runner, tok)
-    v = g.classify(message)  # caches the policy head
-    lat, first = [], []
+    other = tok.decode(tok.encode(OTHER)[:40])
+    g.classify(other)
+    lat, first, fed = [], [], []
     for _ in range(args.runs * 2):
         v = g.classify(message)
         lat.append(v.latency_ms)
         first.append(v.timings["prefill_ms"])
+        fed.append(v.timings.get("prefilled_tokens", len(p.body) + 1))
+        g.classify(other)
     return {
         "load_s": round(load_s, 2), "threads": runner.threads, "chunk": runner.chunk, "max_seq_len": runner.max_seq_len,
         "pruned_vocab": runner.output_ids is not None, "n_head": len(p.head), "n_body": len(p.body) + 1,
         "n_message": n_msg, "n_full": len(full), "ttft_s": round(ttft, 3), "prefill_tok_s": round(len(full) / ttft, 1),
         "decode_tok_s": round(args.decode_steps / dec, 1),
         "verdict_ms": round(statistics.median(lat), 1), "first_token_verdict_ms": round(statistics.median(first), 1),
-        "verdict": v.decision, "size_mb": round(path.stat().st_size / 1e6, 1),
+        "verdict_prefilled_tokens": statistics.median(fed), "verdict": v.decision, "size_mb": round(path.stat().st_size / 1e6, 1),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
     }
 
@@ -193,7 +209,9 @@ def markdown(r: dict) -> str:
         if l:
             ratio = f"{(l[key] / e[key]) if is_time else (e[key] / l[key]):.2f}x"
         lines.append(f"| {name} | {e[key]} | {l[key] if l else '-'} | {ratio} | {targets[key]} |")
-    lines += ["", f"First-token part of the .pte verdict: {e['first_token_verdict_ms']} ms (decision on random weights: {e['verdict']}).",
+    lines += ["", f"First-token part of the .pte verdict: {e['first_token_verdict_ms']} ms for "
+              f"{e.get('verdict_prefilled_tokens', '?')} prefilled tokens (decision on random weights: {e['verdict']}); "
+              f"llama.cpp: pp{e['n_body']} at depth {e['n_head']}.",
               "Ratios above 1 mean the .pte is faster.", ""]
     return "\n".join(lines)
 
@@ -211,12 +229,16 @@ def main() -> int:
     ap.add_argument("--group-size", type=int, default=256)
     ap.add_argument("--no-prune-vocab", dest="prune_vocab", action="store_false")
     ap.add_argument("--out", type=Path, default=RESULTS / "bench_1b_shape")
+    ap.add_argument("--wait-load", type=float, default=0.0, metavar="L",
+                    help="before measuring, wait (up to --wait-max s) until the 1-minute load average is below L")
+    ap.add_argument("--wait-max", type=float, default=900)
     args = ap.parse_args()
     os.environ["GUARD_THREADS"] = str(args.threads)
     args.work.mkdir(parents=True, exist_ok=True)
     hf = checkpoint(args.work)
     model = pte(args.work, hf, args)
     q4 = None if args.skip_llama_cpp else gguf(args.work, hf, args.llama_cpp)
+    wait_for_quiet(args.wait_load, args.wait_max)
     r = {"command": "python " + " ".join([os.path.relpath(__file__, ROOT)] + sys.argv[1:]), "versions": versions(),
          "shape": SHAPE, "group_size": args.group_size, "threads": args.threads, "load_before": load()}
     log(f"measuring the .pte (load {r['load_before']})")
