@@ -100,3 +100,16 @@ def test_too_long_conversation_is_refused(tiny_model_dir):
     runner = EagerRunner(tiny_model_dir)
     with pytest.raises(GuardError, match="maximum"):
         Guard(runner, runner.tokenizer).classify("word " * 2000)
+
+
+def test_changing_the_category_set_never_uses_a_stale_prefix(tiny_model_dir):
+    """The cached prefix is keyed by its tokens: a new policy re-prefills from the first changed token."""
+    runner = EagerRunner(tiny_model_dir)
+    guard = Guard(runner, runner.tokenizer)
+    guard.classify("hello")
+    for policy in (Policy(excluded=("S2",)), Policy(excluded=("S2",), renumber=True), Policy()):
+        guard.policy = policy
+        v = guard.classify("hello")
+        fresh = Guard(EagerRunner(tiny_model_dir), runner.tokenizer, policy).classify("hello")
+        assert v.p_unsafe == pytest.approx(fresh.p_unsafe, abs=1e-6)
+        assert v.timings["reused_tokens"] < 60  # the category list starts ~50 tokens in: everything after is recomputed

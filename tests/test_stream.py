@@ -162,3 +162,14 @@ def test_streaming_on_pte_equals_from_scratch(tmp_path_factory, tokenizer):
                 break
         stream.close()
     assert len(decisions) >= 20  # scores vary with the text: the comparison is not between constants
+
+
+def test_time_based_checks(runner):
+    import time
+
+    stream = Guard(runner, runner.tokenizer).moderate_stream("hi", check_every=None, check_every_s=0.05)
+    assert stream.feed("Hello") is None  # not due yet
+    time.sleep(0.06)
+    assert stream.feed(" there") is not None and stream.stats.checks == 1
+    with pytest.raises(GuardError, match="check_every"):
+        Guard(runner, runner.tokenizer).moderate_stream("hi", check_every=None)
