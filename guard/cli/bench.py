@@ -18,6 +18,10 @@ def add_arguments(p):
     p.add_argument("--label", help="name of this run in tables and charts")
     p.add_argument("--out", default="bench", help="output path without suffix: writes OUT.json, OUT.md, OUT.png (default ./bench)")
     p.add_argument("--compare", nargs="+", metavar="JSON", help="compare saved runs instead of measuring: one line per run")
+    p.add_argument("--device", metavar="android[:SERIAL]|local", help="run on an Android phone over adb (or 'local': the same "
+                   "command sequence on this host with the Python runner)")
+    p.add_argument("--runner", metavar="PATH", help="the guard_runner binary to push (arm64 build of android_runner/)")
+    p.add_argument("--timeout", type=float, default=900, help="seconds before a device run counts as hung (default 900)")
 
 
 def run(args) -> int:
@@ -48,6 +52,8 @@ def run(args) -> int:
         from guard.defaults import default_model
 
         _, model, _ = default_model()
+    if args.device:
+        return run_device(args, model)
     cfg = BenchConfig(runs=args.runs, warmup=args.warmup, prompt_tokens=lengths, decode_tokens=args.decode_tokens, dtype=args.dtype)
     show = lambda r: print(f"  run {r['run']}{' (warm-up)' if r['warmup'] else ''}: {r['message_tokens']:>4} msg tokens  "
                            f"TTFT {r['ttft_ms']:.0f} ms  prefill {r['prefill_tok_s']:.0f} tok/s  decode {r['decode_tok_s']:.1f} tok/s  "
@@ -58,6 +64,41 @@ def run(args) -> int:
     paths = write([doc], Path(args.out))
     from guard.bench.report import markdown
 
+    print(markdown([doc]))
+    print("wrote " + ", ".join(map(str, paths)))
+    return 0
+
+
+def run_device(args, model) -> int:
+    import sys
+    import tempfile
+
+    from guard.bench import android
+    from guard.bench.report import markdown, write
+
+    if not str(model).endswith(".pte"):
+        raise GuardError("--device runs an exported .pte; export it first with `guard export`")
+    kind, _, serial = args.device.partition(":")
+    if kind == "local":
+        transport, abi = android.LocalTransport(), None
+        runner = args.runner
+        if runner is None:  # the Python host runner behind the same command-line contract
+            runner = Path(tempfile.mkdtemp()) / "guard_runner"
+            runner.write_text(f"#!/bin/sh\nexec {sys.executable} -m guard.bench.runner_main \"$@\"\n")
+            runner.chmod(0o755)
+    elif kind == "android":
+        if not args.runner:
+            raise GuardError("--device android needs --runner PATH: an arm64 guard_runner built from android_runner/ (docs/android.md)")
+        transport, runner, abi = android.AdbTransport(serial or None), args.runner, "arm64-v8a"
+    else:
+        raise GuardError(f"--device must be android, android:SERIAL or local, not {args.device!r}")
+    abi = abi or transport.shell("getprop ro.product.cpu.abi").out.rpartition("__rc=")[0].strip()
+    doc = android.run_on_device(transport, Path(model), Path(runner), runs=args.runs, warmup=args.warmup,
+                                prompt_tokens=args.prompt_tokens, expected_abi=abi, timeout=args.timeout)
+    doc["command"] = " ".join(["guard"] + sys.argv[1:])
+    if args.label:
+        doc["label"] = args.label
+    paths = write([doc], Path(args.out))
     print(markdown([doc]))
     print("wrote " + ", ".join(map(str, paths)))
     return 0
