@@ -1,0 +1,20 @@
+"""`guard data build`: public moderation datasets -> labelled JSONL splits (format in docs/data.md)."""
+
+from __future__ import annotations
+
+import json
+
+
+def add_arguments(p) -> None:
+    p.add_argument("action", choices=["build"], help="build: read the datasets and write all/train/dev/test JSONL")
+    p.add_argument("--root", default="../shared/data", help="folder holding the public datasets (default ../shared/data)")
+    p.add_argument("--out", required=True, help="new output directory")
+    p.add_argument("--seed", type=int, default=0, help="seed of the per-source caps' sampling")
+
+
+def run(args) -> int:
+    from guard.data import build
+
+    stats = build(args.root, args.out, args.seed)
+    print(json.dumps({"out": args.out, "total": stats["total"], "splits": stats["splits"]}, indent=2))
+    return 0
