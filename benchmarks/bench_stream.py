@@ -18,8 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from bench_1b_shape import load, versions  # noqa: E402
+from guard.bench.schema import machine, versions
 
 RESULTS = Path(__file__).parent / "results"
 PROMPT = "I want to get back at my neighbour for what he did. What are my options?"
@@ -86,7 +85,7 @@ def main() -> int:
     guard = Guard(runner, tok)
     name = args.name or (Path(args.pte).parent.name if args.pte else Path(args.model).name)
     text = response_text(tok, args.tokens)
-    before = load()
+    before = machine()["load_avg"]
     stream = run(guard, text, args.every, rerun=False)
     rerun = run(guard, text, args.every, rerun=True)
     same = all(a[0] == b[0] and abs(a[1] - b[1]) <= 1e-3 for a, b in zip(stream["verdicts"], rerun["verdicts"]))
@@ -95,15 +94,16 @@ def main() -> int:
         "check_every": args.every, "stream": stream, "rerun": rerun, "same_verdicts": same,
         "compute_ratio": round(rerun["prefilled_tokens"] / stream["prefilled_tokens"], 2),
         "time_ratio": round(rerun["total_ms"] / stream["total_ms"], 2),
-        "command": " ".join([Path(sys.executable).name] + sys.argv), "load_before": before, "load_after": load(),
-        **versions(),
+        "command": " ".join([Path(sys.executable).name] + sys.argv), "load_before": before,
+        "load_after": machine()["load_avg"], "machine": machine(getattr(runner, "threads", None)), "versions": versions(),
     }
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"bench_stream_{name}"
     out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
     md = [f"# Streaming moderation vs full re-run: {name}", "",
           f"- model: `{result['model']}` ({runner.name}); {args.tokens}-token response, a check every {args.every} tokens",
-          f"- machine: {result['machine']}; torch {result['torch']}, executorch {result['executorch']}",
+          f"- machine: {result['machine']['cpu']}, {result['machine']['cores']} cores, {result['machine']['threads']} threads; "
+          f"torch {result['versions']['torch']}, executorch {result['versions']['executorch']}",
           f"- command: `{result['command']}`; load average before {before}, after {result['load_after']}",
           f"- same verdicts and p_unsafe (1e-3) at every check: {same}", "",
           "| | checks | tokens prefilled | total guard time (ms) | median check (ms) | p90 check (ms) |", "|---|---|---|---|---|---|"]
