@@ -1,0 +1,212 @@
+"""Fine-tuning a causal LM into a guard: Llama Guard 3 prompt, verdict targets, loss only on the verdict tokens.
+
+Cost control for a CPU: the policy head of the prompt (~300 tokens, identical for every example of a role) is run
+without gradients and its KV cache reused for ``head_refresh`` steps; only the conversation, the closing
+instruction and the verdict are run with gradients, and the output layer is applied only at verdict positions.
+Checkpoints (model + optimizer + step) are written atomically every ``save_every`` steps and resumed from.
+Runs unchanged under ``torchrun`` (DDP, gloo on CPU): each rank takes every world_size-th example.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from guard.categories import Policy
+from guard.errors import GuardError
+from guard.prompt import END_HEADER, EOT, START_HEADER, conversation, render
+from guard.tokenizer import BOS
+
+log = logging.getLogger(__name__)
+CHATML = {BOS: None, START_HEADER: "<|im_start|>", END_HEADER: "\n", EOT: "<|im_end|>"}  # Llama 3 -> SmolLM2 chat tokens
+UNSAFE_TOKEN = "unsafe"  # SmolLM2 splits "unsafe"; the guard needs it as one token (added, not special)
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 400
+    lr: float = 3e-5
+    accum: int = 4  # examples per optimizer step
+    save_every: int = 40
+    head_refresh: int = 16  # recompute the no-grad policy-head KV every this many examples
+    seed: int = 0
+    bf16: bool = True
+
+
+class GuardCodec:
+    """Prompt and verdict token ids for a Hugging Face tokenizer, Llama 3 specials mapped by ``specials``."""
+
+    def __init__(self, hf_tok, specials: dict | None = None):
+        self.hf = hf_tok
+        self.specials = specials  # None: the tokenizer has the Llama 3 specials itself
+        self.eot = self._special(EOT)
+        self.blank = self._single("\n\n")
+        self.safe, self.unsafe = self._single("safe"), self._single(UNSAFE_TOKEN)
+
+    def _special(self, s: str) -> int | None:
+        name = self.specials[s] if self.specials else s
+        if name is None:
+            return None
+        i = self.hf.convert_tokens_to_ids(name)
+        if i is None or i == self.hf.unk_token_id and name != self.hf.unk_token:
+            return self._single(name)  # a plain-text mapping such as "\n"
+        return i
+
+    def _single(self, text: str) -> int:
+        ids = self.hf.encode(text, add_special_tokens=False)
+        if len(ids) != 1:
+            raise GuardError(f"the tokenizer splits {text!r} into {len(ids)} tokens; the guard needs one")
+        return ids[0]
+
+    def _text(self, text: str) -> list[int]:
+        return self.hf.encode(text, add_special_tokens=False, split_special_tokens=True)
+
+    def encode_text(self, text: str) -> list[int]:
+        """Rendered Llama Guard text -> ids: specials by id (mapped), everything else as plain text."""
+        ids, i = [], 0
+        names = (BOS, START_HEADER, END_HEADER, EOT)
+        while i < len(text):
+            hit = next((n for n in names if text.startswith(n, i)), None)
+            if hit:
+                s = self._special(hit)
+                ids += [] if s is None else [s]
+                i += len(hit)
+                continue
+            j = min([text.find(n, i) for n in names if text.find(n, i) >= 0] or [len(text)])
+            ids += self._text(text[i:j])
+            i = j
+        return ids
+
+    def prompt(self, messages, policy: Policy) -> tuple[list[int], list[int]]:
+        """(head, body): head is the cacheable policy prefix, body ends with the assistant header."""
+        text = render(messages, policy)
+        cut = text.index("<BEGIN CONVERSATION>\n\n") + len("<BEGIN CONVERSATION>\n\n")
+        return self.encode_text(text[:cut]), self.encode_text(text[cut:])
+
+    def target(self, label: str, categories: list[str]) -> list[int]:
+        """Tokens generated after the fed blank line: 'safe<eot>' or 'unsafe\\nS1,S10<eot>'."""
+        if label == "safe":
+            return [self.safe, self.eot]
+        return [self.unsafe] + self._text("\n" + ",".join(categories)) + [self.eot]
+
+
+def add_unsafe_token(model, hf_tok) -> None:
+    """Give the tokenizer a single 'unsafe' token, initialised as the mean of the pieces it replaces."""
+    pieces = hf_tok.encode(UNSAFE_TOKEN, add_special_tokens=False)
+    if len(pieces) == 1:
+        return
+    hf_tok.add_tokens([UNSAFE_TOKEN])
+    model.resize_token_embeddings(len(hf_tok), mean_resizing=False)
+    new = hf_tok.convert_tokens_to_ids(UNSAFE_TOKEN)
+    with torch.no_grad():
+        emb = model.get_input_embeddings().weight
+        emb[new] = emb[pieces].mean(0)
+        out = model.get_output_embeddings()
+        if out is not None and out.weight.data_ptr() != emb.data_ptr():
+            out.weight[new] = out.weight[pieces].mean(0)
+
+
+def make_example(codec: GuardCodec, rec: dict, policy: Policy):
+    msgs = conversation(rec["messages"])
+    head, body = codec.prompt(msgs, policy)
+    return head, body + [codec.blank], codec.target(rec["label"], rec.get("categories", []))
+
+
+def verdict_loss(model, head_cache, body: list[int], target: list[int], start: int):
+    """CE on the verdict tokens only; the output layer is applied at len(target) positions. Returns (loss, logits)."""
+    ids = torch.tensor([body + target[:-1]])
+    pos = torch.arange(start, start + ids.shape[1])[None]
+    out = model.model(input_ids=ids, past_key_values=head_cache, position_ids=pos, use_cache=True)
+    h = out.last_hidden_state[0, len(body) - 1:]  # positions predicting each target token
+    logits = model.lm_head(h).float()
+    return F.cross_entropy(logits, torch.tensor(target)), logits
+
+
+def _head_cache(model, head: list[int]):
+    with torch.no_grad():
+        return model(input_ids=torch.tensor([head]), use_cache=True).past_key_values
+
+
+def _save(out: Path, model, opt, step: int, cfg: TrainConfig) -> None:
+    tmp = out / "ckpt.pt.tmp"
+    torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "config": asdict(cfg)}, tmp)
+    os.replace(tmp, out / "ckpt.pt")
+
+
+def finetune(model, codec: GuardCodec, records: list[dict], out: str | Path, cfg: TrainConfig, policy: Policy | None = None,
+             progress: bool = True) -> dict:
+    """Full fine-tuning on labelled records; resumes from ``out/ckpt.pt``. Returns a summary dict."""
+    if not records:
+        raise GuardError("empty dataset: nothing to train on")
+    policy = policy or Policy()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=0.0)
+    step = 0
+    if (out / "ckpt.pt").is_file():
+        ck = torch.load(out / "ckpt.pt", weights_only=False)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["opt"])
+        step = ck["step"]
+        log.info("resumed from step %d", step)
+    order = list(range(len(records)))
+    random.Random(cfg.seed).shuffle(order)
+    model.train()
+    caches: dict = {}
+    losses, t0 = [], time.time()
+    bar = None
+    if progress and rank == 0:
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.steps, initial=step, desc="train", unit="step")
+    while step < cfg.steps:
+        opt.zero_grad(set_to_none=True)
+        total = 0.0
+        for a in range(cfg.accum):
+            i = order[((step * cfg.accum + a) * world + rank) % len(order)]
+            head, body, target = make_example(codec, records[i], policy)
+            key = tuple(head)
+            if key not in caches or (step * cfg.accum + a) % cfg.head_refresh == 0:
+                caches[key] = _head_cache(model, head)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+                loss, _ = verdict_loss(model, copy.deepcopy(caches[key]), body, target, len(head))
+            (loss / cfg.accum).backward()
+            total += loss.item() / cfg.accum
+        if world > 1:
+            _allreduce_grads(model, world)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        step += 1
+        losses.append(total)
+        if bar:
+            bar.update(1)
+            bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.3f}")
+        if rank == 0 and (step % cfg.save_every == 0 or step == cfg.steps):
+            _save(out, model, opt, step, cfg)
+            with open(out / "log.jsonl", "a") as f:
+                f.write(json.dumps({"step": step, "loss": sum(losses[-cfg.save_every:]) / len(losses[-cfg.save_every:]),
+                                    "elapsed_s": round(time.time() - t0, 1), "loadavg": os.getloadavg()[0]}) + "\n")
+    if bar:
+        bar.close()
+    model.eval()
+    return {"steps": step, "last_loss": losses[-1] if losses else None, "seconds": round(time.time() - t0, 1)}
+
+
+def _allreduce_grads(model, world: int) -> None:
+    """Average gradients over ranks (what DDP does; plain all_reduce keeps the cached-head forward simple)."""
+    import torch.distributed as dist
+
+    for p in model.parameters():
+        if p.grad is not None:
+            dist.all_reduce(p.grad)
+            p.grad /= world
