@@ -1,0 +1,40 @@
+"""`guard eval --data LABELLED.jsonl MODEL [--compare MODEL_B]`: metrics side by side, JSON + Markdown."""
+
+from __future__ import annotations
+
+import sys
+
+
+def add_arguments(p) -> None:
+    p.add_argument("model", help="eager Hugging Face directory or .pte file")
+    p.add_argument("--data", required=True, help="labelled JSONL (docs/data.md)")
+    p.add_argument("--split", default=None, help="only records of this split (train/dev/test)")
+    p.add_argument("--compare", default=None, help="a second model (directory or .pte) to evaluate side by side")
+    p.add_argument("--limit", type=int, default=None, help="first N records only")
+    p.add_argument("--out", default="eval", help="output path stem: writes STEM.json and STEM.md (default ./eval)")
+
+
+def _guard(path: str):
+    from guard.classifier import Guard
+    from guard.runner import load_runner
+
+    runner, tok = load_runner(pte=path) if path.endswith(".pte") else load_runner(model=path)
+    return Guard(runner, tok)
+
+
+def run(args) -> int:
+    from guard.data import load_jsonl
+    from guard.evaluate import agreement, environment, metrics, predict, write_report
+
+    records = load_jsonl(args.data, args.split)[: args.limit]
+    report = {"data": args.data, "split": args.split, "n": len(records), "models": {}, "environment": environment(),
+              "command": "guard " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["eval"] else sys.argv[1:])}
+    preds = {}
+    for path in [args.model] + ([args.compare] if args.compare else []):
+        preds[path] = predict(_guard(path), records, progress=sys.stderr.isatty())
+        report["models"][path] = metrics(records, preds[path])
+    if args.compare:
+        report["agreement"] = agreement(preds[args.model], preds[args.compare])
+    write_report(report, args.out)
+    print(open(str(args.out) + ".md").read())
+    return 0

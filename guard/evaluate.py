@@ -1,0 +1,120 @@
+"""`guard eval`: precision, recall, F1, false-positive rate, AUPRC, per-category recall, agreement and latency.
+
+Works with any runner (eager directory or .pte) through ``guard.runner.load_runner``; results are JSON + Markdown.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+from guard.data import CATEGORIES
+
+
+def auprc(y: list[bool], score: list[float]) -> float:
+    """Average precision (area under the precision-recall curve, step interpolation)."""
+    pos = sum(y)
+    if pos == 0:
+        return float("nan")
+    order = sorted(range(len(y)), key=lambda i: -score[i])
+    tp = fp = 0
+    ap = 0.0
+    for i in order:
+        if y[i]:
+            tp += 1
+            ap += tp / (tp + fp) / pos
+        else:
+            fp += 1
+    return ap
+
+
+def metrics(records: list[dict], preds: list[dict]) -> dict:
+    """``preds``: per record {"unsafe": bool, "p_unsafe": float, "categories": [...], "latency_ms": float}."""
+    y = [r["label"] == "unsafe" for r in records]
+    yhat = [p["unsafe"] for p in preds]
+    tp = sum(a and b for a, b in zip(yhat, y))
+    fp = sum(a and not b for a, b in zip(yhat, y))
+    fn = sum(b and not a for a, b in zip(yhat, y))
+    neg = sum(not b for b in y)
+    prec, rec = tp / max(tp + fp, 1), tp / max(tp + fn, 1)
+    adj = [p["unsafe"] for p, r in zip(preds, records) if r.get("adjacent")]
+    per_cat = {}
+    for c in CATEGORIES:
+        idx = [i for i, r in enumerate(records) if c in r.get("categories", [])]
+        if idx:
+            per_cat[c] = {"n": len(idx), "recall": sum(yhat[i] for i in idx) / len(idx),
+                          "category_recall": sum(c in preds[i].get("categories", []) for i in idx) / len(idx)}
+    lat = [p["latency_ms"] for p in preds if p.get("latency_ms") is not None]
+    return {
+        "n": len(records), "unsafe": sum(y), "precision": prec, "recall": rec,
+        "f1": 2 * prec * rec / (prec + rec) if prec + rec else 0.0, "fpr": fp / max(neg, 1),
+        "fpr_adjacent": sum(adj) / len(adj) if adj else None, "n_adjacent": len(adj),
+        "auprc": auprc(y, [p["p_unsafe"] for p in preds]), "per_category": per_cat,
+        "latency_ms": {"mean": statistics.mean(lat), "p50": statistics.median(lat), "max": max(lat)} if lat else None,
+    }
+
+
+def agreement(a: list[dict], b: list[dict]) -> dict:
+    same = sum(x["unsafe"] == y["unsafe"] for x, y in zip(a, b))
+    cats = sum(sorted(x.get("categories", [])) == sorted(y.get("categories", [])) for x, y in zip(a, b))
+    return {"verdict_agreement": same / max(len(a), 1), "category_agreement": cats / max(len(a), 1),
+            "max_abs_p_unsafe_diff": max((abs(x["p_unsafe"] - y["p_unsafe"]) for x, y in zip(a, b)), default=0.0)}
+
+
+def predict(guard, records: list[dict], progress: bool = False) -> list[dict]:
+    """Classify each record's conversation with a guard.classifier.Guard."""
+    it = records
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(records, desc="eval", unit="ex")
+    out = []
+    for r in it:
+        t0 = time.perf_counter()
+        v = guard.classify(r["messages"])
+        out.append({"unsafe": v.blocked, "decision": v.decision, "p_unsafe": v.p_unsafe,
+                    "categories": [h.code for h in v.categories], "latency_ms": (time.perf_counter() - t0) * 1e3})
+    return out
+
+
+def environment() -> dict:
+    import torch
+
+    return {"machine": platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version(),
+            "torch": torch.__version__, "loadavg": os.getloadavg()}
+
+
+def to_markdown(report: dict) -> str:
+    names = list(report["models"])
+    rows = [("F1", "f1"), ("precision", "precision"), ("recall", "recall"), ("FPR (all safe)", "fpr"),
+            ("FPR (safety-adjacent)", "fpr_adjacent"), ("AUPRC", "auprc")]
+    fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+    lines = [f"# guard eval: {report['data']} ({report['n']} records)", "", "| metric | " + " | ".join(names) + " |",
+             "|---" * (len(names) + 1) + "|"]
+    for label, key in rows:
+        lines.append(f"| {label} | " + " | ".join(fmt(report["models"][m][key]) for m in names) + " |")
+    lines.append("| latency mean ms | " + " | ".join(fmt((report["models"][m]["latency_ms"] or {}).get("mean")) for m in names) + " |")
+    lines += ["", "## Per category (unsafe recall / category recall)", "", "| category | n | " + " | ".join(names) + " |",
+              "|---|---" + "|---" * len(names) + "|"]
+    first = report["models"][names[0]]["per_category"]
+    for c, v in first.items():
+        cells = [f"{report['models'][m]['per_category'][c]['recall']:.3f} / {report['models'][m]['per_category'][c]['category_recall']:.3f}"
+                 for m in names]
+        lines.append(f"| {c} | {v['n']} | " + " | ".join(cells) + " |")
+    if "agreement" in report:
+        a = report["agreement"]
+        lines += ["", f"Agreement: verdict {a['verdict_agreement']:.3f}, categories {a['category_agreement']:.3f}, "
+                      f"max |Δp_unsafe| {a['max_abs_p_unsafe_diff']:.4f}"]
+    lines += ["", f"Environment: {json.dumps(report['environment'])}", f"Command: `{report['command']}`", ""]
+    return "\n".join(lines)
+
+
+def write_report(report: dict, out: str | Path) -> None:
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+    out.with_suffix(".md").write_text(to_markdown(report))

@@ -1,0 +1,57 @@
+import json
+
+import pytest
+
+from guard.evaluate import agreement, auprc, metrics
+
+RECS = [
+    {"label": "unsafe", "categories": ["S1"], "adjacent": False},
+    {"label": "unsafe", "categories": ["S10"], "adjacent": False},
+    {"label": "safe", "categories": [], "adjacent": True},
+    {"label": "safe", "categories": [], "adjacent": False},
+]
+
+
+def _p(unsafe, p, cats=()):
+    return {"unsafe": unsafe, "p_unsafe": p, "categories": list(cats), "latency_ms": 1.0}
+
+
+def test_metrics_by_hand():
+    preds = [_p(True, 0.9, ["S1"]), _p(False, 0.4), _p(True, 0.6), _p(False, 0.1)]
+    m = metrics(RECS, preds)
+    assert m["precision"] == 0.5 and m["recall"] == 0.5 and m["f1"] == 0.5
+    assert m["fpr"] == 0.5 and m["fpr_adjacent"] == 1.0 and m["n_adjacent"] == 1
+    assert m["per_category"]["S1"] == {"n": 1, "recall": 1.0, "category_recall": 1.0}
+    assert m["per_category"]["S10"]["recall"] == 0.0
+    # ranking 0.9(+) 0.6(-) 0.4(+) 0.1(-): AP = (1/1 + 2/3) / 2
+    assert m["auprc"] == pytest.approx((1 + 2 / 3) / 2)
+    assert auprc([True, False], [0.2, 0.8]) == pytest.approx(0.5)
+
+
+def test_agreement():
+    a = [_p(True, 0.9, ["S1"]), _p(False, 0.1)]
+    b = [_p(True, 0.7, ["S2"]), _p(True, 0.6)]
+    g = agreement(a, b)
+    assert g["verdict_agreement"] == 0.5 and g["category_agreement"] == 0.5
+    assert g["max_abs_p_unsafe_diff"] == pytest.approx(0.5)
+
+
+def _write(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_cli_eval_compare_and_bad_input(tiny_model_dir, tmp_path):
+    from guard.cli import main
+
+    data = tmp_path / "d.jsonl"
+    _write(data, [{"messages": [{"role": "user", "content": "hello there"}], "label": "safe", "categories": []},
+                  {"messages": [{"role": "user", "content": "how to hurt"}], "label": "unsafe", "categories": ["S1"]}])
+    out = tmp_path / "r" / "eval"
+    assert main(["eval", str(tiny_model_dir), "--data", str(data), "--compare", str(tiny_model_dir), "--out", str(out)]) == 0
+    rep = json.loads(out.with_suffix(".json").read_text())
+    assert rep["n"] == 2 and rep["agreement"]["verdict_agreement"] == 1.0
+    assert "| F1 |" in out.with_suffix(".md").read_text()
+    bad = tmp_path / "bad.jsonl"
+    _write(bad, [{"messages": [{"role": "user", "content": "x"}], "label": "unsafe", "categories": ["S99"]}])
+    assert main(["eval", str(tiny_model_dir), "--data", str(bad), "--out", str(tmp_path / "b" / "eval")]) == 2
+    assert not (tmp_path / "b").exists()
