@@ -131,6 +131,13 @@ def verdict_loss(model, head_cache, body: list[int], target: list[int], start: i
     return F.cross_entropy(logits, torch.tensor(target)), logits
 
 
+def kl_columns(student: torch.Tensor, teacher: torch.Tensor, ids: list[int]) -> torch.Tensor:
+    """KL(teacher || student) of the distributions restricted to columns ``ids``; logits [T, V] -> scalar."""
+    s = F.log_softmax(student[:, ids].float(), -1)
+    t = F.log_softmax(teacher[:, ids].float(), -1)
+    return F.kl_div(s, t, log_target=True, reduction="batchmean")
+
+
 def _head_cache(model, head: list[int]):
     with torch.no_grad():
         return model(input_ids=torch.tensor([head]), use_cache=True).past_key_values
@@ -143,8 +150,11 @@ def _save(out: Path, model, opt, step: int, cfg: TrainConfig) -> None:
 
 
 def finetune(model, codec: GuardCodec, records: list[dict], out: str | Path, cfg: TrainConfig, policy: Policy | None = None,
-             progress: bool = True) -> dict:
-    """Full fine-tuning on labelled records; resumes from ``out/ckpt.pt``. Returns a summary dict."""
+             progress: bool = True, teacher=None, kl_ids: list[int] | None = None, alpha: float = 0.5) -> dict:
+    """Full fine-tuning on labelled records; resumes from ``out/ckpt.pt``. Returns a summary dict.
+
+    With ``teacher``: loss = alpha * CE(labels) + (1 - alpha) * KL(teacher || student) over the ``kl_ids`` columns
+    (the guard's tokens) at every verdict position (distillation)."""
     if not records:
         raise GuardError("empty dataset: nothing to train on")
     policy = policy or Policy()
@@ -179,7 +189,11 @@ def finetune(model, codec: GuardCodec, records: list[dict], out: str | Path, cfg
             if key not in caches or (step * cfg.accum + a) % cfg.head_refresh == 0:
                 caches[key] = _head_cache(model, head)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
-                loss, _ = verdict_loss(model, copy.deepcopy(caches[key]), body, target, len(head))
+                loss, logits = verdict_loss(model, copy.deepcopy(caches[key]), body, target, len(head))
+            if teacher is not None:
+                with torch.no_grad():
+                    _, t_logits = verdict_loss(teacher, _head_cache(teacher, head), body, target, len(head))
+                loss = alpha * loss + (1 - alpha) * kl_columns(logits, t_logits, kl_ids)
             (loss / cfg.accum).backward()
             total += loss.item() / cfg.accum
         if world > 1:

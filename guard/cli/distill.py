@@ -1,0 +1,33 @@
+"""`guard distill STUDENT --teacher DIR --data train.jsonl --out DIR`: KL to the teacher over guard tokens + CE."""
+
+from __future__ import annotations
+
+import json
+
+
+def add_arguments(p) -> None:
+    p.add_argument("student", help="student Hugging Face directory (e.g. the output of guard prune)")
+    p.add_argument("--teacher", required=True, help="teacher Hugging Face directory (same tokenizer)")
+    p.add_argument("--data", required=True, help="labelled JSONL (docs/data.md)")
+    p.add_argument("--split", default="train", help="split to train on (default train; 'all' for every record)")
+    p.add_argument("--out", required=True, help="new output directory; checkpoints go to OUT.work and a rerun resumes")
+    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--lr", type=float, default=3e-5)
+    p.add_argument("--accum", type=int, default=4)
+    p.add_argument("--alpha", type=float, default=0.5, help="CE weight (1 - alpha on KL)")
+    p.add_argument("--qat", type=int, default=None, metavar="GROUP", help="QAT 8da4w with this weight group size")
+    p.add_argument("--chatml", action="store_true", help="map the Llama 3 template tokens to ChatML (SmolLM2 models)")
+    p.add_argument("--no-bf16", action="store_true", help="train in fp32 (default bf16 autocast)")
+
+
+def run(args) -> int:
+    from guard.data import load_jsonl
+    from guard.distill import DistillConfig, distill
+    from guard.train import CHATML, TrainConfig
+
+    records = load_jsonl(args.data, None if args.split == "all" else args.split)
+    cfg = DistillConfig(TrainConfig(steps=args.steps, lr=args.lr, accum=args.accum, bf16=not args.no_bf16),
+                        alpha=args.alpha, qat_group_size=args.qat)
+    rec = distill(args.student, args.teacher, records, args.out, cfg, CHATML if args.chatml else None)
+    print(json.dumps(rec["summary"]))
+    return 0

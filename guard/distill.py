@@ -1,0 +1,94 @@
+"""`guard distill`: train a (pruned) student toward a teacher guard: KL over the guard's tokens + CE on labels.
+
+Optional QAT (torchao ``QATConfig(Int8DynamicActivationIntxWeightConfig(int4, PerGroup(g)), step="prepare")``):
+linear layers train with int8 dynamic activation / int4 grouped weight fake quantization. The saved directory
+holds the trained float weights; ``step="convert"`` (``guard.quantize.quantize_8da4w`` with the same group size,
+as the exporter applies) yields exactly the fake-quantized numerics (see tests). The record says which config.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from guard.errors import GuardError
+from guard.prune import save_atomic
+from guard.train import GuardCodec, TrainConfig, finetune
+
+
+@dataclass
+class DistillConfig:
+    train: TrainConfig
+    alpha: float = 0.5  # weight of CE on labels; 1 - alpha on KL to the teacher
+    qat_group_size: int | None = None  # None: no QAT
+
+
+def check_same_tokenizer(student_tok, teacher_tok) -> None:
+    a, b = student_tok.get_vocab(), teacher_tok.get_vocab()
+    if a != b:
+        diff = len(set(a.items()) ^ set(b.items()))
+        raise GuardError(f"student and teacher tokenizers differ ({len(a)} vs {len(b)} tokens, {diff} entries differ); "
+                         "distillation compares logits token by token, so both must share one tokenizer")
+
+
+def guard_token_ids(codec: GuardCodec) -> list[int]:
+    """The tokens a verdict is made of: safe, unsafe, end of turn, newline, comma, 'S' and the digits."""
+    ids = {codec.safe, codec.unsafe, codec.eot}
+    for text in ["\n", ",", "S"] + [str(i) for i in range(15)]:
+        ids.update(codec.hf.encode(text, add_special_tokens=False))
+    return sorted(ids)
+
+
+def qat_prepare(model, group_size: int):
+    from torchao.quantization import Int8DynamicActivationIntxWeightConfig, quantize_
+    from torchao.quantization.granularity import PerGroup
+    from torchao.quantization.qat import QATConfig
+
+    base = Int8DynamicActivationIntxWeightConfig(weight_dtype=torch.int4, weight_granularity=PerGroup(group_size))
+    quantize_(model, QATConfig(base, step="prepare"), filter_fn=lambda m, fqn: isinstance(m, torch.nn.Linear) and "lm_head" not in fqn)
+    return model
+
+
+def strip_fake_quant(model):
+    """Replace FakeQuantizedLinear by plain nn.Linear with the trained float weights (so save_pretrained works)."""
+    for name, mod in list(model.named_modules()):
+        for cname, child in list(mod.named_children()):
+            if type(child).__name__ == "FakeQuantizedLinear":
+                lin = torch.nn.Linear(child.in_features, child.out_features, bias=child.bias is not None)
+                lin.weight = child.weight
+                lin.bias = child.bias
+                setattr(mod, cname, lin)
+    return model
+
+
+def distill(student_dir: str | Path, teacher_dir: str | Path, records: list[dict], out: str | Path, cfg: DistillConfig,
+            codec_specials: dict | None = None, work: str | Path | None = None) -> dict:
+    """Distil; checkpoints go to ``work`` (default OUT.work) so a rerun resumes; OUT is written atomically at the end."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if not records:
+        raise GuardError("empty dataset: nothing to distil on")
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise GuardError(f"{out} exists and is not empty; choose a new output directory")
+    s_tok, t_tok = AutoTokenizer.from_pretrained(str(student_dir)), AutoTokenizer.from_pretrained(str(teacher_dir))
+    check_same_tokenizer(s_tok, t_tok)
+    student = AutoModelForCausalLM.from_pretrained(str(student_dir), dtype=torch.float32)
+    teacher = AutoModelForCausalLM.from_pretrained(str(teacher_dir), dtype=torch.float32).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    codec = GuardCodec(s_tok, codec_specials)
+    if cfg.qat_group_size:
+        qat_prepare(student, cfg.qat_group_size)
+    work = Path(work) if work else out.with_name(out.name + ".work")
+    summary = finetune(student, codec, records, work, cfg.train, teacher=teacher, kl_ids=guard_token_ids(codec), alpha=cfg.alpha)
+    strip_fake_quant(student)
+    record = {"student": str(student_dir), "teacher": str(teacher_dir), "records": len(records), "summary": summary,
+              "config": asdict(cfg), "qat": None if not cfg.qat_group_size else
+              {"scheme": "8da4w", "weight": "int4 symmetric per-group", "group_size": cfg.qat_group_size,
+               "activation": "int8 dynamic per-token asymmetric", "convert": "guard.quantize.quantize_8da4w / guard export --quantize 8da4w"}}
+    save_atomic(student, s_tok, out, record, "distill_record.json")
+    return record
