@@ -161,6 +161,11 @@ def finetune(model, codec: GuardCodec, records: list[dict], out: str | Path, cfg
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    if world > 1:
+        import torch.distributed as dist
+
+        if not dist.is_initialized():  # torchrun sets the rendezvous env; gloo on CPU, nccl when CUDA is there
+            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=0.0)
     step = 0
     if (out / "ckpt.pt").is_file():

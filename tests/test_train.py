@@ -67,3 +67,32 @@ def test_empty_dataset_is_refused(model_and_codec, tmp_path):
     with pytest.raises(GuardError, match="empty dataset"):
         finetune(model, codec, [], tmp_path / "o", TrainConfig(steps=1), progress=False)
     assert not (tmp_path / "o").exists()
+
+
+DDP_SCRIPT = """
+import hashlib, json, sys, os, torch
+import torch.distributed as dist
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from guard.train import GuardCodec, TrainConfig, finetune
+model_dir, out, rows = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+torch.manual_seed(0)
+m = AutoModelForCausalLM.from_pretrained(model_dir)
+finetune(m, GuardCodec(AutoTokenizer.from_pretrained(model_dir)), rows, out, TrainConfig(steps=2, lr=1e-2, accum=1, save_every=1, bf16=False), progress=False)
+h = hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in m.parameters())).hexdigest()
+open(os.path.join(out, f"rank{dist.get_rank()}.txt"), "w").write(h)
+"""
+
+
+def test_torchrun_two_process_gloo(tiny_model_dir, tmp_path):
+    import subprocess
+    import sys
+
+    script = tmp_path / "ddp.py"
+    script.write_text(DDP_SCRIPT)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29533", str(script),
+           str(tiny_model_dir), str(tmp_path / "out"), json.dumps(RECORDS)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    h0, h1 = (tmp_path / "out" / "rank0.txt").read_text(), (tmp_path / "out" / "rank1.txt").read_text()
+    assert h0 == h1, "ranks diverged: gradients were not averaged"
+    assert torch.load(tmp_path / "out" / "ckpt.pt", weights_only=False)["step"] == 2
