@@ -48,9 +48,16 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--steps", type=int, default=400)
     ap.add_argument("--eval", type=int, default=300, help="test records scored after training")
+    ap.add_argument("--eval-only", default=None, metavar="MODEL_DIR", help="score this trained dir, write --out.json/.md")
     a = ap.parse_args()
     torch.set_num_threads(2)
     out = Path(a.out)
+    if a.eval_only:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(a.eval_only)
+        model = AutoModelForCausalLM.from_pretrained(a.eval_only, dtype=torch.float32).eval()
+        return evaluate(model, GuardCodec(tok, CHATML), Policy(), a.data, a.eval, out, {"model": a.eval_only})
     model, tok = load(a.base)
     codec = GuardCodec(tok, CHATML)
     policy = Policy()
@@ -58,20 +65,26 @@ def main():
     summary = finetune(model, codec, train, out, TrainConfig(steps=a.steps))
     model.save_pretrained(out / "model")
     tok.save_pretrained(out / "model")
-    test = load_jsonl(Path(a.data) / "test.jsonl")[: a.eval]
+    evaluate(model, codec, policy, a.data, a.eval, out / "metrics", {"train": summary, "model": str(out / "model")})
+
+
+def evaluate(model, codec, policy, data, n, stem, extra):
+    """First-token verdicts on the first n test records, scored by guard.evaluate.metrics; writes STEM.json/.md."""
+    from guard.evaluate import environment, metrics, to_markdown
+
+    test = load_jsonl(Path(data) / "test.jsonl")[:n]
     t0 = time.time()
     p = score(model, codec, test, policy)
-    y = [r["label"] == "unsafe" for r in test]
-    pred = [x >= 0.5 for x in p]
-    tp = sum(a and b for a, b in zip(pred, y)); fp = sum(a and not b for a, b in zip(pred, y)); fn = sum(b and not a for a, b in zip(pred, y))
-    adj = [pr for pr, r in zip(pred, test) if r["adjacent"]]
-    prec = tp / max(tp + fp, 1); rec = tp / max(tp + fn, 1)
-    res = {"train": summary, "n_test": len(test), "precision": prec, "recall": rec, "f1": 2 * prec * rec / max(prec + rec, 1e-9),
-           "fpr_all_safe": fp / max(sum(not b for b in y), 1), "fpr_adjacent": sum(adj) / max(len(adj), 1), "n_adjacent": len(adj),
-           "eval_seconds": round(time.time() - t0, 1), "loadavg": os.getloadavg(), "torch": torch.__version__}
-    (out / "metrics.json").write_text(json.dumps(res, indent=2) + "\n")
-    print(json.dumps(res, indent=2))
-
+    dt = (time.time() - t0) * 1e3 / len(test)
+    preds = [{"unsafe": x >= 0.5, "p_unsafe": x, "categories": [], "latency_ms": dt} for x in p]
+    name = extra.get("model", "model")
+    report = {"data": str(Path(data) / "test.jsonl"), "split": "test", "n": len(test), "models": {name: metrics(test, preds)},
+              "environment": environment(), "command": "python " + " ".join(sys.argv), **extra,
+              "note": "first-token verdicts (safe vs unsafe logit) with the ChatML-mapped prompt; categories not decoded"}
+    Path(stem).parent.mkdir(parents=True, exist_ok=True)
+    Path(str(stem) + ".json").write_text(json.dumps(report, indent=2) + "\n")
+    Path(str(stem) + ".md").write_text(to_markdown(report))
+    print(to_markdown(report))
 
 if __name__ == "__main__":
     sys.exit(main())
