@@ -20,12 +20,11 @@ import json
 import os
 import random
 import re
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from guard.errors import GuardError
+from guard.fsutil import atomic_dir
 
 CATEGORIES = tuple(f"S{i}" for i in range(1, 15))
 SPLITS = ("train", "dev", "test")
@@ -257,12 +256,7 @@ def write_dataset(records: list[dict], out: str | Path) -> dict:
     """Write all.jsonl, {train,dev,test}.jsonl and stats.json into ``out`` atomically (temp dir, then rename)."""
     if not records:
         raise GuardError("empty dataset: no records were read")
-    out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        raise GuardError(f"{out} exists and is not empty; choose a new --out")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-data-", dir=out.parent))
-    try:
+    with atomic_dir(out, "--out") as tmp:
         stats = {"total": len(records), "splits": {}, "sources": {}, "categories": {}}
         for name in ("all",) + SPLITS:
             rows = records if name == "all" else [r for r in records if r["split"] == name]
@@ -279,12 +273,6 @@ def write_dataset(records: list[dict], out: str | Path) -> dict:
             for c in r["categories"]:
                 stats["categories"][c] = stats["categories"].get(c, 0) + 1
         (tmp / "stats.json").write_text(json.dumps(stats, indent=2) + "\n")
-        if out.exists():
-            out.rmdir()
-        os.rename(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return stats
 
 

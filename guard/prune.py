@@ -10,15 +10,13 @@ loadable Hugging Face checkpoint.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
 from guard.errors import GuardError
+from guard.fsutil import atomic_dir
 
 
 @dataclass
@@ -133,21 +131,11 @@ def _cols(lin: torch.nn.Linear, keep: torch.Tensor) -> torch.nn.Linear:
 def save_atomic(model, tokenizer, out: str | Path, record: dict | None = None, record_name: str = "prune_record.json") -> Path:
     """save_pretrained into a temporary sibling directory, then rename: no half-written output on failure."""
     out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        raise GuardError(f"{out} exists and is not empty; choose a new output directory")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         if record is not None:
             (tmp / record_name).write_text(json.dumps(record, indent=2) + "\n")
-        if out.exists():
-            out.rmdir()
-        os.rename(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 
