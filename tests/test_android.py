@@ -92,3 +92,18 @@ def test_full_storage(tiny_pte, tmp_path):
         f.truncate(1 << 43)  # a sparse 8 TiB "runner": more than any disk here has free
     with pytest.raises(GuardError, match="not enough storage"):
         android.run_on_device(t, tiny_pte, huge, runs=1, warmup=0, prompt_tokens="8", expected_abi=abi)
+
+
+def test_cli_device_local(tiny_pte, tmp_path, capsys):
+    import json
+
+    from guard.cli import main
+
+    out = tmp_path / "dev"
+    assert main(["bench", str(tiny_pte), "--device", "local", "--runs", "1", "--warmup", "0", "--prompt-tokens", "8",
+                 "--out", str(out), "--label", "host-as-device"]) == 0
+    doc = json.loads(out.with_suffix(".json").read_text())
+    assert doc["device"]["transport"] == "local" and doc["label"] == "host-as-device" and doc["command"].startswith("guard")
+    assert "## host-as-device" in out.with_suffix(".md").read_text()
+    assert main(["bench", str(tiny_pte), "--device", "ios"]) == 2
+    assert "--device must be android" in capsys.readouterr().err

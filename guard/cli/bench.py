@@ -58,12 +58,16 @@ def run(args) -> int:
     show = lambda r: print(f"  run {r['run']}{' (warm-up)' if r['warmup'] else ''}: {r['message_tokens']:>4} msg tokens  "
                            f"TTFT {r['ttft_ms']:.0f} ms  prefill {r['prefill_tok_s']:.0f} tok/s  decode {r['decode_tok_s']:.1f} tok/s  "
                            f"verdict {r['verdict_ms']:.0f} ms", flush=True)
-    doc = run_bench(str(model), cfg, progress=show)
+    return report(args, run_bench(str(model), cfg, progress=show))
+
+
+def report(args, doc: dict) -> int:
+    """Label, write OUT.json/.md/.png and print the table: the same for host and device runs."""
+    from guard.bench.report import markdown, write
+
     if args.label:
         doc["label"] = args.label
     paths = write([doc], Path(args.out))
-    from guard.bench.report import markdown
-
     print(markdown([doc]))
     print("wrote " + ", ".join(map(str, paths)))
     return 0
@@ -74,7 +78,6 @@ def run_device(args, model) -> int:
     import tempfile
 
     from guard.bench import android
-    from guard.bench.report import markdown, write
 
     if not str(model).endswith(".pte"):
         raise GuardError("--device runs an exported .pte; export it first with `guard export`")
@@ -96,9 +99,4 @@ def run_device(args, model) -> int:
     doc = android.run_on_device(transport, Path(model), Path(runner), runs=args.runs, warmup=args.warmup,
                                 prompt_tokens=args.prompt_tokens, expected_abi=abi, timeout=args.timeout)
     doc["command"] = " ".join(["guard"] + sys.argv[1:])
-    if args.label:
-        doc["label"] = args.label
-    paths = write([doc], Path(args.out))
-    print(markdown([doc]))
-    print("wrote " + ", ".join(map(str, paths)))
-    return 0
+    return report(args, doc)
