@@ -1,0 +1,1 @@
+"""Llama Guard 3 Vision: image loading and preprocessing, the mllama tokenizer, eager and ExecuTorch backends."""
