@@ -27,8 +27,13 @@ def parse_line(raw: bytes, lineno: int, max_bytes: int = MAX_LINE_BYTES) -> tupl
     rid = obj.get("id", f"line-{lineno}")
     if not isinstance(rid, (str, int)) or isinstance(rid, bool):
         raise GuardError("'id' must be a string or an integer")
+    image = {}
+    if "image" in obj:  # a path (relative paths: from the JSONL file's directory), for a vision guard
+        if not isinstance(obj["image"], str) or not obj["image"]:
+            raise GuardError("'image' must be a path string")
+        image = {"image": obj["image"]}
     if "messages" in obj:
-        return str(rid), {"messages": obj["messages"]}
+        return str(rid), {"messages": obj["messages"], **image}
     prompt = obj.get("prompt")
     if not isinstance(prompt, str):
         raise GuardError("a line needs 'messages' or a string 'prompt' (and optionally 'response')")
@@ -37,7 +42,7 @@ def parse_line(raw: bytes, lineno: int, max_bytes: int = MAX_LINE_BYTES) -> tupl
         if not isinstance(obj["response"], str):
             raise GuardError("'response' must be a string")
         msgs.append({"role": "assistant", "content": obj["response"]})
-    return str(rid), {"messages": msgs}
+    return str(rid), {"messages": msgs, **image}
 
 
 def done_ids(out: Path) -> set[str]:
@@ -83,7 +88,10 @@ def run_batch(guard, in_path: str | Path, out_path: str | Path, max_line_bytes: 
                 if rid in seen:
                     counts["skipped_done"] += 1
                     continue
-                record = {"id": rid, **guard.classify(req["messages"]).to_dict()}
+                if "image" in req and not hasattr(guard.runner, "set_image"):
+                    raise GuardError("this line has an 'image' but the model is text-only")
+                kw = {"image": in_path.parent / req["image"]} if "image" in req else {}
+                record = {"id": rid, **guard.classify(req["messages"], **kw).to_dict()}
                 counts[record["decision"]] += 1
             except GuardError as e:
                 if rid in seen:

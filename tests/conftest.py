@@ -28,3 +28,22 @@ def tiny_copy(tiny_model_dir, tmp_path) -> Path:
     dst = tmp_path / "model"
     shutil.copytree(tiny_model_dir, dst)
     return dst
+
+
+@pytest.fixture(scope="session")
+def tiny_vision(tmp_path_factory):
+    """A tiny random Llama Guard 3 Vision-format (mllama) dir and two images: with "What is in this picture?",
+    image ``unsafe`` is classified unsafe and image ``safe`` safe (guard.vision.testing.script_image_verdict)."""
+    import numpy as np
+    from PIL import Image
+
+    from guard.vision.testing import make_vision_checkpoint, script_image_verdict
+
+    root = tmp_path_factory.mktemp("tiny_vision")
+    rng = np.random.default_rng(0)
+    images = {"unsafe": root / "unsafe.png", "safe": root / "safe.png"}
+    Image.fromarray(rng.integers(0, 256, (90, 200, 3), dtype=np.uint8)).save(images["unsafe"])  # 3 tiles wide
+    Image.fromarray(rng.integers(0, 256, (300, 100, 3), dtype=np.uint8)).save(images["safe"])  # 3 tiles high
+    model = make_vision_checkpoint(root / "model")
+    script_image_verdict(model, "What is in this picture?", images["unsafe"], images["safe"])
+    return {"dir": model, "text": "What is in this picture?", **images}

@@ -28,6 +28,7 @@ def add_arguments(p):
     p.add_argument("text", nargs="?", help="the user prompt (read from stdin when absent)")
     add_model_arguments(p)
     p.add_argument("--response", metavar="TEXT", help="the agent's reply to classify (response classification)")
+    p.add_argument("--image", metavar="PATH", help="an image in the user turn (needs a Llama Guard 3 Vision model; docs/vision.md)")
     p.add_argument("--conversation", metavar="FILE", help='multi-turn JSON: [{"role": "user"|"assistant", "content": ...}, ...]')
     p.add_argument("--jsonl", metavar="IN", help="batch input, one JSON object per line: {id, prompt[, response]} or {id, messages}")
     p.add_argument("--out", metavar="OUT", help="batch output JSONL (appended; ids already there are skipped)")
@@ -55,6 +56,16 @@ def make_guard(args):
         kind, path, desc = default_model()
         model, pte = (None, str(path)) if kind == "pte" else (str(path), None)
         print(f"guard: using the default model: {desc}", file=sys.stderr)
+    from guard.vision import is_vision_model
+
+    if is_vision_model(model, pte):  # Llama Guard 3 Vision (mllama): images allowed, docs/vision.md
+        from guard.vision import load_vision_runner
+        from guard.vision.classifier import VisionGuard
+
+        runner, tok = load_vision_runner(model=model, pte=pte, dtype=args.dtype)
+        return VisionGuard(runner, tok, policy, threshold=args.threshold, block_indeterminate=args.indeterminate == "block")
+    if getattr(args, "image", None):
+        raise GuardError(f"--image needs a Llama Guard 3 Vision model; {model or pte} is text-only")
     runner, tok = load_runner(model=model, pte=pte, dtype=args.dtype)
     return Guard(runner, tok, policy, threshold=args.threshold, block_indeterminate=args.indeterminate == "block")
 
@@ -98,8 +109,8 @@ def run(args) -> int:
     if args.jsonl or args.out:
         if not (args.jsonl and args.out):
             raise GuardError("batch mode needs both --jsonl IN and --out OUT")
-        if args.text is not None or args.response is not None or args.conversation:
-            raise GuardError("--jsonl cannot be combined with a text, --response or --conversation")
+        if args.text is not None or args.response is not None or args.conversation or args.image:
+            raise GuardError("--jsonl cannot be combined with a text, --response, --conversation or --image (give each line an 'image')")
         from guard.batch import run_batch
 
         guard = make_guard(args)
@@ -108,10 +119,12 @@ def run(args) -> int:
               f"{c['errors']} bad lines skipped, {c['skipped_done']} already in {args.out}")
         return EXIT_PARTIAL if c["errors"] else EXIT_SAFE
     if args.stream:
+        if args.image:
+            raise GuardError("--stream does not take --image yet; classify the finished response with --image --response")
         return run_stream(args)
     content, response = _request(args)
     guard = make_guard(args)
-    v = guard.classify(content, response)
+    v = guard.classify(content, response, image=args.image) if args.image else guard.classify(content, response)
     print(json.dumps(v.to_dict(), ensure_ascii=False) if args.json else human(v))
     if v.decision == "indeterminate":
         return EXIT_INDETERMINATE if v.blocked else EXIT_SAFE

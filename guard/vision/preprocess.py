@@ -24,6 +24,28 @@ class VisionConfig:
     mean: tuple[float, float, float] = MEAN
     std: tuple[float, float, float] = STD
 
+    @classmethod
+    def from_dir(cls, path) -> "VisionConfig":
+        """preprocessor_config.json when present (size, max_image_tiles, mean, std), else config.json's vision_config."""
+        import json
+        from pathlib import Path
+
+        from guard.errors import GuardError
+
+        path = Path(path)
+        try:
+            if (path / "preprocessor_config.json").is_file():
+                pre = json.loads((path / "preprocessor_config.json").read_text())
+                size = pre.get("size", {})
+                if size.get("height") != size.get("width"):
+                    raise GuardError(f"{path}: tiles must be square, got size {size}")
+                return cls(int(size.get("height", 560)), int(pre.get("max_image_tiles", 4)),
+                           tuple(pre.get("image_mean", MEAN)), tuple(pre.get("image_std", STD)))
+            vc = json.loads((path / "config.json").read_text()).get("vision_config", {})
+            return cls(int(vc.get("image_size", 560)), int(vc.get("max_num_tiles", 4)))
+        except (OSError, ValueError, TypeError) as e:
+            raise GuardError(f"cannot read the image settings of {path}: {e}") from None
+
 
 @dataclass
 class ImageInputs:
