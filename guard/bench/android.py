@@ -2,7 +2,8 @@
 
 The driver speaks to a Transport (adb, or LocalTransport which maps the device directory to a host folder and runs
 the identical shell commands with `sh -c`). Sequence: ABI check, free-storage check, push model + tokenizer +
-runner, read the big cores from /sys/devices/system/cpu/*/cpufreq, run pinned with taskset, pull the stats JSON.
+prompt token ids (guard_prompts.txt) + runner, read the big cores from /sys/devices/system/cpu/*/cpufreq, run pinned
+with taskset, pull the stats JSON.
 """
 
 from __future__ import annotations
@@ -136,6 +137,18 @@ def big_cores(transport) -> list[int]:
     return sorted(c for c, f in freqs.items() if f == top)
 
 
+def _prompts_file(tokenizer_dir: Path, prompt_tokens: str) -> Path:
+    """guard_prompts.txt (guard.bench.prompts) for these message lengths, in a temporary folder."""
+    from guard.bench import prompts
+    from guard.tokenizer import Tokenizer
+
+    try:
+        lengths = [int(x) for x in prompt_tokens.split(",")]
+    except ValueError:
+        raise GuardError(f"--prompt-tokens must be comma-separated integers, not {prompt_tokens!r}") from None
+    return prompts.write(Tokenizer.from_dir(tokenizer_dir), lengths, Path(tempfile.mkdtemp(prefix="guard-prompts-")) / prompts.NAME)
+
+
 def run_on_device(transport, model: Path, runner: Path, runs: int = 5, warmup: int = 1, prompt_tokens: str = "16,40,128,256",
                   expected_abi: str = "arm64-v8a", timeout: float = 900) -> dict:
     """Push, pin, run and pull; returns the stats document the runner wrote (guard bench schema)."""
@@ -147,12 +160,13 @@ def run_on_device(transport, model: Path, runner: Path, runs: int = 5, warmup: i
     abi = _checked(transport.shell("getprop ro.product.cpu.abi"), "reading the ABI").strip()
     if abi != expected_abi:
         raise GuardError(f"device ABI is {abi}, the runner is built for {expected_abi}: use an {expected_abi} phone or rebuild the runner")
-    need_kb = (model.stat().st_size + runner.stat().st_size + tokenizer.stat().st_size) // 1024 + 64 * 1024
+    prompts = _prompts_file(tokenizer.parent, prompt_tokens)  # token ids for runners without a tokenizer (C++)
+    need_kb = (model.stat().st_size + runner.stat().st_size + tokenizer.stat().st_size + prompts.stat().st_size) // 1024 + 64 * 1024
     df = _checked(transport.shell(f"mkdir -p {DEVICE_DIR} && df -k {DEVICE_DIR} | tail -1"), "checking free storage").split()
     free_kb = int(df[3]) if len(df) >= 4 and df[3].isdigit() else 0
     if free_kb < need_kb:
         raise GuardError(f"not enough storage in {DEVICE_DIR}: {free_kb // 1024} MB free, {need_kb // 1024} MB needed; free some space")
-    for f, name in ((model, "model.pte"), (tokenizer, "tokenizer.json"), (runner, "guard_runner")):
+    for f, name in ((model, "model.pte"), (tokenizer, "tokenizer.json"), (prompts, "guard_prompts.txt"), (runner, "guard_runner")):
         transport.push(f, f"{DEVICE_DIR}/{name}")
     cores = big_cores(transport)
     mask = format(sum(1 << c for c in cores), "x")
