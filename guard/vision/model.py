@@ -1,0 +1,303 @@
+"""An export-friendly Llama 3.2 Vision (mllama) guard for Hugging Face weights: static shapes, shared buffers.
+
+``encode_image(pixel_values, aspect_ratio_ids, aspect_ratio_mask)`` runs the vision encoder and the projector and
+writes every cross-attention layer's keys/values (``xk``/``xv``) and the tile mask (``xbias``) into buffers, once
+per image. ``forward(tokens, pos, last, xrow, xon)`` is the text decoder of guard.model (same self-attention
+blocks and KV cache) with the cross-attention blocks reading those buffers: ``xrow[t]`` is 1 for positions at or
+after ``<|image|>``, ``xon`` is 0 for a text-only prompt (the cross-attention blocks are then skipped, as in
+transformers). Exported as three methods of one .pte by guard.vision.export; the buffers are shared.
+
+Semantics follow transformers' MllamaForConditionalGeneration exactly, quirks included: a text row before the
+image token attends to every vision token with no mask and only its MLP output is zeroed; vision padding
+patches are masked only against each other.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from guard.errors import GuardError
+from guard.model import MLP, Block, ModelArgs, RMSNorm, inv_freq
+
+NEG = torch.finfo(torch.float32).min  # transformers' mask value (finite: 0 * NEG is 0, not NaN)
+
+
+@dataclass
+class VisionArgs:
+    dim: int = 1280
+    n_layers: int = 32
+    n_global_layers: int = 8
+    n_heads: int = 16
+    hidden_dim: int = 5120
+    image_size: int = 560  # tile side
+    patch_size: int = 14
+    max_tiles: int = 4
+    n_aspect_ratios: int = 8
+    intermediate: list[int] = field(default_factory=lambda: [3, 7, 15, 23, 30])
+    norm_eps: float = 1e-5
+    output_dim: int = 7680
+
+    @property
+    def n_patches(self) -> int:  # per tile, with the class token
+        return (self.image_size // self.patch_size) ** 2 + 1
+
+    @property
+    def padded(self) -> int:  # per tile, padded to a multiple of 8
+        return self.n_patches + (8 - self.n_patches % 8) % 8
+
+
+class VisionLayer(nn.Module):
+    def __init__(self, a: VisionArgs, gated: bool):
+        super().__init__()
+        self.n_heads, self.hd = a.n_heads, a.dim // a.n_heads
+        self.self_attn = nn.Module()
+        for name in ("q_proj", "k_proj", "v_proj", "o_proj"):
+            setattr(self.self_attn, name, nn.Linear(a.dim, a.dim, bias=False))
+        self.mlp = nn.Module()
+        self.mlp.fc1, self.mlp.fc2 = nn.Linear(a.dim, a.hidden_dim), nn.Linear(a.hidden_dim, a.dim)
+        self.input_layernorm = nn.LayerNorm(a.dim, eps=a.norm_eps)
+        self.post_attention_layernorm = nn.LayerNorm(a.dim, eps=a.norm_eps)
+        self.gated = gated
+        if gated:
+            self.gate_attn, self.gate_ffn = nn.Parameter(torch.zeros(1)), nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """x [L, dim], bias [L, L] additive."""
+        L, at = x.shape[0], self.self_attn
+        h = self.input_layernorm(x)
+        q, k, v = (p(h).view(L, self.n_heads, self.hd).transpose(0, 1) for p in (at.q_proj, at.k_proj, at.v_proj))
+        s = torch.bmm(q, k.transpose(1, 2)) * self.hd**-0.5 + bias
+        o = at.o_proj(torch.bmm(torch.softmax(s, dim=-1), v).transpose(0, 1).reshape(L, -1))
+        x = x + (self.gate_attn.tanh() * o if self.gated else o)
+        m = self.mlp.fc2(F.gelu(self.mlp.fc1(self.post_attention_layernorm(x))))
+        return x + (self.gate_ffn.tanh() * m if self.gated else m)
+
+
+class TileEmbedding(nn.Module):
+    """MllamaPrecomputedAspectRatioEmbedding: one vector per (aspect ratio, tile), gated."""
+
+    def __init__(self, a: VisionArgs):
+        super().__init__()
+        self.embedding = nn.Embedding(a.n_aspect_ratios + 1, a.max_tiles * a.dim)
+        self.gate = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: torch.Tensor, ar_id: torch.Tensor) -> torch.Tensor:  # x [tiles, n, dim]
+        return x + self.embedding(ar_id).view(x.shape[0], 1, x.shape[2]) * self.gate.tanh()
+
+
+class PositionEmbedding(nn.Module):
+    """MllamaPrecomputedPositionEmbedding: (1 - g) * patch positions + g * per-aspect-ratio tile positions."""
+
+    def __init__(self, a: VisionArgs):
+        super().__init__()
+        self.gate = nn.Parameter(torch.zeros(1))
+        self.embedding = nn.Parameter(torch.zeros(a.n_patches, a.dim))
+        self.tile_embedding = nn.Embedding(a.n_aspect_ratios + 1, a.max_tiles * a.n_patches * a.dim)
+
+    def forward(self, x: torch.Tensor, ar_id: torch.Tensor) -> torch.Tensor:  # x [tiles, n_patches, dim]
+        g = self.gate.tanh()
+        return x + (1 - g) * self.embedding + g * self.tile_embedding(ar_id).view(x.shape)
+
+
+class VisionEncoder(nn.Module):
+    """MllamaVisionModel for one image: [tiles, 3, S, S] -> [tiles, n_patches, output_dim]."""
+
+    def __init__(self, a: VisionArgs):
+        super().__init__()
+        self.a = a
+        self.patch_embedding = nn.Conv2d(3, a.dim, a.patch_size, a.patch_size, bias=False)
+        self.class_embedding = nn.Parameter(torch.zeros(a.dim))
+        self.gated_positional_embedding = PositionEmbedding(a)
+        self.pre_tile_positional_embedding = TileEmbedding(a)
+        self.post_tile_positional_embedding = TileEmbedding(a)
+        self.layernorm_pre, self.layernorm_post = nn.LayerNorm(a.dim), nn.LayerNorm(a.dim)
+        self.transformer = nn.Module()
+        self.transformer.layers = nn.ModuleList(VisionLayer(a, False) for _ in range(a.n_layers))
+        self.global_transformer = nn.Module()
+        self.global_transformer.layers = nn.ModuleList(VisionLayer(a, True) for _ in range(a.n_global_layers))
+
+    def forward(self, pixels: torch.Tensor, ar_id: torch.Tensor, tile_mask: torch.Tensor) -> torch.Tensor:
+        a, T = self.a, pixels.shape[0]
+        x = self.patch_embedding(pixels).flatten(2).transpose(1, 2)  # [T, g*g, dim]
+        x = self.pre_tile_positional_embedding(x, ar_id)
+        x = torch.cat([self.class_embedding.view(1, 1, -1).expand(T, 1, a.dim), x], dim=1)  # [T, P, dim]
+        x = self.layernorm_pre(self.gated_positional_embedding(x, ar_id))
+        P, Lp = a.n_patches, a.padded
+        x = F.pad(x, (0, 0, 0, Lp - P)).reshape(T * Lp, a.dim)
+        # transformers' mask: a token is "masked" if its tile is unused or it is padding; only masked-masked pairs get NEG
+        inv = 1.0 - (tile_mask.view(T, 1).float() * (torch.arange(Lp) < P).float().view(1, Lp)).reshape(T * Lp, 1)
+        bias = (inv @ inv.t()) * NEG
+        keep = {}
+        for i, layer in enumerate(self.transformer.layers):
+            x = layer(x, bias)
+            keep[i] = x
+        x = self.layernorm_post(x).view(T, Lp, a.dim)
+        x = self.post_tile_positional_embedding(x, ar_id).reshape(T * Lp, a.dim)
+        for layer in self.global_transformer.layers:
+            x = layer(x, bias)
+        inter = torch.stack([keep[i] for i in a.intermediate], dim=-1).reshape(T, Lp, -1)  # (dim, k) interleaved, as transformers stacks them
+        return torch.cat([x.view(T, Lp, a.dim), inter], dim=-1)[:, :P]
+
+
+class HeadNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps, self.weight = eps, nn.Parameter(torch.ones(dim))
+
+    def forward(self, x):
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+
+
+class CrossAttention(nn.Module):
+    def __init__(self, args: ModelArgs, n_vision_tokens: int):
+        super().__init__()
+        self.n_heads, self.n_kv, self.hd = args.n_heads, args.n_kv_heads, args.head_dim
+        self.q_proj = nn.Linear(args.dim, args.n_heads * self.hd, bias=False)
+        self.k_proj = nn.Linear(args.dim, args.n_kv_heads * self.hd, bias=False)
+        self.v_proj = nn.Linear(args.dim, args.n_kv_heads * self.hd, bias=False)
+        self.o_proj = nn.Linear(args.n_heads * self.hd, args.dim, bias=False)
+        self.q_norm, self.k_norm = HeadNorm(self.hd, args.norm_eps), HeadNorm(self.hd, args.norm_eps)
+        self.register_buffer("xk", torch.zeros(args.n_kv_heads, n_vision_tokens, self.hd), persistent=False)
+        self.register_buffer("xv", torch.zeros(args.n_kv_heads, n_vision_tokens, self.hd), persistent=False)
+
+    def set_image(self, states: torch.Tensor) -> None:
+        """states [L, dim] -> this layer's keys/values, written in place."""
+        L = states.shape[0]
+        self.xk.copy_(self.k_norm(self.k_proj(states).view(L, self.n_kv, self.hd)).transpose(0, 1))
+        self.xv.copy_(self.v_proj(states).view(L, self.n_kv, self.hd).transpose(0, 1))
+
+    def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """x [1, T, dim], bias [T, L] -> [1, T, dim]."""
+        T, G = x.shape[1], self.n_heads // self.n_kv
+        q = self.q_norm(self.q_proj(x).view(T, self.n_heads, self.hd))
+        q = q.view(T, self.n_kv, G, self.hd).permute(1, 2, 0, 3).reshape(self.n_kv, G * T, self.hd)
+        s = torch.bmm(q, self.xk.transpose(1, 2)) * self.hd**-0.5  # [n_kv, G*T, L]
+        s = (s.view(self.n_kv, G, T, -1) + bias).view(self.n_kv, G * T, -1)
+        o = torch.bmm(torch.softmax(s, dim=-1), self.xv)
+        return self.o_proj(o.view(self.n_kv, G, T, self.hd).permute(2, 0, 1, 3).reshape(1, T, self.n_heads * self.hd))
+
+
+class CrossBlock(nn.Module):
+    def __init__(self, args: ModelArgs, n_vision_tokens: int):
+        super().__init__()
+        self.cross_attn = CrossAttention(args, n_vision_tokens)
+        self.input_layernorm = RMSNorm(args.dim, args.norm_eps)
+        self.post_attention_layernorm = RMSNorm(args.dim, args.norm_eps)
+        self.mlp = MLP(args)
+        self.cross_attn_attn_gate = nn.Parameter(torch.zeros(1))
+        self.cross_attn_mlp_gate = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x, xbias, xrow, xon):
+        """xbias [L] (NEG on unused tiles), xrow [T] (1 from <|image|> on), xon [1] (0: no image, skip the block)."""
+        bias = xrow.view(-1, 1) * xbias.view(1, -1)  # rows before the image token: no mask at all (transformers)
+        h = x + self.cross_attn_attn_gate.tanh() * self.cross_attn(self.input_layernorm(x), bias)
+        m = self.mlp(self.post_attention_layernorm(h)) * xrow.view(1, -1, 1)
+        h = h + self.cross_attn_mlp_gate.tanh() * m
+        return torch.where(xon.view(1, 1, 1) > 0, h, x)  # where, not a product: stale buffers can never leak NaN
+
+
+class VisionGuardModel(nn.Module):
+    """The mllama guard: ``encode_image`` once per image, then ``forward`` exactly like guard.model.Transformer."""
+
+    def __init__(self, args: ModelArgs, vargs: VisionArgs, cross_layers: list[int]):
+        super().__init__()
+        self.args, self.vargs, self.cross_layers = args, vargs, list(cross_layers)
+        L = vargs.max_tiles * vargs.n_patches
+        self.vision_model = VisionEncoder(vargs)
+        self.multi_modal_projector = nn.Linear(vargs.output_dim, args.dim)
+        self.embed_tokens = nn.Embedding(args.vocab_size + 8, args.dim)  # +8: <|image|> and 7 spare rows
+        self.layers = nn.ModuleList(CrossBlock(args, L) if i in self.cross_layers else Block(args) for i in range(args.n_layers))
+        self.norm = RMSNorm(args.dim, args.norm_eps)
+        self.lm_head = nn.Linear(args.dim, args.vocab_size, bias=False)
+        self.output_ids: list[int] | None = None
+        self.register_buffer("xbias", torch.zeros(L), persistent=False)
+        ang = torch.outer(torch.arange(args.cache_len, dtype=torch.float32), inv_freq(args))
+        ang = torch.cat([ang, ang], dim=-1).unsqueeze(1)  # [L, 1, head_dim], HF rotate_half layout
+        self.register_buffer("rope_cos", ang.cos(), persistent=False)
+        self.register_buffer("rope_sin", ang.sin(), persistent=False)
+        causal = torch.ones(args.cache_len, args.cache_len, dtype=torch.bool).tril()
+        self.register_buffer("mask", torch.zeros(causal.shape).masked_fill(~causal, float("-inf")), persistent=False)
+
+    def encode_image(self, pixel_values, aspect_ratio_ids, aspect_ratio_mask) -> torch.Tensor:
+        """[1, 1, tiles, 3, S, S], [1, 1], [1, 1, tiles] -> writes xk/xv/xbias; returns the tile mask [tiles]."""
+        v = self.vargs
+        tiles = aspect_ratio_mask.view(v.max_tiles)
+        out = self.vision_model(pixel_values.view(v.max_tiles, 3, v.image_size, v.image_size), aspect_ratio_ids.view(1), tiles)
+        states = self.multi_modal_projector(out).reshape(v.max_tiles * v.n_patches, self.args.dim)
+        for i in self.cross_layers:
+            self.layers[i].cross_attn.set_image(states)
+        valid = tiles.float().view(v.max_tiles, 1).expand(v.max_tiles, v.n_patches).reshape(-1)
+        self.xbias.copy_((1.0 - valid) * NEG)
+        return tiles.float()
+
+    def forward(self, tokens, pos, last, xrow, xon) -> torch.Tensor:
+        x = self.embed_tokens(tokens)
+        cos, sin = self.rope_cos.index_select(0, pos), self.rope_sin.index_select(0, pos)
+        mask = self.mask.index_select(0, pos)
+        for i, layer in enumerate(self.layers):
+            x = layer(x, self.xbias, xrow, xon) if i in self.cross_layers else layer(x, cos, sin, mask, pos)
+        x = self.norm(x.index_select(1, last))
+        return self.lm_head(x).view(1, -1)
+
+    def reset_cache(self) -> None:
+        for i, layer in enumerate(self.layers):
+            if i not in self.cross_layers:
+                layer.self_attn.k_cache.zero_()
+                layer.self_attn.v_cache.zero_()
+
+
+PREFIXES = (("language_model.model.", ""), ("language_model.lm_head.", "lm_head."), ("model.language_model.", ""),
+            ("model.vision_model.", "vision_model."), ("model.multi_modal_projector.", "multi_modal_projector."))
+
+
+def args_from_hf(cfg: dict, **overrides) -> tuple[ModelArgs, VisionArgs, list[int]]:
+    if cfg.get("model_type") != "mllama":
+        raise GuardError(f"not a Llama 3.2 Vision (mllama) config: model_type {cfg.get('model_type')!r}")
+    t, v = cfg["text_config"], cfg["vision_config"]
+    args = ModelArgs(dim=t["hidden_size"], n_layers=t["num_hidden_layers"], n_heads=t["num_attention_heads"],
+                     n_kv_heads=t["num_key_value_heads"], hidden_dim=t["intermediate_size"], vocab_size=t["vocab_size"],
+                     norm_eps=t.get("rms_norm_eps", 1e-5), rope_theta=t.get("rope_theta", 500000.0),
+                     rope_scaling=t.get("rope_scaling"), tie_embeddings=bool(t.get("tie_word_embeddings", False)))
+    for k, val in overrides.items():
+        setattr(args, k, val)
+    ratios = v.get("supported_aspect_ratios") or [[1, 1], [1, 2], [1, 3], [1, 4], [2, 1], [2, 2], [3, 1], [4, 1]]
+    vargs = VisionArgs(dim=v["hidden_size"], n_layers=v["num_hidden_layers"], n_global_layers=v["num_global_layers"],
+                       n_heads=v.get("attention_heads", v.get("num_attention_heads")), hidden_dim=v["intermediate_size"],
+                       image_size=v["image_size"], patch_size=v["patch_size"], max_tiles=v["max_num_tiles"],
+                       n_aspect_ratios=len(ratios), intermediate=list(v["intermediate_layers_indices"]),
+                       norm_eps=v.get("norm_eps", 1e-5), output_dim=v["vision_output_dim"])
+    return args, vargs, list(t["cross_attention_layers"])
+
+
+def load_hf_vision(path: str | Path, **overrides) -> VisionGuardModel:
+    """Build a VisionGuardModel from a Hugging Face mllama directory (config.json + *.safetensors)."""
+    from safetensors.torch import load_file
+
+    from guard.checkpoint import check_model_dir
+
+    path = Path(path)
+    files = check_model_dir(path)
+    args, vargs, cross = args_from_hf(json.loads((path / "config.json").read_text()), **overrides)
+    sd = {}
+    for f in files:
+        for k, val in load_file(str(f)).items():
+            for old, new in PREFIXES:
+                if k.startswith(old):
+                    k = new + k[len(old):]
+                    break
+            sd[k] = val.float()
+    if "lm_head.weight" not in sd:
+        sd["lm_head.weight"] = sd["embed_tokens.weight"][: args.vocab_size]
+    model = VisionGuardModel(args, vargs, cross)
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    missing = [k for k in missing if not k.endswith(("k_cache", "v_cache", "xk", "xv", "xbias", "rope_cos", "rope_sin", "mask"))]
+    if missing or unexpected:
+        raise GuardError(f"{path}: weights do not match an mllama model (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    return model.eval()
