@@ -25,6 +25,14 @@ def run(args) -> int:
     cfg = ExportConfig(max_seq_len=args.max_seq_len, chunk=args.chunk, prune_vocab=args.prune_vocab,
                        quant=QuantConfig(args.quant, group_size=args.group_size))
     t0 = time.perf_counter()
-    path = export_model(args.model, args.out, cfg)
+    from guard.vision.eager import is_vision_dir
+
+    if is_vision_dir(args.model):  # Llama Guard 3 Vision (mllama): vision_encoder + prefill + decode, docs/vision.md
+        from guard.vision.export import export_vision_model
+
+        logging.getLogger("guard.vision.export").setLevel(logging.INFO)
+        path = export_vision_model(args.model, args.out, cfg)
+    else:
+        path = export_model(args.model, args.out, cfg)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {args.quant}, {time.perf_counter() - t0:.0f} s)")
     return 0
