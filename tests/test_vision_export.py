@@ -111,3 +111,14 @@ def test_cli_with_pte(pte, tiny_vision, capsys):
     assert code == 0 and v["decision"] == "safe" and v["timings"]["image"]["tiles"] == 3
     code = main(["classify", "--pte", str(pte[0]), "--image", str(tiny_vision["unsafe"]), tiny_vision["text"]])
     assert code == 11 and "p_unsafe=0.99" in capsys.readouterr().out
+
+
+def test_bench_records_image_encode_time(pte):
+    from guard.bench import BenchConfig, run_bench
+    from guard.bench.report import markdown
+
+    doc = run_bench(str(pte[0]), BenchConfig(runs=1, warmup=0, prompt_tokens=[16], decode_tokens=2))
+    rec, summary = doc["runs"][0], doc["summary"]["16"]
+    assert doc["backend"] == "pte-vision:none" and rec["image_encode_ms"] > 0 and rec["image_load_ms"] > 0
+    assert summary["image_encode_ms"]["n"] == 1 and rec["num_prompt_tokens"] > 16
+    assert "encode" in markdown([doc])

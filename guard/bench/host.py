@@ -34,8 +34,11 @@ def _load(model: str, dtype: str):
     from guard.runner import load_runner
 
     kind = "pte" if str(model).endswith(".pte") else "model"
+    from guard.vision import is_vision_model, load_vision_runner
+
+    load = load_vision_runner if is_vision_model(**{kind: str(model)}) else load_runner  # vision: docs/vision.md
     t0 = time.perf_counter()
-    runner, tok = load_runner(**{kind: str(model)}, **({"dtype": dtype} if kind == "model" else {}))
+    runner, tok = load(**{kind: str(model)}, **({"dtype": dtype} if kind == "model" else {}))
     return runner, tok, (time.perf_counter() - t0) * 1e3
 
 
@@ -43,11 +46,11 @@ def _one(runner, tok, n_msg: int, load_ms: float, decode_tokens: int) -> dict:
     """TTFT on an empty cache, decode speed after it, then a verdict with the policy head cached."""
     import torch
 
-    from guard.classifier import Guard
+    from guard.vision.bench import guard_for
 
-    guard = Guard(runner, tok)
+    guard, image = guard_for(runner, tok)  # a vision model gets a fixed 2x2-tile photo: image_encode_ms is recorded
     t0 = time.perf_counter()
-    first = guard.classify(message(tok, n_msg))
+    first = guard.classify(message(tok, n_msg), **image)
     ttft = first.timings["prefill_ms"]
     n_prompt = first.prompt_tokens + 1
     pos, logits = n_prompt, None
@@ -59,8 +62,8 @@ def _one(runner, tok, n_msg: int, load_ms: float, decode_tokens: int) -> dict:
         token = int(torch.argmax(logits)) if runner.output_ids is None else runner.output_ids[int(torch.argmax(logits))]
     decode_ms = (time.perf_counter() - d0) * 1e3
     guard.invalidate()
-    guard.classify(message(tok, 8))  # the loaded guard has its policy head cached
-    v = guard.classify("x " + message(tok, n_msg - 1))  # another message: only the head is reused
+    guard.classify(message(tok, 8), **image)  # the loaded guard has its policy head cached
+    v = guard.classify("x " + message(tok, n_msg - 1), **image)  # another message: only the head is reused
     rec = et_stats(0.0, load_ms, load_ms, load_ms + ttft, load_ms + ttft, load_ms + ttft + decode_ms, n_prompt, decode_tokens)
     rec.update({
         "message_tokens": n_msg, "model_load_ms": round(load_ms, 1), "ttft_ms": round(ttft, 2),
@@ -68,6 +71,7 @@ def _one(runner, tok, n_msg: int, load_ms: float, decode_tokens: int) -> dict:
         "verdict_ms": round(v.latency_ms, 2), "verdict_prefilled_tokens": v.timings["prefilled_tokens"],
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     })
+    rec.update({k: round(first.timings[k], 2) for k in ("image_load_ms", "image_encode_ms") if k in first.timings})
     return rec
 
 
@@ -89,7 +93,8 @@ def run_bench(model: str, cfg: BenchConfig | None = None, progress=None) -> dict
     for n in cfg.prompt_tokens:
         rows = [x for x in measured if x["message_tokens"] == n]
         by_len[str(n)] = {m: summarize([x[m] for x in rows]) for m in
-                          ("model_load_ms", "ttft_ms", "prefill_tok_s", "decode_tok_s", "verdict_ms", "peak_rss_mb")}
+                          ("model_load_ms", "ttft_ms", "prefill_tok_s", "decode_tok_s", "verdict_ms", "peak_rss_mb",
+                           "image_load_ms", "image_encode_ms") if m in rows[0]}
         by_len[str(n)]["num_prompt_tokens"] = rows[0]["num_prompt_tokens"]
     runner, _, _ = _load(model, cfg.dtype)
     meta = getattr(runner, "meta", None) or {"config": getattr(getattr(runner, "model", None), "config", None).to_dict()}

@@ -35,6 +35,11 @@ def markdown(docs: list[dict]) -> str:
             ok_ttft = "pass" if s["ttft_ms"]["median"] / 1e3 <= TARGET_TTFT_S else "FAIL"
             out.append(f"| {n} | {s['num_prompt_tokens']} | {f('model_load_ms')} | {f('ttft_ms', 1e-3)} | {f('prefill_tok_s')} | "
                        f"{f('decode_tok_s')} | {f('verdict_ms')} | {s['peak_rss_mb']['median']:.0f} | {ok_dec} | {ok_ttft} |")
+        img = [(n, s) for n, s in d["summary"].items() if "image_encode_ms" in s]  # vision models (docs/vision.md)
+        if img:
+            out += ["", "Image (a 1600x1200 JPEG, 2x2 tiles), per message length: " + "; ".join(
+                f"{n}: load+preprocess {_num(s['image_load_ms']['median'])} ms, encode {_num(s['image_encode_ms']['median'])} ms"
+                for n, s in img) + ". TTFT excludes the image encode, which runs once per image."]
         out += ["", "Cells: median (p10–p90). TTFT is the full guard prompt on an empty cache; the verdict column is a "
                 "new message with the policy head already cached.", ""]
     return "\n".join(out)
