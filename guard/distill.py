@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from guard.errors import GuardError
+from guard.lora import LoraConfig, add_lora, lora_state_dict, merge_lora
 from guard.prune import save_atomic
 from guard.train import GuardCodec, TrainConfig, finetune
 
@@ -24,6 +25,7 @@ class DistillConfig:
     train: TrainConfig
     alpha: float = 0.5  # weight of CE on labels; 1 - alpha on KL to the teacher
     qat_group_size: int | None = None  # None: no QAT
+    lora: "LoraConfig | None" = None  # None: full fine-tuning; else train adapters only (saved as adapter.safetensors)
 
 
 def check_same_tokenizer(student_tok, teacher_tok) -> None:
@@ -65,7 +67,7 @@ def strip_fake_quant(model):
 
 
 def distill(student_dir: str | Path, teacher_dir: str | Path, records: list[dict], out: str | Path, cfg: DistillConfig,
-            codec_specials: dict | None = None, work: str | Path | None = None) -> dict:
+            codec_specials: dict | None = None, work: str | Path | None = None, policy=None) -> dict:
     """Distil; checkpoints go to ``work`` (default OUT.work) so a rerun resumes; OUT is written atomically at the end."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -83,12 +85,19 @@ def distill(student_dir: str | Path, teacher_dir: str | Path, records: list[dict
     codec = GuardCodec(s_tok, codec_specials)
     if cfg.qat_group_size:
         qat_prepare(student, cfg.qat_group_size)
+    if cfg.lora:
+        add_lora(student, cfg.lora)
     work = Path(work) if work else out.with_name(out.name + ".work")
-    summary = finetune(student, codec, records, work, cfg.train, teacher=teacher, kl_ids=guard_token_ids(codec), alpha=cfg.alpha)
+    summary = finetune(student, codec, records, work, cfg.train, policy=policy, teacher=teacher,
+                       kl_ids=guard_token_ids(codec), alpha=cfg.alpha)
+    adapter = None
+    if cfg.lora:
+        adapter = lora_state_dict(student, list(cfg.lora.train_embeddings))
+        merge_lora(student)  # W + scale * B @ A: the weight the QAT fake quantization saw
     strip_fake_quant(student)
     record = {"student": str(student_dir), "teacher": str(teacher_dir), "records": len(records), "summary": summary,
               "config": asdict(cfg), "qat": None if not cfg.qat_group_size else
               {"scheme": "8da4w", "weight": "int4 symmetric per-group", "group_size": cfg.qat_group_size,
                "activation": "int8 dynamic per-token asymmetric", "convert": "guard.quantize.quantize_8da4w / guard export --quantize 8da4w"}}
-    save_atomic(student, s_tok, out, record, "distill_record.json")
+    save_atomic(student, s_tok, out, record, "distill_record.json", extra={"adapter.safetensors": adapter} if adapter else None)
     return record

@@ -95,8 +95,11 @@ def prune_model(model, cfg: PruneConfig, tokenizer=None) -> dict:
               "mlp_reason": "highest mean |act(gate)*up| per neuron on calibration text" if cfg.mlp_width else None,
               "calib_texts": len(cfg.calib), "config": asdict(cfg) | {"calib": len(cfg.calib)}}
     if cfg.mlp_width is not None and cfg.mlp_width < width:
+        record["mlp_keep"] = {}
         for i, layer in enumerate(layers):
             keep = torch.sort(torch.topk(neurons[i], cfg.mlp_width).indices).values
+            if i not in drop:
+                record["mlp_keep"][str(i)] = keep.tolist()  # per original block index: replayable (guard.prune.apply_record)
             m = layer.mlp
             m.gate_proj = _rows(m.gate_proj, keep)
             m.up_proj = _rows(m.up_proj, keep)
@@ -114,6 +117,27 @@ def prune_model(model, cfg: PruneConfig, tokenizer=None) -> dict:
     return record
 
 
+@torch.no_grad()
+def apply_record(model, record: dict):
+    """Replay a prune record (removed blocks, kept MLP neurons) on the model it was measured on."""
+    drop = record["removed_blocks"]
+    keep = {int(k): torch.tensor(v) for k, v in (record.get("mlp_keep") or {}).items()}
+    if record.get("mlp_width_after") != record.get("mlp_width_before") and not keep:
+        raise GuardError("the prune record has no mlp_keep indices; it cannot be replayed")
+    if len(model.model.layers) != record["blocks_before"]:
+        raise GuardError(f"the record was made on a {record['blocks_before']}-block model, this one has {len(model.model.layers)}")
+    return prune_model(model, PruneConfig(blocks=drop, mlp_width=None), None) if not keep else _replay(model, drop, keep, record)
+
+
+def _replay(model, drop, keep, record):
+    for i, layer in enumerate(model.model.layers):
+        if i in keep:
+            m = layer.mlp
+            m.gate_proj, m.up_proj, m.down_proj = _rows(m.gate_proj, keep[i]), _rows(m.up_proj, keep[i]), _cols(m.down_proj, keep[i])
+    model.config.intermediate_size = record["mlp_width_after"]
+    return prune_model(model, PruneConfig(blocks=drop, mlp_width=None), None)
+
+
 def _rows(lin: torch.nn.Linear, keep: torch.Tensor) -> torch.nn.Linear:
     new = torch.nn.Linear(lin.in_features, len(keep), bias=lin.bias is not None, dtype=lin.weight.dtype)
     new.weight.copy_(lin.weight[keep])
@@ -128,14 +152,20 @@ def _cols(lin: torch.nn.Linear, keep: torch.Tensor) -> torch.nn.Linear:
     return new
 
 
-def save_atomic(model, tokenizer, out: str | Path, record: dict | None = None, record_name: str = "prune_record.json") -> Path:
-    """save_pretrained into a temporary sibling directory, then rename: no half-written output on failure."""
+def save_atomic(model, tokenizer, out: str | Path, record: dict | None = None, record_name: str = "prune_record.json",
+                extra: dict | None = None) -> Path:
+    """save_pretrained into a temporary sibling directory, then rename: no half-written output on failure.
+    ``extra`` maps file names to tensor dicts written as safetensors beside the model (e.g. LoRA adapters)."""
     out = Path(out)
     with atomic_dir(out) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         if record is not None:
             (tmp / record_name).write_text(json.dumps(record, indent=2) + "\n")
+        for name, tensors in (extra or {}).items():
+            from safetensors.torch import save_file
+
+            save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / name))
     return out
 
 

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from guard.categories import Policy
 from guard.errors import GuardError
-from guard.prompt import END_HEADER, EOT, START_HEADER, conversation, render
+from guard.prompt import END_HEADER, EOT, START_HEADER, _body_plain, conversation, head_text, role_of
 from guard.tokenizer import BOS
 
 log = logging.getLogger(__name__)
@@ -87,10 +87,19 @@ class GuardCodec:
         return ids
 
     def prompt(self, messages, policy: Policy) -> tuple[list[int], list[int]]:
-        """(head, body): head is the cacheable policy prefix, body ends with the assistant header."""
-        text = render(messages, policy)
-        cut = text.index("<BEGIN CONVERSATION>\n\n") + len("<BEGIN CONVERSATION>\n\n")
-        return self.encode_text(text[:cut]), self.encode_text(text[cut:])
+        """(head, body): head is the cacheable policy prefix, body ends with the assistant header.
+
+        Built like guard.prompt.encode: template tokens by id, every piece of text (conversation and category
+        descriptions) as plain text, so a message that spells a template token cannot forge one."""
+        msgs = conversation(messages)
+        head = head_text(policy, role_of(msgs))
+        rest = head[head.index(END_HEADER) + len(END_HEADER):]
+        body = _body_plain(msgs)
+        return (self._ids(BOS, START_HEADER) + self._text("user") + self._ids(END_HEADER) + self._text(rest),
+                self._text(body) + self._ids(EOT, START_HEADER) + self._text("assistant") + self._ids(END_HEADER))
+
+    def _ids(self, *names: str) -> list[int]:
+        return [i for i in (self._special(n) for n in names) if i is not None]
 
     def target(self, label: str, categories: list[str]) -> list[int]:
         """Tokens generated after the fed blank line: 'safe<eot>' or 'unsafe\\nS1,S10<eot>'."""
@@ -115,10 +124,60 @@ def add_unsafe_token(model, hf_tok) -> None:
             out.weight[new] = out.weight[pieces].mean(0)
 
 
+LLAMA3_FROM_CHATML = {BOS: "<|endoftext|>", START_HEADER: "<|im_start|>", END_HEADER: "\n", EOT: "<|im_end|>"}
+
+
+def adopt_llama3_specials(model, hf_tok, init: dict | None = None) -> list[int]:
+    """Give a ChatML model (SmolLM2) the Llama 3 header tokens and a single 'unsafe' token, so the exact Llama Guard 3
+    prompt runs on it unchanged. Each new row starts as the token that plays the same part in the model's own chat
+    template (``LLAMA3_FROM_CHATML``): at step 0 the model reads the Llama Guard prompt as its own ChatML.
+    Returns the new token ids (their embedding rows are trained)."""
+    init = init or LLAMA3_FROM_CHATML
+    new = [t for t in init if hf_tok.convert_tokens_to_ids(t) in (None, hf_tok.unk_token_id)]
+    hf_tok.add_special_tokens({"additional_special_tokens": new}, replace_additional_special_tokens=False)
+    pieces = hf_tok.encode(UNSAFE_TOKEN, add_special_tokens=False)
+    if len(pieces) > 1:
+        hf_tok.add_tokens([UNSAFE_TOKEN])
+    model.resize_token_embeddings(len(hf_tok), mean_resizing=False)
+    emb = model.get_input_embeddings().weight
+    ids = []
+    with torch.no_grad():
+        for t in new:
+            src = hf_tok.encode(init[t], add_special_tokens=False, split_special_tokens=False)
+            i = hf_tok.convert_tokens_to_ids(t)
+            emb[i] = emb[src].mean(0)
+            ids.append(i)
+        if len(pieces) > 1:
+            i = hf_tok.convert_tokens_to_ids(UNSAFE_TOKEN)
+            emb[i] = emb[pieces].mean(0)
+            ids.append(i)
+    hf_tok.bos_token, hf_tok.eos_token = BOS, EOT
+    model.config.bos_token_id, model.config.eos_token_id = hf_tok.convert_tokens_to_ids(BOS), hf_tok.convert_tokens_to_ids(EOT)
+    return ids
+
+
+# A category the policy does not show is reported under the one that covers it (interpreter abuse is a cyber crime).
+COVERED_BY = {"S14": "S2"}
+
+
+def policy_categories(categories: list[str], policy: Policy) -> list[str]:
+    """Label codes -> the keys shown by ``policy`` (for training prompts whose policy lacks some label codes)."""
+    shown = {c.code: k for k, c in policy.shown}
+    out = []
+    for c in categories:
+        k = shown.get(c) or shown.get(COVERED_BY.get(c, ""))
+        if k and k not in out:
+            out.append(k)
+    return out
+
+
 def make_example(codec: GuardCodec, rec: dict, policy: Policy):
     msgs = conversation(rec["messages"])
     head, body = codec.prompt(msgs, policy)
-    return head, body + [codec.blank], codec.target(rec["label"], rec.get("categories", []))
+    cats = policy_categories(rec.get("categories", []), policy)
+    # unsafe only under categories the policy does not show -> safe under this policy (Llama Guard's exclusion rule)
+    label = "safe" if rec["label"] == "unsafe" and rec.get("categories") and not cats else rec["label"]
+    return head, body + [codec.blank], codec.target(label, cats)
 
 
 def verdict_loss(model, head_cache, body: list[int], target: list[int], start: int):
@@ -149,7 +208,7 @@ def _save(out: Path, model, opt, step: int, cfg: TrainConfig) -> None:
     os.replace(tmp, out / "ckpt.pt")
 
 
-def finetune(model, codec: GuardCodec, records: list[dict], out: str | Path, cfg: TrainConfig, policy: Policy | None = None,
+def finetune(model, codec: GuardCodec, records: list[dict], out: str | Path, cfg: TrainConfig, policy=None,
              progress: bool = True, teacher=None, kl_ids: list[int] | None = None, alpha: float = 0.5) -> dict:
     """Full fine-tuning on labelled records; resumes from ``out/ckpt.pt``. Returns a summary dict.
 
@@ -157,7 +216,9 @@ def finetune(model, codec: GuardCodec, records: list[dict], out: str | Path, cfg
     (the guard's tokens) at every verdict position (distillation)."""
     if not records:
         raise GuardError("empty dataset: nothing to train on")
-    policy = policy or Policy()
+    # a list of policies: each record is shown under one of them, chosen by a seeded hash of its index, so the
+    # guard learns to read the category list (e.g. the 1B list S1-S13 and the 8B list S1-S14)
+    policies = list(policy) if isinstance(policy, (list, tuple)) else [policy or Policy()]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
@@ -178,6 +239,7 @@ def finetune(model, codec: GuardCodec, records: list[dict], out: str | Path, cfg
     random.Random(cfg.seed).shuffle(order)
     model.train()
     caches: dict = {}
+    t_caches: dict = {}
     losses, t0 = [], time.time()
     bar = None
     if progress and rank == 0:
@@ -189,15 +251,18 @@ def finetune(model, codec: GuardCodec, records: list[dict], out: str | Path, cfg
         total = 0.0
         for a in range(cfg.accum):
             i = order[((step * cfg.accum + a) * world + rank) % len(order)]
-            head, body, target = make_example(codec, records[i], policy)
+            pol = policies[random.Random(cfg.seed * 1_000_003 + i).randrange(len(policies))]
+            head, body, target = make_example(codec, records[i], pol)
             key = tuple(head)
             if key not in caches or (step * cfg.accum + a) % cfg.head_refresh == 0:
                 caches[key] = _head_cache(model, head)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
                 loss, logits = verdict_loss(model, copy.deepcopy(caches[key]), body, target, len(head))
             if teacher is not None:
+                if key not in t_caches:
+                    t_caches[key] = _head_cache(teacher, head)  # the teacher is frozen: its head KV never changes
                 with torch.no_grad():
-                    _, t_logits = verdict_loss(teacher, _head_cache(teacher, head), body, target, len(head))
+                    _, t_logits = verdict_loss(teacher, copy.deepcopy(t_caches[key]), body, target, len(head))
                 loss = alpha * loss + (1 - alpha) * kl_columns(logits, t_logits, kl_ids)
             (loss / cfg.accum).backward()
             total += loss.item() / cfg.accum

@@ -1,0 +1,136 @@
+"""LoRA for the guard's training stages: low-rank adapters on the linear layers, mergeable and QAT-aware.
+
+``add_lora(model, LoraConfig(r=16))`` wraps every matching ``nn.Linear`` (attention and MLP projections) in a
+``LoRALinear`` and freezes everything else. Two forward forms:
+
+- plain: ``base(x) + scale * (x @ A.T) @ B.T``: no gradient for the frozen weight, the cheap form for fine-tuning;
+- merged, used when the base linear is a torchao ``FakeQuantizedLinear`` (QAT): ``linear(fq_act(x), fq_w(W + scale * B @ A))``,
+  so the INT4 fake quantization sees the same merged weight that ``merge_lora`` and the exporter will quantize.
+
+``merge_lora`` folds the adapters into plain ``nn.Linear`` weights; ``lora_state_dict`` / ``load_lora`` save and
+restore the adapters alone (a few MB), which is how guard-mini is shipped.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from guard.errors import GuardError
+
+TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass
+class LoraConfig:
+    r: int = 16
+    alpha: float = 32.0
+    targets: tuple[str, ...] = TARGETS
+    train_embeddings: tuple[int, ...] = ()  # embedding rows that stay trainable (e.g. newly added tokens)
+
+    def check(self) -> None:
+        if self.r <= 0:
+            raise GuardError(f"LoRA rank must be positive, got {self.r}")
+
+
+class LoRALinear(nn.Module):
+    def __init__(self, base: nn.Linear, r: int, alpha: float):
+        super().__init__()
+        self.base = base
+        self.scale = alpha / r
+        self.lora_A = nn.Parameter(torch.empty(r, base.in_features))
+        self.lora_B = nn.Parameter(torch.zeros(base.out_features, r))
+        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
+        for p in base.parameters():
+            p.requires_grad_(False)
+
+    @property
+    def in_features(self) -> int:
+        return self.base.in_features
+
+    @property
+    def out_features(self) -> int:
+        return self.base.out_features
+
+    def delta(self) -> torch.Tensor:
+        return self.scale * (self.lora_B @ self.lora_A)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        base = self.base
+        wq = getattr(base, "weight_fake_quantizer", None)
+        if wq is None:  # plain form: no weight gradient for the frozen base
+            return base(x) + self.scale * F.linear(F.linear(x, self.lora_A.to(x.dtype)), self.lora_B.to(x.dtype))
+        aq = getattr(base, "activation_fake_quantizer", None)
+        if aq is not None:
+            x = aq(x)
+        return F.linear(x, wq(base.weight + self.delta()), base.bias)
+
+
+def _parent(model: nn.Module, name: str) -> tuple[nn.Module, str]:
+    parent, _, child = name.rpartition(".")
+    return (model.get_submodule(parent) if parent else model), child
+
+
+def add_lora(model: nn.Module, cfg: LoraConfig) -> nn.Module:
+    """Freeze ``model`` and wrap target linears with LoRA adapters (in place)."""
+    cfg.check()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and n.rsplit(".", 1)[-1] in cfg.targets]
+    if not names:
+        raise GuardError(f"no linear layer named {', '.join(cfg.targets)} to put LoRA adapters on")
+    for n in names:
+        parent, child = _parent(model, n)
+        setattr(parent, child, LoRALinear(getattr(parent, child), cfg.r, cfg.alpha))
+    if cfg.train_embeddings:
+        _train_rows(model.get_input_embeddings(), list(cfg.train_embeddings))
+    return model
+
+
+def _train_rows(emb: nn.Embedding, rows: list[int]) -> None:
+    """Make only ``rows`` of the embedding trainable (gradient of the other rows is zeroed by a hook)."""
+    emb.weight.requires_grad_(True)
+    mask = torch.zeros(emb.weight.shape[0], 1)
+    mask[rows] = 1.0
+    emb.weight.register_hook(lambda g: g * mask.to(g.dtype))
+
+
+def merge_lora(model: nn.Module) -> nn.Module:
+    """Replace every LoRALinear by its base linear with the adapter folded into the weight."""
+    for n, m in list(model.named_modules()):
+        if isinstance(m, LoRALinear):
+            with torch.no_grad():
+                m.base.weight += m.delta()
+            parent, child = _parent(model, n)
+            setattr(parent, child, m.base)
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return model
+
+
+def lora_state_dict(model: nn.Module, rows: list[int] = ()) -> dict[str, torch.Tensor]:
+    """The adapters (and the given trainable embedding rows) alone."""
+    sd = {k: v.detach().clone() for k, v in model.state_dict().items() if "lora_A" in k or "lora_B" in k}
+    if rows:
+        emb = model.get_input_embeddings().weight.detach()
+        sd["embedding_rows.index"] = torch.tensor(list(rows))
+        sd["embedding_rows.weight"] = emb[list(rows)].clone()
+    return sd
+
+
+def load_lora(model: nn.Module, sd: dict[str, torch.Tensor]) -> None:
+    """Load adapters saved by ``lora_state_dict`` into a model that ``add_lora`` prepared the same way."""
+    sd = dict(sd)
+    rows = sd.pop("embedding_rows.index", None)
+    w = sd.pop("embedding_rows.weight", None)
+    missing = set(sd) - set(model.state_dict())
+    if missing:
+        raise GuardError(f"adapter keys not in the model: {sorted(missing)[:3]}...")
+    model.load_state_dict(sd, strict=False)
+    if rows is not None:
+        with torch.no_grad():
+            model.get_input_embeddings().weight[rows] = w.to(model.get_input_embeddings().weight.dtype)

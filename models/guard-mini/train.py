@@ -1,0 +1,122 @@
+"""Train guard-mini with the project's recipe; writes the small artefacts that guard.mini.build replays.
+
+    guard data build --root ../shared/data --out /work/guard_data/v1
+    python models/guard-mini/train.py --data /work/guard_data/v1 --work /work/guard_models/mini-run
+
+Stages (each resumable: rerun the same command after an interruption; finished stages are skipped):
+teacher (LoRA on SmolLM2 + adopted Llama 3 tokens) -> prune (blocks + MLP by measured importance on dev)
+-> distil (LoRA + QAT 8da4w, KL to the teacher + CE) -> check that guard.mini.build reproduces the student.
+Artefacts go to --artefacts (default: this folder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from guard.data import load_jsonl
+from guard.distill import DistillConfig, distill
+from guard.lora import LoraConfig, add_lora, lora_state_dict, merge_lora
+from guard.mini import ARTEFACTS, BASE_VOCAB, MiniRecipe, build_hf, load_base, policies
+from guard.prompt import render
+from guard.prune import PruneConfig, prune, save_atomic
+from guard.train import GuardCodec, TrainConfig, finetune
+
+
+def save_adapter(sd: dict, path: Path) -> None:
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
+
+
+def teacher(recipe: MiniRecipe, data: Path, work: Path, art: Path) -> None:
+    if (art / "teacher_adapter.safetensors").is_file() and (work / "teacher").is_dir():
+        return print("teacher: done")
+    model, tok, rows = load_base()
+    lora = LoraConfig(r=recipe.lora_r, alpha=recipe.lora_alpha, train_embeddings=tuple(rows))
+    add_lora(model, lora)
+    cfg = TrainConfig(steps=recipe.teacher_steps, lr=recipe.teacher_lr, accum=recipe.accum, save_every=10, bf16=False,
+                      seed=recipe.seed)
+    summary = finetune(model, GuardCodec(tok), load_jsonl(data / "train.jsonl"), work / "teacher.ckpt", cfg,
+                       policy=policies(recipe.policies))
+    save_adapter(lora_state_dict(model, rows), art / "teacher_adapter.safetensors")
+    merge_lora(model)
+    save_atomic(model, tok, work / "teacher", {"stage": "teacher", "summary": summary}, "train_record.json")
+    print("teacher:", summary)
+
+
+def prune_stage(recipe: MiniRecipe, data: Path, work: Path, art: Path) -> None:
+    if (work / "pruned").is_dir():
+        return print("prune: done")
+    dev = load_jsonl(data / "dev.jsonl")[: recipe.calib]
+    calib = [render(r["messages"]) for r in dev]  # real guard prompts, template tokens included
+    record = prune(work / "teacher", work / "pruned", PruneConfig(drop_blocks=recipe.drop_blocks, mlp_width=recipe.mlp_width,
+                                                                  calib=calib, max_tokens=512))
+    record["calib_source"] = f"first {len(dev)} records of {data / 'dev.jsonl'} rendered as Llama Guard 3 prompts"
+    (art / "prune_record.json").write_text(json.dumps(record) + "\n")
+    print("prune: removed blocks", record["removed_blocks"], "->", record["parameters_after"], "parameters")
+
+
+def distill_stage(recipe: MiniRecipe, data: Path, work: Path, art: Path) -> None:
+    if (work / "student").is_dir():
+        return print("distil: done")
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(work / "pruned"))
+    rows = list(range(BASE_VOCAB, len(tok)))  # the tokens the teacher stage added
+    cfg = DistillConfig(TrainConfig(steps=recipe.student_steps, lr=recipe.student_lr, accum=recipe.accum, save_every=10,
+                                    bf16=False, seed=recipe.seed + 1),
+                        alpha=recipe.alpha, qat_group_size=recipe.group_size,
+                        lora=LoraConfig(r=recipe.lora_r, alpha=recipe.lora_alpha, train_embeddings=tuple(sorted(set(rows)))))
+    rec = distill(work / "pruned", work / "teacher", load_jsonl(data / "train.jsonl"), work / "student", cfg,
+                  work=work / "student.ckpt", policy=policies(recipe.policies))
+    shutil.copy(work / "student" / "adapter.safetensors", art / "student_adapter.safetensors")
+    print("distil:", rec["summary"])
+
+
+def check_rebuild(work: Path, art: Path) -> None:
+    """guard.mini.build_hf from the artefacts alone must give the trained student's weights exactly."""
+    from safetensors.torch import load_file
+
+    out = work / "rebuilt"
+    if out.exists():
+        shutil.rmtree(out)
+    build_hf(out, art)
+    a, b = load_file(str(work / "student" / "model.safetensors")), load_file(str(out / "model.safetensors"))
+    worst = max((a[k] - b[k]).abs().max().item() for k in a)
+    print(f"rebuild check: {len(a)} tensors, max abs difference {worst:g}")
+    if set(a) != set(b) or worst > 1e-6:
+        sys.exit("rebuild check FAILED: the artefacts do not reproduce the trained student")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", required=True, type=Path)
+    ap.add_argument("--work", required=True, type=Path)
+    ap.add_argument("--artefacts", type=Path, default=ARTEFACTS)
+    ap.add_argument("--recipe", type=Path, help="recipe JSON (default: ARTEFACTS/recipe.json, else the built-in recipe)")
+    ap.add_argument("--threads", type=int, default=2)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(0)
+    a.work.mkdir(parents=True, exist_ok=True)
+    a.artefacts.mkdir(parents=True, exist_ok=True)
+    src = a.recipe or a.artefacts / "recipe.json"
+    recipe = MiniRecipe.load(src) if src.is_file() else MiniRecipe()
+    recipe.save(a.artefacts / "recipe.json")
+    t0 = time.time()
+    teacher(recipe, a.data, a.work, a.artefacts)
+    prune_stage(recipe, a.data, a.work, a.artefacts)
+    distill_stage(recipe, a.data, a.work, a.artefacts)
+    check_rebuild(a.work, a.artefacts)
+    print(f"all stages done in {time.time() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

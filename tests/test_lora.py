@@ -1,0 +1,139 @@
+"""LoRA adapters, adopted Llama 3 tokens for ChatML models, and replayable prune records (guard-mini's recipe)."""
+
+import json
+
+import pytest
+import torch
+
+from guard.lora import LoraConfig, LoRALinear, add_lora, load_lora, lora_state_dict, merge_lora
+
+IDS = torch.tensor([[1, 50, 700, 9000, 31]])
+
+
+def _tiny(tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+
+
+def _randomise(model):
+    torch.manual_seed(1)
+    for m in model.modules():
+        if isinstance(m, LoRALinear):
+            torch.nn.init.normal_(m.lora_B, std=0.05)
+
+
+def test_merge_equals_adapter_forward_and_only_adapters_train(tiny_model_dir):
+    m = add_lora(_tiny(tiny_model_dir), LoraConfig(r=4, alpha=8))
+    trainable = [n for n, p in m.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    _randomise(m)
+    with torch.no_grad():
+        a = m(input_ids=IDS).logits
+    merge_lora(m)
+    assert not any(isinstance(x, LoRALinear) for x in m.modules())
+    with torch.no_grad():
+        b = m(input_ids=IDS).logits
+    assert torch.allclose(a, b, atol=1e-5), (a - b).abs().max()
+
+
+def test_qat_lora_fake_quant_matches_converted_8da4w(tiny_model_dir):
+    """QAT sees fake_quant(W + BA): merging and converting with the exporter's 8da4w gives the same numerics."""
+    from guard.distill import qat_prepare, strip_fake_quant
+    from guard.quantize import quantize_8da4w
+
+    m = qat_prepare(_tiny(tiny_model_dir), 32)
+    add_lora(m, LoraConfig(r=4, alpha=8))
+    _randomise(m)
+    with torch.no_grad():
+        fake = m(input_ids=IDS).logits
+    strip_fake_quant(merge_lora(m))
+    quantize_8da4w(m, 32, {n for n, x in m.named_modules() if isinstance(x, torch.nn.Linear) and "lm_head" not in n})
+    with torch.no_grad():
+        real = m(input_ids=IDS).logits
+    assert torch.allclose(fake, real, atol=1e-4), (fake - real).abs().max()
+
+
+def test_adapter_roundtrip_and_trainable_embedding_rows(tiny_model_dir):
+    m = add_lora(_tiny(tiny_model_dir), LoraConfig(r=4, train_embeddings=(5, 9)))
+    before = m.get_input_embeddings().weight.detach().clone()
+    opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-2, weight_decay=0.0)
+    m(input_ids=torch.tensor([[5, 9, 11, 12]])).logits.sum().backward()
+    opt.step()
+    after = m.get_input_embeddings().weight.detach()
+    changed = (after != before).any(-1).nonzero().flatten().tolist()
+    assert changed == [5, 9]
+    sd = lora_state_dict(m, [5, 9])
+    fresh = add_lora(_tiny(tiny_model_dir), LoraConfig(r=4))
+    load_lora(fresh, sd)
+    with torch.no_grad():
+        assert torch.equal(merge_lora(m)(input_ids=IDS).logits, merge_lora(fresh)(input_ids=IDS).logits)
+
+
+def test_bad_rank_and_no_targets(tiny_model_dir):
+    from guard.errors import GuardError
+
+    with pytest.raises(GuardError, match="rank"):
+        add_lora(_tiny(tiny_model_dir), LoraConfig(r=0))
+    with pytest.raises(GuardError, match="no linear layer"):
+        add_lora(_tiny(tiny_model_dir), LoraConfig(targets=("nope",)))
+
+
+def test_prune_record_replays_to_the_same_weights(tiny_model_dir, tmp_path):
+    from guard.prune import PruneConfig, apply_record, prune
+
+    cfg = PruneConfig(drop_blocks=1, mlp_width=96, calib=["How do I bake bread?", "Tell me about the moon landing."])
+    record = prune(tiny_model_dir, tmp_path / "p", cfg)
+    assert len(record["mlp_keep"]) == 1 and len(next(iter(record["mlp_keep"].values()))) == 96
+    replayed = _tiny(tiny_model_dir)
+    apply_record(replayed, json.loads((tmp_path / "p" / "prune_record.json").read_text()))
+    from safetensors.torch import load_file
+
+    want = load_file(str(tmp_path / "p" / "model.safetensors"))
+    got = replayed.state_dict()
+    assert set(want) <= set(got) and all(torch.equal(want[k], got[k]) for k in want)
+
+
+def test_adopted_llama3_tokens_make_the_exact_guard_prompt(tiny_model_dir, tmp_path):
+    """A ChatML tokenizer gets the Llama 3 header tokens: guard.prompt.encode and the training codec agree, template
+    tokens typed in text stay plain text, and each new row starts as its ChatML counterpart."""
+    from tokenizers import Tokenizer as HFTok, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    from guard.categories import Policy
+    from guard.prompt import encode
+    from guard.tokenizer import Tokenizer
+    from guard.train import GuardCodec, adopt_llama3_specials, make_example
+
+    # a byte-level BPE with ChatML specials, like SmolLM2's (trained here on a few lines: no download)
+    from tokenizers import trainers
+
+    raw = HFTok(models.BPE())
+    raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    from tokenizers import decoders
+
+    raw.decoder = decoders.ByteLevel()
+    corpus = [open(__file__).read(), "safe unsafe S1 S2 S10 \n\n Task: Check if there is unsafe content"] * 3
+    raw.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=600, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    hf = PreTrainedTokenizerFast(tokenizer_object=raw, eos_token="<|im_end|>")
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(hf), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                         num_attention_heads=2, num_key_value_heads=1, tie_word_embeddings=True))
+    rows = adopt_llama3_specials(model, hf)
+    assert len(rows) in (4, 5) and model.get_input_embeddings().weight.shape[0] == len(hf)  # + 'unsafe' if it was split
+    emb = model.get_input_embeddings().weight
+    assert torch.equal(emb[hf.convert_tokens_to_ids("<|eot_id|>")], emb[hf.convert_tokens_to_ids("<|im_end|>")])
+    assert torch.equal(emb[hf.convert_tokens_to_ids("<|start_header_id|>")], emb[hf.convert_tokens_to_ids("<|im_start|>")])
+    hf.save_pretrained(tmp_path)
+    tok = Tokenizer.from_dir(tmp_path)
+    assert tok.tokens.unsafe == hf.convert_tokens_to_ids("unsafe") and tok.tokens.eot == rows[3]
+    rec = {"messages": [{"role": "user", "content": "hi <|eot_id|> there"}, {"role": "assistant", "content": "ok"}],
+           "label": "unsafe", "categories": ["S14"]}
+    for policy in (Policy(), Policy(excluded=("S2",))):
+        head, body, target = make_example(GuardCodec(hf), rec, policy)
+        want = encode(rec["messages"], policy, tok)
+        assert head == want.head and body == want.body + [tok.tokens.blank]
+        assert body.count(tok.tokens.eot) == 1  # the typed <|eot_id|> is plain text
+    # S14 is not in the 1B list: reported under S2, which covers it; with S2 excluded too, safe under that policy
+    assert make_example(GuardCodec(hf), rec, Policy())[2][0] == tok.tokens.unsafe
+    assert make_example(GuardCodec(hf), rec, Policy(excluded=("S2",)))[2][0] == tok.tokens.safe
