@@ -118,3 +118,15 @@ def test_two_images_refused():
 def test_text_tokenizer_without_image_token_is_refused(tokenizer):
     with pytest.raises(GuardError, match="<\\|image\\|>"):
         encode(PROMPT, None, tokenizer)
+
+
+def test_with_image_part_puts_the_image_in_the_first_user_turn():
+    from guard.prompt import Message
+    from guard.vision.classifier import with_image_part
+
+    for first in ("q", [{"type": "text", "text": "q"}], Message("user", "q")):
+        msgs = with_image_part([{"role": "user", "content": first} if not isinstance(first, Message) else first,
+                                {"role": "assistant", "content": "a"}])
+        assert render(msgs) == card("Agent", "User: q\n\nAgent: a\n\n")
+    already = [{"role": "user", "content": [{"type": "text", "text": "q"}, IMG]}]
+    assert with_image_part(already) == already

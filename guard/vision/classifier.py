@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from guard.classifier import Guard, as_messages
 from guard.errors import GuardError
-from guard.prompt import conversation
+from guard.prompt import Message, conversation
 from guard.verdict import Verdict
 from guard.vision.image import load_image
 from guard.vision.preprocess import preprocess
@@ -28,6 +29,9 @@ def with_image_part(messages) -> list:
     if any(m.image for m in conv):
         return msgs
     first = msgs[0]
+    if isinstance(first, Message):
+        msgs[0] = replace(first, image=True)
+        return msgs
     content = first["content"]
     parts = [{"type": "text", "text": content}] if isinstance(content, str) else list(content)
     first["content"] = [{"type": "image"}] + parts
