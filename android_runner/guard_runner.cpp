@@ -259,6 +259,9 @@ class Guard {
   Verdict classify(const std::vector<int64_t>& ids) {
     Verdict v;
     double t0 = now_ms();
+    if (ids.size() + 3 + kMaxCategoryTokens > static_cast<size_t>(meta_.num("get_max_seq_len")))
+      fail("conversation needs " + std::to_string(ids.size() + 3 + kMaxCategoryTokens) +
+           " tokens with the verdict, more than the model's maximum of " + std::to_string(meta_.num("get_max_seq_len")));
     size_t keep = 0;
     while (keep < cached_.size() && keep + 1 < ids.size() && cached_[keep] == ids[keep]) ++keep;
     cached_.clear();
@@ -272,7 +275,8 @@ class Guard {
       v.decision = "indeterminate";
     } else if (v.p_unsafe < 0.5) {
       v.decision = "safe";
-    } else {  // "unsafe", "\n", "S" forced as one chunk, then greedy until end of turn
+    } else {  // "unsafe", "\n", "S" forced as one chunk, then greedy until end of turn. Without a tokenizer the
+              // category text is not parsed: "unsafe" here means an end of turn came within 24 tokens.
       std::vector<int64_t> forced{meta_.num("get_unsafe_id"), meta_.num("get_newline_id"), meta_.num("get_s_id")};
       logits = r_.prefill(forced, pos);
       cached_.insert(cached_.end(), forced.begin(), forced.end());

@@ -10,12 +10,12 @@
 #   3. aarch64 wheels from PyPI (pip download --platform manylinux_2_28_aarch64): executorch 1.4.1, torch 2.13.0,
 #      tokenizers, numpy and the pure-Python imports, installed --no-deps into a venv inside the userland.
 #   4. Stubs for the CUDA libraries PyPI's aarch64 torch 2.13.0 links against (cuda_stubs.py: no GPU code runs).
-#   5. A tiny guard exported on x86 (`guard tiny-model`, `guard export --quant 8da4w`), classified by the project's
-#      Guard/PteRunner on x86 and on aarch64; the C++ guard_runner (android_runner/) built for both and run on the
+#   5. Two tiny guards exported on x86 (`guard tiny-model`, a copy with a biased output layer, `guard export --quant
+#      8da4w`), classified by the project's Guard/PteRunner on x86 and on aarch64; the C++ guard_runner (android_runner/) built for both and run on the
 #      bench prompts; compared within tolerance -> benchmarks/results/qemu_arm.{json,md}.
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
-ARM_ROOT=${ARM_ROOT:-/work/arm64root}       # outside the repo: ~1.5 GB with the wheels
+ARM_ROOT=${ARM_ROOT:-/work/arm64root}       # outside the repo: ~2.5 GB with the wheels and venv
 WORK=${WORK:-/work/armwork}                 # models and intermediate outputs
 PY=${PY:-$REPO/.venv/bin/python}
 SP=$ARM_ROOT/opt/venv/lib/python3.11/site-packages
@@ -69,19 +69,26 @@ fi
 # 4. CUDA stubs
 [ -f "$ARM_ROOT/opt/cuda-stubs/libcudart.so.13" ] || "$PY" "$REPO/benchmarks/qemu_arm/cuda_stubs.py" "$SP" "$ARM_ROOT" "$ARM_ROOT/opt/cuda-stubs"
 
-# 5. model, runs on both architectures, C++ runner on both, comparison
+# 5. models, runs on both architectures, C++ runner on both, comparison
 cd "$REPO"
 [ -f "$WORK/tiny/config.json" ] || nice -n 10 .venv/bin/guard tiny-model "$WORK/tiny"
-PTE=$WORK/tiny-8da4w-pruned/model.pte
-[ -f "$PTE" ] || nice -n 10 .venv/bin/guard export --model "$WORK/tiny" --out "$WORK/tiny-8da4w-pruned" --quant 8da4w --group-size 32 --prune-vocab
-log "x86_64: Guard over PteRunner"
-nice -n 10 "$PY" benchmarks/qemu_arm/check.py run --pte "$PTE" --out "$WORK/x86.json" 2>&1 | { grep -v -e cpuinfo -e Warn -e "Failed to load" || true; } >&2
-log "aarch64 under qemu-user: the same"
-in_arm nice -n 10 /opt/venv/bin/python /repo/benchmarks/qemu_arm/check.py run --pte /work/tiny-8da4w-pruned/model.pte --out /work/arm64.json 2>&1 |
-  { grep -v -e cpuinfo -e MIDR -e triton || true; } >&2
+# A random tiny guard answers "indeterminate" (its first token is neither safe nor unsafe); the biased copy scales the
+# safe/unsafe rows of the output layer so that verdicts vary and the unsafe path (forced "unsafe\nS", greedy decode) runs.
+[ -f "$WORK/tiny-biased/config.json" ] || "$PY" benchmarks/qemu_arm/check.py bias "$WORK/tiny" "$WORK/tiny-biased"
+for m in tiny tiny-biased; do
+  [ -f "$WORK/$m-8da4w/model.pte" ] ||
+    nice -n 10 .venv/bin/guard export --model "$WORK/$m" --out "$WORK/$m-8da4w" --quant 8da4w --group-size 32 --prune-vocab
+  log "$m, x86_64: Guard over PteRunner"
+  nice -n 10 "$PY" benchmarks/qemu_arm/check.py run --pte "$WORK/$m-8da4w/model.pte" --out "$WORK/$m-x86.json" 2>&1 |
+    { grep -v -e cpuinfo -e Warn -e "Failed to load" || true; } >&2
+  log "$m, aarch64 under qemu-user: the same"
+  in_arm nice -n 10 /opt/venv/bin/python /repo/benchmarks/qemu_arm/check.py run --pte "/work/$m-8da4w/model.pte" --out "/work/$m-arm64.json" 2>&1 |
+    { grep -v -e cpuinfo -e MIDR -e triton || true; } >&2
+done
+PTE_DIR=$WORK/tiny-biased-8da4w
 
 log "C++ guard_runner: host build against the x86 wheel, cross build against the aarch64 wheel"
-"$PY" -m guard.bench.prompts --tokenizer "$WORK/tiny-8da4w-pruned" --prompt-tokens 16,40,128 --out "$WORK/tiny-8da4w-pruned/guard_prompts.txt"
+"$PY" -m guard.bench.prompts --tokenizer "$PTE_DIR" --prompt-tokens 16,40,128 --out "$PTE_DIR/guard_prompts.txt"
 cmake -S android_runner -B "$WORK/build-x86" -DGUARD_RUNNER_FROM_WHEEL=ON -DPython3_EXECUTABLE="$PY" >/dev/null
 nice -n 10 cmake --build "$WORK/build-x86" -j2 >/dev/null
 INC=$SP/executorch/include
@@ -92,10 +99,11 @@ nice -n 10 aarch64-linux-gnu-g++ -std=c++17 -O2 -DC10_USING_CUSTOM_GENERATED_MAC
   -Wl,--as-needed -Wl,--allow-shlib-undefined \
   -Wl,-rpath,/opt/venv/lib/python3.11/site-packages/executorch/extension/pybindings:/opt/venv/lib/python3.11/site-packages/executorch/kernels/quantized:/opt/venv/lib/python3.11/site-packages/torch/lib
 rm -f "$WORK/cpp-x86.jsonl" "$WORK/cpp-arm64.jsonl"
-(cd "$WORK/tiny-8da4w-pruned" && GUARD_RUNNER_VERDICTS="$WORK/cpp-x86.jsonl" nice -n 10 "$WORK/build-x86/guard_runner" --model model.pte \
+(cd "$PTE_DIR" && GUARD_RUNNER_VERDICTS="$WORK/cpp-x86.jsonl" nice -n 10 "$WORK/build-x86/guard_runner" --model model.pte \
   --threads 2 --runs 1 --warmup 0 --prompt-tokens 16,40,128 --out "$WORK/cpp-x86-stats.json" 2>/dev/null)
-in_arm nice -n 10 /bin/sh -c "cd /work/tiny-8da4w-pruned && GUARD_RUNNER_VERDICTS=/work/cpp-arm64.jsonl /work/guard_runner.arm64 --model model.pte \
+in_arm nice -n 10 /bin/sh -c "cd /work/tiny-biased-8da4w && GUARD_RUNNER_VERDICTS=/work/cpp-arm64.jsonl /work/guard_runner.arm64 --model model.pte \
   --threads 2 --runs 1 --warmup 0 --prompt-tokens 16,40,128 --out /work/cpp-arm64-stats.json 2>/dev/null"
 
-"$PY" benchmarks/qemu_arm/check.py compare "$WORK/x86.json" "$WORK/arm64.json" --cpp-x86 "$WORK/cpp-x86.jsonl" \
-  --cpp-arm64 "$WORK/cpp-arm64.jsonl" --out benchmarks/results/qemu_arm --command "bash benchmarks/qemu_arm/run.sh"
+"$PY" benchmarks/qemu_arm/check.py compare --model "tiny random guard" "$WORK/tiny-x86.json" "$WORK/tiny-arm64.json" \
+  --model "tiny guard, biased output layer" "$WORK/tiny-biased-x86.json" "$WORK/tiny-biased-arm64.json" \
+  --cpp-x86 "$WORK/cpp-x86.jsonl" --cpp-arm64 "$WORK/cpp-arm64.jsonl" --out benchmarks/results/qemu_arm --command "bash benchmarks/qemu_arm/run.sh"
