@@ -41,6 +41,9 @@ fi
 chroot "$ARM_ROOT" dpkg -s libatomic1 libpython3.11 >/dev/null 2>&1 ||
   chroot "$ARM_ROOT" /bin/sh -c "DEBIAN_FRONTEND=noninteractive apt-get install -y -q libatomic1 libpython3.11"
 mkdir -p "$ARM_ROOT/repo" "$ARM_ROOT/work" "$WORK"
+# Unmount on exit: a bind mount of the repo left inside $ARM_ROOT would make `rm -rf $ARM_ROOT` delete the repo.
+cleanup() { for m in proc/cpuinfo work repo sys proc; do mountpoint -q "$ARM_ROOT/$m" && umount "$ARM_ROOT/$m" || true; done; }
+trap cleanup EXIT
 mountpoint -q "$ARM_ROOT/proc" || mount -t proc proc "$ARM_ROOT/proc"
 mountpoint -q "$ARM_ROOT/sys" || mount --bind /sys "$ARM_ROOT/sys"
 mountpoint -q "$ARM_ROOT/repo" || mount --bind "$REPO" "$ARM_ROOT/repo"
