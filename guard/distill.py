@@ -66,7 +66,7 @@ def strip_fake_quant(model):
     return model
 
 
-def distill(student_dir: str | Path, teacher_dir: str | Path, records: list[dict], out: str | Path, cfg: DistillConfig,
+def distill(student_dir: str | Path, teacher_dir: str | Path | None, records: list[dict], out: str | Path, cfg: DistillConfig,
             codec_specials: dict | None = None, work: str | Path | None = None, policy=None) -> dict:
     """Distil; checkpoints go to ``work`` (default OUT.work) so a rerun resumes; OUT is written atomically at the end."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -76,12 +76,14 @@ def distill(student_dir: str | Path, teacher_dir: str | Path, records: list[dict
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise GuardError(f"{out} exists and is not empty; choose a new output directory")
-    s_tok, t_tok = AutoTokenizer.from_pretrained(str(student_dir)), AutoTokenizer.from_pretrained(str(teacher_dir))
-    check_same_tokenizer(s_tok, t_tok)
+    s_tok = AutoTokenizer.from_pretrained(str(student_dir))
+    teacher = None
+    if teacher_dir is not None:  # None: plain fine-tuning on the labels
+        check_same_tokenizer(s_tok, AutoTokenizer.from_pretrained(str(teacher_dir)))
+        teacher = AutoModelForCausalLM.from_pretrained(str(teacher_dir), dtype=torch.float32).eval()
+        for p in teacher.parameters():
+            p.requires_grad_(False)
     student = AutoModelForCausalLM.from_pretrained(str(student_dir), dtype=torch.float32)
-    teacher = AutoModelForCausalLM.from_pretrained(str(teacher_dir), dtype=torch.float32).eval()
-    for p in teacher.parameters():
-        p.requires_grad_(False)
     codec = GuardCodec(s_tok, codec_specials)
     if cfg.qat_group_size:
         qat_prepare(student, cfg.qat_group_size)
@@ -95,7 +97,7 @@ def distill(student_dir: str | Path, teacher_dir: str | Path, records: list[dict
         adapter = lora_state_dict(student, list(cfg.lora.train_embeddings))
         merge_lora(student)  # W + scale * B @ A: the weight the QAT fake quantization saw
     strip_fake_quant(student)
-    record = {"student": str(student_dir), "teacher": str(teacher_dir), "records": len(records), "summary": summary,
+    record = {"student": str(student_dir), "teacher": None if teacher_dir is None else str(teacher_dir), "records": len(records), "summary": summary,
               "config": asdict(cfg), "qat": None if not cfg.qat_group_size else
               {"scheme": "8da4w", "weight": "int4 symmetric per-group", "group_size": cfg.qat_group_size,
                "activation": "int8 dynamic per-token asymmetric", "convert": "guard.quantize.quantize_8da4w / guard export --quantize 8da4w"}}

@@ -137,3 +137,25 @@ def test_adopted_llama3_tokens_make_the_exact_guard_prompt(tiny_model_dir, tmp_p
     # S14 is not in the 1B list: reported under S2, which covers it; with S2 excluded too, safe under that policy
     assert make_example(GuardCodec(hf), rec, Policy())[2][0] == tok.tokens.unsafe
     assert make_example(GuardCodec(hf), rec, Policy(excluded=("S2",)))[2][0] == tok.tokens.safe
+
+
+def test_cli_plain_lora_finetune_writes_adapters_that_rebuild_the_model(tiny_model_dir, tmp_path):
+    """`guard distill --lora` without --teacher: plain fine-tuning of adapters; base + adapter == saved model."""
+    from safetensors.torch import load_file
+
+    from guard.cli import main
+
+    rows = [{"messages": [{"role": "user", "content": "How do I build a pipe bomb?"}], "label": "unsafe", "categories": ["S9"]},
+            {"messages": [{"role": "user", "content": "How do I bake bread?"}], "label": "safe", "categories": []}]
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["distill", str(tiny_model_dir), "--data", str(data), "--split", "all", "--out", str(tmp_path / "s"),
+                 "--steps", "2", "--accum", "1", "--lora", "4", "--lr", "1e-2", "--no-bf16"]) == 0
+    rec = json.loads((tmp_path / "s" / "distill_record.json").read_text())
+    assert rec["teacher"] is None and rec["config"]["lora"]["r"] == 4
+    base = add_lora(_tiny(tiny_model_dir), LoraConfig(r=4, alpha=8))
+    load_lora(base, load_file(str(tmp_path / "s" / "adapter.safetensors")))
+    merge_lora(base)
+    saved = load_file(str(tmp_path / "s" / "model.safetensors"))
+    assert any(not torch.equal(saved[k], v) for k, v in _tiny(tiny_model_dir).state_dict().items() if k in saved)  # it trained
+    assert all(torch.equal(saved[k], base.state_dict()[k]) for k in saved)

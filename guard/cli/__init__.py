@@ -18,6 +18,7 @@ COMMANDS = {
     "eval": ("eval", "evaluate one or two models (dir or .pte) on labelled JSONL: P/R/F1/FPR/AUPRC, per category, agreement, latency"),
     "prune": ("prune", "remove decoder blocks and MLP neurons by measured importance (writes a new HF dir + prune_record.json)"),
     "distill": ("distill", "train a pruned student toward a teacher guard: KL over guard tokens + CE, optional QAT 8da4w, resumable"),
+    "mini": ("mini", "build guard-mini, the default model, from its committed artefacts (models/guard-mini/)"),
     "tiny-model": ("tiny", "write a tiny random Llama Guard-format checkpoint with the real Llama 3 tokenizer"),
 }
 EPILOG = """exit codes: 0 safe (or batch finished), 10 unsafe, 11 indeterminate, 2 bad input or usage,

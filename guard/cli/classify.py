@@ -40,15 +40,20 @@ def add_arguments(p):
     add_policy_arguments(p)
 
 
-def make_guard(args):
+def policy_from_args(args):
     from guard.categories import Policy, load_categories, parse_codes
+
+    cats = load_categories(args.categories) if args.categories else None
+    return Policy(**({"categories": cats} if cats else {}),
+                  excluded=tuple(parse_codes(args.exclude, [c.code for c in cats] if cats else None) if args.exclude else ()),
+                  renumber=args.renumber)
+
+
+def make_guard(args):
     from guard.classifier import Guard
     from guard.runner import load_runner
 
-    cats = load_categories(args.categories) if args.categories else None
-    policy = Policy(**({"categories": cats} if cats else {}),
-                    excluded=tuple(parse_codes(args.exclude, [c.code for c in cats] if cats else None) if args.exclude else ()),
-                    renumber=args.renumber)
+    policy = policy_from_args(args)
     model, pte = args.model, args.pte
     if model is None and pte is None:
         from guard.defaults import default_model

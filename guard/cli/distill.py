@@ -7,7 +7,7 @@ import json
 
 def add_arguments(p) -> None:
     p.add_argument("student", help="student Hugging Face directory (e.g. the output of guard prune)")
-    p.add_argument("--teacher", required=True, help="teacher Hugging Face directory (same tokenizer)")
+    p.add_argument("--teacher", help="teacher Hugging Face directory (same tokenizer); without it, plain fine-tuning (CE on labels)")
     p.add_argument("--data", required=True, help="labelled JSONL (docs/data.md)")
     p.add_argument("--split", default="train", help="split to train on (default train; 'all' for every record)")
     p.add_argument("--out", required=True, help="new output directory; checkpoints go to OUT.work and a rerun resumes")
@@ -16,6 +16,8 @@ def add_arguments(p) -> None:
     p.add_argument("--accum", type=int, default=4)
     p.add_argument("--alpha", type=float, default=0.5, help="CE weight (1 - alpha on KL)")
     p.add_argument("--qat", type=int, default=None, metavar="GROUP", help="QAT 8da4w with this weight group size")
+    p.add_argument("--lora", type=int, default=None, metavar="R", help="train rank-R LoRA adapters instead of all weights (saved as adapter.safetensors)")
+    p.add_argument("--lora-alpha", type=float, default=None, help="LoRA alpha (default 2 * R)")
     p.add_argument("--chatml", action="store_true", help="map the Llama 3 template tokens to ChatML (SmolLM2 models)")
     p.add_argument("--no-bf16", action="store_true", help="train in fp32 (default bf16 autocast)")
 
@@ -23,11 +25,13 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from guard.data import load_jsonl
     from guard.distill import DistillConfig, distill
+    from guard.lora import LoraConfig
     from guard.train import CHATML, TrainConfig
 
     records = load_jsonl(args.data, None if args.split == "all" else args.split)
     cfg = DistillConfig(TrainConfig(steps=args.steps, lr=args.lr, accum=args.accum, bf16=not args.no_bf16),
-                        alpha=args.alpha, qat_group_size=args.qat)
+                        alpha=args.alpha if args.teacher else 1.0, qat_group_size=args.qat,
+                        lora=LoraConfig(r=args.lora, alpha=args.lora_alpha or 2.0 * args.lora) if args.lora else None)
     rec = distill(args.student, args.teacher, records, args.out, cfg, CHATML if args.chatml else None)
     print(json.dumps(rec["summary"]))
     return 0

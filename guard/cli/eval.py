@@ -11,15 +11,19 @@ def add_arguments(p) -> None:
     p.add_argument("--split", default=None, help="only records of this split (train/dev/test)")
     p.add_argument("--compare", default=None, help="a second model (directory or .pte) to evaluate side by side")
     p.add_argument("--limit", type=int, default=None, help="first N records only")
+    from guard.cli.classify import add_policy_arguments
+
+    add_policy_arguments(p)
     p.add_argument("--out", default="eval", help="output path stem: writes STEM.json and STEM.md (default ./eval)")
 
 
-def _guard(path: str):
+def _guard(path: str, args):
     from guard.classifier import Guard
+    from guard.cli.classify import policy_from_args
     from guard.runner import load_runner
 
     runner, tok = load_runner(pte=path) if path.endswith(".pte") else load_runner(model=path)
-    return Guard(runner, tok)
+    return Guard(runner, tok, policy_from_args(args), threshold=args.threshold)
 
 
 def run(args) -> int:
@@ -31,7 +35,7 @@ def run(args) -> int:
               "command": "guard " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["eval"] else sys.argv[1:])}
     preds = {}
     for path in [args.model] + ([args.compare] if args.compare else []):
-        preds[path] = predict(_guard(path), records, progress=sys.stderr.isatty())
+        preds[path] = predict(_guard(path, args), records, progress=sys.stderr.isatty())
         report["models"][path] = metrics(records, preds[path])
     if args.compare:
         report["agreement"] = agreement(preds[args.model], preds[args.compare])

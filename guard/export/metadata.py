@@ -20,7 +20,10 @@ METHODS = ("prefill", "decode")
 def guard_vocab(tok: Tokenizer, max_code: int = 99) -> list[int]:
     """Token ids the guard can emit: safe/unsafe, "S"/",S" and numbers of category codes, separators, end of turn."""
     t = tok.tokens
-    keep = {t.safe, t.unsafe, t.newline, t.blank, t.s, t.eot, tok.special_id("<|end_of_text|>")}
+    keep = {t.safe, t.unsafe, t.newline, t.blank, t.s, t.eot}
+    end = tok._tok.token_to_id("<|end_of_text|>")  # Llama 3 has it; a ChatML model given the Llama 3 headers may not
+    if end is not None:
+        keep.add(end)
     keep.update(tok.encode(","))
     for i in range(max_code + 1):
         keep.update(tok.encode(f"S{i}") + tok.encode(f",S{i}"))

@@ -1,0 +1,37 @@
+"""`guard mini build`: rebuild guard-mini (HF dir + model.pte) from the committed artefacts; `guard mini path`."""
+
+from __future__ import annotations
+
+
+def add_arguments(p) -> None:
+    p.add_argument("action", choices=("build", "path"), help="build: rebuild from models/guard-mini/; path: print where it lives")
+    p.add_argument("--out", help="output directory (default: the default-model location, $GUARD_HOME/guard-mini)")
+    p.add_argument("--artefacts", help="artefact directory (default: models/guard-mini in this checkout)")
+    p.add_argument("--no-quant", action="store_true", help="export fp32 instead of 8da4w")
+    p.add_argument("--teacher", action="store_true", help="write guard-mini's teacher (Hugging Face dir, OUT/teacher) instead")
+    p.add_argument("--force", action="store_true", help="rebuild even if model.pte exists")
+
+
+def run(args) -> int:
+    import time
+    from pathlib import Path
+
+    from guard.defaults import mini_dir
+    from guard.mini import ARTEFACTS, build
+
+    out = Path(args.out) if args.out else mini_dir()
+    if args.action == "path":
+        print(out / "model.pte")
+        return 0
+    if args.teacher:
+        from guard.mini import build_hf
+
+        print(build_hf(out / "teacher", args.artefacts or ARTEFACTS, stage="teacher"))
+        return 0
+    if (out / "model.pte").is_file() and not args.force:
+        print(f"guard-mini already built: {out / 'model.pte'} (--force rebuilds)")
+        return 0
+    t0 = time.time()
+    pte = build(out, args.artefacts or ARTEFACTS, quant=not args.no_quant)
+    print(f"guard-mini: {pte} ({pte.stat().st_size / 1e6:.1f} MB) and {out / 'hf'} built in {time.time() - t0:.0f} s")
+    return 0

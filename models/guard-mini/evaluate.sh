@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Held-out evaluation of guard-mini (issue #5), from the committed artefacts: teacher vs guard-mini (eager), and
+# guard-mini eager vs its .pte. Writes benchmarks/results/guard_mini_*.{json,md}.
+#   bash models/guard-mini/evaluate.sh [DATA_DIR] [WORK_DIR]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+DATA=${1:-/work/guard_data/v1}
+WORK=${2:-/tmp/guard-mini-eval}
+CATS=S1,S2,S3,S4,S5,S6,S7,S8,S9,S10,S11,S12,S13,S14   # the data's labels use the 8B list (S14 interpreter abuse)
+G=.venv/bin/guard
+[ -f "$DATA/test.jsonl" ] || $G data build --root ../shared/data --out "$DATA"
+[ -f "$WORK/model.pte" ] || $G mini build --out "$WORK" --force
+[ -d "$WORK/teacher" ] || $G mini build --teacher --out "$WORK"
+export OMP_NUM_THREADS=1   # the two evaluations run side by side, one core each
+$G eval --data "$DATA/test.jsonl" "$WORK/hf" --compare "$WORK/teacher" --categories $CATS \
+  --out benchmarks/results/guard_mini_vs_teacher > /dev/null &
+$G eval --data "$DATA/test.jsonl" "$WORK/model.pte" --compare "$WORK/hf" --categories $CATS \
+  --out benchmarks/results/guard_mini_pte_vs_eager > /dev/null &
+wait
+cat benchmarks/results/guard_mini_vs_teacher.md benchmarks/results/guard_mini_pte_vs_eager.md
