@@ -55,25 +55,23 @@ def test_wrong_checkpoint_is_refused(tiny_model_dir):
 
 @pytest.fixture(scope="module")
 def pte(tiny_vision, tmp_path_factory):
-    from guard.export import ExportConfig
-    from guard.vision.export import export_vision_model
+    """Exported through the CLI: `guard export` routes an mllama dir to the vision exporter."""
+    out = tmp_path_factory.mktemp("vision_pte")
+    assert main(["export", "--model", str(tiny_vision["dir"]), "--out", str(out), "--max-seq-len", "384", "--chunk", "32"]) == 0
+    assert {"model.pte", "tokenizer.json", "preprocessor_config.json"} <= {p.name for p in out.iterdir()}
+    return out / "model.pte", None
 
-    report = {}
-    path = export_vision_model(tiny_vision["dir"], tmp_path_factory.mktemp("vision_pte"), ExportConfig(max_seq_len=384, chunk=32), report)
-    return path, report
 
-
-def test_pte_has_three_methods_and_delegates(pte):
+def test_pte_has_three_methods_and_metadata(pte):
+    from guard.export.runtime import _load_program
     from guard.vision.pte import VisionPteRunner, is_vision_pte
 
-    path, report = pte
-    assert is_vision_pte(path)
-    for method in ("vision_encoder", "prefill", "decode"):
-        d = report["delegation"][method]
-        assert d["subgraphs"] >= 1 and "aten_mm_default" not in d["portable"] or method == "vision_encoder"
+    path = pte[0]
+    assert is_vision_pte(path) and {"vision_encoder", "prefill", "decode"} <= set(_load_program(path).method_names)
     r = VisionPteRunner(path)
     assert r.meta["get_guard_format"] == "guard-vision-pte-1" and r.meta["get_image_token_id"] == 128256
-    assert (r.vision.tile_size, r.vision.max_tiles) == (56, 4)
+    assert (r.vision.tile_size, r.vision.max_tiles) == (56, 4) and list(r._program.load_method("get_cross_layers").execute([])) == [1]
+    assert r.max_seq_len == 384 and r.chunk == 32 and r.output_ids is None
 
 
 def test_verdict_parity_with_eager(pte, eager, tiny_vision):
