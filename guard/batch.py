@@ -64,16 +64,30 @@ def done_ids(out: Path) -> set[str]:
     return ids
 
 
+def check_paths(in_path: str | Path, out_path: str | Path) -> tuple[Path, Path]:
+    """Refuse unusable batch paths with one line, before any model is loaded or any output is written."""
+    in_path, out_path = Path(in_path), Path(out_path)
+    if in_path.is_dir():
+        raise GuardError(f"input {in_path} is a directory, not a JSONL file")
+    if not in_path.is_file():
+        raise GuardError(f"input file not found: {in_path}")
+    if in_path.resolve() == out_path.resolve():
+        raise GuardError("--out must differ from the input file")
+    if out_path.is_dir():
+        raise GuardError(f"--out {out_path} is a directory; give a JSONL file path")
+    if not out_path.parent.is_dir():
+        raise GuardError(f"--out directory {out_path.parent} does not exist")
+    if not os.access(out_path if out_path.exists() else out_path.parent, os.W_OK):
+        raise GuardError(f"--out {out_path} is not writable")
+    return in_path, out_path
+
+
 def run_batch(guard, in_path: str | Path, out_path: str | Path, max_line_bytes: int = MAX_LINE_BYTES,
               progress: bool = True, log=sys.stderr) -> dict:
     """Classify every line of ``in_path`` not yet in ``out_path``; return the counts."""
     from tqdm import tqdm
 
-    in_path, out_path = Path(in_path), Path(out_path)
-    if not in_path.is_file():
-        raise GuardError(f"input file not found: {in_path}")
-    if in_path.resolve() == out_path.resolve():
-        raise GuardError("--out must differ from the input file")
+    in_path, out_path = check_paths(in_path, out_path)
     seen = done_ids(out_path)
     counts = {"safe": 0, "unsafe": 0, "indeterminate": 0, "errors": 0, "skipped_done": 0}
     with open(in_path, "rb") as fh:

@@ -47,6 +47,8 @@ class Stream:
             raise GuardError("give check_every (tokens) or check_every_s (seconds)")
         if check_every is not None and check_every < 1:
             raise GuardError("check_every must be at least 1 token")
+        if check_every_s is not None and not check_every_s > 0:
+            raise GuardError(f"check_every_s must be a positive number of seconds, got {check_every_s}")
         self.guard, self.messages = guard, msgs
         self.check_every, self.check_every_s = check_every, check_every_s
         self.text = ""

@@ -43,9 +43,9 @@ def add_arguments(p):
 def policy_from_args(args):
     from guard.categories import Policy, load_categories, parse_codes
 
-    cats = load_categories(args.categories) if args.categories else None
+    cats = load_categories(args.categories) if args.categories is not None else None  # "" is an error, not the default
     return Policy(**({"categories": cats} if cats else {}),
-                  excluded=tuple(parse_codes(args.exclude, [c.code for c in cats] if cats else None) if args.exclude else ()),
+                  excluded=tuple(parse_codes(args.exclude, [c.code for c in cats] if cats else None) if args.exclude is not None else ()),
                   renumber=args.renumber)
 
 
@@ -116,8 +116,11 @@ def run(args) -> int:
             raise GuardError("batch mode needs both --jsonl IN and --out OUT")
         if args.text is not None or args.response is not None or args.conversation or args.image:
             raise GuardError("--jsonl cannot be combined with a text, --response, --conversation or --image (give each line an 'image')")
-        from guard.batch import run_batch
+        from guard.batch import check_paths, run_batch
 
+        if args.max_line_bytes < 1:
+            raise GuardError(f"--max-line-bytes must be at least 1, got {args.max_line_bytes}")
+        check_paths(args.jsonl, args.out)  # before the model loads
         guard = make_guard(args)
         c = run_batch(guard, args.jsonl, args.out, args.max_line_bytes, progress=sys.stderr.isatty())
         print(f"done: {c['safe']} safe, {c['unsafe']} unsafe, {c['indeterminate']} indeterminate, "
