@@ -87,3 +87,17 @@ def test_distill_labels_outside_the_category_set_leave_nothing(tiny_model_dir, t
                  str(out), "--steps", "1", "--no-bf16"]) == EXIT_ERROR
     assert "outside the category set" in one_error_line(capsys)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.jsonl"]
+
+
+@pytest.mark.parametrize("argv,msg", [
+    (["classify", "--threshold", "abc", "hi"], "argument --threshold: invalid float value: 'abc'"),
+    (["classify", "--dtype", "fp8", "hi"], "argument --dtype: invalid choice"),
+    (["classify", "--bogus", "hi"], "unrecognized arguments: --bogus"),
+    (["nosuch"], "invalid choice: 'nosuch'"),
+])
+def test_usage_errors_are_one_line(argv, msg, capsys):
+    """README: exit 2 is 'bad input or usage: one line on stderr' (argparse printed a usage block first)."""
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == EXIT_ERROR
+    assert msg in one_error_line(capsys)

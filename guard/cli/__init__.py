@@ -25,10 +25,17 @@ EPILOG = """exit codes: 0 safe (or batch finished), 10 unsafe, 11 indeterminate,
 3 batch finished with skipped lines, 1 internal error. Set GUARD_DEBUG=1 for tracebacks."""
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Usage errors (unknown option, bad value) are bad input too: one line on stderr, exit 2, no usage dump."""
+
+    def error(self, message):
+        self.exit(EXIT_ERROR, f"guard: error: {' '.join(message.split())} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     import importlib
 
-    p = argparse.ArgumentParser(prog="guard", description="On-device Llama Guard 3-style safety moderation.", epilog=EPILOG)
+    p = OneLineParser(prog="guard", description="On-device Llama Guard 3-style safety moderation.", epilog=EPILOG)
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module, help_) in COMMANDS.items():
         mod = importlib.import_module(f"guard.cli.{module}")
