@@ -73,6 +73,11 @@ def distill(student_dir: str | Path, teacher_dir: str | Path | None, records: li
 
     if not records:
         raise GuardError("empty dataset: nothing to distil on")
+    from guard.checkpoint import check_model_dir
+
+    for d in (student_dir, teacher_dir):  # one-line errors, and safetensors only (never unpickle a .bin)
+        if d is not None:
+            check_model_dir(d)
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise GuardError(f"{out} exists and is not empty; choose a new output directory")

@@ -101,3 +101,22 @@ def test_usage_errors_are_one_line(argv, msg, capsys):
         main(argv)
     assert e.value.code == EXIT_ERROR
     assert msg in one_error_line(capsys)
+
+
+@pytest.mark.parametrize("which", ["student", "teacher"])
+def test_distill_missing_or_pickle_model_dirs(tiny_model_dir, tmp_path, capsys, which):
+    """Was exit 1, 'internal error: HFValidationError'; a pickle-only dir would have gone to from_pretrained."""
+    import shutil
+
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps({"messages": [{"role": "user", "content": "x"}], "label": "safe", "categories": [],
+                                "split": "train"}) + "\n")
+    pickled = tmp_path / "pickled"
+    shutil.copytree(tiny_model_dir, pickled)
+    (pickled / "model.safetensors").rename(pickled / "pytorch_model.bin")
+    for bad, msg in [(tmp_path / "missing", "model directory not found"), (pickled, "refusing to unpickle")]:
+        student, teacher = (bad, tiny_model_dir) if which == "student" else (tiny_model_dir, bad)
+        assert main(["distill", str(student), "--teacher", str(teacher), "--data", str(data), "--out",
+                     str(tmp_path / "out"), "--steps", "1", "--no-bf16"]) == EXIT_ERROR
+        assert msg in one_error_line(capsys)
+        assert not (tmp_path / "out").exists() and not (tmp_path / "out.work").exists()
