@@ -6,7 +6,8 @@ A. Preprocessing (Llama Guard 3-11B-Vision settings: 560-pixel tiles, up to 4): 
    on JPEG photos from 640x480 to 64 MP (the last one is decoded at 1/2 scale by Image.draft), against transformers'
    MllamaImageProcessor on the same decoded image; peak RSS growth.
 B. The tiny Llama Guard 3 Vision-format checkpoint (guard.vision.testing, 56-pixel tiles) as eager transformers,
-   .pte fp32 and .pte 8da4w (text decoder INT4, pruned output layer): verdict parity against eager over 12
+   .pte fp32, .pte 8da4w (text decoder INT4, pruned output layer) and .pte 8da4w_vision (the vision encoder's
+   linears INT4 too): verdict parity against eager over 12
    requests, and guard bench (image encode, TTFT, decode tok/s). These are pipeline numbers, not 11B numbers.
 Artefacts are cached in --work (an interrupted run resumes). Results: benchmarks/results/bench_vision.{json,md}.
 """
@@ -92,12 +93,13 @@ def models(work: Path) -> dict:
         (hf / "done").write_text("ok\n")
     out = {"eager": hf}
     for name, cfg in {"pte_fp32": ExportConfig(max_seq_len=512, chunk=64),
-                      "pte_8da4w": ExportConfig(max_seq_len=512, chunk=64, prune_vocab=True, quant=QuantConfig("8da4w", group_size=32))}.items():
+                      "pte_8da4w": ExportConfig(max_seq_len=512, chunk=64, prune_vocab=True, quant=QuantConfig("8da4w", group_size=32)),
+                      "pte_8da4w_vision": ExportConfig(max_seq_len=512, chunk=64, prune_vocab=True, quant=QuantConfig("8da4w", group_size=32))}.items():
         path = work / name / "model.pte"
         if not path.is_file():
             log(f"exporting {name}")
             t0 = time.perf_counter()
-            export_vision_model(hf, work / name, cfg)
+            export_vision_model(hf, work / name, cfg, vision_quant=name.endswith("_vision"))
             (work / name / "export_s.txt").write_text(f"{time.perf_counter() - t0:.1f}\n")
         out[name] = path
     return {"paths": out, "images": images}
@@ -117,7 +119,7 @@ def parity(m: dict) -> dict:
         guards[name] = VisionGuard(r, tok)
     verdicts = {name: [g.classify(t, resp, image=img) for img, t, resp in cases] for name, g in guards.items()}
     out = {}
-    for name in ("pte_fp32", "pte_8da4w"):
+    for name in ("pte_fp32", "pte_8da4w", "pte_8da4w_vision"):
         pairs = list(zip(verdicts["eager"], verdicts[name]))
         out[name] = {"requests": len(pairs), "same_decision": sum(a.decision == b.decision for a, b in pairs),
                      "same_raw_text": sum(a.raw == b.raw for a, b in pairs),
@@ -162,7 +164,7 @@ def markdown(doc: dict) -> str:
         s, p = b["summary"]["16"], doc["parity"].get(name)
         par = f"{p['same_decision']}/{p['requests']}, {p['same_raw_text']}/{p['requests']}, {p['max_abs_p_unsafe_diff']:.1e}" if p else "reference"
         size = f"{b['pte_bytes'] / 1e6:.1f}" if b["pte_bytes"] else "-"
-        lines.append(f"| {b['backend']} | {size} | {par} | {s['image_encode_ms']['median']:.1f} | {s['ttft_ms']['median']:.1f} | "
+        lines.append(f"| {name} ({b['backend']}) | {size} | {par} | {s['image_encode_ms']['median']:.1f} | {s['ttft_ms']['median']:.1f} | "
                      f"{s['decode_tok_s']['median']:.0f} | {s['verdict_ms']['median']:.1f} |")
     lines += ["", "The tiny model's numbers show the pipeline works on-device and what it costs around the model "
               "(preprocessing, method calls); they say nothing about 11B latency. The image is encoded once per image; "
@@ -188,7 +190,7 @@ def main() -> int:
     m = models(work)
     doc["parity"] = parity(m)
     doc["bench"] = bench(m, args.runs)
-    doc["export_s"] = {n: float((work / n / "export_s.txt").read_text()) for n in ("pte_fp32", "pte_8da4w")
+    doc["export_s"] = {n: float((work / n / "export_s.txt").read_text()) for n in ("pte_fp32", "pte_8da4w", "pte_8da4w_vision")
                        if (work / n / "export_s.txt").is_file()}
     doc["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -10,6 +10,8 @@ weights and fewer layers, exported to ExecuTorch (XNNPACK, fp32) and timed, and 
   A = 1 layer + 1 global layer + 1 cross layer, B = A + 2 layers, C = A + 2 cross layers.
 per vision layer = (B - A) / 2, per cross layer = (C - A) / 2, fixed = A - 2 * layer - cross;
 11B estimate = fixed + 40 * layer + 8 * cross. Results: benchmarks/results/bench_vision_encoder_shape.{json,md}.
+With --quant 8da4w every linear (vision, projector, cross K/V) is INT4 weights + int8 dynamic activations (group 256)
+and only the .pte is timed: benchmarks/results/bench_vision_encoder_shape_8da4w.{json,md}.
 """
 
 from __future__ import annotations
@@ -111,7 +113,9 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--work", default=str(Path.home() / ".cache/guard/bench_vision_shape"))
     p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--quant", choices=["none", "8da4w"], default="none")
     args = p.parse_args()
+    suffix = "" if args.quant == "none" else f"_{args.quant}"
     sys.path.insert(0, str(ROOT))
     from guard.bench.schema import machine, versions
 
@@ -120,13 +124,18 @@ def main() -> int:
     load0 = [round(x, 2) for x in os.getloadavg()]
     rows = {}
     for name, (layers, glob, cross) in CONFIGS.items():
-        done = work / f"{name}.json"
+        done = work / f"{name}{suffix}.json"
         if done.is_file():
             rows[name] = json.loads(done.read_text())
             continue
         torch.manual_seed(0)
         model = Encode(layers, glob, cross).eval()
-        eager = time_eager(model, args.runs)
+        if args.quant != "none":
+            from guard.quantize import QuantConfig, load_quantized_ops, quantize
+
+            load_quantized_ops()
+            quantize(model, QuantConfig(args.quant, group_size=256, embedding_bits=0))
+        eager = time_eager(model, args.runs) if args.quant == "none" else [float("nan")]
         pte = work / f"{name}.pte"
         export_s = export(model, pte)
         xnn = time_pte(pte, args.runs)
@@ -138,22 +147,24 @@ def main() -> int:
         pte.unlink()  # hundreds of MB; the timing is what we keep
         log(f"{name}: {rows[name]}")
     est = {}
-    for k in ("eager_ms", "xnnpack_ms"):
+    for k in ("eager_ms", "xnnpack_ms") if args.quant == "none" else ("xnnpack_ms",):
         a, b, c = rows["A"][k], rows["B"][k], rows["C"][k]
         layer, cross = (b - a) / 2, (c - a) / 2
         fixed = a - 2 * layer - cross
         est[k] = {"per_vision_layer_ms": round(layer, 1), "per_cross_layer_ms": round(cross, 1), "fixed_ms": round(fixed, 1),
                   "llama_guard_3_11b_vision_estimate_s": round((fixed + 40 * layer + 8 * cross) / 1e3, 1)}
-    doc = {"schema": "guard-bench-vision-shape-1", "command": "python " + " ".join(sys.argv), "machine": machine(),
+    doc = {"schema": "guard-bench-vision-shape-1", "quant": args.quant, "command": "python " + " ".join(sys.argv), "machine": machine(),
            "versions": versions(), "load_avg_start": load0, "load_avg_end": [round(x, 2) for x in os.getloadavg()],
            "configs": rows, "estimate": est}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "bench_vision_encoder_shape.json").write_text(json.dumps(doc, indent=1) + "\n")
+    (RESULTS / f"bench_vision_encoder_shape{suffix}.json").write_text(json.dumps(doc, indent=1) + "\n")
     m = doc["machine"]
-    md = ["# Image encode at the Llama Guard 3-11B-Vision shape (reduced depth, extrapolated)", "",
-          f"- machine: {m['cpu']}, {m['cores']} cores, {m['os']}; load average {load0} -> {doc['load_avg_end']} (shared CPU)",
+    md = [f"# Image encode at the Llama Guard 3-11B-Vision shape (reduced depth, extrapolated; {args.quant})", "",
+          f"- machine: {m['cpu']}, {m['cores']} cores, {m['os']}; load average after each config: "
+          + ", ".join(f"{n} {r['load_avg']}" for n, r in rows.items()) + " (shared CPU)",
           "- versions: " + ", ".join(f"{k} {x}" for k, x in doc["versions"].items() if x), f"- command: `{doc['command']}`",
-          "- one image, 4 tiles of 560 px (6,404 vision tokens), random weights, fp32", "",
+          "- one image, 4 tiles of 560 px (6,404 vision tokens), random weights, " + ("fp32" if args.quant == "none" else
+          "linears 8da4w (INT4 weights, group 256, int8 dynamic activations); attention, norms and the patch conv fp32"), "",
           "| config | vision layers + global | cross layers | eager PyTorch (ms) | ExecuTorch XNNPACK (ms) | .pte (MB) | export (s) |",
           "|---|---|---|---|---|---|---|"]
     for name, r in rows.items():
@@ -166,8 +177,8 @@ def main() -> int:
                   f"{e['llama_guard_3_11b_vision_estimate_s']} |")
     md += ["", "Medians. The estimate is linear in depth (every layer has the same shape); the projector is 2560 -> 4096 "
            "here, 7680 -> 4096 in the 11B, a small part of the total.", ""]
-    (RESULTS / "bench_vision_encoder_shape.md").write_text("\n".join(md))
-    log("wrote benchmarks/results/bench_vision_encoder_shape.{json,md}")
+    (RESULTS / f"bench_vision_encoder_shape{suffix}.md").write_text("\n".join(md))
+    log(f"wrote benchmarks/results/bench_vision_encoder_shape{suffix}.{{json,md}}")
     return 0
 
 

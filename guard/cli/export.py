@@ -11,10 +11,13 @@ def add_arguments(p):
     p.add_argument("--prune-vocab", action="store_true", help="keep only the tokens the guard emits in the output layer")
     p.add_argument("--max-seq-len", type=int, default=1024, help="longest conversation plus verdict, in tokens (default 1024)")
     p.add_argument("--chunk", type=int, default=64, help="static prefill chunk length (default 64)")
+    p.add_argument("--quant-vision", action="store_true", help="vision (mllama) models: also 8da4w the vision encoder's linears")
 
 
 def run(args) -> int:
     import logging
+
+    from guard.errors import GuardError
     import time
 
     from guard.export import ExportConfig, export_model
@@ -31,7 +34,9 @@ def run(args) -> int:
         from guard.vision.export import export_vision_model
 
         logging.getLogger("guard.vision.export").setLevel(logging.INFO)
-        path = export_vision_model(args.model, args.out, cfg)
+        path = export_vision_model(args.model, args.out, cfg, vision_quant=args.quant_vision)
+    elif args.quant_vision:
+        raise GuardError(f"--quant-vision is for vision (mllama) models; {args.model} is text-only")
     else:
         path = export_model(args.model, args.out, cfg)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {args.quant}, {time.perf_counter() - t0:.0f} s)")

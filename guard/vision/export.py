@@ -45,6 +45,17 @@ class _TextMethod(nn.Module):
         return self.m(tokens, pos, last, xrow, xon)
 
 
+def quantize_vision(model, group_size: int = 32) -> None:
+    """8da4w on the vision encoder's linears and the projector (the patch conv and embeddings stay fp32)."""
+    from guard.quantize import QuantConfig, load_quantized_ops, quantize
+
+    load_quantized_ops()
+    vision = nn.Module()
+    vision.encoder, vision.projector = model.vision_model, model.multi_modal_projector
+    quantize(vision, QuantConfig("8da4w", group_size=group_size, embedding_bits=0))
+    model.vision_quant = "8da4w"  # recorded in the .pte as get_vision_quant_scheme
+
+
 def quantize_text(model, config: ExportConfig, tok) -> None:
     """Prune the output layer and quantize the text decoder (layers, embedding, head) in place; vision stays fp32."""
     from guard.export.metadata import guard_vocab
@@ -62,8 +73,10 @@ def quantize_text(model, config: ExportConfig, tok) -> None:
     model.embed_tokens, model.lm_head = text.embed_tokens, text.lm_head
 
 
-def export_vision_model(model_dir: str | Path, out_dir: str | Path, config: ExportConfig, report: dict | None = None) -> Path:
-    """mllama HF dir -> out_dir/model.pte + tokenizer.json + preprocessor_config.json. Returns the .pte path."""
+def export_vision_model(model_dir: str | Path, out_dir: str | Path, config: ExportConfig, report: dict | None = None,
+                        vision_quant: bool = False) -> Path:
+    """mllama HF dir -> out_dir/model.pte + tokenizer.json + preprocessor_config.json. Returns the .pte path.
+    ``vision_quant``: also 8da4w the vision encoder's linears (group ``config.quant.group_size``)."""
     from guard.checkpoint import check_model_dir
     from guard.tokenizer import Tokenizer
     from guard.vision.model import load_hf_vision
@@ -76,6 +89,8 @@ def export_vision_model(model_dir: str | Path, out_dir: str | Path, config: Expo
     model = load_hf_vision(model_dir, max_seq_len=config.max_seq_len, chunk=config.chunk)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if vision_quant:
+        quantize_vision(model, config.quant.group_size)
     path = export_vision_pte(model, config, out / "model.pte", tok, report)
     for name in ("tokenizer.json", "tokenizer_config.json", "preprocessor_config.json"):
         if (Path(model_dir) / name).is_file():
@@ -113,7 +128,8 @@ def export_vision_pte(model, config: ExportConfig, path: str | Path, tok, report
                           output_ids=model.output_ids, prompt_format=FORMAT_VERSION,
                           quant_scheme=config.quant.scheme, group_size=config.quant.group_size)
     meta.update({metadata.MARKER: VISION_FORMAT, "get_tile_size": S, "get_max_tiles": T, "get_image_token_id": image_id(tok),
-                 "get_vision_tokens": T * v.n_patches, "get_cross_layers": list(model.cross_layers)})
+                 "get_vision_tokens": T * v.n_patches, "get_cross_layers": list(model.cross_layers),
+                 "get_vision_quant_scheme": getattr(model, "vision_quant", "none")})
     edge = to_edge_transform_and_lower(progs, partitioner=[XnnpackPartitioner()], constant_methods=meta,
                                        compile_config=EdgeCompileConfig(_check_ir_validity=False))
     report = {} if report is None else report

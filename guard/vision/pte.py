@@ -74,7 +74,8 @@ class VisionPteRunner:
         self.max_seq_len, self.chunk = int(meta["get_max_seq_len"]), int(meta["get_prefill_chunk"])
         ids = [int(i) for i in meta["get_output_ids"]]
         self.output_ids = None if ids == [-1] else ids
-        self.name = f"pte-vision:{meta['get_quant_scheme']}"
+        vq = program.load_method("get_vision_quant_scheme").execute([])[0] if "get_vision_quant_scheme" in names else "none"
+        self.name = f"pte-vision:{meta['get_quant_scheme']}" + (f"+vision-{vq}" if vq != "none" else "")
         self.threads = set_threads()
         try:
             self._vision, self._prefill, self._decode = (program.load_method(m) for m in VISION_METHODS)
