@@ -181,13 +181,18 @@ def make_example(codec: GuardCodec, rec: dict, policy: Policy):
 
 
 def verdict_loss(model, head_cache, body: list[int], target: list[int], start: int):
-    """CE on the verdict tokens only; the output layer is applied at len(target) positions. Returns (loss, logits)."""
+    """CE on the verdict tokens only; the output layer is applied at len(target) positions. Returns (loss, logits).
+
+    The decision token (safe/unsafe) weighs as much as the rest of the verdict together: a plain mean over the
+    target would weigh it 1/2 in 'safe<eot>' but ~1/6 in 'unsafe\nS1,S10<eot>', which measurably taught a guard to
+    under-call unsafe (guard-mini's first teacher: recall 0.32, precision 0.92 at threshold 0.5)."""
     ids = torch.tensor([body + target[:-1]])
     pos = torch.arange(start, start + ids.shape[1])[None]
     out = model.model(input_ids=ids, past_key_values=head_cache, position_ids=pos, use_cache=True)
     h = out.last_hidden_state[0, len(body) - 1:]  # positions predicting each target token
     logits = model.lm_head(h).float()
-    return F.cross_entropy(logits, torch.tensor(target)), logits
+    ce = F.cross_entropy(logits, torch.tensor(target), reduction="none")
+    return (ce[0] + ce[1:].mean() if len(target) > 1 else ce[0]), logits
 
 
 def kl_columns(student: torch.Tensor, teacher: torch.Tensor, ids: list[int]) -> torch.Tensor:

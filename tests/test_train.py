@@ -96,3 +96,17 @@ def test_torchrun_two_process_gloo(tiny_model_dir, tmp_path):
     h0, h1 = (tmp_path / "out" / "rank0.txt").read_text(), (tmp_path / "out" / "rank1.txt").read_text()
     assert h0 == h1, "ranks diverged: gradients were not averaged"
     assert torch.load(tmp_path / "out" / "ckpt.pt", weights_only=False)["step"] == 2
+
+
+def test_decision_token_weighs_as_much_as_the_rest(model_and_codec):
+    """The safe/unsafe token gets weight 1 whatever the verdict's length (a plain mean under-weighs it for unsafe)."""
+    import torch.nn.functional as F
+
+    model, codec = model_and_codec
+    head, body, target = make_example(codec, RECORDS[0], Policy())
+    assert len(target) > 3  # unsafe \n S 9 <eot>
+    with torch.no_grad():
+        loss, logits = verdict_loss(model, _head_cache(model, head), body, target, len(head))
+        ce = F.cross_entropy(logits, torch.tensor(target), reduction="none")
+    assert torch.allclose(loss, ce[0] + ce[1:].mean())
+    assert not torch.allclose(loss, ce.mean())
