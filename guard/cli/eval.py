@@ -32,7 +32,7 @@ def run(args) -> int:
 
     records = load_jsonl(args.data, args.split)[: args.limit]
     report = {"data": args.data, "split": args.split, "n": len(records), "models": {}, "environment": environment(),
-              "command": "guard " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["eval"] else sys.argv[1:])}
+              "command": "guard eval " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["eval"] else sys.argv[1:])}
     preds = {}
     for path in [args.model] + ([args.compare] if args.compare else []):
         preds[path] = predict(_guard(path, args), records, progress=sys.stderr.isatty())

@@ -11,10 +11,10 @@ G=.venv/bin/guard
 [ -f "$DATA/test.jsonl" ] || $G data build --root ../shared/data --out "$DATA"
 [ -f "$WORK/model.pte" ] || $G mini build --out "$WORK" --force
 [ -d "$WORK/teacher" ] || $G mini build --teacher --out "$WORK"
-export OMP_NUM_THREADS=1   # the two evaluations run side by side, one core each
-$G eval --data "$DATA/test.jsonl" "$WORK/hf" --compare "$WORK/teacher" --categories $CATS \
-  --out benchmarks/results/guard_mini_vs_teacher > /dev/null &
-$G eval --data "$DATA/test.jsonl" "$WORK/model.pte" --compare "$WORK/hf" --categories $CATS \
-  --out benchmarks/results/guard_mini_pte_vs_eager > /dev/null &
-wait
+LIMIT=${LIMIT:-}   # e.g. LIMIT=400: the first N test records (ids are hash-ordered, so a random sample)
+L=${LIMIT:+--limit $LIMIT}
+$G eval --data "$DATA/test.jsonl" "$WORK/hf" --compare "$WORK/teacher" --categories $CATS $L \
+  --out benchmarks/results/guard_mini_vs_teacher > /dev/null
+$G eval --data "$DATA/test.jsonl" "$WORK/model.pte" --compare "$WORK/hf" --categories $CATS $L \
+  --out benchmarks/results/guard_mini_pte_vs_eager > /dev/null
 cat benchmarks/results/guard_mini_vs_teacher.md benchmarks/results/guard_mini_pte_vs_eager.md
