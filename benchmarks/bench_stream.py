@@ -77,12 +77,15 @@ def main() -> int:
     ap.add_argument("--name", help="label for the results file (default: from the path)")
     ap.add_argument("--tokens", type=int, default=400)
     ap.add_argument("--every", type=int, default=16)
+    ap.add_argument("--threshold", type=float, default=0.5,
+                    help="decision threshold; 1.0 keeps a real guard from stopping the stream at its first unsafe check, "
+                         "so both modes pay for every check and every check is compared")
     args = ap.parse_args()
     from guard.classifier import Guard
     from guard.runner import load_runner
 
     runner, tok = load_runner(model=args.model, pte=args.pte)
-    guard = Guard(runner, tok)
+    guard = Guard(runner, tok, threshold=args.threshold)
     name = args.name or (Path(args.pte).parent.name if args.pte else Path(args.model).name)
     text = response_text(tok, args.tokens)
     before = machine()["load_avg"]
@@ -91,7 +94,7 @@ def main() -> int:
     same = all(a[0] == b[0] and abs(a[1] - b[1]) <= 1e-3 for a, b in zip(stream["verdicts"], rerun["verdicts"]))
     result = {
         "name": name, "model": str(args.pte or args.model), "backend": runner.name, "response_tokens": args.tokens,
-        "check_every": args.every, "stream": stream, "rerun": rerun, "same_verdicts": same,
+        "check_every": args.every, "threshold": args.threshold, "stream": stream, "rerun": rerun, "same_verdicts": same,
         "compute_ratio": round(rerun["prefilled_tokens"] / stream["prefilled_tokens"], 2),
         "time_ratio": round(rerun["total_ms"] / stream["total_ms"], 2),
         "command": " ".join([Path(sys.executable).name] + sys.argv), "load_before": before,
@@ -101,7 +104,7 @@ def main() -> int:
     out = RESULTS / f"bench_stream_{name}"
     out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
     md = [f"# Streaming moderation vs full re-run: {name}", "",
-          f"- model: `{result['model']}` ({runner.name}); {args.tokens}-token response, a check every {args.every} tokens",
+          f"- model: `{result['model']}` ({runner.name}); {args.tokens}-token response, a check every {args.every} tokens, threshold {args.threshold}",
           f"- machine: {result['machine']['cpu']}, {result['machine']['cores']} cores, {result['machine']['threads']} threads; "
           f"torch {result['versions']['torch']}, executorch {result['versions']['executorch']}",
           f"- command: `{result['command']}`; load average before {before}, after {result['load_after']}",
