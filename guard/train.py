@@ -70,22 +70,6 @@ class GuardCodec:
     def _text(self, text: str) -> list[int]:
         return self.hf.encode(text, add_special_tokens=False, split_special_tokens=True)
 
-    def encode_text(self, text: str) -> list[int]:
-        """Rendered Llama Guard text -> ids: specials by id (mapped), everything else as plain text."""
-        ids, i = [], 0
-        names = (BOS, START_HEADER, END_HEADER, EOT)
-        while i < len(text):
-            hit = next((n for n in names if text.startswith(n, i)), None)
-            if hit:
-                s = self._special(hit)
-                ids += [] if s is None else [s]
-                i += len(hit)
-                continue
-            j = min([text.find(n, i) for n in names if text.find(n, i) >= 0] or [len(text)])
-            ids += self._text(text[i:j])
-            i = j
-        return ids
-
     def prompt(self, messages, policy: Policy) -> tuple[list[int], list[int]]:
         """(head, body): head is the cacheable policy prefix, body ends with the assistant header.
 
