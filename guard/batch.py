@@ -83,9 +83,14 @@ def check_paths(in_path: str | Path, out_path: str | Path) -> tuple[Path, Path]:
 
 
 def run_batch(guard, in_path: str | Path, out_path: str | Path, max_line_bytes: int = MAX_LINE_BYTES,
-              progress: bool = True, log=sys.stderr) -> dict:
-    """Classify every line of ``in_path`` not yet in ``out_path``; return the counts."""
+              progress: bool = True, log=None) -> dict:
+    """Classify every line of ``in_path`` not yet in ``out_path``; return the counts.
+
+    ``log`` defaults to the current ``sys.stderr``, looked up per call: a default bound at import time
+    outlives a redirected or closed stream (pytest's capture, an embedding app's logger swap)."""
     from tqdm import tqdm
+
+    log = log if log is not None else sys.stderr
 
     in_path, out_path = check_paths(in_path, out_path)
     seen = done_ids(out_path)

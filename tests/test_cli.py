@@ -174,3 +174,20 @@ def test_stream_mode(unsafe_dir, tiny_model_dir):
     assert len(lines) >= 2 and all(l.startswith("check ") for l in lines[:-1]) and lines[-1].startswith("final ")
     assert p.returncode == EXIT_INDETERMINATE
     assert "needs the prompt" in one_line_error(run_cli("classify", "--model", str(tiny_model_dir), "--stream", stdin=b"x"))
+
+
+def test_batch_log_follows_the_current_stderr(tmp_path, monkeypatch):
+    """run_batch must log to sys.stderr as it is at call time; a default bound at import kept a closed stream
+    from an earlier redirect and turned the first skipped line into an internal error."""
+    import io
+
+    import guard.batch
+    from guard.batch import run_batch
+
+    (tmp_path / "in.jsonl").write_text("{not json\n")
+    first, second = io.StringIO(), io.StringIO()
+    monkeypatch.setattr("sys.stderr", first)
+    first.close()
+    monkeypatch.setattr("sys.stderr", second)
+    counts = run_batch(None, tmp_path / "in.jsonl", tmp_path / "out.jsonl", progress=False)
+    assert counts["errors"] == 1 and "malformed JSON" in second.getvalue() and guard.batch.sys.stderr is second

@@ -144,5 +144,6 @@ def test_cli_jsonl_image_field(tiny_vision, tmp_path, capsys):
     code, out, err = run_cli(["classify", "--model", str(tiny_vision["dir"]), "--jsonl", str(tmp_path / "in.jsonl"),
                               "--out", str(tmp_path / "out.jsonl")], capsys)
     rows = {r["id"]: r for r in map(json.loads, (tmp_path / "out.jsonl").read_text().splitlines())}
-    assert code == 3 and rows["a"]["decision"] == "safe" and rows["b"]["p_unsafe"] > 0.99 and "decision" in rows["c"]
+    assert code == 3, err
+    assert rows["a"]["decision"] == "safe" and rows["b"]["p_unsafe"] > 0.99 and "decision" in rows["c"]
     assert "image not found" in rows["d"]["error"] and "path string" in rows["line-5"]["error"]  # unparsed line: id by line number
