@@ -51,6 +51,29 @@ def _load_program(path: Path):
         raise GuardError(f"{path} is not a loadable ExecuTorch program (truncated or corrupt?)") from None
 
 
+def read_metadata(program, path: Path, keys, hint: str) -> dict:
+    """The constant methods ``keys`` of a loaded program, each executed once; a missing one names ``hint``."""
+    names = program.method_names
+    meta = {}
+    for key in keys:
+        if key not in names:
+            raise GuardError(f"{path} lacks metadata {key}; {hint}")
+        try:
+            out = program.load_method(key).execute([])
+        except Exception:
+            raise GuardError(f"cannot read metadata {key} from {path}") from None
+        meta[key] = list(out) if key == "get_output_ids" else out[0]
+    return meta
+
+
+def check_tokenizer(tok, meta: dict, path: Path):
+    """The tokenizer's special-token ids must be the ones the program was exported with."""
+    for k in TOKEN_KEYS:
+        if getattr(tok.tokens, k) != int(meta[f"get_{k}_id"]):
+            raise GuardError(f"tokenizer beside {path} disagrees with the model's {k} token id")
+    return tok
+
+
 class PteRunner:
     """Runner over a .pte written by guard.export; the tokenizer is read from tokenizer.json beside it."""
 
@@ -66,11 +89,7 @@ class PteRunner:
         names = program.method_names
         if MARKER not in names:
             raise GuardError(f"{self.path} is not a guard model (no {MARKER} method); export it with `guard export`")
-        meta = {}
-        for key in REQUIRED:
-            if key not in names:
-                raise GuardError(f"{self.path} lacks metadata {key}; re-export it with `guard export`")
-            meta[key] = self._constant(program, key)
+        meta = read_metadata(program, self.path, REQUIRED, "re-export it with `guard export`")
         if meta[MARKER] != PTE_FORMAT:
             raise GuardError(f"{self.path} has format {meta[MARKER]!r}; this runtime reads {PTE_FORMAT!r}")
         from guard.prompt import FORMAT_VERSION
@@ -81,7 +100,7 @@ class PteRunner:
         if missing:
             raise GuardError(f"{self.path} lacks the {missing[0]} method; re-export it with `guard export`")
         self.meta = meta
-        self.tokenizer = tokenizer or self._tokenizer(Tokenizer)
+        self.tokenizer = tokenizer or check_tokenizer(Tokenizer.from_dir(self.path.parent), meta, self.path)
         self.max_seq_len = int(meta["get_max_seq_len"])
         self.chunk = int(meta["get_prefill_chunk"])
         ids = [int(i) for i in meta["get_output_ids"]]
@@ -94,20 +113,6 @@ class PteRunner:
             raise GuardError(f"cannot load the model methods from {self.path} (truncated or corrupt?)") from None
         self._program = program
 
-    @staticmethod
-    def _constant(program, key):
-        try:
-            out = program.load_method(key).execute([])
-        except Exception:
-            raise GuardError(f"cannot read metadata {key} from the .pte") from None
-        return list(out) if key == "get_output_ids" else out[0]
-
-    def _tokenizer(self, Tokenizer):
-        tok = Tokenizer.from_dir(self.path.parent)
-        for k in TOKEN_KEYS:
-            if getattr(tok.tokens, k) != int(self.meta[f"get_{k}_id"]):
-                raise GuardError(f"tokenizer beside {self.path} disagrees with the model's {k} token id")
-        return tok
 
     def _check(self, n: int, start_pos: int) -> None:
         if start_pos < 0 or start_pos + n > self.max_seq_len:

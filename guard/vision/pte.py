@@ -12,8 +12,8 @@ from pathlib import Path
 import torch
 
 from guard.errors import GuardError
-from guard.export.metadata import MARKER, REQUIRED, TOKEN_KEYS
-from guard.export.runtime import _load_program, quiet_stderr, set_threads
+from guard.export.metadata import MARKER, REQUIRED
+from guard.export.runtime import _load_program, check_tokenizer, quiet_stderr, read_metadata, set_threads
 
 VISION_REQUIRED = REQUIRED + ("get_tile_size", "get_max_tiles", "get_image_token_id")
 
@@ -44,12 +44,7 @@ class VisionPteRunner:
         self.path = path
         program = _load_program(path)
         names = program.method_names
-        meta = {}
-        for key in VISION_REQUIRED:
-            if key not in names:
-                raise GuardError(f"{path} lacks metadata {key}; export it with guard.vision.export")
-            out = program.load_method(key).execute([])
-            meta[key] = list(out) if key == "get_output_ids" else out[0]
+        meta = read_metadata(program, path, VISION_REQUIRED, "export it with guard.vision.export")
         if meta[MARKER] != VISION_FORMAT:
             raise GuardError(f"{path} has format {meta[MARKER]!r}; this runtime reads {VISION_FORMAT!r}")
         if meta["get_prompt_format"] != FORMAT_VERSION:
@@ -58,10 +53,7 @@ class VisionPteRunner:
         if missing:
             raise GuardError(f"{path} lacks the {missing[0]} method; re-export it")
         self.meta = meta
-        self.tokenizer = tokenizer or Tokenizer.from_dir(path.parent)
-        for k in TOKEN_KEYS:
-            if getattr(self.tokenizer.tokens, k) != int(meta[f"get_{k}_id"]):
-                raise GuardError(f"tokenizer beside {path} disagrees with the model's {k} token id")
+        self.tokenizer = tokenizer or check_tokenizer(Tokenizer.from_dir(path.parent), meta, path)
         from guard.vision.tokenizer import image_id
 
         self.image_token = int(meta["get_image_token_id"])
