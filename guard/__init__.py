@@ -13,8 +13,11 @@ __all__ = ["load", "Guard", "Policy", "Verdict", "GuardError"]
 
 
 def load(model: str | None = None, pte: str | None = None, *, dtype: str = "fp32", policy=None,
-         threshold: float = 0.5, block_indeterminate: bool = True):
-    """Load a guard from a Hugging Face directory, an exported .pte, or (neither given) the default model."""
+         threshold: float = 0.5, block_indeterminate: bool = True, calibrated: bool = True):
+    """Load a guard from a Hugging Face directory, an exported .pte, or (neither given) the default model.
+
+    ``calibrated``: apply the model's calibration.json when it has one (guard.calibrate)."""
+    from guard.calibrate import load as load_calibration
     from guard.classifier import Guard
     from guard.runner import load_runner
 
@@ -24,7 +27,8 @@ def load(model: str | None = None, pte: str | None = None, *, dtype: str = "fp32
         kind, path, _ = default_model()
         model, pte = (None, str(path)) if kind == "pte" else (str(path), None)
     runner, tok = load_runner(model=model, pte=pte, dtype=dtype)
-    return Guard(runner, tok, policy, threshold=threshold, block_indeterminate=block_indeterminate)
+    return Guard(runner, tok, policy, threshold=threshold, block_indeterminate=block_indeterminate,
+                 calibration=load_calibration(model or pte) if calibrated else None)
 
 
 def __getattr__(name):  # lazy: `import guard` stays cheap for the CLI

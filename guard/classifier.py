@@ -36,10 +36,11 @@ class Guard:
     """
 
     def __init__(self, runner: Runner, tokenizer: Tokenizer, policy: Policy | None = None,
-                 threshold: float = 0.5, block_indeterminate: bool = True):
+                 threshold: float = 0.5, block_indeterminate: bool = True, calibration=None):
         if not 0.0 <= threshold <= 1.0:
             raise GuardError(f"threshold must be in [0, 1], got {threshold}")
         self.runner, self.tokenizer = runner, tokenizer
+        self.calibration = calibration  # guard.calibrate.Calibration, or None: the model's own softmax
         self.policy = policy or Policy()
         self.threshold, self.block_indeterminate = threshold, block_indeterminate
         t = tokenizer.tokens
@@ -97,8 +98,15 @@ class Guard:
         return verdict
 
     def _verdict(self, logits: torch.Tensor, pos: int) -> Verdict:
+        c = self._cols
+        ls, lu = float(logits[c["safe"]]), float(logits[c["unsafe"]])
+        score = self.calibration.p_unsafe(lu - ls) if self.calibration else p_unsafe(ls, lu)
+        v = self._decide(logits, pos, score)
+        v.margin = lu - ls
+        return v
+
+    def _decide(self, logits: torch.Tensor, pos: int, score: float) -> Verdict:
         t, c = self.tokenizer.tokens, self._cols
-        score = p_unsafe(float(logits[c["safe"]]), float(logits[c["unsafe"]]))
         top = int(torch.argmax(logits))
         if top not in (c["safe"], c["unsafe"]):
             token = self._token_of(top)

@@ -98,6 +98,10 @@ def to_markdown(report: dict) -> str:
     for label, key in rows:
         lines.append(f"| {label} | " + " | ".join(fmt(report["models"][m][key]) for m in names) + " |")
     lines.append("| latency mean ms | " + " | ".join(fmt((report["models"][m]["latency_ms"] or {}).get("mean")) for m in names) + " |")
+    cal = report.get("calibration", {})
+    if any(cal.values()):
+        lines.append("| p_unsafe calibration | " + " | ".join(
+            f"a={cal[m]['a']:.3f} b={cal[m]['b']:+.3f} (n={cal[m]['n']})" if cal.get(m) else "none" for m in names) + " |")
     lines += ["", "## Per category (unsafe recall / category recall)", "", "| category | n | " + " | ".join(names) + " |",
               "|---|---" + "|---" * len(names) + "|"]
     first = report["models"][names[0]]["per_category"]

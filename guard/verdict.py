@@ -20,7 +20,7 @@ class Hit:
 class Verdict:
     decision: str  # "safe" | "unsafe" | "indeterminate"
     categories: list[Hit]
-    p_unsafe: float  # softmax over the first verdict token's logits of "safe" and "unsafe"
+    p_unsafe: float  # softmax over the first verdict token's "safe"/"unsafe" logits, calibrated when the model has one
     blocked: bool  # unsafe, or indeterminate under the default blocking policy
     role: str = "User"  # "User" (prompt classification) or "Agent" (response classification)
     raw: str = ""  # generated text as decoded (after the forced leading newline)
@@ -28,6 +28,7 @@ class Verdict:
     prompt_tokens: int = 0
     latency_ms: float = 0.0
     timings: dict = field(default_factory=dict)
+    margin: float = 0.0  # raw log-odds logit(unsafe) - logit(safe), before calibration (guard.calibrate)
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -16,6 +16,7 @@ COMMANDS = {
     "export": ("export", "export a Hugging Face Llama Guard directory to an ExecuTorch model.pte (XNNPACK, optional INT4)"),
     "data": ("data", "build labelled train/dev/test JSONL from the public moderation datasets (docs/data.md)"),
     "eval": ("eval", "evaluate one or two models (dir or .pte) on labelled JSONL: P/R/F1/FPR/AUPRC, per category, agreement, latency"),
+    "calibrate": ("calibrate", "fit p_unsafe's scale (Platt) on labelled dev data; writes calibration.json beside the model"),
     "prune": ("prune", "remove decoder blocks and MLP neurons by measured importance (writes a new HF dir + prune_record.json)"),
     "distill": ("distill", "train a pruned student toward a teacher guard: KL over guard tokens + CE, optional QAT 8da4w, resumable"),
     "mini": ("mini", "build guard-mini, the default model, from its committed artefacts (models/guard-mini/)"),

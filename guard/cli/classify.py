@@ -16,12 +16,16 @@ def add_model_arguments(p):
     p.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="eager backend precision (default fp32)")
 
 
-def add_policy_arguments(p):
+def add_policy_arguments(p, scoring: bool = True):
     p.add_argument("--categories", metavar="SPEC", help="comma list of codes (S1,S10,S14) or a JSON file {code: description}; default S1-S13")
     p.add_argument("--exclude", metavar="CODES", help="comma list of codes to leave out, e.g. S6,S7")
     p.add_argument("--renumber", action="store_true", help="show kept categories as S1..Sn (llama-recipes style); verdicts keep stable codes")
+    if not scoring:
+        return
     p.add_argument("--threshold", type=float, default=0.5, help="p_unsafe at or above this is unsafe (default 0.5)")
     p.add_argument("--indeterminate", choices=["block", "pass"], default="block", help="how an unparseable verdict counts (default block)")
+    p.add_argument("--uncalibrated", action="store_true",
+                   help="score with the model's own softmax even when a calibration.json (guard calibrate) is beside the model")
 
 
 def add_arguments(p):
@@ -68,11 +72,19 @@ def make_guard(args):
         from guard.vision.classifier import VisionGuard
 
         runner, tok = load_vision_runner(model=model, pte=pte, dtype=args.dtype)
-        return VisionGuard(runner, tok, policy, threshold=args.threshold, block_indeterminate=args.indeterminate == "block")
+        return VisionGuard(runner, tok, policy, threshold=args.threshold, block_indeterminate=args.indeterminate == "block",
+                           calibration=calibration_from_args(args, model or pte))
     if getattr(args, "image", None):
         raise GuardError(f"--image needs a Llama Guard 3 Vision model; {model or pte} is text-only")
     runner, tok = load_runner(model=model, pte=pte, dtype=args.dtype)
-    return Guard(runner, tok, policy, threshold=args.threshold, block_indeterminate=args.indeterminate == "block")
+    return Guard(runner, tok, policy, threshold=args.threshold, block_indeterminate=args.indeterminate == "block",
+                 calibration=calibration_from_args(args, model or pte))
+
+
+def calibration_from_args(args, model_path):
+    from guard.calibrate import load
+
+    return None if args.uncalibrated else load(model_path)
 
 
 def _request(args):

@@ -16,6 +16,7 @@ def add_arguments(p):
 
 
 def run(args) -> int:
+    from guard.calibrate import load as load_calibration
     from guard.classifier import Guard
     from guard.cli.classify import human
     from guard.defaults import default_model
@@ -27,7 +28,10 @@ def run(args) -> int:
         kind, path, desc = default_model()
     print(f"model: {desc}\n  {path}")
     runner, tok = load_runner(**{kind: str(path)})
-    guard = Guard(runner, tok)
+    cal = load_calibration(path)
+    if cal:
+        print(f"  p_unsafe calibrated (a={cal.a:.3f}, b={cal.b:+.3f}, fitted on {cal.n} records)")
+    guard = Guard(runner, tok, calibration=cal)
     for prompt, response in SAMPLES:
         v = guard.classify(prompt, response)
         what = f"response to {prompt[:40]!r}: {response[:40]!r}" if response else f"prompt {prompt[:60]!r}"

@@ -19,11 +19,11 @@ def add_arguments(p) -> None:
 
 def _guard(path: str, args):
     from guard.classifier import Guard
-    from guard.cli.classify import policy_from_args
+    from guard.cli.classify import calibration_from_args, policy_from_args
     from guard.runner import load_runner
 
     runner, tok = load_runner(pte=path) if path.endswith(".pte") else load_runner(model=path)
-    return Guard(runner, tok, policy_from_args(args), threshold=args.threshold)
+    return Guard(runner, tok, policy_from_args(args), threshold=args.threshold, calibration=calibration_from_args(args, path))
 
 
 def run(args) -> int:
@@ -35,8 +35,12 @@ def run(args) -> int:
               "command": "guard eval " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["eval"] else sys.argv[1:])}
     preds = {}
     for path in [args.model] + ([args.compare] if args.compare else []):
-        preds[path] = predict(_guard(path, args), records, progress=sys.stderr.isatty())
+        guard = _guard(path, args)
+        preds[path] = predict(guard, records, progress=sys.stderr.isatty())
         report["models"][path] = metrics(records, preds[path])
+        cal = guard.calibration
+        report.setdefault("calibration", {})[path] = {"a": cal.a, "b": cal.b, "n": cal.n, "source": cal.source} if cal else None
+        del guard
     if args.compare:
         report["agreement"] = agreement(preds[args.model], preds[args.compare])
     write_report(report, args.out)

@@ -41,10 +41,11 @@ def with_image_part(messages) -> list:
 class VisionGuard(Guard):
     """A Guard over a vision runner (guard.vision.eager.EagerVisionRunner or guard.vision.pte.VisionPteRunner)."""
 
-    def __init__(self, runner, tokenizer, policy=None, threshold: float = 0.5, block_indeterminate: bool = True):
+    def __init__(self, runner, tokenizer, policy=None, threshold: float = 0.5, block_indeterminate: bool = True,
+                 calibration=None):
         if not hasattr(runner, "set_image"):
             raise GuardError(f"{runner.name} is a text-only model; an image needs a Llama Guard 3 Vision (mllama) model")
-        super().__init__(runner, tokenizer, policy, threshold, block_indeterminate)
+        super().__init__(runner, tokenizer, policy, threshold, block_indeterminate, calibration)
         self._image_key: str | None = None  # what the runner currently holds ("" = no image)
 
     def _set_image(self, image) -> dict:
