@@ -16,15 +16,16 @@ def mini_dir() -> Path:
 def default_model(build: bool = True) -> tuple[str, Path, str]:
     """-> (kind, path, description) with kind 'pte' or 'model'.
 
-    guard-mini's ``model.pte`` when it is built; otherwise it is built now from the committed artefacts (a few
-    minutes, once; scripts/setup.sh does it). Only when the artefacts or the SmolLM2 weights are not installed does
-    it fall back to a tiny random stand-in, and says so."""
-    mini = mini_dir()
-    if (mini / "model.pte").is_file():
-        return "pte", mini / "model.pte", "guard-mini (.pte, 8da4w)"
+    guard-mini's ``model.pte`` when it is built from the current artefacts; otherwise it is (re)built now from the
+    committed artefacts (a few minutes, once; scripts/setup.sh does it). Only when the artefacts or the SmolLM2
+    weights are not installed does it fall back to a tiny random stand-in, and says so."""
     from guard.errors import GuardError
-    from guard.mini import ARTEFACTS, gguf_path
+    from guard.mini import ARTEFACTS, gguf_path, is_current, sync_calibration
 
+    mini = mini_dir()
+    if is_current(mini, ARTEFACTS):
+        sync_calibration(mini, ARTEFACTS)
+        return "pte", mini / "model.pte", "guard-mini (.pte, 8da4w)"
     try:
         gguf_path()
         ready = (ARTEFACTS / "student_adapter.safetensors").is_file()
@@ -33,9 +34,12 @@ def default_model(build: bool = True) -> tuple[str, Path, str]:
     if ready and build:
         from guard.mini import build as build_mini
 
-        print(f"guard: building guard-mini from {ARTEFACTS} into {mini} (once, a few minutes)", file=sys.stderr)
+        why = "its artefacts changed" if (mini / "model.pte").is_file() else "once"
+        print(f"guard: building guard-mini from {ARTEFACTS} into {mini} ({why}, a few minutes)", file=sys.stderr)
         build_mini(mini)
         return "pte", mini / "model.pte", "guard-mini (.pte, 8da4w)"
+    if (mini / "model.pte").is_file():
+        return "pte", mini / "model.pte", "guard-mini (.pte, 8da4w) built from OLDER artefacts: run `guard mini build`"
     tiny = HOME / "tiny-random"
     if not (tiny / "config.json").is_file():
         from guard.testing import make_checkpoint

@@ -11,8 +11,10 @@ by the project's own recipe (models/guard-mini/train.py):
 4. export: 8da4w with the QAT group size, 4-bit embedding, output vocabulary pruned to the guard's tokens.
 
 What is committed (models/guard-mini/): ``recipe.json``, ``teacher_adapter.safetensors``, ``prune_record.json`` and
-``student_adapter.safetensors``, a few MB. ``build(out)`` replays them on the GGUF weights, bit for bit the model
-that was evaluated, and exports ``model.pte``: ``guard mini build`` (scripts/setup.sh runs it) takes a few minutes.
+``student_adapter.safetensors``, a few MB, and ``calibration.json`` (p_unsafe's scale, fitted on the dev split
+for the 8da4w .pte, guard.calibrate). ``build(out)`` replays them on the GGUF weights, bit for bit the model that was
+evaluated, and exports ``model.pte``: ``guard mini build`` (scripts/setup.sh runs it) takes a few minutes.
+``OUT/build.json`` records a digest of the weight artefacts, so a build from older ones is known to be stale.
 """
 
 from __future__ import annotations
@@ -122,9 +124,61 @@ def build_hf(out: str | Path, artefacts: str | Path = ARTEFACTS, stage: str = "m
     return save_atomic(model, tok, out, record, "guard_mini.json")
 
 
-def build(out: str | Path, artefacts: str | Path = ARTEFACTS, quant: bool = True) -> Path:
-    """guard-mini from the committed artefacts: OUT/hf (Hugging Face dir) and OUT/model.pte (8da4w, pruned vocab)."""
+MODEL_FILES = ("recipe.json", "teacher_adapter.safetensors", "prune_record.json", "student_adapter.safetensors")
+
+
+def artefact_digest(artefacts: str | Path = ARTEFACTS) -> str:
+    """sha256 over the artefacts that make the weights (name and content): what a build was made from."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in MODEL_FILES:
+        p = Path(artefacts) / name
+        if p.is_file():
+            h.update(name.encode() + b"\0" + p.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def sync_calibration(out: str | Path, artefacts: str | Path = ARTEFACTS) -> bool:
+    """Make OUT/calibration.json the artefacts' one (8da4w builds only: it was fitted on that .pte's scores);
+    -> True when it changed. Calibration is not part of the weights, so a new one needs no rebuild."""
     import shutil
+
+    from guard.calibrate import CALIBRATION_FILE
+
+    out, src = Path(out), Path(artefacts) / CALIBRATION_FILE
+    dst = out / CALIBRATION_FILE
+    try:
+        quant = json.loads((out / "build.json").read_text()).get("quant")
+    except (OSError, ValueError):
+        quant = None
+    want = src.read_bytes() if src.is_file() and quant == "8da4w" else None
+    have = dst.read_bytes() if dst.is_file() else None
+    if want == have:
+        return False
+    if want is None:
+        dst.unlink()
+    else:
+        shutil.copy(src, dst)
+    return True
+
+
+def is_current(out: str | Path, artefacts: str | Path = ARTEFACTS) -> bool:
+    """True when OUT/model.pte exists and was built from exactly these weight artefacts."""
+    out = Path(out)
+    try:
+        stamp = json.loads((out / "build.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return (out / "model.pte").is_file() and stamp.get("artefacts_sha256") == artefact_digest(artefacts)
+
+
+def build(out: str | Path, artefacts: str | Path = ARTEFACTS, quant: bool = True) -> Path:
+    """guard-mini from the committed artefacts: OUT/hf (Hugging Face dir) and OUT/model.pte (8da4w, pruned vocab),
+    with OUT/calibration.json (8da4w only: it was fitted on that .pte's scores) and OUT/build.json."""
+    import shutil
+
+    from guard.calibrate import CALIBRATION_FILE
 
     from guard.export import ExportConfig, export_model
     from guard.quantize import QuantConfig
@@ -136,5 +190,9 @@ def build(out: str | Path, artefacts: str | Path = ARTEFACTS, quant: bool = True
         shutil.rmtree(hf)
     build_hf(hf, artefacts)
     cfg = ExportConfig(quant=QuantConfig("8da4w" if quant else "none", group_size=recipe.group_size), prune_vocab=True)
+    (out / "build.json").unlink(missing_ok=True)
     export_model(hf, out, cfg)
+    (out / "build.json").write_text(json.dumps({"artefacts": str(Path(artefacts).resolve()), "quant": "8da4w" if quant else "none",
+                                                "artefacts_sha256": artefact_digest(artefacts)}, indent=2) + "\n")
+    sync_calibration(out, artefacts)
     return out / "model.pte"

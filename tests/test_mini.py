@@ -46,3 +46,30 @@ def test_guard_mini_decides_clear_cases(mini):
     assert reply.role == "Agent"
     assert runner.meta["get_quant_scheme"] == "8da4w"
     assert runner.meta["get_group_size"] == MiniRecipe.load(ARTEFACTS / "recipe.json").group_size
+
+
+def test_a_build_from_other_artefacts_is_stale(tmp_path):
+    """build.json pins the artefacts' digest: changed adapters or calibration mean `guard mini build` rebuilds."""
+    import shutil
+
+    from guard.mini import MODEL_FILES, artefact_digest, is_current, sync_calibration
+
+    art = tmp_path / "art"
+    art.mkdir()
+    for n in MODEL_FILES:
+        if (ARTEFACTS / n).is_file():
+            shutil.copy(ARTEFACTS / n, art / n)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "model.pte").write_bytes(b"stand-in")
+    assert not is_current(out, art)  # no build.json: built before stamps existed
+    (out / "build.json").write_text(json.dumps({"artefacts_sha256": artefact_digest(art), "quant": "8da4w"}))
+    assert is_current(out, art)
+    (art / "calibration.json").write_text('{"a": 2.0, "b": 0.0}\n')  # a new calibration: copied, no rebuild
+    assert is_current(out, art) and sync_calibration(out, art) and not sync_calibration(out, art)
+    assert (out / "calibration.json").read_text() == (art / "calibration.json").read_text()
+    (art / "calibration.json").unlink()
+    assert sync_calibration(out, art) and not (out / "calibration.json").exists()
+    with open(art / "student_adapter.safetensors", "ab") as f:  # new weights: stale
+        f.write(b"\0")
+    assert not is_current(out, art)

@@ -17,7 +17,7 @@ def run(args) -> int:
     from pathlib import Path
 
     from guard.defaults import mini_dir
-    from guard.mini import ARTEFACTS, build
+    from guard.mini import ARTEFACTS, build, is_current, sync_calibration
 
     out = Path(args.out) if args.out else mini_dir()
     if args.action == "path":
@@ -28,10 +28,14 @@ def run(args) -> int:
 
         print(build_hf(out / "teacher", args.artefacts or ARTEFACTS, stage="teacher"))
         return 0
-    if (out / "model.pte").is_file() and not args.force:
-        print(f"guard-mini already built: {out / 'model.pte'} (--force rebuilds)")
+    art = args.artefacts or ARTEFACTS
+    if is_current(out, art) and not args.force:
+        note = "; calibration.json updated" if sync_calibration(out, art) else ""
+        print(f"guard-mini already built from these artefacts: {out / 'model.pte'}{note} (--force rebuilds)")
         return 0
+    if (out / "model.pte").is_file() and not args.force:
+        print(f"guard-mini at {out} was built from other artefacts (or before build.json existed): rebuilding")
     t0 = time.time()
-    pte = build(out, args.artefacts or ARTEFACTS, quant=not args.no_quant)
+    pte = build(out, art, quant=not args.no_quant)
     print(f"guard-mini: {pte} ({pte.stat().st_size / 1e6:.1f} MB) and {out / 'hf'} built in {time.time() - t0:.0f} s")
     return 0

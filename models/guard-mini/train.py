@@ -5,7 +5,8 @@
 
 Stages (each resumable: rerun the same command after an interruption; finished stages are skipped):
 teacher (LoRA on SmolLM2 + adopted Llama 3 tokens) -> prune (blocks + MLP by measured importance on dev)
--> distil (LoRA + QAT 8da4w, KL to the teacher + CE) -> check that guard.mini.build reproduces the student.
+-> distil (LoRA + QAT 8da4w, KL to the teacher + CE) -> check that guard.mini.build reproduces the student
+-> calibrate (build the 8da4w .pte from the artefacts, fit p_unsafe's scale on dev records: guard.calibrate).
 Artefacts go to --artefacts (default: this folder).
 """
 
@@ -95,6 +96,28 @@ def check_rebuild(work: Path, art: Path) -> None:
         sys.exit("rebuild check FAILED: the artefacts do not reproduce the trained student")
 
 
+def calibrate_stage(recipe: MiniRecipe, data: Path, work: Path, art: Path) -> None:
+    """Fit calibration.json on the deployed artefact: the 8da4w .pte that `guard mini build` makes, under the default
+    S1-S13 policy, on dev records (the test split stays untouched)."""
+    from guard.calibrate import CALIBRATION_FILE, calibrate
+    from guard.classifier import Guard
+    from guard.mini import build, is_current
+    from guard.runner import load_runner
+
+    out = work / "mini"
+    if not is_current(out, art):
+        build(out, art)
+    digest = json.loads((out / "build.json").read_text())["artefacts_sha256"]
+    if (art / CALIBRATION_FILE).is_file() and digest in (art / CALIBRATION_FILE).read_text():
+        return print("calibrate: done")
+    runner, tok = load_runner(pte=str(out / "model.pte"))
+    dev = load_jsonl(data / "dev.jsonl")[recipe.calib:]  # the dev records pruning did not measure importance on
+    cal, report = calibrate(Guard(runner, tok), dev, source=f"dev records {recipe.calib}.. of {data / 'dev.jsonl'}, default "
+                            f"S1-S13 policy, guard-mini 8da4w .pte built from artefacts {digest}")
+    cal.save(art / CALIBRATION_FILE)
+    print(f"calibrate: a={cal.a:.4f} b={cal.b:+.4f}", json.dumps(report))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", required=True, type=Path)
@@ -115,6 +138,7 @@ def main() -> None:
     prune_stage(recipe, a.data, a.work, a.artefacts)
     distill_stage(recipe, a.data, a.work, a.artefacts)
     check_rebuild(a.work, a.artefacts)
+    calibrate_stage(recipe, a.data, a.work, a.artefacts)
     print(f"all stages done in {time.time() - t0:.0f} s")
 
 
