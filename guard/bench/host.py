@@ -42,13 +42,14 @@ def _load(model: str, dtype: str):
     return runner, tok, (time.perf_counter() - t0) * 1e3
 
 
-def _one(runner, tok, n_msg: int, load_ms: float, decode_tokens: int) -> dict:
-    """TTFT on an empty cache, decode speed after it, then a verdict with the policy head cached."""
+def _one(runner, tok, n_msg: int, load_ms: float, decode_tokens: int, calibration=None) -> dict:
+    """TTFT on an empty cache, decode speed after it, then a verdict with the policy head cached (scored as the
+    product scores it, with the model's calibration.json: an unsafe verdict also decodes its categories)."""
     import torch
 
     from guard.vision.bench import guard_for
 
-    guard, image = guard_for(runner, tok)  # a vision model gets a fixed 2x2-tile photo: image_encode_ms is recorded
+    guard, image = guard_for(runner, tok, calibration)  # a vision model gets a fixed 2x2-tile photo: image_encode_ms is recorded
     t0 = time.perf_counter()
     first = guard.classify(message(tok, n_msg), **image)
     ttft = first.timings["prefill_ms"]
@@ -77,12 +78,15 @@ def _one(runner, tok, n_msg: int, load_ms: float, decode_tokens: int) -> dict:
 
 def run_bench(model: str, cfg: BenchConfig | None = None, progress=None) -> dict:
     """Measure ``model`` (a .pte or a Hugging Face dir). Returns the stats document (see guard.bench.schema)."""
+    from guard.calibrate import load as load_calibration
+
     cfg = cfg or BenchConfig()
+    calibration = load_calibration(model)
     records = []
     for r in range(cfg.warmup + cfg.runs):
         runner, tok, load_ms = _load(model, cfg.dtype)
         for n in cfg.prompt_tokens:
-            rec = _one(runner, tok, n, load_ms, cfg.decode_tokens)
+            rec = _one(runner, tok, n, load_ms, cfg.decode_tokens, calibration)
             rec["run"], rec["warmup"] = r, r < cfg.warmup
             records.append(rec)
             if progress:

@@ -41,7 +41,8 @@ def markdown(docs: list[dict]) -> str:
                 f"{n}: load+preprocess {_num(s['image_load_ms']['median'])} ms, encode {_num(s['image_encode_ms']['median'])} ms"
                 for n, s in img) + ". TTFT excludes the image encode, which runs once per image."]
         out += ["", "Cells: median (p10–p90). TTFT is the full guard prompt on an empty cache; the verdict column is a "
-                "new message with the policy head already cached.", ""]
+                "new message with the policy head already cached, scored with the model's calibration.json if it has one (an unsafe "
+                "verdict also decodes its categories).", ""]
     return "\n".join(out)
 
 

@@ -20,12 +20,12 @@ def bench_image(width: int = 1600, height: int = 1200) -> Path:
     return path
 
 
-def guard_for(runner, tok):
+def guard_for(runner, tok, calibration=None):
     """(guard, classify kwargs): a VisionGuard with the bench image for a vision runner, else the text Guard."""
     from guard.classifier import Guard
 
     if not hasattr(runner, "set_image"):
-        return Guard(runner, tok), {}
+        return Guard(runner, tok, calibration=calibration), {}
     from guard.vision.classifier import VisionGuard
 
-    return VisionGuard(runner, tok), {"image": bench_image()}
+    return VisionGuard(runner, tok, calibration=calibration), {"image": bench_image()}
