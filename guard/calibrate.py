@@ -134,24 +134,16 @@ def calibrate(guard, records: list[dict], source: str = "", progress: bool = Fal
     """Fit a guard's calibration on labelled records ({"messages", "label"}); -> (calibration, before/after report).
 
     Fitted on the raw margin (``Verdict.margin``), so a calibration the guard already has does not matter."""
-    it = records
-    if progress:
-        from tqdm import tqdm
+    from guard.evaluate import metrics, predict
 
-        it = tqdm(records, desc="calibrate", unit="ex")
-    margins, labels = [], []
-    for r in it:
-        v = guard.classify(r["messages"])
-        margins.append(v.margin)
-        labels.append(r["label"] == "unsafe")
+    margins = [p["margin"] for p in predict(guard, records, progress=progress)]
+    labels = [r["label"] == "unsafe" for r in records]
     a, b = fit(margins, labels)
     cal = Calibration(a=a, b=b, n=len(records), source=source)
     report = {}
     for name, c in (("raw", Calibration()), ("calibrated", cal)):
         probs = [c.p_unsafe(m) for m in margins]
-        pred = [p >= 0.5 for p in probs]
-        tp = sum(p and y for p, y in zip(pred, labels))
-        prec, rec = tp / max(sum(pred), 1), tp / max(sum(labels), 1)
+        m = metrics(records, [{"unsafe": p >= 0.5, "p_unsafe": p} for p in probs])
         report[name] = {"log_loss": log_loss(probs, labels), "ece": ece(probs, labels),
-                        "f1_at_0.5": 2 * prec * rec / max(prec + rec, 1e-12), "precision": prec, "recall": rec}
+                        "f1_at_0.5": m["f1"], "precision": m["precision"], "recall": m["recall"]}
     return cal, report

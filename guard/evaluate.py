@@ -76,7 +76,7 @@ def predict(guard, records: list[dict], progress: bool = False) -> list[dict]:
     for r in it:
         t0 = time.perf_counter()
         v = guard.classify(r["messages"])
-        out.append({"unsafe": v.blocked, "decision": v.decision, "p_unsafe": v.p_unsafe,
+        out.append({"unsafe": v.blocked, "decision": v.decision, "p_unsafe": v.p_unsafe, "margin": v.margin,
                     "categories": [h.code for h in v.categories], "latency_ms": (time.perf_counter() - t0) * 1e3})
     return out
 

@@ -178,8 +178,6 @@ def build(out: str | Path, artefacts: str | Path = ARTEFACTS, quant: bool = True
     with OUT/calibration.json (8da4w only: it was fitted on that .pte's scores) and OUT/build.json."""
     import shutil
 
-    from guard.calibrate import CALIBRATION_FILE
-
     from guard.export import ExportConfig, export_model
     from guard.quantize import QuantConfig
 
