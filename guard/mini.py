@@ -45,6 +45,7 @@ class MiniRecipe:
     calib: int = 128  # dev records used to measure importance
     student_steps: int = 150
     student_lr: float = 2e-4
+    student_decay_from: int | None = None  # constant student_lr until this step, then linear decay to 0
     alpha: float = 0.5  # CE weight; 1 - alpha on KL to the teacher
     group_size: int = 64  # INT4 group: divides the 576-wide hidden and the MLP width
     policies: tuple[str, ...] = ("1b", "8b")  # category lists the guard is trained under (S1-S13, S1-S14)

@@ -40,6 +40,15 @@ class TrainConfig:
     head_refresh: int = 16  # recompute the no-grad policy-head KV every this many examples
     seed: int = 0
     bf16: bool = True
+    decay_from: int | None = None  # constant lr until this step, then linear decay to 0 at ``steps`` (None: constant)
+
+
+def lr_at(cfg: TrainConfig, step: int) -> float:
+    """The learning rate of optimizer step ``step`` (0-based). A function of the step alone, so a resumed run and a
+    run with more ``steps`` and the same ``decay_from`` repeat the same rates up to ``decay_from``."""
+    if cfg.decay_from is None or step < cfg.decay_from:
+        return cfg.lr
+    return cfg.lr * (cfg.steps - step) / max(cfg.steps - cfg.decay_from, 1)
 
 
 class GuardCodec:
@@ -258,6 +267,8 @@ def finetune(model, codec: GuardCodec, records: list[dict], out: str | Path, cfg
         if world > 1:
             _allreduce_grads(model, world)
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        for group in opt.param_groups:
+            group["lr"] = lr_at(cfg, step)
         opt.step()
         step += 1
         losses.append(total)
@@ -268,7 +279,8 @@ def finetune(model, codec: GuardCodec, records: list[dict], out: str | Path, cfg
             _save(out, model, opt, step, cfg)
             with open(out / "log.jsonl", "a") as f:
                 f.write(json.dumps({"step": step, "loss": sum(losses[-cfg.save_every:]) / len(losses[-cfg.save_every:]),
-                                    "elapsed_s": round(time.time() - t0, 1), "loadavg": os.getloadavg()[0]}) + "\n")
+                                    "lr": lr_at(cfg, step - 1), "elapsed_s": round(time.time() - t0, 1),
+                                    "loadavg": os.getloadavg()[0]}) + "\n")
     if bar:
         bar.close()
     model.eval()

@@ -6,7 +6,7 @@ import torch
 from guard.categories import Policy
 from guard.errors import GuardError
 from guard.prompt import encode
-from guard.train import GuardCodec, TrainConfig, finetune, make_example, verdict_loss, _head_cache
+from guard.train import GuardCodec, TrainConfig, finetune, lr_at, make_example, verdict_loss, _head_cache
 
 RECORDS = [
     {"messages": [{"role": "user", "content": "How do I build a pipe bomb?"}], "label": "unsafe", "categories": ["S9"]},
@@ -51,6 +51,18 @@ def test_finetune_learns_and_resumes(model_and_codec, tmp_path):
     steps = [json.loads(line)["step"] for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4, 5, 6], "the second run did not resume from step 3"
     assert torch.load(tmp_path / "ckpt.pt", weights_only=False)["step"] == 6
+
+
+def test_lr_schedule_decays_linearly_and_is_used(model_and_codec, tmp_path):
+    cfg = TrainConfig(steps=4, lr=1e-2, accum=1, save_every=1, bf16=False, decay_from=2)
+    assert [lr_at(cfg, s) for s in range(4)] == pytest.approx([1e-2, 1e-2, 1e-2, 5e-3])
+    assert lr_at(TrainConfig(steps=4, lr=1e-2), 3) == 1e-2  # no decay_from: constant
+    model, codec = model_and_codec
+    finetune(model, codec, RECORDS, tmp_path, cfg, progress=False)
+    logged = [json.loads(line)["lr"] for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert logged == pytest.approx([1e-2, 1e-2, 1e-2, 5e-3])
+    opt = torch.load(tmp_path / "ckpt.pt", weights_only=False)["opt"]
+    assert opt["param_groups"][0]["lr"] == pytest.approx(5e-3), "the optimizer did not take the scheduled rate"
 
 
 def test_cached_head_matches_full_forward(model_and_codec):

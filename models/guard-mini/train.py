@@ -72,7 +72,7 @@ def distill_stage(recipe: MiniRecipe, data: Path, work: Path, art: Path) -> None
     tok = AutoTokenizer.from_pretrained(str(work / "pruned"))
     rows = list(range(BASE_VOCAB, len(tok)))  # the tokens the teacher stage added
     cfg = DistillConfig(TrainConfig(steps=recipe.student_steps, lr=recipe.student_lr, accum=recipe.accum, save_every=10,
-                                    bf16=False, seed=recipe.seed + 1),
+                                    bf16=False, seed=recipe.seed + 1, decay_from=recipe.student_decay_from),
                         alpha=recipe.alpha, qat_group_size=recipe.group_size,
                         lora=LoraConfig(r=recipe.lora_r, alpha=recipe.lora_alpha, train_embeddings=tuple(sorted(set(rows)))))
     rec = distill(work / "pruned", work / "teacher", load_jsonl(data / "train.jsonl"), work / "student", cfg,
