@@ -120,3 +120,15 @@ def test_distill_missing_or_pickle_model_dirs(tiny_model_dir, tmp_path, capsys, 
                      str(tmp_path / "out"), "--steps", "1", "--no-bf16"]) == EXIT_ERROR
         assert msg in one_error_line(capsys)
         assert not (tmp_path / "out").exists() and not (tmp_path / "out.work").exists()
+
+
+@pytest.mark.parametrize("decay", ["5", "-1"])
+def test_distill_decay_from_out_of_range(tiny_model_dir, tmp_path, capsys, decay):
+    """--decay-from must fall inside the run (else the schedule is a silent no-op or a negative rate)."""
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps({"messages": [{"role": "user", "content": "x"}], "label": "safe", "categories": [],
+                                "split": "train"}) + "\n")
+    assert main(["distill", str(tiny_model_dir), "--data", str(data), "--out", str(tmp_path / "out"), "--steps", "5",
+                 "--decay-from", decay, "--no-bf16"]) == EXIT_ERROR
+    assert "--decay-from" in one_error_line(capsys)
+    assert not (tmp_path / "out").exists()

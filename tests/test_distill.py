@@ -25,9 +25,10 @@ def test_prune_then_distill_with_qat_loads_and_runs(tiny_model_dir, tmp_path, da
 
     assert main(["prune", str(tiny_model_dir), "--out", str(tmp_path / "p"), "--blocks", "1"]) == 0
     assert main(["distill", str(tmp_path / "p"), "--teacher", str(tiny_model_dir), "--data", str(data), "--out",
-                 str(tmp_path / "s"), "--steps", "2", "--accum", "1", "--qat", "32", "--no-bf16"]) == 0
+                 str(tmp_path / "s"), "--steps", "2", "--accum", "1", "--qat", "32", "--decay-from", "1", "--no-bf16"]) == 0
     rec = json.loads((tmp_path / "s" / "distill_record.json").read_text())
     assert rec["summary"]["steps"] == 2 and rec["qat"]["group_size"] == 32
+    assert rec["config"]["train"]["decay_from"] == 1  # the CLI's schedule reached the trainer
     runner, tok = load_runner(model=str(tmp_path / "s"))
     assert Guard(runner, tok).classify("hello").decision in ("safe", "unsafe", "indeterminate")
 

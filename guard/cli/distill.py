@@ -14,6 +14,8 @@ def add_arguments(p) -> None:
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--lr", type=float, default=3e-5)
     p.add_argument("--accum", type=int, default=4)
+    p.add_argument("--decay-from", type=int, default=None, metavar="STEP",
+                   help="keep --lr until STEP, then decay it linearly to 0 at --steps (default: constant)")
     p.add_argument("--alpha", type=float, default=0.5, help="CE weight (1 - alpha on KL)")
     p.add_argument("--qat", type=int, default=None, metavar="GROUP", help="QAT 8da4w with this weight group size")
     p.add_argument("--lora", type=int, default=None, metavar="R", help="train rank-R LoRA adapters instead of all weights (saved as adapter.safetensors)")
@@ -28,8 +30,13 @@ def run(args) -> int:
     from guard.lora import LoraConfig
     from guard.train import CHATML, TrainConfig
 
+    from guard.errors import GuardError
+
+    if args.decay_from is not None and not 0 <= args.decay_from < args.steps:
+        raise GuardError(f"--decay-from {args.decay_from} out of range: choose 0..{args.steps - 1} (below --steps)")
     records = load_jsonl(args.data, None if args.split == "all" else args.split)
-    cfg = DistillConfig(TrainConfig(steps=args.steps, lr=args.lr, accum=args.accum, bf16=not args.no_bf16),
+    cfg = DistillConfig(TrainConfig(steps=args.steps, lr=args.lr, accum=args.accum, bf16=not args.no_bf16,
+                                    decay_from=args.decay_from),
                         alpha=args.alpha if args.teacher else 1.0, qat_group_size=args.qat,
                         lora=LoraConfig(r=args.lora, alpha=args.lora_alpha or 2.0 * args.lora) if args.lora else None)
     rec = distill(args.student, args.teacher, records, args.out, cfg, CHATML if args.chatml else None)
