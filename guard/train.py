@@ -42,6 +42,10 @@ class TrainConfig:
     bf16: bool = True
     decay_from: int | None = None  # constant lr until this step, then linear decay to 0 at ``steps`` (None: constant)
 
+    def __post_init__(self):
+        if self.decay_from is not None and not 0 <= self.decay_from < self.steps:
+            raise GuardError(f"--decay-from {self.decay_from} out of range: choose 0..{self.steps - 1} (below --steps)")
+
 
 def lr_at(cfg: TrainConfig, step: int) -> float:
     """The learning rate of optimizer step ``step`` (0-based). A function of the step alone, so a resumed run and a

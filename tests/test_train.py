@@ -57,6 +57,9 @@ def test_lr_schedule_decays_linearly_and_is_used(model_and_codec, tmp_path):
     cfg = TrainConfig(steps=4, lr=1e-2, accum=1, save_every=1, bf16=False, decay_from=2)
     assert [lr_at(cfg, s) for s in range(4)] == pytest.approx([1e-2, 1e-2, 1e-2, 5e-3])
     assert lr_at(TrainConfig(steps=4, lr=1e-2), 3) == 1e-2  # no decay_from: constant
+    for bad in (4, -1):  # outside the run: a silent no-op or a rate above lr, refused by the config itself
+        with pytest.raises(GuardError, match="decay-from"):
+            TrainConfig(steps=4, decay_from=bad)
     model, codec = model_and_codec
     finetune(model, codec, RECORDS, tmp_path, cfg, progress=False)
     logged = [json.loads(line)["lr"] for line in (tmp_path / "log.jsonl").read_text().splitlines()]

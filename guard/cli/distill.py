@@ -30,10 +30,6 @@ def run(args) -> int:
     from guard.lora import LoraConfig
     from guard.train import CHATML, TrainConfig
 
-    from guard.errors import GuardError
-
-    if args.decay_from is not None and not 0 <= args.decay_from < args.steps:
-        raise GuardError(f"--decay-from {args.decay_from} out of range: choose 0..{args.steps - 1} (below --steps)")
     records = load_jsonl(args.data, None if args.split == "all" else args.split)
     cfg = DistillConfig(TrainConfig(steps=args.steps, lr=args.lr, accum=args.accum, bf16=not args.no_bf16,
                                     decay_from=args.decay_from),
