@@ -7,6 +7,10 @@
 - merged, used when the base linear is a torchao ``FakeQuantizedLinear`` (QAT): ``linear(fq_act(x), fq_w(W + scale * B @ A))``,
   so the INT4 fake quantization sees the same merged weight that ``merge_lora`` and the exporter will quantize.
 
+In the merged form, ``shared_weights(model)`` computes ``fq_w(W + scale * B @ A)`` once per optimizer step instead of
+once per example: the adapters do not change between the examples a step accumulates, and the weight fake
+quantization dominated QAT's cost (a few seconds per example for guard-mini on this CPU).
+
 ``merge_lora`` folds the adapters into plain ``nn.Linear`` weights; ``lora_state_dict`` / ``load_lora`` save and
 restore the adapters alone (a few MB), which is how guard-mini is shipped.
 """
@@ -14,6 +18,7 @@ restore the adapters alone (a few MB), which is how guard-mini is shipped.
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -45,6 +50,7 @@ class LoRALinear(nn.Module):
         self.lora_A = nn.Parameter(torch.empty(r, base.in_features))
         self.lora_B = nn.Parameter(torch.zeros(base.out_features, r))
         nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
+        self.shared: torch.Tensor | None = None  # set by shared_weights: this step's fake-quantized merged weight
         for p in base.parameters():
             p.requires_grad_(False)
 
@@ -59,15 +65,47 @@ class LoRALinear(nn.Module):
     def delta(self) -> torch.Tensor:
         return self.scale * (self.lora_B @ self.lora_A)
 
+    @property
+    def merged_form(self) -> bool:
+        return getattr(self.base, "weight_fake_quantizer", None) is not None
+
+    def merged_weight(self) -> torch.Tensor:
+        """fq_w(W + scale * B @ A): the weight the merged (QAT) form multiplies by."""
+        return self.base.weight_fake_quantizer(self.base.weight + self.delta())
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         base = self.base
-        wq = getattr(base, "weight_fake_quantizer", None)
-        if wq is None:  # plain form: no weight gradient for the frozen base
+        if not self.merged_form:  # plain form: no weight gradient for the frozen base
             return base(x) + self.scale * F.linear(F.linear(x, self.lora_A.to(x.dtype)), self.lora_B.to(x.dtype))
         aq = getattr(base, "activation_fake_quantizer", None)
         if aq is not None:
             x = aq(x)
-        return F.linear(x, wq(base.weight + self.delta()), base.bias)
+        return F.linear(x, self.merged_weight() if self.shared is None else self.shared, base.bias)
+
+
+@contextmanager
+def shared_weights(model: nn.Module):
+    """One optimizer step's worth of forwards and backwards with each merged-form weight computed once.
+
+    On entry ``fq_w(W + scale * B @ A)`` is computed for every merged-form LoRALinear and handed to the forwards as
+    a detached leaf, so the examples accumulate the gradient of that weight. On a normal exit that gradient is
+    backpropagated once through the fake quantizer and the merge into A and B. The gradients equal those of the
+    per-example form (a sum, up to float rounding order) because both backward maps are linear in the incoming
+    gradient. A no-op for models without merged-form adapters."""
+    mods = [m for m in model.modules() if isinstance(m, LoRALinear) and m.merged_form]
+    graphs = []
+    for m in mods:
+        w = m.merged_weight()
+        m.shared = w.detach().requires_grad_(w.requires_grad)
+        graphs.append((w, m.shared))
+    try:
+        yield
+    finally:
+        for m in mods:
+            m.shared = None
+    pairs = [(w, leaf.grad) for w, leaf in graphs if w.requires_grad and leaf.grad is not None]
+    if pairs:
+        torch.autograd.backward([w for w, _ in pairs], [g for _, g in pairs])
 
 
 def _parent(model: nn.Module, name: str) -> tuple[nn.Module, str]:

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from guard.categories import Policy
 from guard.errors import GuardError
+from guard.lora import shared_weights
 from guard.prompt import END_HEADER, EOT, START_HEADER, _body_plain, conversation, head_text, role_of
 from guard.tokenizer import BOS
 
@@ -251,23 +252,24 @@ def finetune(model, codec: GuardCodec, records: list[dict], out: str | Path, cfg
     while step < cfg.steps:
         opt.zero_grad(set_to_none=True)
         total = 0.0
-        for a in range(cfg.accum):
-            i = order[((step * cfg.accum + a) * world + rank) % len(order)]
-            pol = policies[random.Random(cfg.seed * 1_000_003 + i).randrange(len(policies))]
-            head, body, target = make_example(codec, records[i], pol)
-            key = tuple(head)
-            if key not in caches or (step * cfg.accum + a) % cfg.head_refresh == 0:
-                caches[key] = _head_cache(model, head)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
-                loss, logits = verdict_loss(model, copy.deepcopy(caches[key]), body, target, len(head))
-            if teacher is not None:
-                if key not in t_caches:
-                    t_caches[key] = _head_cache(teacher, head)  # the teacher is frozen: its head KV never changes
-                with torch.no_grad():
-                    _, t_logits = verdict_loss(teacher, copy.deepcopy(t_caches[key]), body, target, len(head))
-                loss = alpha * loss + (1 - alpha) * kl_columns(logits, t_logits, kl_ids)
-            (loss / cfg.accum).backward()
-            total += loss.item() / cfg.accum
+        with shared_weights(model):  # QAT adapters: fake-quantize each merged weight once per step, not per example
+            for a in range(cfg.accum):
+                i = order[((step * cfg.accum + a) * world + rank) % len(order)]
+                pol = policies[random.Random(cfg.seed * 1_000_003 + i).randrange(len(policies))]
+                head, body, target = make_example(codec, records[i], pol)
+                key = tuple(head)
+                if key not in caches or (step * cfg.accum + a) % cfg.head_refresh == 0:
+                    caches[key] = _head_cache(model, head)
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+                    loss, logits = verdict_loss(model, copy.deepcopy(caches[key]), body, target, len(head))
+                if teacher is not None:
+                    if key not in t_caches:
+                        t_caches[key] = _head_cache(teacher, head)  # the teacher is frozen: its head KV never changes
+                    with torch.no_grad():
+                        _, t_logits = verdict_loss(teacher, copy.deepcopy(t_caches[key]), body, target, len(head))
+                    loss = alpha * loss + (1 - alpha) * kl_columns(logits, t_logits, kl_ids)
+                (loss / cfg.accum).backward()
+                total += loss.item() / cfg.accum
         if world > 1:
             _allreduce_grads(model, world)
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from guard.lora import LoraConfig, LoRALinear, add_lora, load_lora, lora_state_dict, merge_lora
+from guard.lora import LoraConfig, LoRALinear, add_lora, load_lora, lora_state_dict, merge_lora, shared_weights
 
 IDS = torch.tensor([[1, 50, 700, 9000, 31]])
 
@@ -52,6 +52,49 @@ def test_qat_lora_fake_quant_matches_converted_8da4w(tiny_model_dir):
     with torch.no_grad():
         real = m(input_ids=IDS).logits
     assert torch.allclose(fake, real, atol=1e-4), (fake - real).abs().max()
+
+
+def _qat_grads(tiny_model_dir, shared: bool):
+    from guard.distill import qat_prepare
+
+    m = qat_prepare(_tiny(tiny_model_dir), 32)
+    torch.manual_seed(0)  # the same A init in both runs
+    add_lora(m, LoraConfig(r=4, alpha=8))
+    _randomise(m)
+    calls = []
+    for x in m.modules():
+        if isinstance(x, LoRALinear):
+            x.base.weight_fake_quantizer.register_forward_hook(lambda *a: calls.append(1))
+    batches = [IDS, IDS[:, :3], torch.tensor([[7, 8, 9, 10, 11, 12]])]
+    if shared:
+        with shared_weights(m):
+            for ids in batches:
+                m(input_ids=ids).logits.square().mean().backward()
+    else:
+        for ids in batches:
+            m(input_ids=ids).logits.square().mean().backward()
+    grads = {n: p.grad.clone() for n, p in m.named_parameters() if p.requires_grad}
+    return grads, len(calls), sum(isinstance(x, LoRALinear) for x in m.modules())
+
+
+def test_shared_weights_give_the_per_example_gradients_with_one_fake_quant_per_step(tiny_model_dir):
+    """QAT's weight fake quantization runs once per layer per optimizer step under shared_weights, not once per
+    forward, and A and B get the same accumulated gradients as without it."""
+    ref, n_ref, layers = _qat_grads(tiny_model_dir, shared=False)
+    got, n_got, _ = _qat_grads(tiny_model_dir, shared=True)
+    assert n_ref == 3 * layers and n_got == layers
+    assert ref.keys() == got.keys() and any(g.abs().sum() > 0 for g in ref.values())
+    for n in ref:
+        assert torch.allclose(ref[n], got[n], rtol=1e-4, atol=1e-6), (n, (ref[n] - got[n]).abs().max())
+
+
+def test_shared_weights_is_a_no_op_without_qat(tiny_model_dir):
+    m = add_lora(_tiny(tiny_model_dir), LoraConfig(r=4, alpha=8))
+    _randomise(m)
+    with shared_weights(m):
+        assert all(x.shared is None for x in m.modules() if isinstance(x, LoRALinear))
+        m(input_ids=IDS).logits.sum().backward()
+    assert all(p.grad is not None for n, p in m.named_parameters() if "lora_" in n)
 
 
 def test_adapter_roundtrip_and_trainable_embedding_rows(tiny_model_dir):
