@@ -39,6 +39,7 @@ class MiniRecipe:
     lora_alpha: float = 16.0
     teacher_steps: int = 300
     teacher_lr: float = 2e-4
+    teacher_decay_from: int | None = None  # constant teacher_lr until this step, then linear decay to 0
     accum: int = 8
     drop_blocks: int = 4
     mlp_width: int = 1280

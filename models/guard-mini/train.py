@@ -7,7 +7,8 @@ Stages (each resumable: rerun the same command after an interruption; finished s
 teacher (LoRA on SmolLM2 + adopted Llama 3 tokens) -> prune (blocks + MLP by measured importance on dev)
 -> distil (LoRA + QAT 8da4w, KL to the teacher + CE) -> check that guard.mini.build reproduces the student
 -> calibrate (build the 8da4w .pte from the artefacts, fit p_unsafe's scale on dev records: guard.calibrate).
-Artefacts go to --artefacts (default: this folder).
+Artefacts go to --artefacts (default: this folder). --until STAGE stops after that stage (e.g. --until teacher, to
+measure a longer-trained teacher on dev before pruning from it).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def teacher(recipe: MiniRecipe, data: Path, work: Path, art: Path) -> None:
     lora = LoraConfig(r=recipe.lora_r, alpha=recipe.lora_alpha, train_embeddings=tuple(rows))
     add_lora(model, lora)
     cfg = TrainConfig(steps=recipe.teacher_steps, lr=recipe.teacher_lr, accum=recipe.accum, save_every=10, bf16=False,
-                      seed=recipe.seed)
+                      seed=recipe.seed, decay_from=recipe.teacher_decay_from)
     summary = finetune(model, GuardCodec(tok), load_jsonl(data / "train.jsonl"), work / "teacher.ckpt", cfg,
                        policy=policies(recipe.policies))
     save_adapter(lora_state_dict(model, rows), art / "teacher_adapter.safetensors")
@@ -81,7 +82,7 @@ def distill_stage(recipe: MiniRecipe, data: Path, work: Path, art: Path) -> None
     print("distil:", rec["summary"])
 
 
-def check_rebuild(work: Path, art: Path) -> None:
+def check_rebuild(recipe: MiniRecipe, data: Path, work: Path, art: Path) -> None:
     """guard.mini.build_hf from the artefacts alone must give the trained student's weights exactly."""
     from safetensors.torch import load_file
 
@@ -118,6 +119,11 @@ def calibrate_stage(recipe: MiniRecipe, data: Path, work: Path, art: Path) -> No
     print(f"calibrate: a={cal.a:.4f} b={cal.b:+.4f}", json.dumps(report))
 
 
+STAGE_FNS = {"teacher": teacher, "prune": prune_stage, "distil": distill_stage, "check": check_rebuild,
+             "calibrate": calibrate_stage}
+STAGES = tuple(STAGE_FNS)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", required=True, type=Path)
@@ -125,6 +131,7 @@ def main() -> None:
     ap.add_argument("--artefacts", type=Path, default=ARTEFACTS)
     ap.add_argument("--recipe", type=Path, help="recipe JSON (default: ARTEFACTS/recipe.json, else the built-in recipe)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--until", choices=STAGES, default=STAGES[-1], help="stop after this stage (default: run them all)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
@@ -134,12 +141,9 @@ def main() -> None:
     recipe = MiniRecipe.load(src) if src.is_file() else MiniRecipe()
     recipe.save(a.artefacts / "recipe.json")
     t0 = time.time()
-    teacher(recipe, a.data, a.work, a.artefacts)
-    prune_stage(recipe, a.data, a.work, a.artefacts)
-    distill_stage(recipe, a.data, a.work, a.artefacts)
-    check_rebuild(a.work, a.artefacts)
-    calibrate_stage(recipe, a.data, a.work, a.artefacts)
-    print(f"all stages done in {time.time() - t0:.0f} s")
+    for name in STAGES[: STAGES.index(a.until) + 1]:
+        STAGE_FNS[name](recipe, a.data, a.work, a.artefacts)
+    print(f"stages up to {a.until} done in {time.time() - t0:.0f} s")
 
 
 if __name__ == "__main__":
