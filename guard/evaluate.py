@@ -54,8 +54,26 @@ def metrics(records: list[dict], preds: list[dict]) -> dict:
         "f1": 2 * prec * rec / (prec + rec) if prec + rec else 0.0, "fpr": fp / max(neg, 1),
         "fpr_adjacent": sum(adj) / len(adj) if adj else None, "n_adjacent": len(adj),
         "auprc": auprc(y, [p["p_unsafe"] for p in preds]), "per_category": per_cat,
+        "per_source": per_source(records, yhat),
         "latency_ms": {"mean": statistics.mean(lat), "p50": statistics.median(lat), "max": max(lat)} if lat else None,
     }
+
+
+def per_source(records: list[dict], yhat: list[bool]) -> dict:
+    """By each record's ``source``: how many safe and unsafe records, the share of safe ones flagged (FPR) and of
+    unsafe ones caught (recall). Shows which dataset the false positives come from."""
+    out: dict = {}
+    for r, flagged in zip(records, yhat):
+        d = out.setdefault(r.get("source") or "(none)", {"n_safe": 0, "fp": 0, "n_unsafe": 0, "tp": 0})
+        if r["label"] == "unsafe":
+            d["n_unsafe"] += 1
+            d["tp"] += flagged
+        else:
+            d["n_safe"] += 1
+            d["fp"] += flagged
+    return {k: {"n_safe": d["n_safe"], "fpr": d["fp"] / d["n_safe"] if d["n_safe"] else None,
+                "n_unsafe": d["n_unsafe"], "recall": d["tp"] / d["n_unsafe"] if d["n_unsafe"] else None}
+            for k, d in sorted(out.items())}
 
 
 def agreement(a: list[dict], b: list[dict]) -> dict:
@@ -109,6 +127,14 @@ def to_markdown(report: dict) -> str:
         cells = [f"{report['models'][m]['per_category'][c]['recall']:.3f} / {report['models'][m]['per_category'][c]['category_recall']:.3f}"
                  for m in names]
         lines.append(f"| {c} | {v['n']} | " + " | ".join(cells) + " |")
+    sources = report["models"][names[0]].get("per_source") or {}
+    if sources:
+        lines += ["", "## Per source (safe records flagged: FPR / unsafe records caught: recall)", "",
+                  "| source | safe n | unsafe n | " + " | ".join(names) + " |", "|---|---|---" + "|---" * len(names) + "|"]
+        for k, v in sources.items():
+            cells = [f"{fmt(report['models'][m]['per_source'][k]['fpr'])} / {fmt(report['models'][m]['per_source'][k]['recall'])}"
+                     for m in names]
+            lines.append(f"| {k} | {v['n_safe']} | {v['n_unsafe']} | " + " | ".join(cells) + " |")
     if "agreement" in report:
         a = report["agreement"]
         lines += ["", f"Agreement: verdict {a['verdict_agreement']:.3f}, categories {a['category_agreement']:.3f}, "

@@ -5,10 +5,10 @@ import pytest
 from guard.evaluate import agreement, auprc, metrics
 
 RECS = [
-    {"label": "unsafe", "categories": ["S1"], "adjacent": False},
-    {"label": "unsafe", "categories": ["S10"], "adjacent": False},
-    {"label": "safe", "categories": [], "adjacent": True},
-    {"label": "safe", "categories": [], "adjacent": False},
+    {"label": "unsafe", "categories": ["S1"], "adjacent": False, "source": "a"},
+    {"label": "unsafe", "categories": ["S10"], "adjacent": False, "source": "b"},
+    {"label": "safe", "categories": [], "adjacent": True, "source": "b"},
+    {"label": "safe", "categories": [], "adjacent": False, "source": "b"},
 ]
 
 
@@ -23,6 +23,8 @@ def test_metrics_by_hand():
     assert m["fpr"] == 0.5 and m["fpr_adjacent"] == 1.0 and m["n_adjacent"] == 1
     assert m["per_category"]["S1"] == {"n": 1, "recall": 1.0, "category_recall": 1.0}
     assert m["per_category"]["S10"]["recall"] == 0.0
+    assert m["per_source"] == {"a": {"n_safe": 0, "fpr": None, "n_unsafe": 1, "recall": 1.0},
+                               "b": {"n_safe": 2, "fpr": 0.5, "n_unsafe": 1, "recall": 0.0}}
     # ranking 0.9(+) 0.6(-) 0.4(+) 0.1(-): AP = (1/1 + 2/3) / 2
     assert m["auprc"] == pytest.approx((1 + 2 / 3) / 2)
     assert auprc([True, False], [0.2, 0.8]) == pytest.approx(0.5)
@@ -44,13 +46,16 @@ def test_cli_eval_compare_and_bad_input(tiny_model_dir, tmp_path):
     from guard.cli import main
 
     data = tmp_path / "d.jsonl"
-    _write(data, [{"messages": [{"role": "user", "content": "hello there"}], "label": "safe", "categories": []},
-                  {"messages": [{"role": "user", "content": "how to hurt"}], "label": "unsafe", "categories": ["S1"]}])
+    _write(data, [{"messages": [{"role": "user", "content": "hello there"}], "label": "safe", "categories": [],
+                   "source": "demo"},
+                  {"messages": [{"role": "user", "content": "how to hurt"}], "label": "unsafe", "categories": ["S1"],
+                   "source": "demo"}])
     out = tmp_path / "r" / "eval"
     assert main(["eval", str(tiny_model_dir), "--data", str(data), "--compare", str(tiny_model_dir), "--out", str(out)]) == 0
     rep = json.loads(out.with_suffix(".json").read_text())
     assert rep["n"] == 2 and rep["agreement"]["verdict_agreement"] == 1.0
-    assert "| F1 |" in out.with_suffix(".md").read_text()
+    md = out.with_suffix(".md").read_text()
+    assert "| F1 |" in md and "| demo | 1 | 1 |" in md
     bad = tmp_path / "bad.jsonl"
     _write(bad, [{"messages": [{"role": "user", "content": "x"}], "label": "unsafe", "categories": ["S99"]}])
     assert main(["eval", str(tiny_model_dir), "--data", str(bad), "--out", str(tmp_path / "b" / "eval")]) == 2
