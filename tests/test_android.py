@@ -94,16 +94,21 @@ def test_full_storage(tiny_pte, tmp_path):
         android.run_on_device(t, tiny_pte, huge, runs=1, warmup=0, prompt_tokens="8", expected_abi=abi)
 
 
-def test_cli_device_local(tiny_pte, tmp_path, capsys):
+def test_cli_device_local(tiny_pte, tmp_path, capsys, monkeypatch):
     import json
+    import tempfile
 
     from guard.cli import main
 
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # the copies the local "device" holds must not outlive the run
     out = tmp_path / "dev"
     assert main(["bench", str(tiny_pte), "--device", "local", "--runs", "1", "--warmup", "0", "--prompt-tokens", "8",
                  "--out", str(out), "--label", "host-as-device"]) == 0
     doc = json.loads(out.with_suffix(".json").read_text())
     assert doc["device"]["transport"] == "local" and doc["label"] == "host-as-device" and doc["command"].startswith("guard")
     assert "## host-as-device" in out.with_suffix(".md").read_text()
+    assert list(scratch.iterdir()) == []
     assert main(["bench", str(tiny_pte), "--device", "ios"]) == 2
     assert "--device must be android" in capsys.readouterr().err

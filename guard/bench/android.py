@@ -65,8 +65,8 @@ class LocalTransport:
 
     name = "local"
 
-    def __init__(self, root: Path | None = None):
-        self.root = Path(root or tempfile.mkdtemp(prefix="guard-device-"))
+    def __init__(self, root: Path):
+        self.root = Path(root)  # the caller owns it (guard bench uses a TemporaryDirectory)
         bin_dir = self.root / "bin"
         bin_dir.mkdir(parents=True, exist_ok=True)
         abi = {"x86_64": "x86_64", "aarch64": "arm64-v8a"}.get(platform.machine(), platform.machine())
@@ -137,8 +137,8 @@ def big_cores(transport) -> list[int]:
     return sorted(c for c, f in freqs.items() if f == top)
 
 
-def _prompts_file(tokenizer_dir: Path, prompt_tokens: str) -> Path:
-    """guard_prompts.txt (guard.bench.prompts) for these message lengths, in a temporary folder."""
+def _prompts_file(tokenizer_dir: Path, prompt_tokens: str, folder: Path) -> Path:
+    """guard_prompts.txt (guard.bench.prompts) for these message lengths, written in folder."""
     from guard.bench import prompts
     from guard.tokenizer import Tokenizer
 
@@ -146,7 +146,7 @@ def _prompts_file(tokenizer_dir: Path, prompt_tokens: str) -> Path:
         lengths = [int(x) for x in prompt_tokens.split(",")]
     except ValueError:
         raise GuardError(f"--prompt-tokens must be comma-separated integers, not {prompt_tokens!r}") from None
-    return prompts.write(Tokenizer.from_dir(tokenizer_dir), lengths, Path(tempfile.mkdtemp(prefix="guard-prompts-")) / prompts.NAME)
+    return prompts.write(Tokenizer.from_dir(tokenizer_dir), lengths, Path(folder) / prompts.NAME)
 
 
 def run_on_device(transport, model: Path, runner: Path, runs: int = 5, warmup: int = 1, prompt_tokens: str = "16,40,128,256",
@@ -157,10 +157,15 @@ def run_on_device(transport, model: Path, runner: Path, runs: int = 5, warmup: i
     for f in (model, runner, tokenizer):
         if not f.is_file():
             raise GuardError(f"not found: {f}")
+    with tempfile.TemporaryDirectory(prefix="guard-bench-") as scratch:
+        return _run(transport, model, runner, tokenizer, Path(scratch), runs, warmup, prompt_tokens, expected_abi, timeout)
+
+
+def _run(transport, model, runner, tokenizer, scratch, runs, warmup, prompt_tokens, expected_abi, timeout) -> dict:
     abi = _checked(transport.shell("getprop ro.product.cpu.abi"), "reading the ABI").strip()
     if abi != expected_abi:
         raise GuardError(f"device ABI is {abi}, the runner is built for {expected_abi}: use an {expected_abi} phone or rebuild the runner")
-    prompts = _prompts_file(tokenizer.parent, prompt_tokens)  # token ids for runners without a tokenizer (C++)
+    prompts = _prompts_file(tokenizer.parent, prompt_tokens, scratch)  # token ids for runners without a tokenizer (C++)
     need_kb = (model.stat().st_size + runner.stat().st_size + tokenizer.stat().st_size + prompts.stat().st_size) // 1024 + 64 * 1024
     df = _checked(transport.shell(f"mkdir -p {DEVICE_DIR} && df -k {DEVICE_DIR} | tail -1"), "checking free storage").split()
     free_kb = int(df[3]) if len(df) >= 4 and df[3].isdigit() else 0
@@ -179,7 +184,7 @@ def run_on_device(transport, model: Path, runner: Path, runs: int = 5, warmup: i
         sig = f" ({signal.Signals(rc - 128).name})" if rc > 128 and rc - 128 in signal.Signals._value2member_map_ else ""
         last = (r.err.strip().splitlines() or out.strip().splitlines() or ["no output"])[-1][-200:]
         raise GuardError(f"runner crashed (exit {rc}{sig}): {last}; run it by hand with adb shell to see the full log")
-    local = Path(tempfile.mkdtemp(prefix="guard-stats-")) / "stats.json"
+    local = scratch / "stats.json"
     transport.pull(f"{DEVICE_DIR}/stats.json", local)
     doc = json.loads(local.read_text())
     doc["device"] = {"transport": transport.name, "abi": abi, "pinned_cores": cores, "free_mb": free_kb // 1024}

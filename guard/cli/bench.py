@@ -82,21 +82,23 @@ def run_device(args, model) -> int:
     if not str(model).endswith(".pte"):
         raise GuardError("--device runs an exported .pte; export it first with `guard export`")
     kind, _, serial = args.device.partition(":")
-    if kind == "local":
-        transport, abi = android.LocalTransport(), None
-        runner = args.runner
-        if runner is None:  # the Python host runner behind the same command-line contract
-            runner = Path(tempfile.mkdtemp()) / "guard_runner"
-            runner.write_text(f"#!/bin/sh\nexec {sys.executable} -m guard.bench.runner_main \"$@\"\n")
-            runner.chmod(0o755)
-    elif kind == "android":
-        if not args.runner:
-            raise GuardError("--device android needs --runner PATH: an arm64 guard_runner built from android_runner/ (docs/android.md)")
-        transport, runner, abi = android.AdbTransport(serial or None), args.runner, "arm64-v8a"
-    else:
+    if kind not in ("local", "android"):
         raise GuardError(f"--device must be android, android:SERIAL or local, not {args.device!r}")
-    abi = abi or transport.shell("getprop ro.product.cpu.abi").out.rpartition("__rc=")[0].strip()
-    doc = android.run_on_device(transport, Path(model), Path(runner), runs=args.runs, warmup=args.warmup,
-                                prompt_tokens=args.prompt_tokens, expected_abi=abi, timeout=args.timeout)
+    if kind == "android" and not args.runner:
+        raise GuardError("--device android needs --runner PATH: an arm64 guard_runner built from android_runner/ (docs/android.md)")
+    # the local "device" is a scratch folder holding copies of the model and runner: removed when the run ends
+    with tempfile.TemporaryDirectory(prefix="guard-device-") as scratch:
+        if kind == "local":
+            transport, abi = android.LocalTransport(Path(scratch) / "device"), None
+            runner = args.runner
+            if runner is None:  # the Python host runner behind the same command-line contract
+                runner = Path(scratch) / "guard_runner"
+                runner.write_text(f"#!/bin/sh\nexec {sys.executable} -m guard.bench.runner_main \"$@\"\n")
+                runner.chmod(0o755)
+        else:
+            transport, runner, abi = android.AdbTransport(serial or None), args.runner, "arm64-v8a"
+        abi = abi or transport.shell("getprop ro.product.cpu.abi").out.rpartition("__rc=")[0].strip()
+        doc = android.run_on_device(transport, Path(model), Path(runner), runs=args.runs, warmup=args.warmup,
+                                    prompt_tokens=args.prompt_tokens, expected_abi=abi, timeout=args.timeout)
     doc["command"] = " ".join(["guard"] + sys.argv[1:])
     return report(args, doc)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import tempfile
 from functools import lru_cache
 from pathlib import Path
@@ -15,7 +17,9 @@ def bench_image(width: int = 1600, height: int = 1200) -> Path:
 
     rng = np.random.default_rng(0)
     small = rng.integers(0, 256, (height // 8, width // 8, 3), dtype=np.uint8)  # smooth-ish content, realistic JPEG size
-    path = Path(tempfile.mkdtemp(prefix="guard-bench-")) / "photo.jpg"
+    folder = tempfile.mkdtemp(prefix="guard-bench-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)  # removed when the process ends
+    path = Path(folder) / "photo.jpg"
     Image.fromarray(small).resize((width, height), Image.Resampling.BILINEAR).save(path, quality=90)
     return path
 
