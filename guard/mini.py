@@ -41,7 +41,7 @@ class MiniRecipe:
     teacher_lr: float = 2e-4
     teacher_decay_from: int | None = 380  # constant teacher_lr until this step, then linear decay to 0
     accum: int = 8
-    drop_blocks: int = 4
+    drop_blocks: int = 2
     mlp_width: int = 1280
     calib: int = 128  # dev records used to measure importance
     student_steps: int = 820
