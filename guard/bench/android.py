@@ -157,35 +157,32 @@ def run_on_device(transport, model: Path, runner: Path, runs: int = 5, warmup: i
     for f in (model, runner, tokenizer):
         if not f.is_file():
             raise GuardError(f"not found: {f}")
-    with tempfile.TemporaryDirectory(prefix="guard-bench-") as scratch:
-        return _run(transport, model, runner, tokenizer, Path(scratch), runs, warmup, prompt_tokens, expected_abi, timeout)
-
-
-def _run(transport, model, runner, tokenizer, scratch, runs, warmup, prompt_tokens, expected_abi, timeout) -> dict:
     abi = _checked(transport.shell("getprop ro.product.cpu.abi"), "reading the ABI").strip()
     if abi != expected_abi:
         raise GuardError(f"device ABI is {abi}, the runner is built for {expected_abi}: use an {expected_abi} phone or rebuild the runner")
-    prompts = _prompts_file(tokenizer.parent, prompt_tokens, scratch)  # token ids for runners without a tokenizer (C++)
-    need_kb = (model.stat().st_size + runner.stat().st_size + tokenizer.stat().st_size + prompts.stat().st_size) // 1024 + 64 * 1024
-    df = _checked(transport.shell(f"mkdir -p {DEVICE_DIR} && df -k {DEVICE_DIR} | tail -1"), "checking free storage").split()
-    free_kb = int(df[3]) if len(df) >= 4 and df[3].isdigit() else 0
-    if free_kb < need_kb:
-        raise GuardError(f"not enough storage in {DEVICE_DIR}: {free_kb // 1024} MB free, {need_kb // 1024} MB needed; free some space")
-    for f, name in ((model, "model.pte"), (tokenizer, "tokenizer.json"), (prompts, "guard_prompts.txt"), (runner, "guard_runner")):
-        transport.push(f, f"{DEVICE_DIR}/{name}")
-    cores = big_cores(transport)
-    mask = format(sum(1 << c for c in cores), "x")
-    cmd = (f"cd {DEVICE_DIR} && chmod 755 guard_runner && rm -f stats.json && taskset {mask} ./guard_runner "
-           f"--model model.pte --threads {len(cores)} --runs {runs} --warmup {warmup} --prompt-tokens {prompt_tokens} --out stats.json")
-    r = transport.shell(cmd, timeout=timeout)
-    out, _, code = r.out.rpartition("__rc=")
-    rc = int(code.strip()) if code.strip().isdigit() else r.rc
-    if rc:
-        sig = f" ({signal.Signals(rc - 128).name})" if rc > 128 and rc - 128 in signal.Signals._value2member_map_ else ""
-        last = (r.err.strip().splitlines() or out.strip().splitlines() or ["no output"])[-1][-200:]
-        raise GuardError(f"runner crashed (exit {rc}{sig}): {last}; run it by hand with adb shell to see the full log")
-    local = scratch / "stats.json"
-    transport.pull(f"{DEVICE_DIR}/stats.json", local)
-    doc = json.loads(local.read_text())
-    doc["device"] = {"transport": transport.name, "abi": abi, "pinned_cores": cores, "free_mb": free_kb // 1024}
-    return doc
+    with tempfile.TemporaryDirectory(prefix="guard-bench-") as scratch:  # the prompts file and the pulled stats
+        scratch = Path(scratch)
+        prompts = _prompts_file(tokenizer.parent, prompt_tokens, scratch)  # token ids for runners without a tokenizer (C++)
+        need_kb = (model.stat().st_size + runner.stat().st_size + tokenizer.stat().st_size + prompts.stat().st_size) // 1024 + 64 * 1024
+        df = _checked(transport.shell(f"mkdir -p {DEVICE_DIR} && df -k {DEVICE_DIR} | tail -1"), "checking free storage").split()
+        free_kb = int(df[3]) if len(df) >= 4 and df[3].isdigit() else 0
+        if free_kb < need_kb:
+            raise GuardError(f"not enough storage in {DEVICE_DIR}: {free_kb // 1024} MB free, {need_kb // 1024} MB needed; free some space")
+        for f, name in ((model, "model.pte"), (tokenizer, "tokenizer.json"), (prompts, "guard_prompts.txt"), (runner, "guard_runner")):
+            transport.push(f, f"{DEVICE_DIR}/{name}")
+        cores = big_cores(transport)
+        mask = format(sum(1 << c for c in cores), "x")
+        cmd = (f"cd {DEVICE_DIR} && chmod 755 guard_runner && rm -f stats.json && taskset {mask} ./guard_runner "
+               f"--model model.pte --threads {len(cores)} --runs {runs} --warmup {warmup} --prompt-tokens {prompt_tokens} --out stats.json")
+        r = transport.shell(cmd, timeout=timeout)
+        out, _, code = r.out.rpartition("__rc=")
+        rc = int(code.strip()) if code.strip().isdigit() else r.rc
+        if rc:
+            sig = f" ({signal.Signals(rc - 128).name})" if rc > 128 and rc - 128 in signal.Signals._value2member_map_ else ""
+            last = (r.err.strip().splitlines() or out.strip().splitlines() or ["no output"])[-1][-200:]
+            raise GuardError(f"runner crashed (exit {rc}{sig}): {last}; run it by hand with adb shell to see the full log")
+        local = scratch / "stats.json"
+        transport.pull(f"{DEVICE_DIR}/stats.json", local)
+        doc = json.loads(local.read_text())
+        doc["device"] = {"transport": transport.name, "abi": abi, "pinned_cores": cores, "free_mb": free_kb // 1024}
+        return doc
