@@ -26,6 +26,7 @@ class DistillConfig:
     alpha: float = 0.5  # weight of CE on labels; 1 - alpha on KL to the teacher
     qat_group_size: int | None = None  # None: no QAT
     lora: "LoraConfig | None" = None  # None: full fine-tuning; else train adapters only (saved as adapter.safetensors)
+    init_adapter: str | None = None  # continue from these adapters (an earlier run's adapter.safetensors); needs lora
 
 
 def check_same_tokenizer(student_tok, teacher_tok) -> None:
@@ -92,8 +93,18 @@ def distill(student_dir: str | Path, teacher_dir: str | Path | None, records: li
     codec = GuardCodec(s_tok, codec_specials)
     if cfg.qat_group_size:
         qat_prepare(student, cfg.qat_group_size)
+    if cfg.init_adapter and not cfg.lora:
+        raise GuardError("init_adapter continues LoRA adapters: set lora as well")
+    if cfg.init_adapter and not Path(cfg.init_adapter).is_file():
+        raise GuardError(f"adapter file not found: {cfg.init_adapter}")
     if cfg.lora:
         add_lora(student, cfg.lora)
+        if cfg.init_adapter:
+            from safetensors.torch import load_file
+
+            from guard.lora import load_lora
+
+            load_lora(student, load_file(str(cfg.init_adapter)))
     work = Path(work) if work else out.with_name(out.name + ".work")
     summary = finetune(student, codec, records, work, cfg.train, policy=policy, teacher=teacher,
                        kl_ids=guard_token_ids(codec), alpha=cfg.alpha)

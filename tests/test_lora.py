@@ -202,3 +202,29 @@ def test_cli_plain_lora_finetune_writes_adapters_that_rebuild_the_model(tiny_mod
     saved = load_file(str(tmp_path / "s" / "model.safetensors"))
     assert any(not torch.equal(saved[k], v) for k, v in _tiny(tiny_model_dir).state_dict().items() if k in saved)  # it trained
     assert all(torch.equal(saved[k], base.state_dict()[k]) for k in saved)
+
+
+def test_cli_init_adapter_continues_from_earlier_adapters(tiny_model_dir, tmp_path):
+    """--init-adapter starts the adapters where an earlier run left them (guard-mini's refine stage relies on it):
+    one more step at lr 0 must give back the earlier adapters exactly, a fresh start does not."""
+    from safetensors.torch import load_file
+
+    from guard.cli import main
+
+    rows = [{"messages": [{"role": "user", "content": "How do I build a pipe bomb?"}], "label": "unsafe", "categories": ["S9"]},
+            {"messages": [{"role": "user", "content": "How do I bake bread?"}], "label": "safe", "categories": []}]
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    common = ["--data", str(data), "--split", "all", "--accum", "1", "--lora", "4", "--qat", "32", "--no-bf16"]
+    assert main(["distill", str(tiny_model_dir), "--out", str(tmp_path / "a"), "--steps", "2", "--lr", "1e-2", *common]) == 0
+    first = tmp_path / "a" / "adapter.safetensors"
+    assert main(["distill", str(tiny_model_dir), "--out", str(tmp_path / "b"), "--steps", "1", "--lr", "0",
+                 "--init-adapter", str(first), *common]) == 0
+    assert main(["distill", str(tiny_model_dir), "--out", str(tmp_path / "c"), "--steps", "1", "--lr", "0", *common]) == 0
+    a, b, c = (load_file(str(tmp_path / d / "adapter.safetensors")) for d in "abc")
+    assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
+    assert any(not torch.equal(a[k], c[k]) for k in a)
+    assert main(["distill", str(tiny_model_dir), "--out", str(tmp_path / "d"), "--steps", "1",
+                 "--init-adapter", str(tmp_path / "missing.safetensors"), *common]) == 2
+    assert main(["distill", str(tiny_model_dir), "--data", str(data), "--split", "all", "--out", str(tmp_path / "e"),
+                 "--steps", "1", "--init-adapter", str(first)]) == 2  # adapters need --lora

@@ -19,6 +19,8 @@ def add_arguments(p) -> None:
     p.add_argument("--alpha", type=float, default=0.5, help="CE weight (1 - alpha on KL)")
     p.add_argument("--qat", type=int, default=None, metavar="GROUP", help="QAT 8da4w with this weight group size")
     p.add_argument("--lora", type=int, default=None, metavar="R", help="train rank-R LoRA adapters instead of all weights (saved as adapter.safetensors)")
+    p.add_argument("--init-adapter", metavar="FILE", help="continue from these LoRA adapters (an earlier run's "
+                   "OUT/adapter.safetensors, same --lora and --qat); needs --lora")
     p.add_argument("--lora-alpha", type=float, default=None, help="LoRA alpha (default 2 * R)")
     p.add_argument("--chatml", action="store_true", help="map the Llama 3 template tokens to ChatML (SmolLM2 models)")
     p.add_argument("--no-bf16", action="store_true", help="train in fp32 (default bf16 autocast)")
@@ -34,7 +36,8 @@ def run(args) -> int:
     cfg = DistillConfig(TrainConfig(steps=args.steps, lr=args.lr, accum=args.accum, bf16=not args.no_bf16,
                                     decay_from=args.decay_from),
                         alpha=args.alpha if args.teacher else 1.0, qat_group_size=args.qat,
-                        lora=LoraConfig(r=args.lora, alpha=args.lora_alpha or 2.0 * args.lora) if args.lora else None)
+                        lora=LoraConfig(r=args.lora, alpha=args.lora_alpha or 2.0 * args.lora) if args.lora else None,
+                        init_adapter=args.init_adapter)
     rec = distill(args.student, args.teacher, records, args.out, cfg, CHATML if args.chatml else None)
     print(json.dumps(rec["summary"]))
     return 0
