@@ -51,15 +51,34 @@ class MiniRecipe:
     group_size: int = 64  # INT4 group: divides the 576-wide hidden and the MLP width
     policies: tuple[str, ...] = ("1b", "8b")  # category lists the guard is trained under (S1-S13, S1-S14)
     seed: int = 0
+    # refine: continue the distilled adapters on a mix that oversamples the sources named here (both labels: the
+    # contrast between hateful text and its benign look-alikes), with as many other training records as replay
+    refine_steps: int = 295  # 0: no refine stage; 295 x 8 = the 2,360 records of the mix below, once
+    refine_lr: float = 1e-4  # decays linearly to 0 over refine_steps
+    refine_sources: tuple[str, ...] = ("hatecheck_benign", "hatecheck_hateful", "toxigen", "toxigen_neutral")
 
     @classmethod
     def load(cls, path: Path) -> "MiniRecipe":
         d = json.loads(Path(path).read_text())
         d["policies"] = tuple(d.get("policies", cls.policies))
+        d["refine_sources"] = tuple(d.get("refine_sources", cls.refine_sources))
         return cls(**d)
 
     def save(self, path: Path) -> None:
         Path(path).write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+
+def refine_records(records: list[dict], recipe: MiniRecipe) -> list[dict]:
+    """The refine stage's data: every record from ``recipe.refine_sources`` plus as many of the others (a seeded
+    sample) as replay, so the focus sources make up half the mix instead of their share of the training split."""
+    import random
+
+    focus = [r for r in records if r.get("source") in recipe.refine_sources]
+    rest = [r for r in records if r.get("source") not in recipe.refine_sources]
+    if not focus:
+        raise GuardError(f"no training records from the refine sources {list(recipe.refine_sources)}")
+    replay = random.Random(recipe.seed + 2).sample(rest, min(len(focus), len(rest)))
+    return focus + replay
 
 
 def policies(names) -> list:
@@ -142,8 +161,10 @@ def artefact_digest(artefacts: str | Path = ARTEFACTS) -> str:
 
 
 def sync_calibration(out: str | Path, artefacts: str | Path = ARTEFACTS) -> bool:
-    """Make OUT/calibration.json the artefacts' one (8da4w builds only: it was fitted on that .pte's scores);
-    -> True when it changed. Calibration is not part of the weights, so a new one needs no rebuild."""
+    """Make OUT/calibration.json the artefacts' one when it was fitted on this build: an 8da4w .pte from the same
+    weight artefacts (its ``source`` names their digest, as models/guard-mini/train.py writes it). A calibration fitted
+    on other weights is not copied, and a stale copy is removed. -> True when OUT's file changed. Calibration is not
+    part of the weights, so a new one needs no rebuild."""
     import shutil
 
     from guard.calibrate import CALIBRATION_FILE
@@ -151,10 +172,17 @@ def sync_calibration(out: str | Path, artefacts: str | Path = ARTEFACTS) -> bool
     out, src = Path(out), Path(artefacts) / CALIBRATION_FILE
     dst = out / CALIBRATION_FILE
     try:
-        quant = json.loads((out / "build.json").read_text()).get("quant")
+        stamp = json.loads((out / "build.json").read_text())
     except (OSError, ValueError):
-        quant = None
-    want = src.read_bytes() if src.is_file() and quant == "8da4w" else None
+        stamp = {}
+    want = None
+    if src.is_file() and stamp.get("quant") == "8da4w":
+        try:
+            fitted_on = str(json.loads(src.read_text()).get("source", ""))
+        except (ValueError, AttributeError):
+            fitted_on = ""
+        if stamp.get("artefacts_sha256", "?") in fitted_on:
+            want = src.read_bytes()
     have = dst.read_bytes() if dst.is_file() else None
     if want == have:
         return False

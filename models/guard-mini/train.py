@@ -5,7 +5,8 @@
 
 Stages (each resumable: rerun the same command after an interruption; finished stages are skipped):
 teacher (LoRA on SmolLM2 + adopted Llama 3 tokens) -> prune (blocks + MLP by measured importance on dev)
--> distil (LoRA + QAT 8da4w, KL to the teacher + CE) -> check that guard.mini.build reproduces the student
+-> distil (LoRA + QAT 8da4w, KL to the teacher + CE) -> refine (optional: continue the adapters on a mix that
+oversamples named sources, e.g. hate speech and its benign look-alikes) -> check that guard.mini.build reproduces the student
 -> calibrate (build the 8da4w .pte from the artefacts, fit p_unsafe's scale on dev records: guard.calibrate).
 Artefacts go to --artefacts (default: this folder). --until STAGE stops after that stage (e.g. --until teacher, to
 measure a longer-trained teacher on dev before pruning from it).
@@ -25,7 +26,7 @@ import torch
 from guard.data import load_jsonl
 from guard.distill import DistillConfig, distill
 from guard.lora import LoraConfig, add_lora, lora_state_dict, merge_lora
-from guard.mini import ARTEFACTS, BASE_VOCAB, MiniRecipe, build_hf, load_base, policies
+from guard.mini import ARTEFACTS, BASE_VOCAB, MiniRecipe, build_hf, load_base, policies, refine_records
 from guard.prompt import render
 from guard.prune import PruneConfig, prune, save_atomic
 from guard.train import GuardCodec, TrainConfig, finetune
@@ -82,6 +83,32 @@ def distill_stage(recipe: MiniRecipe, data: Path, work: Path, art: Path) -> None
     print("distil:", rec["summary"])
 
 
+def refine_stage(recipe: MiniRecipe, data: Path, work: Path, art: Path) -> None:
+    """Continue the distilled adapters (same LoRA, QAT and teacher) on refine_records: the focus sources oversampled."""
+    if not recipe.refine_steps:
+        return print("refine: not in this recipe")
+    if (work / "refined").is_dir():
+        return print("refine: done")
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(work / "pruned"))
+    rows = list(range(BASE_VOCAB, len(tok)))
+    records = refine_records(load_jsonl(data / "train.jsonl"), recipe)
+    cfg = DistillConfig(TrainConfig(steps=recipe.refine_steps, lr=recipe.refine_lr, accum=recipe.accum, save_every=10,
+                                    bf16=False, seed=recipe.seed + 2, decay_from=0),
+                        alpha=recipe.alpha, qat_group_size=recipe.group_size,
+                        lora=LoraConfig(r=recipe.lora_r, alpha=recipe.lora_alpha, train_embeddings=tuple(rows)),
+                        init_adapter=str(work / "student" / "adapter.safetensors"))
+    rec = distill(work / "pruned", work / "teacher", records, work / "refined", cfg, work=work / "refined.ckpt",
+                  policy=policies(recipe.policies))
+    shutil.copy(work / "refined" / "adapter.safetensors", art / "student_adapter.safetensors")
+    print(f"refine: {len(records)} records,", rec["summary"])
+
+
+def final_student(recipe: MiniRecipe, work: Path) -> Path:
+    return work / ("refined" if recipe.refine_steps else "student")
+
+
 def check_rebuild(recipe: MiniRecipe, data: Path, work: Path, art: Path) -> None:
     """guard.mini.build_hf from the artefacts alone must give the trained student's weights exactly."""
     from safetensors.torch import load_file
@@ -90,7 +117,7 @@ def check_rebuild(recipe: MiniRecipe, data: Path, work: Path, art: Path) -> None
     if out.exists():
         shutil.rmtree(out)
     build_hf(out, art)
-    a, b = load_file(str(work / "student" / "model.safetensors")), load_file(str(out / "model.safetensors"))
+    a, b = load_file(str(final_student(recipe, work) / "model.safetensors")), load_file(str(out / "model.safetensors"))
     worst = max((a[k] - b[k]).abs().max().item() for k in a)
     print(f"rebuild check: {len(a)} tensors, max abs difference {worst:g}")
     if set(a) != set(b) or worst > 1e-6:
@@ -102,7 +129,7 @@ def calibrate_stage(recipe: MiniRecipe, data: Path, work: Path, art: Path) -> No
     S1-S13 policy, on dev records (the test split stays untouched)."""
     from guard.calibrate import CALIBRATION_FILE, calibrate
     from guard.classifier import Guard
-    from guard.mini import build, is_current
+    from guard.mini import build, is_current, sync_calibration
     from guard.runner import load_runner
 
     out = work / "mini"
@@ -116,10 +143,11 @@ def calibrate_stage(recipe: MiniRecipe, data: Path, work: Path, art: Path) -> No
     cal, report = calibrate(Guard(runner, tok), dev, source=f"dev records {recipe.calib}.. of {data / 'dev.jsonl'}, default "
                             f"S1-S13 policy, guard-mini 8da4w .pte built from artefacts {digest}")
     cal.save(art / CALIBRATION_FILE)
+    sync_calibration(out, art)  # the build above was made before this fit: put the new calibration beside its .pte
     print(f"calibrate: a={cal.a:.4f} b={cal.b:+.4f}", json.dumps(report))
 
 
-STAGE_FNS = {"teacher": teacher, "prune": prune_stage, "distil": distill_stage, "check": check_rebuild,
+STAGE_FNS = {"teacher": teacher, "prune": prune_stage, "distil": distill_stage, "refine": refine_stage, "check": check_rebuild,
              "calibrate": calibrate_stage}
 STAGES = tuple(STAGE_FNS)
 
