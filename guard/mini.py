@@ -61,7 +61,8 @@ class MiniRecipe:
     def load(cls, path: Path) -> "MiniRecipe":
         d = json.loads(Path(path).read_text())
         d["policies"] = tuple(d.get("policies", cls.policies))
-        d["refine_sources"] = tuple(d.get("refine_sources", cls.refine_sources))
+        d.setdefault("refine_steps", 0)  # a recipe written before the refine stage existed has none
+        d["refine_sources"] = tuple(d.get("refine_sources", ()))
         return cls(**d)
 
     def save(self, path: Path) -> None:

@@ -107,3 +107,10 @@ def test_refine_records_oversample_the_named_sources():
     assert len({r["id"] for r in mix}) == 20 and mix == refine_records(recs, recipe)  # no repeats; seeded
     with pytest.raises(GuardError, match="no training records"):
         refine_records(recs, MiniRecipe(refine_steps=5, refine_sources=("toxigen",)))
+
+
+def test_recipe_files_from_before_the_refine_stage_have_none(tmp_path):
+    old = {k: v for k, v in json.loads((ARTEFACTS / "recipe.json").read_text()).items() if not k.startswith("refine_")}
+    (tmp_path / "recipe.json").write_text(json.dumps(old))
+    recipe = MiniRecipe.load(tmp_path / "recipe.json")
+    assert recipe.refine_steps == 0 and recipe.refine_sources == () and recipe.drop_blocks == MiniRecipe().drop_blocks
