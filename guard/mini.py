@@ -168,7 +168,7 @@ def sync_calibration(out: str | Path, artefacts: str | Path = ARTEFACTS) -> bool
     part of the weights, so a new one needs no rebuild."""
     import shutil
 
-    from guard.calibrate import CALIBRATION_FILE
+    from guard.calibrate import CALIBRATION_FILE, load
 
     out, src = Path(out), Path(artefacts) / CALIBRATION_FILE
     dst = out / CALIBRATION_FILE
@@ -176,14 +176,8 @@ def sync_calibration(out: str | Path, artefacts: str | Path = ARTEFACTS) -> bool
         stamp = json.loads((out / "build.json").read_text())
     except (OSError, ValueError):
         stamp = {}
-    want = None
-    if src.is_file() and stamp.get("quant") == "8da4w":
-        try:
-            fitted_on = str(json.loads(src.read_text()).get("source", ""))
-        except (ValueError, AttributeError):
-            fitted_on = ""
-        if stamp.get("artefacts_sha256", "?") in fitted_on:
-            want = src.read_bytes()
+    cal = load(artefacts) if stamp.get("quant") == "8da4w" else None  # a malformed file is a one-line error
+    want = src.read_bytes() if cal and stamp.get("artefacts_sha256", "?") in cal.source else None
     have = dst.read_bytes() if dst.is_file() else None
     if want == have:
         return False

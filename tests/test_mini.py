@@ -67,6 +67,7 @@ def test_a_build_from_other_artefacts_is_stale(tmp_path):
     """build.json pins the artefacts' digest: changed adapters or calibration mean `guard mini build` rebuilds."""
     import shutil
 
+    from guard.errors import GuardError
     from guard.mini import MODEL_FILES, artefact_digest, is_current, sync_calibration
 
     art = tmp_path / "art"
@@ -88,6 +89,10 @@ def test_a_build_from_other_artefacts_is_stale(tmp_path):
     assert sync_calibration(out, art) and not (out / "calibration.json").exists()  # never applied to this build
     (art / "calibration.json").write_text(fitted)
     assert sync_calibration(out, art) and (out / "calibration.json").read_text() == fitted
+    (art / "calibration.json").write_text('{"a": "x"}')  # malformed: an error, not silently skipped or copied
+    with pytest.raises(GuardError, match="not a valid calibration file"):
+        sync_calibration(out, art)
+    (art / "calibration.json").write_text(fitted)
     (art / "calibration.json").unlink()
     assert sync_calibration(out, art) and not (out / "calibration.json").exists()
     with open(art / "student_adapter.safetensors", "ab") as f:  # new weights: stale

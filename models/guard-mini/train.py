@@ -66,20 +66,29 @@ def prune_stage(recipe: MiniRecipe, data: Path, work: Path, art: Path) -> None:
     print("prune: removed blocks", record["removed_blocks"], "->", record["parameters_after"], "parameters")
 
 
-def distill_stage(recipe: MiniRecipe, data: Path, work: Path, art: Path) -> None:
-    if (work / "student").is_dir():
-        return print("distil: done")
+def _distil(recipe: MiniRecipe, records: list[dict], work: Path, art: Path, name: str, train: TrainConfig,
+            init_adapter: Path | None = None) -> dict:
+    """LoRA + QAT distillation of the pruned student toward the teacher into WORK/NAME (checkpoints in NAME.ckpt);
+    its adapters become the artefacts' student_adapter.safetensors."""
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(work / "pruned"))
-    rows = list(range(BASE_VOCAB, len(tok)))  # the tokens the teacher stage added
-    cfg = DistillConfig(TrainConfig(steps=recipe.student_steps, lr=recipe.student_lr, accum=recipe.accum, save_every=10,
-                                    bf16=False, seed=recipe.seed + 1, decay_from=recipe.student_decay_from),
-                        alpha=recipe.alpha, qat_group_size=recipe.group_size,
-                        lora=LoraConfig(r=recipe.lora_r, alpha=recipe.lora_alpha, train_embeddings=tuple(sorted(set(rows)))))
-    rec = distill(work / "pruned", work / "teacher", load_jsonl(data / "train.jsonl"), work / "student", cfg,
-                  work=work / "student.ckpt", policy=policies(recipe.policies))
-    shutil.copy(work / "student" / "adapter.safetensors", art / "student_adapter.safetensors")
+    rows = tuple(range(BASE_VOCAB, len(tok)))  # the tokens the teacher stage added
+    cfg = DistillConfig(train, alpha=recipe.alpha, qat_group_size=recipe.group_size,
+                        lora=LoraConfig(r=recipe.lora_r, alpha=recipe.lora_alpha, train_embeddings=rows),
+                        init_adapter=str(init_adapter) if init_adapter else None)
+    rec = distill(work / "pruned", work / "teacher", records, work / name, cfg, work=work / f"{name}.ckpt",
+                  policy=policies(recipe.policies))
+    shutil.copy(work / name / "adapter.safetensors", art / "student_adapter.safetensors")
+    return rec
+
+
+def distill_stage(recipe: MiniRecipe, data: Path, work: Path, art: Path) -> None:
+    if (work / "student").is_dir():
+        return print("distil: done")
+    train = TrainConfig(steps=recipe.student_steps, lr=recipe.student_lr, accum=recipe.accum, save_every=10, bf16=False,
+                        seed=recipe.seed + 1, decay_from=recipe.student_decay_from)
+    rec = _distil(recipe, load_jsonl(data / "train.jsonl"), work, art, "student", train)
     print("distil:", rec["summary"])
 
 
@@ -89,19 +98,10 @@ def refine_stage(recipe: MiniRecipe, data: Path, work: Path, art: Path) -> None:
         return print("refine: not in this recipe")
     if (work / "refined").is_dir():
         return print("refine: done")
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(str(work / "pruned"))
-    rows = list(range(BASE_VOCAB, len(tok)))
     records = refine_records(load_jsonl(data / "train.jsonl"), recipe)
-    cfg = DistillConfig(TrainConfig(steps=recipe.refine_steps, lr=recipe.refine_lr, accum=recipe.accum, save_every=10,
-                                    bf16=False, seed=recipe.seed + 2, decay_from=0),
-                        alpha=recipe.alpha, qat_group_size=recipe.group_size,
-                        lora=LoraConfig(r=recipe.lora_r, alpha=recipe.lora_alpha, train_embeddings=tuple(rows)),
-                        init_adapter=str(work / "student" / "adapter.safetensors"))
-    rec = distill(work / "pruned", work / "teacher", records, work / "refined", cfg, work=work / "refined.ckpt",
-                  policy=policies(recipe.policies))
-    shutil.copy(work / "refined" / "adapter.safetensors", art / "student_adapter.safetensors")
+    train = TrainConfig(steps=recipe.refine_steps, lr=recipe.refine_lr, accum=recipe.accum, save_every=10, bf16=False,
+                        seed=recipe.seed + 2, decay_from=0)
+    rec = _distil(recipe, records, work, art, "refined", train, init_adapter=work / "student" / "adapter.safetensors")
     print(f"refine: {len(records)} records,", rec["summary"])
 
 
