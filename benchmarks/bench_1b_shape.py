@@ -9,7 +9,7 @@ from the llama-cpp-python sdist (see docs/export.md); its `llama-bench` does the
   TTFT     = prompt processing of the full guard prompt (pp N_full),
   decode   = token generation at depth N_full (tg 64 @ d N_full),
   verdict  = prompt processing of the request's tokens with the policy head already cached (pp N_body @ d N_head).
-The .pte side measures the same quantities through guard.export.runtime.PteRunner and guard.classifier.Guard.
+The .pte side measures the same quantities through guard.runtime.pte.PteRunner and guard.runtime.classifier.Guard.
 Results: benchmarks/results/bench_1b_shape.{json,md}.
 """
 
@@ -86,8 +86,8 @@ def gguf(work: Path, hf: Path, llama_cpp: Path) -> Path:
 
 
 def prompt_tokens(tok):
-    from guard.categories import Policy
-    from guard.prompt import encode
+    from guard.format.categories import Policy
+    from guard.format.prompt import encode
 
     ids = tok.encode(MESSAGE)[:40]
     message = tok.decode(ids)
@@ -114,8 +114,8 @@ def median_time(fn, runs: int) -> float:
 
 
 def measure_pte(path: Path, args) -> dict:
-    from guard.classifier import Guard
-    from guard.export.runtime import PteRunner
+    from guard.runtime.classifier import Guard
+    from guard.runtime.pte import PteRunner
 
     t0 = time.perf_counter()
     runner = PteRunner(path)

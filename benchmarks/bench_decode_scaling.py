@@ -3,7 +3,7 @@
     python benchmarks/bench_decode_scaling.py [--work ~/.cache/guard/bench_scaling]
 
 The issue measured the plain static cache with the pip runtime at 115 tok/s (128 slots) and 24 tok/s (1024 slots).
-With guard.model's fully static, fully delegated decode method the step cost should barely move.
+With guard.model.llama's fully static, fully delegated decode method the step cost should barely move.
 Results: benchmarks/results/bench_decode_scaling.{json,md}.
 """
 
@@ -34,7 +34,7 @@ def main() -> int:
     from bench_1b_shape import load, versions
 
     from guard.export import ExportConfig, export_model
-    from guard.export.runtime import PteRunner
+    from guard.runtime.pte import PteRunner
     from guard.testing import TinyConfig, make_checkpoint
 
     hf = args.work / "hf"

@@ -43,7 +43,7 @@ def response_text(tok, n_tokens: int) -> str:
 
 
 def run(guard, text: str, every: int, rerun: bool) -> dict:
-    tok = guard.tokenizer
+    tok = guard.format.tokenizer
     ids = tok.encode(text)
     guard.invalidate()
     guard.classify(PROMPT)  # warm-up; also puts the policy head in the cache, as a loaded guard would have it
@@ -81,8 +81,8 @@ def main() -> int:
                     help="decision threshold; 1.0 keeps a real guard from stopping the stream at its first unsafe check, "
                          "so both modes pay for every check and every check is compared")
     args = ap.parse_args()
-    from guard.classifier import Guard
-    from guard.runner import load_runner
+    from guard.runtime.classifier import Guard
+    from guard.runtime.runner import load_runner
 
     runner, tok = load_runner(model=args.model, pte=args.pte)
     guard = Guard(runner, tok, threshold=args.threshold)

@@ -41,7 +41,7 @@ class Encode(nn.Module):
 
     def __init__(self, layers: int, global_layers: int, cross: int):
         super().__init__()
-        from guard.model import ModelArgs
+        from guard.model.llama import ModelArgs
         from guard.vision.model import CrossAttention, VisionArgs, VisionEncoder
 
         self.v = VisionArgs(n_layers=layers, n_global_layers=global_layers, intermediate=[0], output_dim=1280 * 2)
@@ -84,7 +84,7 @@ def export(model: nn.Module, path: Path) -> float:
 def time_pte(path: Path, runs: int) -> list[float]:
     from executorch.runtime import Runtime
 
-    from guard.export.runtime import quiet_stderr, set_threads
+    from guard.runtime.pte import quiet_stderr, set_threads
 
     with quiet_stderr():
         set_threads()

@@ -16,10 +16,10 @@ def load(model: str | None = None, pte: str | None = None, *, dtype: str = "fp32
          threshold: float = 0.5, block_indeterminate: bool = True, calibrated: bool = True):
     """Load a guard from a Hugging Face directory, an exported .pte, or (neither given) the default model.
 
-    ``calibrated``: apply the model's calibration.json when it has one (guard.calibrate)."""
-    from guard.calibrate import load as load_calibration
-    from guard.classifier import Guard
-    from guard.runner import load_runner
+    ``calibrated``: apply the model's calibration.json when it has one (guard.eval.calibrate)."""
+    from guard.eval.calibrate import load as load_calibration
+    from guard.runtime.classifier import Guard
+    from guard.runtime.runner import load_runner
 
     if model is None and pte is None:
         from guard.defaults import default_model
@@ -33,15 +33,15 @@ def load(model: str | None = None, pte: str | None = None, *, dtype: str = "fp32
 
 def __getattr__(name):  # lazy: `import guard` stays cheap for the CLI
     if name == "Guard":
-        from guard.classifier import Guard
+        from guard.runtime.classifier import Guard
 
         return Guard
     if name == "Policy":
-        from guard.categories import Policy
+        from guard.format.categories import Policy
 
         return Policy
     if name == "Verdict":
-        from guard.verdict import Verdict
+        from guard.format.verdict import Verdict
 
         return Verdict
     if name == "GuardError":

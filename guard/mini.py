@@ -6,13 +6,13 @@ by the project's own recipe (models/guard-mini/train.py):
 1. teacher: the Llama 3 header tokens and a single ``unsafe`` token are added to the vocabulary (initialised from the
    ChatML tokens that play the same part, ``guard.train.adopt_llama3_specials``), then LoRA fine-tuning on the
    training split of ``guard data build``;
-2. prune: decoder blocks and MLP neurons removed by importance measured on the dev split (``guard.prune``);
+2. prune: decoder blocks and MLP neurons removed by importance measured on the dev split (``guard.train.prune``);
 3. distil: LoRA on the pruned student, KL to the teacher over the guard's tokens + CE, with QAT (8da4w);
 4. export: 8da4w with the QAT group size, 4-bit embedding, output vocabulary pruned to the guard's tokens.
 
 What is committed (models/guard-mini/): ``recipe.json``, ``teacher_adapter.safetensors``, ``prune_record.json`` and
 ``student_adapter.safetensors``, a few MB, and ``calibration.json`` (p_unsafe's scale, fitted on the dev split
-for the 8da4w .pte, guard.calibrate). ``build(out)`` replays them on the GGUF weights, bit for bit the model that was
+for the 8da4w .pte, guard.eval.calibrate). ``build(out)`` replays them on the GGUF weights, bit for bit the model that was
 evaluated, and exports ``model.pte``: ``guard mini build`` (scripts/setup.sh runs it) takes a few minutes.
 ``OUT/build.json`` records a digest of the weight artefacts, so a build from older ones is known to be stale.
 """
@@ -83,7 +83,7 @@ def refine_records(records: list[dict], recipe: MiniRecipe) -> list[dict]:
 
 
 def policies(names) -> list:
-    from guard.categories import CODES_8B, HAZARDS, Policy
+    from guard.format.categories import CODES_8B, HAZARDS, Policy
 
     table = {"1b": Policy(), "8b": Policy(categories=tuple(HAZARDS[c] for c in CODES_8B))}
     return [table[n] for n in names]
@@ -106,7 +106,7 @@ def load_base():
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    from guard.train import adopt_llama3_specials
+    from guard.train.loop import adopt_llama3_specials
 
     hf_logging.set_verbosity_error()
     g = gguf_path()
@@ -119,7 +119,7 @@ def load_base():
 def apply_adapter(model, path: Path, recipe: MiniRecipe, rows: list[int]):
     from safetensors.torch import load_file
 
-    from guard.lora import LoraConfig, add_lora, load_lora, merge_lora
+    from guard.train.lora import LoraConfig, add_lora, load_lora, merge_lora
 
     add_lora(model, LoraConfig(r=recipe.lora_r, alpha=recipe.lora_alpha, train_embeddings=tuple(rows)))
     load_lora(model, load_file(str(path)))
@@ -128,7 +128,7 @@ def apply_adapter(model, path: Path, recipe: MiniRecipe, rows: list[int]):
 
 def build_hf(out: str | Path, artefacts: str | Path = ARTEFACTS, stage: str = "mini") -> Path:
     """Write the teacher (stage='teacher') or guard-mini (stage='mini') as a Hugging Face directory."""
-    from guard.prune import apply_record, save_atomic
+    from guard.train.prune import apply_record, save_atomic
 
     a = Path(artefacts)
     need = ["recipe.json", "teacher_adapter.safetensors"] + (["prune_record.json", "student_adapter.safetensors"] if stage == "mini" else [])
@@ -168,7 +168,7 @@ def sync_calibration(out: str | Path, artefacts: str | Path = ARTEFACTS) -> bool
     part of the weights, so a new one needs no rebuild."""
     import shutil
 
-    from guard.calibrate import CALIBRATION_FILE, load
+    from guard.eval.calibrate import CALIBRATION_FILE, load
 
     out, src = Path(out), Path(artefacts) / CALIBRATION_FILE
     dst = out / CALIBRATION_FILE

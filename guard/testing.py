@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from guard.tokenizer import save_hf_tokenizer
+from guard.format.tokenizer import save_hf_tokenizer
 
 
 @dataclass

@@ -9,7 +9,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 @pytest.fixture(scope="session")
 def tokenizer():
-    from guard.tokenizer import Tokenizer
+    from guard.format.tokenizer import Tokenizer
 
     return Tokenizer.default()
 

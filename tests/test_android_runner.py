@@ -61,7 +61,7 @@ class Recorder:
 
 
 def test_prompts_file_holds_what_guard_feeds(tokenizer, tmp_path):
-    from guard.classifier import Guard
+    from guard.runtime.classifier import Guard
 
     path = prompts.write(tokenizer, [8, 21], tmp_path / prompts.NAME)
     lines = {tuple(ln.split()[:2]) if ln.split()[0] in ("first", "second") else (ln.split()[0],): ln.split()
@@ -123,8 +123,8 @@ def test_cpp_runner_usage_errors(cpp_runner, tmp_path):
 
 def test_cpp_runner_matches_python_runtime(cpp_runner, tiny_pte, tmp_path):
     """Through the driver's local transport: same schema, token counts, prefix reuse, verdicts and p_unsafe."""
-    from guard.classifier import Guard
-    from guard.runner import load_runner
+    from guard.runtime.classifier import Guard
+    from guard.runtime.runner import load_runner
 
     verdicts = tmp_path / "verdicts.jsonl"
     os.environ["GUARD_RUNNER_VERDICTS"] = str(verdicts)

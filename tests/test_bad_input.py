@@ -61,8 +61,8 @@ def test_empty_category_list_is_refused(tiny_model_dir, capsys):
 
 @pytest.mark.parametrize("seconds", [0, -1.0, float("nan")])
 def test_stream_check_interval_in_seconds_must_be_positive(tiny_model_dir, seconds):
-    from guard.classifier import Guard
-    from guard.eager import EagerRunner
+    from guard.runtime.classifier import Guard
+    from guard.runtime.eager import EagerRunner
 
     r = EagerRunner(tiny_model_dir)
     with pytest.raises(GuardError, match="check_every_s must be a positive number of seconds"):

@@ -1,4 +1,4 @@
-"""p_unsafe calibration (guard.calibrate, `guard calibrate`): Platt scaling fitted on labelled data."""
+"""p_unsafe calibration (guard.eval.calibrate, `guard calibrate`): Platt scaling fitted on labelled data."""
 
 import json
 import math
@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from guard.calibrate import CALIBRATION_FILE, Calibration, fit, load
+from guard.eval.calibrate import CALIBRATION_FILE, Calibration, fit, load
 from guard.errors import GuardError
 from test_export import make_decisive_checkpoint
 
@@ -71,8 +71,8 @@ def test_calibrate_cli_writes_the_file_and_classify_applies_it(tmp_path, tokeniz
 
 def test_calibration_moves_the_decision(tmp_path, tokenizer):
     """A large offset makes every confident first token unsafe: the threshold applies to the calibrated score."""
-    from guard.classifier import Guard
-    from guard.runner import load_runner
+    from guard.runtime.classifier import Guard
+    from guard.runtime.runner import load_runner
 
     d = make_decisive_checkpoint(tmp_path / "m", tokenizer)
     runner, tok = load_runner(model=str(d))

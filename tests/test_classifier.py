@@ -4,10 +4,10 @@ import math
 
 import pytest
 
-from guard.categories import Policy
-from guard.classifier import Guard
-from guard.eager import EagerRunner
-from guard.prompt import encode
+from guard.format.categories import Policy
+from guard.runtime.classifier import Guard
+from guard.runtime.eager import EagerRunner
+from guard.format.prompt import encode
 from guard.testing import make_scripted_checkpoint
 
 

@@ -29,7 +29,7 @@ def one_line_error(proc, code=EXIT_ERROR):
 
 @pytest.fixture(scope="module")
 def unsafe_dir(tmp_path_factory):
-    from guard.tokenizer import Tokenizer
+    from guard.format.tokenizer import Tokenizer
 
     t = Tokenizer.default()
     one = t.single_id("1")
@@ -181,8 +181,8 @@ def test_batch_log_follows_the_current_stderr(tmp_path, monkeypatch):
     from an earlier redirect and turned the first skipped line into an internal error."""
     import io
 
-    import guard.batch
-    from guard.batch import run_batch
+    import guard.runtime.batch
+    from guard.runtime.batch import run_batch
 
     (tmp_path / "in.jsonl").write_text("{not json\n")
     first, second = io.StringIO(), io.StringIO()
@@ -190,4 +190,4 @@ def test_batch_log_follows_the_current_stderr(tmp_path, monkeypatch):
     first.close()
     monkeypatch.setattr("sys.stderr", second)
     counts = run_batch(None, tmp_path / "in.jsonl", tmp_path / "out.jsonl", progress=False)
-    assert counts["errors"] == 1 and "malformed JSON" in second.getvalue() and guard.batch.sys.stderr is second
+    assert counts["errors"] == 1 and "malformed JSON" in second.getvalue() and guard.runtime.batch.sys.stderr is second

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from guard.data import CATEGORIES, build, collect, key_of, load_jsonl, normalise, split_of, write_dataset, Example
+from guard.train.data import CATEGORIES, build, collect, key_of, load_jsonl, normalise, split_of, write_dataset, Example
 from guard.errors import GuardError
 
 ROOT = Path(__file__).resolve().parents[2] / "shared" / "data"

@@ -20,8 +20,8 @@ def data(tmp_path):
 
 def test_prune_then_distill_with_qat_loads_and_runs(tiny_model_dir, tmp_path, data):
     from guard.cli import main
-    from guard.classifier import Guard
-    from guard.runner import load_runner
+    from guard.runtime.classifier import Guard
+    from guard.runtime.runner import load_runner
 
     assert main(["prune", str(tiny_model_dir), "--out", str(tmp_path / "p"), "--blocks", "1"]) == 0
     assert main(["distill", str(tmp_path / "p"), "--teacher", str(tiny_model_dir), "--data", str(data), "--out",
@@ -36,7 +36,7 @@ def test_prune_then_distill_with_qat_loads_and_runs(tiny_model_dir, tmp_path, da
 def test_qat_convert_matches_fake_quant(tiny_model_dir):
     from transformers import AutoModelForCausalLM
 
-    from guard.distill import qat_prepare, strip_fake_quant
+    from guard.train.distill import qat_prepare, strip_fake_quant
     from guard.quantize import quantize_8da4w
 
     m = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
@@ -57,8 +57,8 @@ def test_tokenizer_mismatch_and_empty_data(tiny_model_dir, tmp_path, data):
 
     from transformers import AutoTokenizer
 
-    from guard.distill import DistillConfig, distill
-    from guard.train import TrainConfig
+    from guard.train.distill import DistillConfig, distill
+    from guard.train.loop import TrainConfig
 
     other = tmp_path / "other"
     shutil.copytree(tiny_model_dir, other)

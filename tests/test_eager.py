@@ -4,10 +4,10 @@ import shutil
 
 import pytest
 
-from guard.classifier import Guard
-from guard.eager import EagerRunner
+from guard.runtime.classifier import Guard
+from guard.runtime.eager import EagerRunner
 from guard.errors import GuardError
-from guard.tokenizer import Tokenizer, llama_models_tokenizer_path
+from guard.format.tokenizer import Tokenizer, llama_models_tokenizer_path
 
 
 def test_tiktoken_tokenizer_model_in_dir(tiny_copy, tokenizer):

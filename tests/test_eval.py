@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from guard.evaluate import agreement, auprc, metrics
+from guard.eval.evaluate import agreement, auprc, metrics
 
 RECS = [
     {"label": "unsafe", "categories": ["S1"], "adjacent": False, "source": "a"},

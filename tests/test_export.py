@@ -117,10 +117,10 @@ def _argmax_token(runner, logits):
 
 
 def test_fp32_pte_matches_eager_on_50_conversations(decisive_dir, fp32_pte, tokenizer):
-    from guard.categories import Policy
-    from guard.classifier import Guard
-    from guard.eager import EagerRunner
-    from guard.export.runtime import PteRunner
+    from guard.format.categories import Policy
+    from guard.runtime.classifier import Guard
+    from guard.runtime.eager import EagerRunner
+    from guard.runtime.pte import PteRunner
 
     eager, pte = EagerRunner(decisive_dir), PteRunner(fp32_pte)
     assert pte.output_ids is None and pte.max_seq_len == MAX_SEQ
@@ -140,8 +140,8 @@ def test_fp32_pte_matches_eager_on_50_conversations(decisive_dir, fp32_pte, toke
 
 def test_prefix_semantics_and_decode_match_eager(decisive_dir, fp32_pte, tokenizer):
     """positions < start_pos keep their values; rewriting a suffix and single-token decode agree with eager."""
-    from guard.eager import EagerRunner
-    from guard.export.runtime import PteRunner
+    from guard.runtime.eager import EagerRunner
+    from guard.runtime.pte import PteRunner
 
     eager, pte = EagerRunner(decisive_dir), PteRunner(fp32_pte)
     a = tokenizer.encode("The quick brown fox jumps over the lazy dog. " * 6)  # > 2 chunks
@@ -160,8 +160,8 @@ def test_prefix_semantics_and_decode_match_eager(decisive_dir, fp32_pte, tokeniz
 
 def test_metadata_is_stored_in_the_pte(fp32_pte, int4_pte, tokenizer):
     from guard.export.metadata import guard_vocab
-    from guard.export.runtime import PteRunner
-    from guard.prompt import FORMAT_VERSION
+    from guard.runtime.pte import PteRunner
+    from guard.format.prompt import FORMAT_VERSION
 
     r = PteRunner(fp32_pte)
     assert r.threads == len(os.sched_getaffinity(0))  # XNNPACK uses every available core
@@ -175,8 +175,8 @@ def test_metadata_is_stored_in_the_pte(fp32_pte, int4_pte, tokenizer):
 
 
 def test_int4_pruned_agrees_with_fp32(fp32_pte, int4_pte, tokenizer):
-    from guard.classifier import Guard
-    from guard.export.runtime import PteRunner
+    from guard.runtime.classifier import Guard
+    from guard.runtime.pte import PteRunner
 
     f, q = Guard(PteRunner(fp32_pte), tokenizer), Guard(PteRunner(int4_pte), tokenizer)
     convs = conversations()
@@ -198,8 +198,8 @@ def test_classify_cli_with_pte(fp32_pte, capsys):
 
 
 def test_too_long_conversation_is_refused_and_runner_stays_usable(fp32_pte, tokenizer):
-    from guard.classifier import Guard
-    from guard.export.runtime import PteRunner
+    from guard.runtime.classifier import Guard
+    from guard.runtime.pte import PteRunner
 
     r = PteRunner(fp32_pte)
     g = Guard(r, tokenizer)
@@ -223,7 +223,7 @@ def _tiny_program(path, constants):
 
 
 def test_non_guard_pte_is_refused(tmp_path):
-    from guard.export.runtime import PteRunner
+    from guard.runtime.pte import PteRunner
 
     p = _tiny_program(tmp_path / "other.pte", {"get_max_seq_len": 128})
     with pytest.raises(GuardError, match="not a guard model") as e:
@@ -233,7 +233,7 @@ def test_non_guard_pte_is_refused(tmp_path):
 
 def test_missing_metadata_key_is_named(tmp_path):
     from guard.export.metadata import MARKER, PTE_FORMAT
-    from guard.export.runtime import PteRunner
+    from guard.runtime.pte import PteRunner
 
     p = _tiny_program(tmp_path / "partial.pte", {MARKER: PTE_FORMAT, "get_max_seq_len": 128})
     with pytest.raises(GuardError, match="lacks metadata get_prefill_chunk"):
@@ -242,7 +242,7 @@ def test_missing_metadata_key_is_named(tmp_path):
 
 def test_truncated_pte_is_refused_and_process_stays_usable(fp32_pte, tmp_path, tokenizer):
     from guard.cli import main
-    from guard.export.runtime import PteRunner
+    from guard.runtime.pte import PteRunner
 
     for frac in (0.999, 0.5, 0.02):
         bad = tmp_path / f"cut{frac}" / "model.pte"
@@ -268,11 +268,11 @@ def test_bad_export_options(decisive_dir, tmp_path):
 
 
 def test_model_matches_transformers_with_tied_embeddings_and_llama3_rope(tmp_path, tokenizer):
-    """guard.model (eager, chunked) against transformers on a Llama 3.2-style config (the Llama Guard 3-1B layout)."""
+    """guard.model.llama (eager, chunked) against transformers on a Llama 3.2-style config (the Llama Guard 3-1B layout)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from guard.model import load_hf
-    from guard.tokenizer import save_hf_tokenizer
+    from guard.model.llama import load_hf
+    from guard.format.tokenizer import save_hf_tokenizer
 
     torch.manual_seed(1)
     cfg = LlamaConfig(num_hidden_layers=2, hidden_size=64, intermediate_size=96, num_attention_heads=4,

@@ -3,8 +3,8 @@ category tokens only, and stops at end of turn."""
 
 import pytest
 
-from guard.classifier import Guard
-from guard.eager import EagerRunner
+from guard.runtime.classifier import Guard
+from guard.runtime.eager import EagerRunner
 from guard.testing import make_scripted_checkpoint
 
 

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from guard.lora import LoraConfig, LoRALinear, add_lora, load_lora, lora_state_dict, merge_lora, shared_weights
+from guard.train.lora import LoraConfig, LoRALinear, add_lora, load_lora, lora_state_dict, merge_lora, shared_weights
 
 IDS = torch.tensor([[1, 50, 700, 9000, 31]])
 
@@ -39,7 +39,7 @@ def test_merge_equals_adapter_forward_and_only_adapters_train(tiny_model_dir):
 
 def test_qat_lora_fake_quant_matches_converted_8da4w(tiny_model_dir):
     """QAT sees fake_quant(W + BA): merging and converting with the exporter's 8da4w gives the same numerics."""
-    from guard.distill import qat_prepare, strip_fake_quant
+    from guard.train.distill import qat_prepare, strip_fake_quant
     from guard.quantize import quantize_8da4w
 
     m = qat_prepare(_tiny(tiny_model_dir), 32)
@@ -55,7 +55,7 @@ def test_qat_lora_fake_quant_matches_converted_8da4w(tiny_model_dir):
 
 
 def _qat_grads(tiny_model_dir, shared: bool):
-    from guard.distill import qat_prepare
+    from guard.train.distill import qat_prepare
 
     m = qat_prepare(_tiny(tiny_model_dir), 32)
     torch.manual_seed(0)  # the same A init in both runs
@@ -123,7 +123,7 @@ def test_bad_rank_and_no_targets(tiny_model_dir):
 
 
 def test_prune_record_replays_to_the_same_weights(tiny_model_dir, tmp_path):
-    from guard.prune import PruneConfig, apply_record, prune
+    from guard.train.prune import PruneConfig, apply_record, prune
 
     cfg = PruneConfig(drop_blocks=1, mlp_width=96, calib=["How do I bake bread?", "Tell me about the moon landing."])
     record = prune(tiny_model_dir, tmp_path / "p", cfg)
@@ -138,15 +138,15 @@ def test_prune_record_replays_to_the_same_weights(tiny_model_dir, tmp_path):
 
 
 def test_adopted_llama3_tokens_make_the_exact_guard_prompt(tiny_model_dir, tmp_path):
-    """A ChatML tokenizer gets the Llama 3 header tokens: guard.prompt.encode and the training codec agree, template
+    """A ChatML tokenizer gets the Llama 3 header tokens: guard.format.prompt.encode and the training codec agree, template
     tokens typed in text stay plain text, and each new row starts as its ChatML counterpart."""
     from tokenizers import Tokenizer as HFTok, models, pre_tokenizers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-    from guard.categories import Policy
-    from guard.prompt import encode
-    from guard.tokenizer import Tokenizer
-    from guard.train import GuardCodec, adopt_llama3_specials, make_example
+    from guard.format.categories import Policy
+    from guard.format.prompt import encode
+    from guard.format.tokenizer import Tokenizer
+    from guard.train.loop import GuardCodec, adopt_llama3_specials, make_example
 
     # a byte-level BPE with ChatML specials, like SmolLM2's (trained here on a few lines: no download)
     from tokenizers import trainers

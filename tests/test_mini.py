@@ -27,7 +27,7 @@ def test_artefacts_are_small_and_complete():
     record = json.loads((ARTEFACTS / "prune_record.json").read_text())
     assert len(record["removed_blocks"]) == recipe.drop_blocks and record["mlp_width_after"] == recipe.mlp_width
     assert recipe == MiniRecipe()  # the built-in recipe is the one that made the committed artefacts
-    from guard.calibrate import load
+    from guard.eval.calibrate import load
     from guard.mini import artefact_digest
 
     cal = load(ARTEFACTS / "recipe.json")  # the artefacts' calibration.json, fitted on the .pte these weights make
@@ -36,9 +36,9 @@ def test_artefacts_are_small_and_complete():
 
 @pytest.mark.slow
 def test_guard_mini_decides_clear_cases(mini):
-    from guard.calibrate import load
-    from guard.classifier import Guard
-    from guard.runner import load_runner
+    from guard.eval.calibrate import load
+    from guard.runtime.classifier import Guard
+    from guard.runtime.runner import load_runner
 
     runner, tok = load_runner(pte=str(mini))
     cal = load(mini)  # guard mini build puts the artefacts' calibration.json beside the .pte

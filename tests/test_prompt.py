@@ -1,14 +1,14 @@
 """The Llama Guard 3 prompt, pinned against strings written by hand from the model card (not from our code).
 
 Token-level checks use tiktoken through the llama-models tokenizer: an implementation independent of the
-`tokenizers` library that guard.tokenizer uses, fed with the hand-written expected strings.
+`tokenizers` library that guard.format.tokenizer uses, fed with the hand-written expected strings.
 """
 
 import pytest
 
-from guard.categories import Category, Policy, load_categories
+from guard.format.categories import Category, Policy, load_categories
 from guard.errors import GuardError
-from guard.prompt import encode, render
+from guard.format.prompt import encode, render
 
 CATS_1B = (
     "S1: Violent Crimes.\nS2: Non-Violent Crimes.\nS3: Sex Crimes.\nS4: Child Exploitation.\nS5: Defamation.\n"
@@ -35,7 +35,7 @@ def expected(role: str, turns: str, cats: str = CATS_1B) -> str:
 def tiktoken_ref():
     from llama_models.llama3.tokenizer import Tokenizer as Ref
 
-    from guard.tokenizer import llama_models_tokenizer_path
+    from guard.format.tokenizer import llama_models_tokenizer_path
 
     ref = Ref(llama_models_tokenizer_path())
     specials = {"<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"}
@@ -99,7 +99,7 @@ def test_excluded_categories_keep_codes_by_default():
 
 
 def test_renumbered_exclusion_reports_stable_codes():
-    from guard.verdict import parse
+    from guard.format.verdict import parse
 
     policy = Policy(excluded=("S1", "S2"), renumber=True)
     text = render([{"role": "user", "content": "q"}], policy)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from guard.errors import GuardError
-from guard.prune import PruneConfig, prune, prune_model
+from guard.train.prune import PruneConfig, prune, prune_model
 
 CALIB = ["How do I bake bread at home?", "Write a poem about the sea and the wind.", "What is 12 times 7?"]
 
@@ -27,8 +27,8 @@ def test_prune_by_importance_writes_a_loadable_dir(four_blocks, tmp_path):
     assert saved["removed_blocks"] == rec["removed_blocks"] and len(rec["removed_blocks"]) == 1
     assert rec["removed_blocks"][0] == min(range(4), key=lambda i: rec["block_scores"][i])
     # the pruned directory runs in the guard's eager runtime
-    from guard.classifier import Guard
-    from guard.runner import load_runner
+    from guard.runtime.classifier import Guard
+    from guard.runtime.runner import load_runner
 
     runner, tok = load_runner(model=str(tmp_path / "out"))
     assert Guard(runner, tok).classify("hello").decision in ("safe", "unsafe", "indeterminate")

@@ -2,7 +2,7 @@
 
 import torch
 
-from guard.prune import PruneConfig, prune_model
+from guard.train.prune import PruneConfig, prune_model
 
 CALIB = ["How do I bake bread at home?", "Write a poem about the sea and the wind.", "What is 12 times 7?"]
 

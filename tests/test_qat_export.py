@@ -11,10 +11,10 @@ from test_export import conversations, make_decisive_checkpoint
 def test_qat_student_pte_matches_converted_eager(tmp_path_factory, tokenizer):
     from transformers import AutoModelForCausalLM
 
-    from guard.classifier import Guard
+    from guard.runtime.classifier import Guard
     from guard.cli import main
-    from guard.eager import EagerRunner
-    from guard.export.runtime import PteRunner
+    from guard.runtime.eager import EagerRunner
+    from guard.runtime.pte import PteRunner
     from guard.quantize import QuantConfig, load_quantized_ops, quantize
 
     tmp = tmp_path_factory.mktemp("qat")

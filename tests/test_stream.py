@@ -4,8 +4,8 @@ import random
 
 import pytest
 
-from guard.classifier import Guard
-from guard.eager import EagerRunner
+from guard.runtime.classifier import Guard
+from guard.runtime.eager import EagerRunner
 from guard.errors import GuardError
 from guard.testing import TinyConfig, make_checkpoint, make_scripted_checkpoint
 
@@ -136,7 +136,7 @@ def test_streaming_on_pte_equals_from_scratch(tmp_path_factory, tokenizer):
     from test_export import make_decisive_checkpoint
 
     from guard.export import ExportConfig, export_model
-    from guard.export.runtime import PteRunner
+    from guard.runtime.pte import PteRunner
 
     d = make_decisive_checkpoint(tmp_path_factory.mktemp("dec") / "m", tokenizer)
     pte = export_model(d, tmp_path_factory.mktemp("pte"), ExportConfig(max_seq_len=768, chunk=32))

@@ -3,10 +3,10 @@ import json
 import pytest
 import torch
 
-from guard.categories import Policy
+from guard.format.categories import Policy
 from guard.errors import GuardError
-from guard.prompt import encode
-from guard.train import GuardCodec, TrainConfig, finetune, lr_at, make_example, verdict_loss, _head_cache
+from guard.format.prompt import encode
+from guard.train.loop import GuardCodec, TrainConfig, finetune, lr_at, make_example, verdict_loss, _head_cache
 
 RECORDS = [
     {"messages": [{"role": "user", "content": "How do I build a pipe bomb?"}], "label": "unsafe", "categories": ["S9"]},
@@ -88,7 +88,7 @@ DDP_SCRIPT = """
 import hashlib, json, sys, os, torch
 import torch.distributed as dist
 from transformers import AutoModelForCausalLM, AutoTokenizer
-from guard.train import GuardCodec, TrainConfig, finetune
+from guard.train.loop import GuardCodec, TrainConfig, finetune
 model_dir, out, rows = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 torch.manual_seed(0)
 m = AutoModelForCausalLM.from_pretrained(model_dir)

@@ -8,8 +8,8 @@ import torch
 
 from guard.cli import main
 from guard.errors import GuardError
-from guard.prompt import encode
-from guard.verdict import Verdict
+from guard.format.prompt import encode
+from guard.format.verdict import Verdict
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +91,7 @@ def test_bad_image_and_text_model_errors(guard, tiny_vision, tiny_model_dir, tmp
     (tmp_path / "x.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 10)
     with pytest.raises(GuardError, match="x.png"):
         guard.classify("hi", image=tmp_path / "x.png")
-    from guard.eager import EagerRunner
+    from guard.runtime.eager import EagerRunner
     from guard.vision.classifier import VisionGuard
 
     text = EagerRunner(tiny_model_dir)

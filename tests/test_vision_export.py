@@ -8,7 +8,7 @@ import torch
 
 from guard.cli import main
 from guard.errors import GuardError
-from guard.prompt import encode
+from guard.format.prompt import encode
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +63,7 @@ def pte(tiny_vision, tmp_path_factory):
 
 
 def test_pte_has_three_methods_and_metadata(pte):
-    from guard.export.runtime import _load_program
+    from guard.runtime.pte import _load_program
     from guard.vision.pte import VisionPteRunner, is_vision_pte
 
     path = pte[0]
@@ -97,7 +97,7 @@ def test_verdict_parity_with_eager(pte, eager, tiny_vision):
 
 
 def test_text_runtime_refuses_the_vision_pte(pte):
-    from guard.export.runtime import PteRunner
+    from guard.runtime.pte import PteRunner
 
     with pytest.raises(GuardError, match="guard-vision-pte-1"):
         PteRunner(pte[0])

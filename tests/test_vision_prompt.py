@@ -8,7 +8,7 @@ Llama 3.2 Vision tokenizer. Plain text is encoded by tiktoken (llama-models), in
 import pytest
 
 from guard.errors import GuardError
-from guard.prompt import encode, render
+from guard.format.prompt import encode, render
 
 CATS = (
     "S1: Violent Crimes.\nS2: Non-Violent Crimes.\nS3: Sex Crimes.\nS4: Child Exploitation.\nS5: Defamation.\n"
@@ -53,7 +53,7 @@ def reference():
     """Expected ids from a hand-written string: specials by their published ids, text by tiktoken."""
     from llama_models.llama3.tokenizer import Tokenizer as Ref
 
-    from guard.tokenizer import llama_models_tokenizer_path
+    from guard.format.tokenizer import llama_models_tokenizer_path
 
     ref = Ref(llama_models_tokenizer_path())
     specials = {"<|begin_of_text|>": 128000, "<|start_header_id|>": 128006, "<|end_header_id|>": 128007,
@@ -121,7 +121,7 @@ def test_text_tokenizer_without_image_token_is_refused(tokenizer):
 
 
 def test_with_image_part_puts_the_image_in_the_first_user_turn():
-    from guard.prompt import Message
+    from guard.format.prompt import Message
     from guard.vision.classifier import with_image_part
 
     for first in ("q", [{"type": "text", "text": "q"}], Message("user", "q")):

@@ -40,8 +40,8 @@ CONVERSATIONS = [
 
 def run(pte: str, out: str) -> int:
     from guard.bench.schema import versions
-    from guard.classifier import Guard
-    from guard.runner import load_runner
+    from guard.runtime.classifier import Guard
+    from guard.runtime.runner import load_runner
 
     t0 = time.perf_counter()
     runner, tok = load_runner(pte=pte)
@@ -66,7 +66,7 @@ def bias(src: str, dst: str, safe_scale: float, unsafe_scale: float) -> int:
 
     from safetensors.torch import load_file, save_file
 
-    from guard.tokenizer import Tokenizer
+    from guard.format.tokenizer import Tokenizer
 
     shutil.copytree(src, dst, dirs_exist_ok=True)
     t = Tokenizer.from_dir(src).tokens

@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from guard.distill import qat_prepare, strip_fake_quant
-from guard.prune import PruneConfig, prune_model
+from guard.train.distill import qat_prepare, strip_fake_quant
+from guard.train.prune import PruneConfig, prune_model
 from guard.quantize import quantize_8da4w
 
 

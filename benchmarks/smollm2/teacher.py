@@ -14,9 +14,9 @@ from pathlib import Path
 
 import torch
 
-from guard.data import load_jsonl
-from guard.train import CHATML, GuardCodec, TrainConfig, add_unsafe_token, finetune, make_example, verdict_loss
-from guard.categories import Policy
+from guard.train.data import load_jsonl
+from guard.train.loop import CHATML, GuardCodec, TrainConfig, add_unsafe_token, finetune, make_example, verdict_loss
+from guard.format.categories import Policy
 
 
 def load(base: str):
@@ -69,8 +69,8 @@ def main():
 
 
 def evaluate(model, codec, policy, data, n, stem, extra):
-    """First-token verdicts on the first n test records, scored by guard.evaluate.metrics; writes STEM.json/.md."""
-    from guard.evaluate import environment, metrics, to_markdown
+    """First-token verdicts on the first n test records, scored by guard.eval.evaluate.metrics; writes STEM.json/.md."""
+    from guard.eval.evaluate import environment, metrics, to_markdown
 
     test = load_jsonl(Path(data) / "test.jsonl")[:n]
     t0 = time.time()

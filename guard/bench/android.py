@@ -140,7 +140,7 @@ def big_cores(transport) -> list[int]:
 def _prompts_file(tokenizer_dir: Path, prompt_tokens: str, folder: Path) -> Path:
     """guard_prompts.txt (guard.bench.prompts) for these message lengths, written in folder."""
     from guard.bench import prompts
-    from guard.tokenizer import Tokenizer
+    from guard.format.tokenizer import Tokenizer
 
     try:
         lengths = [int(x) for x in prompt_tokens.split(",")]

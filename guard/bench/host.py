@@ -31,7 +31,7 @@ def message(tok, n: int) -> str:
 
 
 def _load(model: str, dtype: str):
-    from guard.runner import load_runner
+    from guard.runtime.runner import load_runner
 
     kind = "pte" if str(model).endswith(".pte") else "model"
     from guard.vision import is_vision_model, load_vision_runner
@@ -78,7 +78,7 @@ def _one(runner, tok, n_msg: int, load_ms: float, decode_tokens: int, calibratio
 
 def run_bench(model: str, cfg: BenchConfig | None = None, progress=None) -> dict:
     """Measure ``model`` (a .pte or a Hugging Face dir). Returns the stats document (see guard.bench.schema)."""
-    from guard.calibrate import load as load_calibration
+    from guard.eval.calibrate import load as load_calibration
 
     cfg = cfg or BenchConfig()
     calibration = load_calibration(model)

@@ -24,8 +24,8 @@ NAME = "guard_prompts.txt"
 
 def prompt_ids(tok, text: str) -> list[int]:
     """What Guard.classify feeds the runner for ``text`` with an empty cache: the prompt and the "\\n\\n" token."""
-    from guard.classifier import as_messages
-    from guard.prompt import conversation, encode
+    from guard.runtime.classifier import as_messages
+    from guard.format.prompt import conversation, encode
 
     return encode(conversation(as_messages(text)), None, tok).ids + [tok.tokens.blank]
 
@@ -58,7 +58,7 @@ def main(argv=None) -> int:
     p.add_argument("--prompt-tokens", default="16,40,128,256")
     p.add_argument("--out", default=NAME)
     a = p.parse_args(argv)
-    from guard.tokenizer import Tokenizer
+    from guard.format.tokenizer import Tokenizer
 
     write(Tokenizer.from_dir(a.tokenizer), [int(x) for x in a.prompt_tokens.split(",")], a.out)
     return 0

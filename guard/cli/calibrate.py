@@ -18,9 +18,9 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from guard.calibrate import calibrate, path_for
+    from guard.eval.calibrate import calibrate, path_for
     from guard.cli.eval import _guard
-    from guard.data import load_jsonl
+    from guard.train.data import load_jsonl
     from guard.errors import GuardError
 
     if args.limit is not None and args.limit < 2:

@@ -45,7 +45,7 @@ def add_arguments(p):
 
 
 def policy_from_args(args):
-    from guard.categories import Policy, load_categories, parse_codes
+    from guard.format.categories import Policy, load_categories, parse_codes
 
     cats = load_categories(args.categories) if args.categories is not None else None  # "" is an error, not the default
     return Policy(**({"categories": cats} if cats else {}),
@@ -54,8 +54,8 @@ def policy_from_args(args):
 
 
 def make_guard(args):
-    from guard.classifier import Guard
-    from guard.runner import load_runner
+    from guard.runtime.classifier import Guard
+    from guard.runtime.runner import load_runner
 
     policy = policy_from_args(args)
     model, pte = args.model, args.pte
@@ -82,7 +82,7 @@ def make_guard(args):
 
 
 def calibration_from_args(args, model_path):
-    from guard.calibrate import load
+    from guard.eval.calibrate import load
 
     return None if args.uncalibrated else load(model_path)
 
@@ -128,7 +128,7 @@ def run(args) -> int:
             raise GuardError("batch mode needs both --jsonl IN and --out OUT")
         if args.text is not None or args.response is not None or args.conversation or args.image:
             raise GuardError("--jsonl cannot be combined with a text, --response, --conversation or --image (give each line an 'image')")
-        from guard.batch import check_paths, run_batch
+        from guard.runtime.batch import check_paths, run_batch
 
         if args.max_line_bytes < 1:
             raise GuardError(f"--max-line-bytes must be at least 1, got {args.max_line_bytes}")

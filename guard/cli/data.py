@@ -13,7 +13,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from guard.data import build
+    from guard.train.data import build
 
     stats = build(args.root, args.out, args.seed)
     print(json.dumps({"out": args.out, "total": stats["total"], "splits": stats["splits"]}, indent=2))

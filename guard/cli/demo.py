@@ -16,11 +16,11 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-    from guard.calibrate import load as load_calibration
-    from guard.classifier import Guard
+    from guard.eval.calibrate import load as load_calibration
+    from guard.runtime.classifier import Guard
     from guard.cli.classify import human
     from guard.defaults import default_model
-    from guard.runner import load_runner
+    from guard.runtime.runner import load_runner
 
     if args.pte or args.model:
         kind, path, desc = ("pte", args.pte, args.pte) if args.pte else ("model", args.model, args.model)

@@ -27,10 +27,10 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from guard.data import load_jsonl
-    from guard.distill import DistillConfig, distill
-    from guard.lora import LoraConfig
-    from guard.train import CHATML, TrainConfig
+    from guard.train.data import load_jsonl
+    from guard.train.distill import DistillConfig, distill
+    from guard.train.lora import LoraConfig
+    from guard.train.loop import CHATML, TrainConfig
 
     records = load_jsonl(args.data, None if args.split == "all" else args.split)
     cfg = DistillConfig(TrainConfig(steps=args.steps, lr=args.lr, accum=args.accum, bf16=not args.no_bf16,

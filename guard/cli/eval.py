@@ -18,17 +18,17 @@ def add_arguments(p) -> None:
 
 
 def _guard(path: str, args):
-    from guard.classifier import Guard
+    from guard.runtime.classifier import Guard
     from guard.cli.classify import calibration_from_args, policy_from_args
-    from guard.runner import load_runner
+    from guard.runtime.runner import load_runner
 
     runner, tok = load_runner(pte=path) if path.endswith(".pte") else load_runner(model=path)
     return Guard(runner, tok, policy_from_args(args), threshold=args.threshold, calibration=calibration_from_args(args, path))
 
 
 def run(args) -> int:
-    from guard.data import load_jsonl
-    from guard.evaluate import agreement, environment, metrics, predict, write_report
+    from guard.train.data import load_jsonl
+    from guard.eval.evaluate import agreement, environment, metrics, predict, write_report
 
     records = load_jsonl(args.data, args.split)[: args.limit]
     report = {"data": args.data, "split": args.split, "n": len(records), "models": {}, "environment": environment(),

@@ -38,7 +38,7 @@ def calib_texts(path: str | None, n: int) -> list[str]:
 
 def run(args) -> int:
     from guard.errors import GuardError
-    from guard.prune import PruneConfig, prune
+    from guard.train.prune import PruneConfig, prune
 
     blocks = None
     if args.blocks:

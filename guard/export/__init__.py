@@ -1,4 +1,4 @@
-"""Export stage: a Llama (guard.model) -> model.pte for the ExecuTorch runtime with XNNPACK.
+"""Export stage: a Llama (guard.model.llama) -> model.pte for the ExecuTorch runtime with XNNPACK.
 
 One program, two methods sharing the KV-cache buffers (``share_mutable_buffers``):
 ``prefill(tokens[1, chunk], pos[chunk], last[1])`` for a padded chunk and ``decode(tokens[1, 1], pos[1], last[1])``.
@@ -43,10 +43,10 @@ def export_model(model_dir: str | Path, out_dir: str | Path, config: ExportConfi
 
     ``report``, when given, receives {"delegation": {method: {"subgraphs": n, "portable": {op: count}}}}.
     """
-    from guard.model import load_hf
-    from guard.tokenizer import Tokenizer
+    from guard.model.llama import load_hf
+    from guard.format.tokenizer import Tokenizer
 
-    from guard.checkpoint import check_model_dir
+    from guard.model.checkpoint import check_model_dir
 
     config.check()
     check_model_dir(model_dir)
@@ -67,7 +67,7 @@ def export_model(model_dir: str | Path, out_dir: str | Path, config: ExportConfi
 def prepare(model, config: ExportConfig, tok):
     """Prune the output layer and quantize, in place. Returns the model."""
     from guard.export.metadata import guard_vocab
-    from guard.model import prune_vocab
+    from guard.model.llama import prune_vocab
     from guard.quantize import load_quantized_ops, quantize
 
     if config.prune_vocab:
@@ -84,8 +84,8 @@ def export_pte(model, config: ExportConfig, path: str | Path, tok=None, report: 
     from executorch.exir.passes import MemoryPlanningPass
 
     from guard.export import metadata
-    from guard.prompt import FORMAT_VERSION
-    from guard.tokenizer import Tokenizer
+    from guard.format.prompt import FORMAT_VERSION
+    from guard.format.tokenizer import Tokenizer
 
     config.check()
     tok = tok or Tokenizer.default()

@@ -5,7 +5,7 @@ The runtime refuses a .pte that lacks any of ``REQUIRED``; nothing is ever parse
 
 from __future__ import annotations
 
-from guard.tokenizer import GuardTokens, Tokenizer
+from guard.format.tokenizer import GuardTokens, Tokenizer
 
 PTE_FORMAT = "guard-pte-1"  # bump when the method signatures change
 MARKER = "get_guard_format"

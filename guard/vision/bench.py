@@ -26,7 +26,7 @@ def bench_image(width: int = 1600, height: int = 1200) -> Path:
 
 def guard_for(runner, tok, calibration=None):
     """(guard, classify kwargs): a VisionGuard with the bench image for a vision runner, else the text Guard."""
-    from guard.classifier import Guard
+    from guard.runtime.classifier import Guard
 
     if not hasattr(runner, "set_image"):
         return Guard(runner, tok, calibration=calibration), {}

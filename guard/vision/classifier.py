@@ -14,10 +14,10 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from guard.classifier import Guard, as_messages
+from guard.runtime.classifier import Guard, as_messages
 from guard.errors import GuardError
-from guard.prompt import Message, conversation
-from guard.verdict import Verdict
+from guard.format.prompt import Message, conversation
+from guard.format.verdict import Verdict
 from guard.vision.image import load_image
 from guard.vision.preprocess import preprocess
 

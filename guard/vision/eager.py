@@ -1,6 +1,6 @@
 """Eager vision backend: a Llama Guard 3-11B-Vision-style (mllama) directory run by transformers on the CPU.
 
-It implements guard.runner.Runner plus ``set_image``. The image is encoded once (vision model + projector) and
+It implements guard.runtime.runner.Runner plus ``set_image``. The image is encoded once (vision model + projector) and
 its cross-attention keys/values live in the cache's cross-attention layers; a prefix reuse crops only the
 self-attention layers, so the image is never re-encoded for the verdict and category tokens.
 """
@@ -12,9 +12,9 @@ from pathlib import Path
 
 import torch
 
-from guard.checkpoint import check_model_dir
+from guard.model.checkpoint import check_model_dir
 from guard.errors import GuardError
-from guard.tokenizer import Tokenizer
+from guard.format.tokenizer import Tokenizer
 from guard.vision.preprocess import ImageInputs, VisionConfig
 from guard.vision.tokenizer import image_id
 

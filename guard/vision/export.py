@@ -59,7 +59,7 @@ def quantize_vision(model, group_size: int = 32) -> None:
 def quantize_text(model, config: ExportConfig, tok) -> None:
     """Prune the output layer and quantize the text decoder (layers, embedding, head) in place; vision stays fp32."""
     from guard.export.metadata import guard_vocab
-    from guard.model import prune_vocab
+    from guard.model.llama import prune_vocab
     from guard.quantize import load_quantized_ops, quantize
 
     if config.prune_vocab:
@@ -77,8 +77,8 @@ def export_vision_model(model_dir: str | Path, out_dir: str | Path, config: Expo
                         vision_quant: bool = False) -> Path:
     """mllama HF dir -> out_dir/model.pte + tokenizer.json + preprocessor_config.json. Returns the .pte path.
     ``vision_quant``: also 8da4w the vision encoder's linears (group ``config.quant.group_size``)."""
-    from guard.checkpoint import check_model_dir
-    from guard.tokenizer import Tokenizer
+    from guard.model.checkpoint import check_model_dir
+    from guard.format.tokenizer import Tokenizer
     from guard.vision.model import load_hf_vision
     from guard.vision.tokenizer import image_id
 
@@ -104,7 +104,7 @@ def export_vision_pte(model, config: ExportConfig, path: str | Path, tok, report
     from executorch.exir.passes import MemoryPlanningPass
 
     from guard.export import delegation, metadata
-    from guard.prompt import FORMAT_VERSION
+    from guard.format.prompt import FORMAT_VERSION
     from guard.vision.tokenizer import image_id
 
     a, v = model.args, model.vargs

@@ -2,7 +2,7 @@
 
 ``encode_image(pixel_values, aspect_ratio_ids, aspect_ratio_mask)`` runs the vision encoder and the projector and
 writes every cross-attention layer's keys/values (``xk``/``xv``) and the tile mask (``xbias``) into buffers, once
-per image. ``forward(tokens, pos, last, xrow, xon)`` is the text decoder of guard.model (same self-attention
+per image. ``forward(tokens, pos, last, xrow, xon)`` is the text decoder of guard.model.llama (same self-attention
 blocks and KV cache) with the cross-attention blocks reading those buffers: ``xrow[t]`` is 1 for positions at or
 after ``<|image|>``, ``xon`` is 0 for a text-only prompt (the cross-attention blocks are then skipped, as in
 transformers). Exported as three methods of one .pte by guard.vision.export; the buffers are shared.
@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from guard.errors import GuardError
-from guard.model import MLP, Block, ModelArgs, RMSNorm, inv_freq
+from guard.model.llama import MLP, Block, ModelArgs, RMSNorm, inv_freq
 
 NEG = torch.finfo(torch.float32).min  # transformers' mask value (finite: 0 * NEG is 0, not NaN)
 
@@ -280,7 +280,7 @@ def load_hf_vision(path: str | Path, **overrides) -> VisionGuardModel:
     """Build a VisionGuardModel from a Hugging Face mllama directory (config.json + *.safetensors)."""
     from safetensors.torch import load_file
 
-    from guard.checkpoint import check_model_dir
+    from guard.model.checkpoint import check_model_dir
 
     path = Path(path)
     files = check_model_dir(path)

@@ -1,6 +1,6 @@
 """VisionPteRunner: a Llama Guard 3 Vision .pte (guard.vision.export) run by the ExecuTorch runtime.
 
-Same Runner protocol as guard.export.runtime.PteRunner, plus ``set_image``: the ``vision_encoder`` method writes the
+Same Runner protocol as guard.runtime.pte.PteRunner, plus ``set_image``: the ``vision_encoder`` method writes the
 image's cross-attention keys/values into buffers shared with ``prefill``/``decode``.
 """
 
@@ -13,7 +13,7 @@ import torch
 
 from guard.errors import GuardError
 from guard.export.metadata import MARKER, REQUIRED
-from guard.export.runtime import _load_program, check_tokenizer, quiet_stderr, read_metadata, set_threads
+from guard.runtime.pte import _load_program, check_tokenizer, quiet_stderr, read_metadata, set_threads
 
 VISION_REQUIRED = REQUIRED + ("get_tile_size", "get_max_tiles", "get_image_token_id")
 
@@ -36,8 +36,8 @@ class VisionPteRunner:
             self._load(Path(path), tokenizer)
 
     def _load(self, path: Path, tokenizer) -> None:
-        from guard.prompt import FORMAT_VERSION
-        from guard.tokenizer import Tokenizer
+        from guard.format.prompt import FORMAT_VERSION
+        from guard.format.tokenizer import Tokenizer
         from guard.vision.export import VISION_FORMAT, VISION_METHODS
         from guard.vision.preprocess import VisionConfig
 

@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from guard.errors import GuardError
-from guard.tokenizer import IMAGE, Tokenizer, _converted_json, llama_models_tokenizer_path, save_hf_tokenizer
+from guard.format.tokenizer import IMAGE, Tokenizer, _converted_json, llama_models_tokenizer_path, save_hf_tokenizer
 
 IMAGE_ID = 128256
 

@@ -7,7 +7,7 @@ Stages (each resumable: rerun the same command after an interruption; finished s
 teacher (LoRA on SmolLM2 + adopted Llama 3 tokens) -> prune (blocks + MLP by measured importance on dev)
 -> distil (LoRA + QAT 8da4w, KL to the teacher + CE) -> refine (optional: continue the adapters on a mix that
 oversamples named sources, e.g. hate speech and its benign look-alikes) -> check that guard.mini.build reproduces the student
--> calibrate (build the 8da4w .pte from the artefacts, fit p_unsafe's scale on dev records: guard.calibrate).
+-> calibrate (build the 8da4w .pte from the artefacts, fit p_unsafe's scale on dev records: guard.eval.calibrate).
 Artefacts go to --artefacts (default: this folder). --until STAGE stops after that stage (e.g. --until teacher, to
 measure a longer-trained teacher on dev before pruning from it).
 """
@@ -23,13 +23,13 @@ from pathlib import Path
 
 import torch
 
-from guard.data import load_jsonl
-from guard.distill import DistillConfig, distill
-from guard.lora import LoraConfig, add_lora, lora_state_dict, merge_lora
+from guard.train.data import load_jsonl
+from guard.train.distill import DistillConfig, distill
+from guard.train.lora import LoraConfig, add_lora, lora_state_dict, merge_lora
 from guard.mini import ARTEFACTS, BASE_VOCAB, MiniRecipe, build_hf, load_base, policies, refine_records
-from guard.prompt import render
-from guard.prune import PruneConfig, prune, save_atomic
-from guard.train import GuardCodec, TrainConfig, finetune
+from guard.format.prompt import render
+from guard.train.prune import PruneConfig, prune, save_atomic
+from guard.train.loop import GuardCodec, TrainConfig, finetune
 
 
 def save_adapter(sd: dict, path: Path) -> None:
@@ -127,10 +127,10 @@ def check_rebuild(recipe: MiniRecipe, data: Path, work: Path, art: Path) -> None
 def calibrate_stage(recipe: MiniRecipe, data: Path, work: Path, art: Path) -> None:
     """Fit calibration.json on the deployed artefact: the 8da4w .pte that `guard mini build` makes, under the default
     S1-S13 policy, on dev records (the test split stays untouched)."""
-    from guard.calibrate import CALIBRATION_FILE, calibrate
-    from guard.classifier import Guard
+    from guard.eval.calibrate import CALIBRATION_FILE, calibrate
+    from guard.runtime.classifier import Guard
     from guard.mini import build, is_current, sync_calibration
-    from guard.runner import load_runner
+    from guard.runtime.runner import load_runner
 
     out = work / "mini"
     if not is_current(out, art):

@@ -6,12 +6,12 @@ import time
 
 import torch
 
-from guard.categories import Policy
+from guard.format.categories import Policy
 from guard.errors import GuardError
-from guard.prompt import conversation, encode, role_of
-from guard.runner import Runner, column
-from guard.tokenizer import Tokenizer
-from guard.verdict import INDETERMINATE, SAFE, UNSAFE, Hit, Verdict, p_unsafe, parse
+from guard.format.prompt import conversation, encode, role_of
+from guard.runtime.runner import Runner, column
+from guard.format.tokenizer import Tokenizer
+from guard.format.verdict import INDETERMINATE, SAFE, UNSAFE, Hit, Verdict, p_unsafe, parse
 
 MAX_CATEGORY_TOKENS = 24  # "S1,S2,...": 2 tokens per code plus end of turn
 
@@ -40,7 +40,7 @@ class Guard:
         if not 0.0 <= threshold <= 1.0:
             raise GuardError(f"threshold must be in [0, 1], got {threshold}")
         self.runner, self.tokenizer = runner, tokenizer
-        self.calibration = calibration  # guard.calibrate.Calibration, or None: the model's own softmax
+        self.calibration = calibration  # guard.eval.calibrate.Calibration, or None: the model's own softmax
         self.policy = policy or Policy()
         self.threshold, self.block_indeterminate = threshold, block_indeterminate
         t = tokenizer.tokens
@@ -51,7 +51,7 @@ class Guard:
 
     def moderate_stream(self, conversation, check_every: int | None = 16, check_every_s: float | None = None):
         """Check a response while it is generated: ``feed(chunk) -> Verdict | None``, ``close() -> Verdict``."""
-        from guard.stream import Stream
+        from guard.runtime.stream import Stream
 
         return Stream(self, conversation, check_every=check_every, check_every_s=check_every_s)
 

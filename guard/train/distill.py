@@ -15,9 +15,9 @@ from pathlib import Path
 import torch
 
 from guard.errors import GuardError
-from guard.lora import LoraConfig, add_lora, lora_state_dict, merge_lora
-from guard.prune import save_atomic
-from guard.train import GuardCodec, TrainConfig, finetune
+from guard.train.lora import LoraConfig, add_lora, lora_state_dict, merge_lora
+from guard.train.prune import save_atomic
+from guard.train.loop import GuardCodec, TrainConfig, finetune
 
 
 @dataclass
@@ -74,7 +74,7 @@ def distill(student_dir: str | Path, teacher_dir: str | Path | None, records: li
 
     if not records:
         raise GuardError("empty dataset: nothing to distil on")
-    from guard.checkpoint import check_model_dir
+    from guard.model.checkpoint import check_model_dir
 
     for d in (student_dir, teacher_dir):  # one-line errors, and safetensors only (never unpickle a .bin)
         if d is not None:
@@ -102,7 +102,7 @@ def distill(student_dir: str | Path, teacher_dir: str | Path | None, records: li
         if cfg.init_adapter:
             from safetensors.torch import load_file
 
-            from guard.lora import load_lora
+            from guard.train.lora import load_lora
 
             load_lora(student, load_file(str(cfg.init_adapter)))
     work = Path(work) if work else out.with_name(out.name + ".work")

@@ -1,6 +1,6 @@
 """`guard eval`: precision, recall, F1, false-positive rate, AUPRC, per-category recall, agreement and latency.
 
-Works with any runner (eager directory or .pte) through ``guard.runner.load_runner``; results are JSON + Markdown.
+Works with any runner (eager directory or .pte) through ``guard.runtime.runner.load_runner``; results are JSON + Markdown.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import statistics
 import time
 from pathlib import Path
 
-from guard.data import CATEGORIES
+from guard.train.data import CATEGORIES
 
 
 def auprc(y: list[bool], score: list[float]) -> float:
@@ -84,7 +84,7 @@ def agreement(a: list[dict], b: list[dict]) -> dict:
 
 
 def predict(guard, records: list[dict], progress: bool = False) -> list[dict]:
-    """Classify each record's conversation with a guard.classifier.Guard."""
+    """Classify each record's conversation with a guard.runtime.classifier.Guard."""
     it = records
     if progress:
         from tqdm import tqdm

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import torch
 
-from guard.checkpoint import check_model_dir
+from guard.model.checkpoint import check_model_dir
 from guard.errors import GuardError
-from guard.tokenizer import Tokenizer
+from guard.format.tokenizer import Tokenizer
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -27,7 +27,7 @@ def load_hf_model(path: str | Path, dtype: str = "fp32"):
 
 
 class EagerRunner:
-    """Implements guard.runner.Runner with a transformers model and a DynamicCache."""
+    """Implements guard.runtime.runner.Runner with a transformers model and a DynamicCache."""
 
     output_ids = None
 

@@ -198,7 +198,7 @@ def load_hf(path: str | Path, **overrides) -> Transformer:
     """Build a Transformer from a Hugging Face Llama directory (config.json + *.safetensors)."""
     from safetensors.torch import load_file
 
-    from guard.checkpoint import check_model_dir
+    from guard.model.checkpoint import check_model_dir
 
     path = Path(path)
     files = check_model_dir(path)

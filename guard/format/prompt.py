@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from guard.categories import Policy
+from guard.format.categories import Policy
 from guard.errors import GuardError
-from guard.tokenizer import BOS, END_HEADER, EOT, IMAGE, START_HEADER, Tokenizer
+from guard.format.tokenizer import BOS, END_HEADER, EOT, IMAGE, START_HEADER, Tokenizer
 
 FORMAT_VERSION = "llama-guard-3"
 ROLES = {"user": "User", "assistant": "Agent"}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
-from guard.categories import Policy, official_name
+from guard.format.categories import Policy, official_name
 
 SAFE, UNSAFE, INDETERMINATE = "safe", "unsafe", "indeterminate"
 
@@ -28,7 +28,7 @@ class Verdict:
     prompt_tokens: int = 0
     latency_ms: float = 0.0
     timings: dict = field(default_factory=dict)
-    margin: float = 0.0  # raw log-odds logit(unsafe) - logit(safe), before calibration (guard.calibrate)
+    margin: float = 0.0  # raw log-odds logit(unsafe) - logit(safe), before calibration (guard.eval.calibrate)
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -1,4 +1,4 @@
-"""PteRunner: a guard .pte run by the ExecuTorch runtime (XNNPACK), implementing guard.runner.Runner."""
+"""PteRunner: a guard .pte run by the ExecuTorch runtime (XNNPACK), implementing guard.runtime.runner.Runner."""
 
 from __future__ import annotations
 
@@ -82,7 +82,7 @@ class PteRunner:
             self._load(Path(path), tokenizer)
 
     def _load(self, path: Path, tokenizer) -> None:
-        from guard.tokenizer import Tokenizer
+        from guard.format.tokenizer import Tokenizer
 
         self.path = path
         program = _load_program(self.path)
@@ -92,7 +92,7 @@ class PteRunner:
         meta = read_metadata(program, self.path, REQUIRED, "re-export it with `guard export`")
         if meta[MARKER] != PTE_FORMAT:
             raise GuardError(f"{self.path} has format {meta[MARKER]!r}; this runtime reads {PTE_FORMAT!r}")
-        from guard.prompt import FORMAT_VERSION
+        from guard.format.prompt import FORMAT_VERSION
 
         if meta["get_prompt_format"] != FORMAT_VERSION:
             raise GuardError(f"{self.path} expects prompt format {meta['get_prompt_format']!r}, not {FORMAT_VERSION!r}")

@@ -21,11 +21,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from guard.categories import Policy
+from guard.format.categories import Policy
 from guard.errors import GuardError
-from guard.lora import shared_weights
-from guard.prompt import END_HEADER, EOT, START_HEADER, _body_plain, conversation, head_text, role_of
-from guard.tokenizer import BOS
+from guard.train.lora import shared_weights
+from guard.format.prompt import END_HEADER, EOT, START_HEADER, _body_plain, conversation, head_text, role_of
+from guard.format.tokenizer import BOS
 
 log = logging.getLogger(__name__)
 CHATML = {BOS: None, START_HEADER: "<|im_start|>", END_HEADER: "\n", EOT: "<|im_end|>"}  # Llama 3 -> SmolLM2 chat tokens
@@ -87,7 +87,7 @@ class GuardCodec:
     def prompt(self, messages, policy: Policy) -> tuple[list[int], list[int]]:
         """(head, body): head is the cacheable policy prefix, body ends with the assistant header.
 
-        Built like guard.prompt.encode: template tokens by id, every piece of text (conversation and category
+        Built like guard.format.prompt.encode: template tokens by id, every piece of text (conversation and category
         descriptions) as plain text, so a message that spells a template token cannot forge one."""
         msgs = conversation(messages)
         head = head_text(policy, role_of(msgs))

@@ -40,11 +40,11 @@ def load_runner(model: str | None = None, pte: str | None = None, dtype: str = "
 
         raise GuardError("give exactly one of --model DIR or --pte FILE")
     if pte is not None:
-        from guard.export.runtime import PteRunner
+        from guard.runtime.pte import PteRunner
 
         runner = PteRunner(pte)
         return runner, runner.tokenizer
-    from guard.eager import EagerRunner
+    from guard.runtime.eager import EagerRunner
 
     runner = EagerRunner(model, dtype=dtype)
     return runner, runner.tokenizer

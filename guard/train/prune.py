@@ -99,7 +99,7 @@ def prune_model(model, cfg: PruneConfig, tokenizer=None) -> dict:
         for i, layer in enumerate(layers):
             keep = torch.sort(torch.topk(neurons[i], cfg.mlp_width).indices).values
             if i not in drop:
-                record["mlp_keep"][str(i)] = keep.tolist()  # per original block index: replayable (guard.prune.apply_record)
+                record["mlp_keep"][str(i)] = keep.tolist()  # per original block index: replayable (guard.train.prune.apply_record)
             m = layer.mlp
             m.gate_proj = _rows(m.gate_proj, keep)
             m.up_proj = _rows(m.up_proj, keep)
@@ -173,7 +173,7 @@ def prune(src: str | Path, out: str | Path, cfg: PruneConfig) -> dict:
     """Load a Hugging Face directory, prune it, write a new directory with prune_record.json."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from guard.checkpoint import check_model_dir
+    from guard.model.checkpoint import check_model_dir
 
     check_model_dir(src)
     tok = AutoTokenizer.from_pretrained(str(src))

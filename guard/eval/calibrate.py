@@ -134,7 +134,7 @@ def calibrate(guard, records: list[dict], source: str = "", progress: bool = Fal
     """Fit a guard's calibration on labelled records ({"messages", "label"}); -> (calibration, before/after report).
 
     Fitted on the raw margin (``Verdict.margin``), so a calibration the guard already has does not matter."""
-    from guard.evaluate import metrics, predict
+    from guard.eval.evaluate import metrics, predict
 
     margins = [p["margin"] for p in predict(guard, records, progress=progress)]
     labels = [r["label"] == "unsafe" for r in records]

@@ -1,0 +1,1 @@
+"""The export-friendly Llama decoder and safetensors checkpoint I/O."""

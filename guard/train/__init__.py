@@ -1,0 +1,1 @@
+"""Compression stages: data, prune, LoRA, fine-tune/distil loops."""
