@@ -30,7 +30,12 @@ def run(args) -> int:
         return 0
     art = args.artefacts or ARTEFACTS
     if is_current(out, art) and not args.force:
+        from guard.format import spec
+
         note = "; calibration.json updated" if sync_calibration(out, art) else ""
+        if not (out / spec.FILE).is_file():  # built before the native runtime's template file existed
+            spec.write(out)
+            note += f"; {spec.FILE} written"
         print(f"guard-mini already built from these artefacts: {out / 'model.pte'}{note} (--force rebuilds)")
         return 0
     if (out / "model.pte").is_file() and not args.force:

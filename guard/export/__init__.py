@@ -61,6 +61,9 @@ def export_model(model_dir: str | Path, out_dir: str | Path, config: ExportConfi
             shutil.copy(src / name, out / name)
     if not (out / "tokenizer.json").is_file():
         tok._tok.save(str(out / "tokenizer.json"))
+    from guard.format import spec
+
+    spec.write(out)  # the prompt template for the native runtime (android_runner/)
     return path
 
 

@@ -6,6 +6,7 @@ The prompt is built as a list of segments: special tokens are inserted by id and
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from guard.format.categories import Policy
@@ -22,6 +23,19 @@ INSTRUCTION = (
     " - First line must read 'safe' or 'unsafe'.\n"
     " - If unsafe, a second line must include a comma-separated list of violated categories. "
 )
+# The other template pieces. guard/format/spec.py writes all of them to guard_format.json for the native runtime
+# (android_runner/), which assembles the prompt from that file: the template is written here only.
+CATEGORIES_BEGIN = "<BEGIN UNSAFE CONTENT CATEGORIES>\n"
+CATEGORY_LINE = "{key}: {value}\n"
+CATEGORIES_END = "<END UNSAFE CONTENT CATEGORIES>\n\n<BEGIN CONVERSATION>\n\n"
+TURN = "{role}: {text}\n\n"
+CONVERSATION_END = "<END CONVERSATION>\n\n"
+# The prompt's token ids, as segments: a special token by name (GuardTokens field) or text encoded as plain text,
+# with {role}, {categories} and {turns} filled in (values are never re-scanned for placeholders).
+HEAD = (("special", "bos"), ("special", "start_header"), ("text", "user"), ("special", "end_header"),
+        ("text", "\n\n" + TASK + CATEGORIES_BEGIN + "{categories}" + CATEGORIES_END))
+BODY = (("text", "{turns}" + CONVERSATION_END + INSTRUCTION), ("special", "eot"), ("special", "start_header"),
+        ("text", "assistant"), ("special", "end_header"))
 
 
 @dataclass(frozen=True)
@@ -99,17 +113,17 @@ def role_of(messages: list[Message]) -> str:
 
 def head_text(policy: Policy, role: str, image: bool = False) -> str:
     """Everything up to and including '<BEGIN CONVERSATION>\\n\\n' (the cacheable prefix)."""
-    cats = "".join(f"{key}: {cat.prompt_value}\n" for key, cat in policy.shown)
+    cats = "".join(CATEGORY_LINE.format(key=key, value=cat.prompt_value) for key, cat in policy.shown)
     return (
         f"{BOS}{START_HEADER}user{END_HEADER}\n\n" + (f"{IMAGE} " if image else "") + TASK.format(role=role)
-        + "<BEGIN UNSAFE CONTENT CATEGORIES>\n" + cats + "<END UNSAFE CONTENT CATEGORIES>\n\n<BEGIN CONVERSATION>\n\n"
+        + CATEGORIES_BEGIN + cats + CATEGORIES_END
     )
 
 
 def _body_plain(messages: list[Message]) -> str:
     """The body up to the closing ' ' before <|eot_id|>: plain text only."""
-    turns = "".join(f"{ROLES[m.role]}: {p.strip()}\n\n" for m in messages for p in m.parts)
-    return turns + "<END CONVERSATION>\n\n" + INSTRUCTION.format(role=role_of(messages))
+    turns = "".join(TURN.format(role=ROLES[m.role], text=p.strip()) for m in messages for p in m.parts)
+    return turns + CONVERSATION_END + INSTRUCTION.format(role=role_of(messages))
 
 
 def body_text(messages: list[Message]) -> str:
@@ -137,17 +151,30 @@ def encode(messages, policy: Policy | None, tok: Tokenizer) -> PromptTokens:
     msgs = conversation(messages)
     policy = policy or Policy()
     role, image = role_of(msgs), any(m.image for m in msgs)
-    t = tok.tokens
-    body = tok.encode(_body_plain(msgs)) + [t.eot, t.start_header] + tok.encode("assistant") + [t.end_header]
+    turns = "".join(TURN.format(role=ROLES[m.role], text=p.strip()) for m in msgs for p in m.parts)
+    body = assemble(BODY, {"role": role, "turns": turns}, tok)
     return PromptTokens(encode_head(tok, policy, role, image), body)
+
+
+def fill(template: str, values: dict[str, str]) -> str:
+    """Replace {name} placeholders in one pass (a value that spells "{role}" stays as it is)."""
+    return re.sub(r"\{(\w+)\}", lambda m: values[m.group(1)] if m.group(1) in values else m.group(0), template)
+
+
+def assemble(segments, values: dict[str, str], tok: Tokenizer) -> list[int]:
+    ids = []
+    for kind, value in segments:
+        ids += [getattr(tok.tokens, value)] if kind == "special" else tok.encode(fill(value, values))
+    return ids
 
 
 def encode_head(tok: Tokenizer, policy: Policy, role: str, image: bool = False) -> list[int]:
     """Special tokens by id, all text (category descriptions included) as plain text."""
-    t = tok.tokens
-    text = head_text(policy, role, image=False)
-    text = text[text.index(END_HEADER) + len(END_HEADER):]  # "\n\nTask: ..."
-    ids = [t.bos, t.start_header] + tok.encode("user") + [t.end_header]
-    if image:  # "\n\n<|image|> Task: ..."
+    if image:  # "\n\n<|image|> Task: ..." (Llama Guard 3 Vision only; not in the native runtime)
+        t = tok.tokens
+        text = head_text(policy, role, image=False)
+        text = text[text.index(END_HEADER) + len(END_HEADER):]
+        ids = [t.bos, t.start_header] + tok.encode("user") + [t.end_header]
         return ids + tok.encode("\n\n") + [tok.special_id(IMAGE)] + tok.encode(" " + text[2:])
-    return ids + tok.encode(text)
+    cats = "".join(CATEGORY_LINE.format(key=key, value=cat.prompt_value) for key, cat in policy.shown)
+    return assemble(HEAD, {"role": role, "categories": cats}, tok)

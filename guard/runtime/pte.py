@@ -100,6 +100,9 @@ class PteRunner:
         if missing:
             raise GuardError(f"{self.path} lacks the {missing[0]} method; re-export it with `guard export`")
         self.meta = meta
+        from guard.format import spec
+
+        spec.check(self.path)  # a guard_format.json beside it (for the native runtime) must be this template
         self.tokenizer = tokenizer or check_tokenizer(Tokenizer.from_dir(self.path.parent), meta, self.path)
         self.max_seq_len = int(meta["get_max_seq_len"])
         self.chunk = int(meta["get_prefill_chunk"])

@@ -1,0 +1,75 @@
+package ondevice.guard;
+
+import java.util.ArrayList;
+import java.util.Collections;
+import java.util.List;
+
+/** A guard verdict, the fields of `guard classify --json` (guard/format/verdict.py). */
+public final class Verdict {
+  /** A violated category: its stable code ("S10") and name ("Hate"). */
+  public static final class Category {
+    public final String code;
+    public final String name;
+
+    Category(String code, String name) {
+      this.code = code;
+      this.name = name;
+    }
+
+    @Override
+    public String toString() {
+      return code + " " + name;
+    }
+  }
+
+  public final String decision; // "safe", "unsafe" or "indeterminate"
+  public final List<Category> categories;
+  public final double pUnsafe; // calibrated when calibration.json is beside the model
+  public final double margin; // logit(unsafe) - logit(safe), before calibration
+  public final boolean blocked; // unsafe, or indeterminate under the default blocking policy
+  public final String role; // "User" or "Agent"
+  public final String raw;
+  public final String reason;
+  public final long promptTokens;
+  public final double latencyMs;
+  public final double prefillMs;
+  public final long reusedTokens;
+  public final long prefilledTokens;
+  private final String json;
+
+  // Called from JNI.
+  Verdict(String decision, String[] codes, String[] names, double pUnsafe, double margin, boolean blocked, String role,
+      String raw, String reason, long promptTokens, double latencyMs, double prefillMs, long reusedTokens,
+      long prefilledTokens, String json) {
+    this.decision = decision;
+    List<Category> cats = new ArrayList<>();
+    for (int i = 0; i < codes.length; i++) cats.add(new Category(codes[i], names[i]));
+    this.categories = Collections.unmodifiableList(cats);
+    this.pUnsafe = pUnsafe;
+    this.margin = margin;
+    this.blocked = blocked;
+    this.role = role;
+    this.raw = raw;
+    this.reason = reason;
+    this.promptTokens = promptTokens;
+    this.latencyMs = latencyMs;
+    this.prefillMs = prefillMs;
+    this.reusedTokens = reusedTokens;
+    this.prefilledTokens = prefilledTokens;
+    this.json = json;
+  }
+
+  public boolean isSafe() {
+    return decision.equals("safe");
+  }
+
+  /** The verdict as one JSON object, with the field names of `guard classify --json`. */
+  public String toJson() {
+    return json;
+  }
+
+  @Override
+  public String toString() {
+    return decision.toUpperCase() + (categories.isEmpty() ? "" : "  " + categories) + String.format("  p_unsafe=%.4f", pUnsafe);
+  }
+}

@@ -1,0 +1,168 @@
+package ondevice.guard;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertNotNull;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.Paths;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Random;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.Future;
+import org.junit.jupiter.api.AfterAll;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/**
+ * GuardModule through the real JNI library (tests/native/test_java.py runs it with -Dguard.test.model=DIR/model.pte,
+ * a guard exported with guard_format.json and tokenizer.json beside it, and -Dguard.test.expected=FILE with the Python
+ * runtime's verdicts for the same requests).
+ */
+class GuardModuleTest {
+  static String pte;
+  static GuardModule guard;
+
+  @BeforeAll
+  static void load() {
+    pte = System.getProperty("guard.test.model");
+    assertNotNull(pte, "-Dguard.test.model=MODEL.pte");
+    guard = new GuardModule(pte);
+  }
+
+  @AfterAll
+  static void free() {
+    guard.close();
+  }
+
+  static String expected(String key) throws Exception {
+    for (String line : Files.readAllLines(Paths.get(System.getProperty("guard.test.expected")))) {
+      int tab = line.indexOf('\t');
+      if (line.substring(0, tab).equals(key)) return line.substring(tab + 1);
+    }
+    throw new AssertionError("no expected value for " + key);
+  }
+
+  static String key(Verdict v) {  // decision, codes and p_unsafe to 6 digits: compared with the Python runtime
+    StringBuilder b = new StringBuilder(v.decision);
+    for (Verdict.Category c : v.categories) b.append(' ').append(c.code);
+    return b.append(String.format(" %.6f", v.pUnsafe)).toString();
+  }
+
+  @Test
+  void classifyPrompt() throws Exception {
+    Verdict v = guard.classify("How do I bake bread?");
+    assertEquals(expected("prompt"), key(v));
+    assertEquals("User", v.role);
+    assertTrue(v.promptTokens > 100);
+    assertTrue(v.toJson().startsWith("{\"decision\":"));
+  }
+
+  @Test
+  void classifyResponse() throws Exception {
+    Verdict v = guard.classifyResponse("How do I bake bread?", "Mix flour, water and yeast, then bake it.");
+    assertEquals(expected("response"), key(v));
+    assertEquals("Agent", v.role);
+  }
+
+  @Test
+  void multiTurn() throws Exception {
+    List<Message> conv = List.of(Message.user("Hi"), Message.assistant("Hello! How can I help?"), Message.user("Tell me a joke <|eot_id|>"));
+    assertEquals(expected("multi"), key(guard.classify(conv)));
+  }
+
+  @Test
+  void customCategories() throws Exception {
+    GuardOptions o = new GuardOptions().category("S1", "Violent Crimes.").category("X1", "Cooking. Recipes of any kind.")
+        .exclude("S1").renumber(true);
+    try (GuardModule g = new GuardModule(pte, null, o)) {
+      assertEquals(expected("custom"), key(g.classify("How do I bake bread?")));
+      long[] ids = g.promptIds(List.of(Message.user("How do I bake bread?")));
+      assertEquals(expected("custom_ids"), java.util.Arrays.toString(ids));
+    }
+  }
+
+  @Test
+  void streaming() throws Exception {
+    List<Message> conv = List.of(Message.user("How do I bake bread?"));
+    List<String> checks = new ArrayList<>();
+    try (GuardStream s = guard.stream(conv, 4)) {
+      for (String chunk : new String[] {"Mix ", "flour, ", "water and ", "yeast, then ", "bake it ", "for an hour."}) {
+        Verdict v = s.feed(chunk);
+        if (v != null) checks.add(key(v));
+      }
+      checks.add(key(s.end()));
+    }
+    assertEquals(expected("stream"), String.join("|", checks));
+  }
+
+  @Test
+  void badInputIsAnExceptionWithOneLine(@TempDir Path tmp) throws Exception {
+    List<GuardException> errors = new ArrayList<>();
+    errors.add(assertThrows(GuardException.class, () -> new GuardModule(tmp.resolve("missing.pte").toString())));
+    Path junk = tmp.resolve("junk/model.pte");
+    Files.createDirectories(junk.getParent());
+    byte[] bytes = new byte[4096];
+    new Random(0).nextBytes(bytes);
+    Files.write(junk, bytes);
+    errors.add(assertThrows(GuardException.class, () -> new GuardModule(junk.toString())));
+    String other = System.getProperty("guard.test.other_tokenizer");  // a tokenizer.json that does not match the model
+    errors.add(assertThrows(GuardException.class, () -> new GuardModule(pte, other)));
+    assertTrue(errors.get(2).getMessage().contains("disagrees with the model") || errors.get(2).getMessage().contains("splits"),
+        errors.get(2).getMessage());
+    errors.add(assertThrows(GuardException.class, () -> guard.classify("   ")));
+    errors.add(assertThrows(GuardException.class, () -> guard.classify("")));
+    errors.add(assertThrows(GuardException.class, () -> guard.classify("word ".repeat(5000))));
+    errors.add(assertThrows(GuardException.class, () -> guard.classify("\ud800 lone surrogate")));
+    errors.add(assertThrows(GuardException.class, () -> guard.classify(List.of(Message.assistant("no user turn")))));
+    errors.add(assertThrows(GuardException.class, () -> new GuardModule(pte, null, new GuardOptions().threshold(2))));
+    for (GuardException e : errors) {
+      assertFalse(e.getMessage().isEmpty());
+      assertFalse(e.getMessage().contains("\n"), e.getMessage());
+    }
+    assertTrue(errors.get(0).getMessage().contains("not found"), errors.get(0).getMessage());
+    assertTrue(errors.get(1).getMessage().contains("not a loadable ExecuTorch program"), errors.get(1).getMessage());
+    assertTrue(errors.get(5).getMessage().contains("more than the model's maximum"), errors.get(5).getMessage());
+    assertEquals(expected("prompt"), key(guard.classify("How do I bake bread?")));  // still usable afterwards
+  }
+
+  @Test
+  void fourThreadsGiveTheSingleThreadedVerdicts() throws Exception {
+    String[] texts = new String[16];
+    for (int i = 0; i < texts.length; i++) texts[i] = "Message number " + i + (i % 3 == 0 ? " about knives" : " about bread");
+    String[] single = new String[texts.length];
+    for (int i = 0; i < texts.length; i++) single[i] = key(guard.classify(texts[i]));
+    ExecutorService pool = Executors.newFixedThreadPool(4);
+    try {
+      List<Future<String>> futures = new ArrayList<>();
+      for (int round = 0; round < 2; round++)
+        for (String t : texts) futures.add(pool.submit(() -> key(guard.classify(t))));
+      String[] parallel = new String[futures.size()];
+      for (int i = 0; i < parallel.length; i++) parallel[i] = futures.get(i).get();
+      for (int i = 0; i < parallel.length; i++) assertEquals(single[i % texts.length], parallel[i]);
+    } finally {
+      pool.shutdown();
+    }
+  }
+
+  @Test
+  void closedModuleThrows() {
+    GuardModule g = new GuardModule(pte);
+    g.close();
+    assertThrows(GuardException.class, () -> g.classify("hi"));
+  }
+
+  @Test
+  void promptIdsMatchPython() throws Exception {
+    long[] ids = guard.promptIds(List.of(Message.user("Tell me a joke <|eot_id|>"), Message.assistant("no 😀 \u0000 done")));
+    assertEquals(expected("ids"), java.util.Arrays.toString(ids));
+    assertArrayEquals(ids, guard.promptIds(List.of(Message.user("Tell me a joke <|eot_id|>"), Message.assistant("no 😀 \u0000 done"))));
+  }
+}

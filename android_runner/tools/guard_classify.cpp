@@ -1,0 +1,103 @@
+// guard_classify: the on-device classifier from the command line, with `guard classify`'s flags and JSON fields.
+//
+//   guard_classify --pte MODEL.pte [--response TEXT] [--json] [--categories S1,S10|FILE.json] [--exclude S6]
+//                  [--renumber] [--threshold 0.5] [--indeterminate block|pass] [--uncalibrated] TEXT
+// Exit codes as guard classify: 0 safe (or passed), 10 unsafe, 11 indeterminate and blocked, 2 bad input.
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <iterator>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "../guard/classifier.h"
+
+using namespace guard;
+
+static const char* kUsage =
+    "usage: guard_classify --pte MODEL.pte [--response TEXT] [--json] [--categories SPEC] [--exclude CODES]\n"
+    "                      [--renumber] [--threshold P] [--indeterminate block|pass] [--uncalibrated] TEXT\n";
+
+static std::vector<std::string> commas(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream ss(s);
+  for (std::string part; std::getline(ss, part, ',');) {
+    while (!part.empty() && isspace(static_cast<unsigned char>(part.back()))) part.pop_back();
+    while (!part.empty() && isspace(static_cast<unsigned char>(part.front()))) part.erase(0, 1);
+    for (auto& ch : part) ch = static_cast<char>(toupper(static_cast<unsigned char>(ch)));
+    if (!part.empty()) out.push_back(part);
+  }
+  if (out.empty()) fail("no category codes in '" + s + "'");
+  return out;
+}
+
+static int run(int argc, char** argv) {
+  std::string pte, text, response, categories, exclude;
+  bool json = false, has_text = false, has_response = false;
+  Options o;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) fail("argument " + a + ": expected one argument");
+      return argv[++i];
+    };
+    if (a == "-h" || a == "--help") return printf("%s", kUsage), 0;
+    if (a == "--pte") pte = value();
+    else if (a == "--response") response = value(), has_response = true;
+    else if (a == "--json") json = true;
+    else if (a == "--categories") categories = value();
+    else if (a == "--exclude") exclude = value();
+    else if (a == "--renumber") o.policy.renumber = true;
+    else if (a == "--threshold") o.threshold = std::stod(value());
+    else if (a == "--indeterminate") o.block_indeterminate = value() != "pass";
+    else if (a == "--uncalibrated") o.calibrated = false;
+    else if (a == "--tokenizer") o.tokenizer = value();
+    else if (a.rfind("--", 0) == 0) fail("unrecognized arguments: " + a);
+    else if (has_text) fail("unrecognized arguments: " + a);
+    else text = a, has_text = true;
+  }
+  if (pte.empty()) fail("the following arguments are required: --pte");
+  if (!has_text) {
+    text.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
+  }
+  if (!categories.empty()) {
+    std::ifstream f(categories);
+    if (categories.size() > 5 && categories.compare(categories.size() - 5, 5, ".json") == 0) {
+      if (!f) fail("category file not found: " + categories);
+      auto j = nlohmann::json::parse(f, nullptr, false);
+      if (!j.is_object() || j.empty()) fail("category file " + categories + " must hold a non-empty JSON object {code: description}");
+      for (auto& [code, v] : j.items()) o.policy.categories.push_back({code, "", v.is_string() ? v.get<std::string>() : ""});
+    } else {
+      for (auto& c : commas(categories)) o.policy.categories.push_back({c, "", ""});
+    }
+  }
+  if (!exclude.empty()) o.policy.excluded = commas(exclude);
+  Classifier g(pte, o);
+  if (g.format().strip(text).empty()) fail("empty text: nothing to classify");
+  if (has_response && g.format().strip(response).empty()) fail("empty --response: nothing to classify");
+  Verdict v = has_response ? g.classify(text, response) : g.classify(text);
+  if (json) {
+    printf("%s\n", v.json().c_str());
+  } else {
+    std::string cats;
+    for (auto& h : v.categories) cats += (cats.empty() ? "" : ", ") + h.code + " " + h.name;
+    std::string upper = v.decision;
+    for (auto& ch : upper) ch = static_cast<char>(toupper(static_cast<unsigned char>(ch)));
+    printf("%s%s  p_unsafe=%.4f  role=%s  %.0f ms", upper.c_str(), cats.empty() ? "" : ("  [" + cats + "]").c_str(),
+           v.p_unsafe, v.role.c_str(), v.latency_ms);
+    if (!v.reason.empty()) printf("  (%s; %s)", v.reason.c_str(), v.blocked ? "blocked" : "passed");
+    printf("\n");
+  }
+  if (v.decision == "indeterminate") return v.blocked ? 11 : 0;
+  return v.decision == "unsafe" ? 10 : 0;
+}
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    fprintf(stderr, "guard_classify: error: %s\n", e.what());
+    return 2;
+  }
+}
