@@ -29,6 +29,12 @@
 #include <executorch/extension/llm/runner/stats.h>
 #endif
 
+#ifdef GUARD_RUNNER_WITH_CORE
+#include <nlohmann/json.hpp>
+
+#include "guard/tokenizer.h"
+#endif
+
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -313,6 +319,16 @@ class Guard {
 
 // ---- the benchmark: guard.bench.host._one / run_bench ----
 
+// ExecuTorch's LLM runner prints this line (extension/llm/runner/stats.h, stats_to_json_string); tools parse it.
+static void print_observer(double load_ms, double ttft, double decode_ms, int64_t n_prompt, int64_t n_generated) {
+  printf("PyTorchObserver {\"prompt_tokens\":%lld,\"generated_tokens\":%lld,\"model_load_start_ms\":0,"
+         "\"model_load_end_ms\":%ld,\"inference_start_ms\":%ld,\"inference_end_ms\":%ld,\"prompt_eval_end_ms\":%ld,"
+         "\"first_token_ms\":%ld,\"aggregate_sampling_time_ms\":0,\"SCALING_FACTOR_UNITS_PER_SECOND\":1000}\n",
+         static_cast<long long>(n_prompt), static_cast<long long>(n_generated), std::lround(load_ms), std::lround(load_ms),
+         std::lround(load_ms + ttft + decode_ms), std::lround(load_ms + ttft), std::lround(load_ms + ttft));
+  fflush(stdout);
+}
+
 static Json one(Model& m, const Prompts& prompts, int n, double load_ms, int decode_tokens) {
   PteRunner runner(m);
   Guard guard(runner, m.meta);
@@ -342,7 +358,9 @@ static Json one(Model& m, const Prompts& prompts, int n, double load_ms, int dec
       f << line.str() << "\n";
     }
   }
-#ifdef GUARD_RUNNER_LLM_STATS
+#ifndef GUARD_RUNNER_LLM_STATS
+  print_observer(load_ms, ttft, decode_ms, n_prompt, decode_tokens);
+#else
   executorch::extension::llm::Stats stats;  // integer ms, printed the way ExecuTorch's LLM runners print them
   stats.reset();
   stats.model_load_end_ms = std::lround(load_ms);
@@ -356,8 +374,43 @@ static Json one(Model& m, const Prompts& prompts, int n, double load_ms, int dec
   return r;
 }
 
+#ifdef GUARD_RUNNER_WITH_CORE
+// Tokenize and render the bench messages on the device, as an app would (android_runner/guard/): tokenizer.json and
+// guard_format.json beside the model. The ids must be the host's, token for token; the run stops if not.
+static void tokenize_on_device(const std::string& dir, Prompts& p) {
+  std::ifstream probe(dir + "/guard_format.json");
+  if (!probe || p.warm_text.empty()) return;
+  Format fmt(dir + "/guard_format.json");
+  Tokenizer tok(dir + "/tokenizer.json", fmt);
+  auto shown = fmt.policy({});
+  auto head = fmt.head_ids(tok, shown, "User");
+  int64_t blank = tok.single_id("\n\n");
+  auto ids_of = [&](const std::string& json_text, const std::vector<int64_t>& host, const std::string& what) {
+    std::string text = nlohmann::json::parse(json_text).get<std::string>();
+    std::vector<Message> msgs{{"user", text}};
+    fmt.check_conversation(msgs);
+    std::vector<int64_t> ids(head);
+    auto body = fmt.body_ids(tok, msgs);
+    ids.insert(ids.end(), body.begin(), body.end());
+    ids.push_back(blank);
+    if (ids != host) fail("the device tokenizes the " + what + " prompt differently from the host (" + std::to_string(ids.size()) +
+                          " vs " + std::to_string(host.size()) + " tokens)");
+    return ids;
+  };
+  p.warm = ids_of(p.warm_text, p.warm, "warm");
+  for (auto& [n, t] : p.first_text)
+    if (p.first.count(n)) p.first[n] = ids_of(t, p.first[n], "first " + std::to_string(n));
+  for (auto& [n, t] : p.second_text)
+    if (p.second.count(n)) p.second[n] = ids_of(t, p.second[n], "second " + std::to_string(n));
+  p.source = "tokenized and rendered on the device (tokenizer.json, guard_format.json); equal to the host's ids";
+}
+#endif
+
 int run(const Args& a) {
   Prompts prompts = read_prompts(dir_of(a.model) + "/" + kPromptsFile, a.prompt_tokens);
+#ifdef GUARD_RUNNER_WITH_CORE
+  tokenize_on_device(dir_of(a.model), prompts);
+#endif
   executorch::runtime::runtime_init();
   auto* pool = executorch::extension::threadpool::get_threadpool();
   // Like guard.export.runtime.set_threads: --threads, else GUARD_THREADS, else every available core.
@@ -386,7 +439,8 @@ int run(const Args& a) {
   Json doc;
   doc.add("schema", kSchema).add("model", a.model).add("backend", backend).add("metadata", meta);
   doc.add("machine", machine(static_cast<int>(pool->get_thread_count()))).add("versions", versions());
-  doc.add("command", a.command).add("config", config(a, kDecodeTokens)).add("summary", summary(records, a.prompt_tokens));
+  doc.add("command", a.command).add("config", config(a, kDecodeTokens)).add("prompts", prompts.source);
+  doc.add("summary", summary(records, a.prompt_tokens));
   doc.add("runs", Json::array(records));
   std::ofstream f(a.out);
   f << doc.str(1) << "\n";

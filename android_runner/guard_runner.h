@@ -8,6 +8,10 @@
 #include <utility>
 #include <vector>
 
+#ifdef GUARD_RUNNER_WITH_CORE
+#include "guard/format.h"  // guard::Failure and fail(), shared with the native core
+#endif
+
 namespace guard {
 
 // guard/export/metadata.py and guard/prompt.py: what the .pte must declare.
@@ -25,10 +29,12 @@ inline constexpr int kMaxCategoryTokens = 24;
 inline constexpr const char* kPromptsFile = "guard_prompts.txt";
 inline constexpr const char* kPromptsFormat = "guard-prompts-1";
 
+#ifndef GUARD_RUNNER_WITH_CORE
 struct Failure : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 [[noreturn]] void fail(const std::string& msg);
+#endif
 
 // An ordered JSON value: enough for the stats document.
 class Json {
@@ -82,6 +88,10 @@ struct Verdict {
 struct Prompts {
   std::vector<int64_t> warm;
   std::map<int, std::vector<int64_t>> first, second;
+  // "text ..." lines: the message texts (JSON strings), for runners that tokenize on the device
+  std::string warm_text;
+  std::map<int, std::string> first_text, second_text;
+  std::string source = "token ids from the host (guard_prompts.txt)";
 };
 
 struct Args {

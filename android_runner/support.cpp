@@ -23,7 +23,9 @@
 
 namespace guard {
 
+#ifndef GUARD_RUNNER_WITH_CORE
 void fail(const std::string& msg) { throw Failure(msg); }
+#endif
 
 // ---- arguments: the flags of guard/bench/runner_main.py, with argparse's spelling rules and exit codes ----
 
@@ -117,6 +119,18 @@ Prompts read_prompts(const std::string& path, const std::vector<int>& lengths) {
       ss >> v;
       if (v != kPromptsFormat) fail(path + " has format '" + v + "', not " + kPromptsFormat + "; re" + fix);
       format_ok = true;
+      continue;
+    }
+    if (key == "text") {  // text KIND [N] JSON-STRING: kept raw, decoded by the core build (device tokenization)
+      std::string kind, rest;
+      int n = 0;
+      ss >> kind;
+      if (kind == "first" || kind == "second") ss >> n;
+      std::getline(ss, rest);
+      rest.erase(0, rest.find_first_not_of(' '));
+      if (kind == "warm") p.warm_text = rest;
+      else if (kind == "first") p.first_text[n] = rest;
+      else if (kind == "second") p.second_text[n] = rest;
       continue;
     }
     int n = 0;

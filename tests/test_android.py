@@ -69,7 +69,7 @@ def test_local_transport_end_to_end(tiny_pte, tmp_path):
     assert [r["message_tokens"] for r in doc["runs"]] == [8, 16] and all(r["decode_tok_s"] > 0 for r in doc["runs"])
     assert doc["device"]["transport"] == "local" and doc["device"]["pinned_cores"]
     pushed = tmp_path / "device" / android.DEVICE_DIR.lstrip("/")
-    assert sorted(p.name for p in pushed.iterdir()) == ["guard_prompts.txt", "guard_runner", "model.pte", "stats.json", "tokenizer.json"]
+    assert sorted(p.name for p in pushed.iterdir()) == ["guard_format.json", "guard_prompts.txt", "guard_runner", "model.pte", "stats.json", "tokenizer.json"]
 
 
 @pytest.mark.parametrize("body,kw,msg", [

@@ -72,6 +72,10 @@ class Classifier {
     return classify(std::vector<Message>{{"user", prompt}, {"assistant", response}});
   }
   std::vector<int64_t> prompt_ids(const std::vector<Message>& msgs);  // head + body, as guard.format.prompt.encode
+  void invalidate() {  // forget the KV cache contents (Guard.invalidate)
+    std::lock_guard<std::mutex> lock(mu_);
+    cached_.clear();
+  }
   std::unique_ptr<Stream> stream(const std::vector<Message>& conversation, int check_every = 16, double check_every_s = 0);
   const Tokenizer& tokenizer() const { return *tok_; }
   const Format& format() const { return *format_; }

@@ -162,13 +162,18 @@ def run_on_device(transport, model: Path, runner: Path, runs: int = 5, warmup: i
         raise GuardError(f"device ABI is {abi}, the runner is built for {expected_abi}: use an {expected_abi} phone or rebuild the runner")
     with tempfile.TemporaryDirectory(prefix="guard-bench-") as scratch:  # the prompts file and the pulled stats
         scratch = Path(scratch)
-        prompts = _prompts_file(tokenizer.parent, prompt_tokens, scratch)  # token ids for runners without a tokenizer (C++)
+        prompts = _prompts_file(tokenizer.parent, prompt_tokens, scratch)  # texts, and their ids as the host makes them
+        from guard.format import spec
+
+        # the prompt template: the C++ runner tokenizes and renders the texts on the phone, as an app does
+        fmt = model.parent / spec.FILE if spec.check(model.parent) else spec.write(scratch)
         need_kb = (model.stat().st_size + runner.stat().st_size + tokenizer.stat().st_size + prompts.stat().st_size) // 1024 + 64 * 1024
         df = _checked(transport.shell(f"mkdir -p {DEVICE_DIR} && df -k {DEVICE_DIR} | tail -1"), "checking free storage").split()
         free_kb = int(df[3]) if len(df) >= 4 and df[3].isdigit() else 0
         if free_kb < need_kb:
             raise GuardError(f"not enough storage in {DEVICE_DIR}: {free_kb // 1024} MB free, {need_kb // 1024} MB needed; free some space")
-        for f, name in ((model, "model.pte"), (tokenizer, "tokenizer.json"), (prompts, "guard_prompts.txt"), (runner, "guard_runner")):
+        for f, name in ((model, "model.pte"), (tokenizer, "tokenizer.json"), (fmt, spec.FILE), (prompts, "guard_prompts.txt"),
+                        (runner, "guard_runner")):
             transport.push(f, f"{DEVICE_DIR}/{name}")
         cores = big_cores(transport)
         mask = format(sum(1 << c for c in cores), "x")
@@ -185,4 +190,7 @@ def run_on_device(transport, model: Path, runner: Path, runs: int = 5, warmup: i
         transport.pull(f"{DEVICE_DIR}/stats.json", local)
         doc = json.loads(local.read_text())
         doc["device"] = {"transport": transport.name, "abi": abi, "pinned_cores": cores, "free_mb": free_kb // 1024}
+        observer = [json.loads(ln.split(" ", 1)[1]) for ln in out.splitlines() if ln.startswith("PyTorchObserver {")]
+        if observer:  # ExecuTorch's own stats line, one per record, as its LLM runners print it
+            doc["pytorch_observer"] = observer
         return doc

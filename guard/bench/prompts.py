@@ -7,6 +7,9 @@ guard.bench.host feeds for each message length, so the C++ runner makes the same
     warm <ids>          # the 8-token message that fills the policy head cache
     first N <ids>       # guard prompt + "\\n\\n" for a message of N tokens, on an empty cache
     second N <ids>      # another message of N tokens ("x " + N-1 tokens): only the head is reused
+    text warm <json>    # the message texts themselves (a JSON string each): a runner built with the native
+    text first N <json> #   core (android_runner/guard/) tokenizes and renders them on the device, from
+    text second N <json>#   tokenizer.json and guard_format.json, and checks that it gets the ids above
 
 One line per entry, ids separated by spaces. ``python -m guard.bench.prompts --tokenizer DIR --prompt-tokens 16,40
 --out guard_prompts.txt`` writes it by hand.
@@ -30,19 +33,31 @@ def prompt_ids(tok, text: str) -> list[int]:
     return encode(conversation(as_messages(text)), None, tok).ids + [tok.tokens.blank]
 
 
-def bench_prompts(tok, lengths: list[int]) -> dict:
+def bench_texts(tok, lengths: list[int]) -> dict:
     from guard.bench.host import message
 
-    return {"warm": prompt_ids(tok, message(tok, 8)),
-            "first": {n: prompt_ids(tok, message(tok, n)) for n in lengths},
-            "second": {n: prompt_ids(tok, "x " + message(tok, n - 1)) for n in lengths}}
+    return {"warm": message(tok, 8), "first": {n: message(tok, n) for n in lengths},
+            "second": {n: "x " + message(tok, n - 1) for n in lengths}}
+
+
+def bench_prompts(tok, lengths: list[int]) -> dict:
+    t = bench_texts(tok, lengths)
+    return {"warm": prompt_ids(tok, t["warm"]), "first": {n: prompt_ids(tok, x) for n, x in t["first"].items()},
+            "second": {n: prompt_ids(tok, x) for n, x in t["second"].items()}, "texts": t}
 
 
 def render(p: dict) -> str:
+    import json
+
     ids = lambda xs: " ".join(map(str, xs))
     lines = [f"format {FORMAT}", f"warm {ids(p['warm'])}"]
     for n in p["first"]:
         lines += [f"first {n} {ids(p['first'][n])}", f"second {n} {ids(p['second'][n])}"]
+    if "texts" in p:
+        t = p["texts"]
+        lines.append(f"text warm {json.dumps(t['warm'])}")
+        for n in t["first"]:
+            lines += [f"text first {n} {json.dumps(t['first'][n])}", f"text second {n} {json.dumps(t['second'][n])}"]
     return "\n".join(lines) + "\n"
 
 
