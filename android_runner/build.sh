@@ -17,7 +17,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/.." && pwd)
 TARGET=${1:-host}
 PY=${PY:-$REPO/.venv/bin/python}
-[ -x "$PY" ] || PY=$(command -v python3)
+[ -x "$PY" ] || PY=$(command -v python3)  # a python that imports executorch (the wheel's runtime and headers)
 CACHE=${GUARD_NATIVE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/guard-native}
 JOBS=${JOBS:-2}
 TOK_VERSION=1.0.1
@@ -75,7 +75,9 @@ host)
   TOK=$(build_tokenizers tokenizers-host)
   B=$HERE/build-host
   log "configuring and building $B"
-  cmake -S "$HERE" -B "$B" -DGUARD_RUNNER_FROM_WHEEL=ON -DPython3_EXECUTABLE="$PY" \
+  JNI=""
+  if command -v javac >/dev/null; then JNI=$(dirname "$(dirname "$(readlink -f "$(command -v javac)")")")/include; fi
+  cmake -S "$HERE" -B "$B" -DGUARD_RUNNER_FROM_WHEEL=ON -DPython3_EXECUTABLE="$PY" -DJNI_INCLUDE="$JNI" \
     -DTOKENIZERS_SRC="$CACHE/pytorch_tokenizers-$TOK_VERSION" -DTOKENIZERS_BUILD="$TOK" >"$B.log" 2>&1 || { tail -20 "$B.log" >&2; exit 1; }
   nice -n 10 cmake --build "$B" -j"$JOBS" >>"$B.log" 2>&1 || { grep -E "error|Error" "$B.log" | head -20 >&2; exit 1; }
   build_java "$B"
@@ -85,7 +87,7 @@ host)
 exec java -Dguard.jni.library="$B/libguard_jni.so" -cp "$B/java/guard.jar" ondevice.guard.Cli "\$@"
 EOF
   chmod +x "$B/guard-java"
-  log "built: $(cd "$B" && ls -d libguard.so libguard_jni.so guard_classify guard_parity guard_runner guard-java java/guard.jar 2>/dev/null | tr '\n' ' ')"
+  log "built: $(cd "$B" && ls -d libguard.so libguard_jni.so guard_classify guard_parity guard_latency guard_runner guard-java java/guard.jar 2>/dev/null | tr '\n' ' ')"
   ;;
 aarch64)
   # Needs: g++-aarch64-linux-gnu (Debian). The executorch aarch64 wheel gives the runtime (_portable_lib) and

@@ -13,9 +13,9 @@ namespace guard {
 inline Options options_from_json(const std::string& text) {
   Options o;
   if (text.empty()) return o;
-  nlohmann::json j;
+  nlohmann::ordered_json j;  // ordered: categories keep the order they are given in
   try {
-    j = nlohmann::json::parse(text);
+    j = nlohmann::ordered_json::parse(text);
   } catch (const std::exception&) {
     fail("options are not valid JSON");
   }
@@ -42,7 +42,7 @@ inline Options options_from_json(const std::string& text) {
       if (!(c.is_array() || c.is_object()) || o.policy.categories.empty())
         fail("categories must be a non-empty array of codes or object {code: description}");
     }
-  } catch (const nlohmann::json::exception&) {
+  } catch (const nlohmann::ordered_json::exception&) {
     fail("options have a value of the wrong type");
   }
   return o;

@@ -3,6 +3,9 @@
 //   guard_classify --pte MODEL.pte [--response TEXT] [--json] [--categories S1,S10|FILE.json] [--exclude S6]
 //                  [--renumber] [--threshold 0.5] [--indeterminate block|pass] [--uncalibrated] TEXT
 // Exit codes as guard classify: 0 safe (or passed), 10 unsafe, 11 indeterminate and blocked, 2 bad input.
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -65,7 +68,7 @@ static int run(int argc, char** argv) {
     std::ifstream f(categories);
     if (categories.size() > 5 && categories.compare(categories.size() - 5, 5, ".json") == 0) {
       if (!f) fail("category file not found: " + categories);
-      auto j = nlohmann::json::parse(f, nullptr, false);
+      auto j = nlohmann::ordered_json::parse(f, nullptr, false);
       if (!j.is_object() || j.empty()) fail("category file " + categories + " must hold a non-empty JSON object {code: description}");
       for (auto& [code, v] : j.items()) o.policy.categories.push_back({code, "", v.is_string() ? v.get<std::string>() : ""});
     } else {
@@ -94,9 +97,23 @@ static int run(int argc, char** argv) {
 }
 
 int main(int argc, char** argv) {
+  // The runtime's and the tokenizer library's logging (cpuinfo probes, load messages) go to fd 2: keep the command's
+  // stderr to its one error line, as guard/runtime/pte.py's quiet_stderr does (GUARD_DEBUG=1 shows them).
+  int saved = -1;
+  if (!getenv("GUARD_DEBUG")) {
+    saved = dup(2);
+    int null = open("/dev/null", O_WRONLY);
+    if (null >= 0) dup2(null, 2), close(null);
+  }
+  auto restore = [&] {
+    if (saved >= 0) dup2(saved, 2), close(saved), saved = -1;
+  };
   try {
-    return run(argc, argv);
+    int rc = run(argc, argv);
+    restore();
+    return rc;
   } catch (const std::exception& e) {
+    restore();
     fprintf(stderr, "guard_classify: error: %s\n", e.what());
     return 2;
   }

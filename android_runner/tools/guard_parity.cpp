@@ -11,7 +11,7 @@
 #include "../guard/options.h"
 
 using namespace guard;
-using nlohmann::json;
+using json = nlohmann::ordered_json;
 
 int main(int argc, char** argv) {
   std::string pte, tokenizer, format;
