@@ -4,7 +4,12 @@
 #include <pytorch/tokenizers/hf_tokenizer.h>
 #include <pytorch/tokenizers/tiktoken.h>
 
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "format.h"
@@ -42,6 +47,100 @@ bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
+// A tokenizer.json of the Llama 3 kind (Split on the tiktoken regex, then ByteLevel with use_regex=false, as
+// transformers' TikTokenConverter writes it) as a tiktoken file: pytorch/tokenizers' HFTokenizer re-splits every
+// piece with the GPT-2 regex in its ByteLevel step (it ignores use_regex), which breaks ".\n\n" into "." "\n\n"
+// where Hugging Face keeps one token. Its Tiktoken applies the regex once, as Hugging Face does.
+bool llama3_style(const nlohmann::json& j, std::string& pattern) {
+  const auto& p = j.value("pre_tokenizer", nlohmann::json());
+  if (!p.is_object() || p.value("type", "") != "Sequence" || p.value("pretokenizers", nlohmann::json()).size() != 2) return false;
+  const auto& a = p["pretokenizers"][0];
+  const auto& b = p["pretokenizers"][1];
+  if (a.value("type", "") != "Split" || !a.value("pattern", nlohmann::json()).contains("Regex") || a.value("invert", false) ||
+      a.value("behavior", "") != "Isolated" || b.value("type", "") != "ByteLevel" || b.value("use_regex", true) ||
+      b.value("add_prefix_space", false))
+    return false;
+  pattern = a["pattern"]["Regex"].get<std::string>();
+  return true;
+}
+
+std::string base64(const std::string& in) {
+  static const char* t = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  size_t i = 0;
+  for (; i + 2 < in.size(); i += 3) {
+    uint32_t v = (uint8_t(in[i]) << 16) | (uint8_t(in[i + 1]) << 8) | uint8_t(in[i + 2]);
+    out += t[v >> 18], out += t[(v >> 12) & 63], out += t[(v >> 6) & 63], out += t[v & 63];
+  }
+  if (i + 1 == in.size()) {
+    uint32_t v = uint8_t(in[i]) << 16;
+    out += t[v >> 18], out += t[(v >> 12) & 63], out += "==";
+  } else if (i + 2 == in.size()) {
+    uint32_t v = (uint8_t(in[i]) << 16) | (uint8_t(in[i + 1]) << 8);
+    out += t[v >> 18], out += t[(v >> 12) & 63], out += t[(v >> 6) & 63], out += '=';
+  }
+  return out;
+}
+
+// -> the tiktoken file's text and the special tokens (ids right after the vocabulary); false if not convertible.
+bool to_tiktoken(const nlohmann::json& j, std::string& text, std::vector<std::string>& specials) {
+  std::map<char32_t, uint8_t> byte_of;  // GPT-2's bytes_to_unicode, inverted
+  int extra = 0;
+  for (int b = 0; b < 256; ++b) {
+    bool printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255);
+    byte_of[printable ? char32_t(b) : char32_t(256 + extra++)] = uint8_t(b);
+  }
+  std::vector<std::pair<uint64_t, std::string>> vocab;
+  for (const auto& [tok, id] : j.at("model").at("vocab").items()) {
+    std::vector<char32_t> cps;
+    if (!utf8_decode(tok, cps)) return false;
+    std::string bytes;
+    for (char32_t c : cps) {
+      auto it = byte_of.find(c);
+      if (it == byte_of.end()) return false;
+      bytes += char(it->second);
+    }
+    vocab.emplace_back(id.get<uint64_t>(), bytes);
+  }
+  std::sort(vocab.begin(), vocab.end());
+  for (size_t i = 0; i < vocab.size(); ++i)
+    if (vocab[i].first != i) return false;
+  std::vector<std::pair<uint64_t, std::string>> added;
+  for (const auto& t : j.at("added_tokens")) added.emplace_back(t.at("id").get<uint64_t>(), t.at("content").get<std::string>());
+  std::sort(added.begin(), added.end());
+  for (size_t i = 0; i < added.size(); ++i)
+    if (added[i].first != vocab.size() + i) return false;
+  for (auto& a : added) specials.push_back(a.second);
+  for (auto& [id, bytes] : vocab) text += base64(bytes) + " " + std::to_string(id) + "\n";
+  return !specials.empty();
+}
+
+// A file the library can open by path, without touching the file system (memfd), else a temporary file.
+std::string scratch_file(const std::string& text, int& fd) {
+#ifdef SYS_memfd_create
+  fd = static_cast<int>(syscall(SYS_memfd_create, "guard-tokenizer", 0));
+#else
+  fd = -1;
+#endif
+  std::string path;
+  if (fd >= 0) {
+    path = "/proc/self/fd/" + std::to_string(fd);
+  } else {
+    const char* dir = getenv("TMPDIR");
+    path = std::string(dir ? dir : "/tmp") + "/guard-tokenizer-XXXXXX";
+    fd = mkstemp(&path[0]);
+    if (fd < 0) fail("cannot create a temporary file for the tokenizer");
+    unlink(path.c_str());
+    path = "/proc/self/fd/" + std::to_string(fd);
+  }
+  for (size_t off = 0; off < text.size();) {
+    ssize_t n = write(fd, text.data() + off, text.size() - off);
+    if (n <= 0) fail("cannot write the converted tokenizer");
+    off += static_cast<size_t>(n);
+  }
+  return path;
+}
+
 }  // namespace
 
 struct Tokenizer::Impl {
@@ -70,6 +169,17 @@ Tokenizer::Tokenizer(const std::string& path, const Format& format) : impl_(new 
       if (!t.value("special", false)) impl_->added.push_back(t.at("content").get<std::string>());
   } catch (const std::exception& e) {
     fail("cannot read " + path + ": not a tokenizer.json (" + std::string(e.what()).substr(0, 80) + ")");
+  }
+  std::string pattern, text;
+  std::vector<std::string> specials;
+  if (llama3_style(j, pattern) && to_tiktoken(j, text, specials)) {
+    int fd = -1;
+    std::string file = scratch_file(text, fd);
+    impl_->tt = std::make_unique<Plain<tk::Tiktoken>>(pattern, specials, 0, 1);
+    auto err = impl_->tt->load(file);
+    close(fd);
+    if (err != tk::Error::Ok) fail("cannot read " + path + " as a Llama 3 tokenizer");
+    return;
   }
   impl_->hf = std::make_unique<Plain<tk::HFTokenizer>>();
   if (impl_->hf->load(path) != tk::Error::Ok) fail("cannot read " + path + " as a Hugging Face tokenizer.json");

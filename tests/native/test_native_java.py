@@ -61,7 +61,7 @@ def test_junit_guard_module(native_build, tiny_biased_pte, mini_pte, tmp_path):
                         f"-Dguard.test.expected={expected}", f"-Dguard.test.other_tokenizer={other}",
                         "-jar", str(JUNIT), "--class-path", f"{classes / 'guard.jar'}:{classes / 'test-classes'}",
                         "--select-class", "ondevice.guard.GuardModuleTest", "--details", "tree", "--disable-banner"],
-                       capture_output=True, text=True, timeout=600)
+                       capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=600)
     assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-2000:]
     assert "9 tests successful" in p.stdout, p.stdout[-2000:]
 
@@ -78,4 +78,4 @@ def test_java_launcher_matches_guard_classify(native_build, tiny_biased_pte):
     a, b = json.loads(j.stdout), json.loads(py.stdout)
     assert list(a) == list(b) and a["decision"] == b["decision"] and abs(a["p_unsafe"] - b["p_unsafe"]) <= 1e-5
     bad = subprocess.run([str(native_build / "guard-java"), "--pte", "/nonexistent/model.pte", "hi"], capture_output=True, text=True)
-    assert bad.returncode == 2 and bad.stderr.startswith("guard-java: error: model file not found")
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("guard-java: error: model file not found")
