@@ -141,7 +141,7 @@ def main(argv=None) -> int:
         fig, ax = plt.subplots(1, 2, figsize=(8, 3.2))
         for i, k in enumerate(("verdict_ms", "ttft_ms")):
             data = [[x for s in res[r] for x in s[k]] for r in ("native", "python")]
-            ax[i].boxplot(data, labels=["native (C++)", "Python"])
+            ax[i].boxplot(data, tick_labels=["native (C++)", "Python"])
             ax[i].set_title({"verdict_ms": "verdict, head cached (ms)", "ttft_ms": "TTFT, empty cache (ms)"}[k])
         fig.tight_layout()
         fig.savefig(out.with_suffix(".png"), dpi=100)
