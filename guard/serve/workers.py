@@ -295,11 +295,18 @@ class Pool:
                 job.resolve(error=JobFailed(reply[1], reply[2]))
         self._stop(i, state)
 
+    _load_lock = threading.Lock()
+
     def _load(self, i: int):
-        if self.mode == "thread":
-            os.environ.update(self.env)
+        if self.mode == "process":
+            return self._spawn(i)
+        with Pool._load_lock:  # one at a time: concurrent first use of torch in fresh threads has failed here
+            import torch
+
+            # transformers' rotary embedding reads this thread-local; in a fresh thread it was seen to be invalid
+            # ("RuntimeError: unsupported scalarType"). Setting it makes the thread's state defined.
+            torch.set_autocast_dtype("cpu", torch.bfloat16)
             return {"guard": load_guard(self.spec), "sessions": {}}
-        return self._spawn(i)
 
     def _spawn(self, i: int):
         import multiprocessing as mp
