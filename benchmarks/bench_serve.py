@@ -75,7 +75,7 @@ class Server:
         if threads:
             env["GUARD_THREADS"] = str(threads)
         cmd = [sys.executable, "-m", "guard", "serve", "--pte", pte, "--port", "0", "--workers", str(workers),
-               "--worker-mode", mode, "--max-queue", str(max_queue), "--model-id", "guard-mini", "--log-level", "warning"]
+               "--worker-mode", mode, "--max-queue", str(max_queue), "--timeout", "120", "--model-id", "guard-mini", "--log-level", "warning"]
         self.proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
         self.url = None
         for line in self.proc.stderr:
@@ -181,7 +181,7 @@ def main():
     ap.add_argument("--compare", type=float, default=20, help="seconds per point of the mode comparison (0: skip)")
     ap.add_argument("--mode", choices=["thread", "process"], help="skip the choice")
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--max-queue", type=int, default=32)
+    ap.add_argument("--max-queue", type=int, default=16)
     ap.add_argument("--tag", default="")
     args = ap.parse_args()
     if not Path(args.pte).is_file():
