@@ -73,13 +73,19 @@ def config_from_args(args):
                        api_key=args.api_key or None, env={"OMP_NUM_THREADS": threads})
 
 
+def exposure_warning(host: str, api_key: str | None) -> str | None:
+    if host in ("127.0.0.1", "localhost", "::1") or api_key:
+        return None
+    return f"guard: WARNING: serving on {host} without --api-key: anyone who can reach this address can use it"
+
+
 def run(args) -> int:
     import socket
 
     config = config_from_args(args)
-    if args.host not in ("127.0.0.1", "localhost", "::1") and not config.api_key:
-        print(f"guard: WARNING: serving on {args.host} without --api-key: anyone who can reach this address can use it",
-              file=sys.stderr)
+    warning = exposure_warning(args.host, config.api_key)
+    if warning:
+        print(warning, file=sys.stderr)
     try:
         sock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
