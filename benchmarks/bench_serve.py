@@ -189,10 +189,9 @@ def main():
     res = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
            "command": " ".join(sys.argv), "model": args.pte, "max_queue": args.max_queue,
            "note": "shared machine: other helpers' jobs were running; see loadavg per level", "compare": []}
-    import executorch
-    import torch
+    from importlib.metadata import version
 
-    res["versions"] = {"torch": torch.__version__, "executorch": getattr(executorch, "__version__", "?")}
+    res["versions"] = {k: version(k) for k in ("torch", "executorch", "fastapi", "uvicorn")}
     configs = [("thread", 1, None), ("thread", 2, None), ("process", 2, 1)]
     if args.compare > 0 and not args.mode:
         for mode, workers, threads in configs:
@@ -230,6 +229,8 @@ def main():
         r["fraction_of_single_stream_bound"] = round(r["throughput_rps"] / bound, 3) if bound else None
         bad = {k: v for k, v in r["status_counts"].items() if k not in ("200", "429")}
         r["lost_or_failed"] = sum(bad.values())
+    res["gil_note"] = ("thread workers: ExecuTorch's execute holds the GIL, so the HTTP event loop stalls for each model "
+                       "call (a main-thread 5 ms tick saw gaps of ~1 s while a worker thread classified)")
     stem = "bench_serve" + (f"_{args.tag}" if args.tag else "")
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{stem}.json").write_text(json.dumps(res, indent=1) + "\n")

@@ -35,7 +35,7 @@ class ServeConfig:
     spec: LoadSpec = field(default_factory=LoadSpec)
     model_id: str = "guard-mini"
     workers: int = 1
-    mode: str = "thread"  # or "process"
+    mode: str = "process"  # or "thread" (ExecuTorch holds the GIL while it runs: threads stall the event loop)
     max_queue: int = 64  # jobs waiting for a worker; more: 429
     timeout: float = 30.0  # seconds per request, queueing included: 504 after
     max_body: int = 1 << 20  # bytes: 413 above
