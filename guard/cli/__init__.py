@@ -20,6 +20,7 @@ COMMANDS = {
     "prune": ("prune", "remove decoder blocks and MLP neurons by measured importance (writes a new HF dir + prune_record.json)"),
     "distill": ("distill", "train a pruned student toward a teacher guard: KL over guard tokens + CE, optional QAT 8da4w, resumable"),
     "mini": ("mini", "build guard-mini, the default model, from its committed artefacts (models/guard-mini/)"),
+    "serve": ("serve", "serve moderation over HTTP: OpenAI /v1/moderations and chat completions, llama-stack run-shield (docs/serve.md)"),
     "tiny-model": ("tiny", "write a tiny random Llama Guard-format checkpoint with the real Llama 3 tokenizer"),
 }
 

@@ -22,6 +22,8 @@ def add_arguments(p):
     p.add_argument("--jsonl", metavar="IN", help="batch input, one JSON object per line: {id, prompt[, response]} or {id, messages}")
     p.add_argument("--out", metavar="OUT", help="batch output JSONL (appended; ids already there are skipped)")
     p.add_argument("--max-line-bytes", type=int, default=1 << 20, help="longest accepted JSONL line (default 1 MiB)")
+    p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                   help="with --jsonl: classify on a Ray cluster with Ray Data, one guard per actor (no ADDRESS: a local one; docs/serve.md)")
     p.add_argument("--json", action="store_true", help="print the verdict as one JSON object")
     p.add_argument("--stream", action="store_true", help="read the response from stdin as it arrives; print a verdict at each check")
     p.add_argument("--check-every", type=int, default=16, metavar="TOKENS", help="with --stream: check every N response tokens (default 16)")
@@ -71,6 +73,9 @@ def run(args) -> int:
         if args.max_line_bytes < 1:
             raise GuardError(f"--max-line-bytes must be at least 1, got {args.max_line_bytes}")
         check_paths(args.jsonl, args.out)  # before the model loads
+        if args.ray:
+            c = run_ray_batch(args)
+            return EXIT_PARTIAL if c["errors"] else EXIT_SAFE
         guard = make_guard(args)
         c = run_batch(guard, args.jsonl, args.out, args.max_line_bytes, progress=sys.stderr.isatty())
         print(f"done: {c['safe']} safe, {c['unsafe']} unsafe, {c['indeterminate']} indeterminate, "
@@ -87,6 +92,19 @@ def run(args) -> int:
     if v.decision == "indeterminate":
         return EXIT_INDETERMINATE if v.blocked else EXIT_SAFE
     return EXIT_UNSAFE if v.decision == "unsafe" else EXIT_SAFE
+
+
+def run_ray_batch(args) -> dict:
+    from guard.serve.raybatch import run_ray
+    from guard.serve.workers import LoadSpec
+
+    spec = LoadSpec(model=args.model, pte=args.pte, dtype=args.dtype, threshold=args.threshold,
+                    block_indeterminate=args.indeterminate == "block", calibrated=not args.uncalibrated,
+                    policy=policy_from_args(args))
+    c = run_ray(args.jsonl, args.out, spec, address=args.ray, max_line_bytes=args.max_line_bytes)
+    print(f"done: {c['safe']} safe, {c['unsafe']} unsafe, {c['indeterminate']} indeterminate, "
+          f"{c['errors']} bad lines skipped, {c['skipped_done']} already in {args.out}")
+    return c
 
 
 def run_stream(args) -> int:
