@@ -293,7 +293,7 @@ def plot(res, path):
         ax[2].plot([t0 + t for t, _ in r["rss_mb"]], [m for _, m in r["rss_mb"]], label=f"{r['clients']} clients")
         t0 += r["seconds"]
     ax[2].set(xlabel="s", ylabel="MB", title="server RSS (with worker processes)")
-    ax[2].set_ylim(bottom=0)
+    ax[2].set_ylim(0, 1.15 * max(m for r in lv for _, m in r["rss_mb"]))
     ax[2].legend()
     fig.suptitle(f"guard serve, {res['chosen']['mode']} x{res['chosen']['workers']}; shared machine (load avg in the .md)")
     fig.tight_layout()
