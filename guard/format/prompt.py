@@ -69,6 +69,18 @@ def _text_of(content, where: str) -> tuple[list[str], bool]:
     return texts, image
 
 
+def as_messages(content, response: str | None = None):
+    """A prompt string (plus optional response) or a list of messages -> list of messages."""
+    if isinstance(content, str):
+        msgs = [{"role": "user", "content": content}]
+        if response is not None:
+            msgs.append({"role": "assistant", "content": response})
+        return msgs
+    if response is not None:
+        raise GuardError("give a response only together with a single prompt string")
+    return content
+
+
 def conversation(messages) -> list[Message]:
     """Validate and normalise ``[{"role": ..., "content": ...}, ...]`` (or Message objects)."""
     if isinstance(messages, dict) and "messages" in messages:
@@ -120,14 +132,14 @@ def head_text(policy: Policy, role: str, image: bool = False) -> str:
     )
 
 
-def _body_plain(messages: list[Message]) -> str:
+def body_plain(messages: list[Message]) -> str:
     """The body up to the closing ' ' before <|eot_id|>: plain text only."""
     turns = "".join(TURN.format(role=ROLES[m.role], text=p.strip()) for m in messages for p in m.parts)
     return turns + CONVERSATION_END + INSTRUCTION.format(role=role_of(messages))
 
 
 def body_text(messages: list[Message]) -> str:
-    return _body_plain(messages) + f"{EOT}{START_HEADER}assistant{END_HEADER}"
+    return body_plain(messages) + f"{EOT}{START_HEADER}assistant{END_HEADER}"
 
 
 def render(messages, policy: Policy | None = None) -> str:
