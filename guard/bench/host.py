@@ -126,8 +126,10 @@ def run_bench(model: str | None = None, cfg: BenchConfig | None = None, progress
             records.append(rec)
             if progress:
                 progress(rec)
-        runner = guard.runner
-        del guard
+        runner = guard.runner  # what the report needs, kept as data: the next run loads with this one freed
+        name, threads = runner.name, getattr(runner, "threads", None)
+        meta = getattr(runner, "meta", None) or {"config": runner.model.config.to_dict()}
+        del guard, runner
     measured = [x for x in records if not x["warmup"]]
     by_len = {}
     for n in cfg.prompt_tokens:
@@ -136,9 +138,8 @@ def run_bench(model: str | None = None, cfg: BenchConfig | None = None, progress
                           ("model_load_ms", "ttft_ms", "prefill_tok_s", "decode_tok_s", "verdict_ms", "peak_rss_mb",
                            "image_load_ms", "image_encode_ms") if m in rows[0]}
         by_len[str(n)]["num_prompt_tokens"] = rows[0]["num_prompt_tokens"]
-    meta = getattr(runner, "meta", None) or {"config": runner.model.config.to_dict()}
     return {
-        "schema": SCHEMA, "model": str(source.path), "backend": runner.name, "metadata": json.loads(json.dumps(meta, default=str)),
-        "machine": machine(getattr(runner, "threads", None) or __import__("torch").get_num_threads()), "versions": versions(), "command": command(),
+        "schema": SCHEMA, "model": str(source.path), "backend": name, "metadata": json.loads(json.dumps(meta, default=str)),
+        "machine": machine(threads or __import__("torch").get_num_threads()), "versions": versions(), "command": command(),
         "config": asdict(cfg), "summary": by_len, "runs": records,
     }
