@@ -21,15 +21,17 @@ RULES: tuple[tuple[str, str], ...] = (
     ("S12", r"\bporn\w*|\bsexual\w*|\bsex\b|\berotic\w*|\bnude\w*|\bnaked\b|\bexplicit\b|\bfetish\w*|\borgasm\w*|\bhorny\b|\bnsfw\b|\bstrip(per|tease)\b"),
     ("S10", r"\bracis\w*|\bhate\b|\bhateful\b|hate speech|supremac\w*|\bsexis\w*|\bslurs?\b|homophob\w*|transphob\w*|xenophob\w*|antisemit\w*|\bnazi\w*|discriminat\w*|\binferior\b|\bbigot\w*|ethnic cleansing|"
             r"genocid\w*|islamophob\w*|misogyn\w*|stereotyp\w*|derogatory|demean\w*|dehumani[sz]\w*|\bharass\w*|\bbull(y|ying|ied)\b|cyberbull\w*"),
+    ("S10", r"anti-?semit\w*|\b(jews?|jewish|muslims?|black (people|person|man|woman)|immigrants?|refugees?|gays?|lesbians?|transgender|trans people|women|disabled|minorit(y|ies))\b.*\b(unwelcome|inferior|hate|degrad\w*|objectif\w*|insult\w*|mock\w*|exclude|ban)\b"
+            r"|\b(objectif\w*|degrad\w*|insult\w*|mock\w*)\b.*\b(jews?|jewish|muslims?|black people|immigrants?|gays?|lesbians?|transgender|women|disabled|minorit(y|ies))\b"),
     ("S13", r"\belection\w*|\bvot(e|es|er|ers|ing)\b|\bballots?\b|polling (station|place|day)|electoral"),
-    ("S5", r"defam\w*|\blibel\w*|\bslander\w*|false (rumou?rs?|claims?|accusations?) about|ruin (his|her|their|someone'?s) reputation|smear campaign"),
+    ("S5", r"(bad|false|fake|made[- ]up|negative) (stor(y|ies)|information|news|rumou?rs?|allegations?) about|defam\w*|\blibel\w*|\bslander\w*|false (rumou?rs?|claims?|accusations?) about|ruin (his|her|their|someone'?s) reputation|smear campaign"),
     ("S7", r"personal (information|data|details)|private (information|data|messages|photos)|home address|phone number|social security|\bssn\b|\bdox\w*|"
            r"track (someone|somebody|my (wife|husband|partner|girlfriend|boyfriend|ex))|spy on|\bstalk\w*|surveil\w*|location of (someone|a person)|without (their|his|her) (permission|consent|knowledge)|medical records|"
            r"someone(?: else)?'s (email|account|phone|messages|password)"),
     ("S8", r"copyright\w*|\bpirat\w*|\btorrent\w*|plagiar\w*|first passage|full text of|lyrics of|intellectual property|trade secret"),
     ("S6", r"\bdosage\b|prescri(be|ption) (drugs?|medication)|without a (doctor|prescription|lawyer)|medical advice|legal advice|financial advice|diagnos\w*"),
     ("S1", r"\bkill\w*|\bmurder\w*|\bassault\w*|\bhurt\b|\bharm (someone|people|others|a person|him|her|them)\b|\bshoot\w*|\bstab\w*|\bviolen\w*|\btortur\w*|\bkidnap\w*|\bterror\w*|\bweapons?\b|\bguns?\b|"
-           r"\bfirearms?\b|\bpoison\w*|assassinat\w*|\bbeat (up|someone)|\babus\w*|\bmassacre\w*|\bhostage\w*|\barson\b|set fire|\bstrangl\w*|\bchok(e|ing) (someone|her|him)|\bmaim\w*|\battack\w*"),
+           r"\bfirearms?\b|\bpoison\w*|assassinat\w*|\bbeat (up|someone)|\babus\w*|\bmassacre\w*|\bhostage\w*|\barson\b|set fire|\bstrangl\w*|\bchok(e|ing) (someone|her|him)|\bmaim\w*|\battack\w*|corpse|dead body|electric shock"),
 )
 _COMPILED = tuple((code, re.compile(rx, re.I | re.S)) for code, rx in RULES)
 FALLBACK = "S2"
