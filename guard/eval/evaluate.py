@@ -49,7 +49,10 @@ def metrics(records: list[dict], preds: list[dict]) -> dict:
             per_cat[c] = {"n": len(idx), "recall": sum(yhat[i] for i in idx) / len(idx),
                           "category_recall": sum(c in preds[i].get("categories", []) for i in idx) / len(idx)}
     lat = [p["latency_ms"] for p in preds if p.get("latency_ms") is not None]
+    caught = [i for i in range(len(records)) if y[i] and yhat[i]]
+    exact = sum(sorted(preds[i].get("categories", [])) == sorted(records[i].get("categories", [])) for i in caught)
     return {
+        "hazard_exact": exact / len(caught) if caught else None, "n_hazard_exact": len(caught),
         "n": len(records), "unsafe": sum(y), "precision": prec, "recall": rec,
         "f1": 2 * prec * rec / (prec + rec) if prec + rec else 0.0, "fpr": fp / max(neg, 1),
         "fpr_adjacent": sum(adj) / len(adj) if adj else None, "n_adjacent": len(adj),
@@ -109,12 +112,14 @@ def environment() -> dict:
 def to_markdown(report: dict) -> str:
     names = list(report["models"])
     rows = [("F1", "f1"), ("precision", "precision"), ("recall", "recall"), ("FPR (all safe)", "fpr"),
-            ("FPR (safety-adjacent)", "fpr_adjacent"), ("AUPRC", "auprc")]
+            ("FPR (safety-adjacent)", "fpr_adjacent"), ("AUPRC", "auprc"),
+            ("hazard codes exact (caught unsafe)", "hazard_exact")]
     fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
-    lines = [f"# guard eval: {report['data']} ({report['n']} records)", "", "| metric | " + " | ".join(names) + " |",
-             "|---" * (len(names) + 1) + "|"]
+    title = f"# guard eval: {report['data']}" + (f" [{report['split']}]" if report.get("split") else "")
+    lines = [f"{title} ({report['n']} records)", ""] + ([report["note"], ""] if report.get("note") else [])
+    lines += ["| metric | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     for label, key in rows:
-        lines.append(f"| {label} | " + " | ".join(fmt(report["models"][m][key]) for m in names) + " |")
+        lines.append(f"| {label} | " + " | ".join(fmt(report["models"][m].get(key)) for m in names) + " |")
     lines.append("| latency mean ms | " + " | ".join(fmt((report["models"][m]["latency_ms"] or {}).get("mean")) for m in names) + " |")
     cal = report.get("calibration", {})
     if any(cal.values()):
@@ -135,6 +140,11 @@ def to_markdown(report: dict) -> str:
             cells = [f"{fmt(report['models'][m]['per_source'][k]['fpr'])} / {fmt(report['models'][m]['per_source'][k]['recall'])}"
                      for m in names]
             lines.append(f"| {k} | {v['n_safe']} | {v['n_unsafe']} | " + " | ".join(cells) + " |")
+    for m in names:
+        if report["models"][m].get("adversarial"):
+            from guard.eval.adversarial import to_markdown as adv_md
+
+            lines += adv_md(m, report["models"][m]["adversarial"])
     if "agreement" in report:
         a = report["agreement"]
         lines += ["", f"Agreement: verdict {a['verdict_agreement']:.3f}, categories {a['category_agreement']:.3f}, "
