@@ -72,7 +72,7 @@ class Stream:
         self.text += chunk
         if not self.text.strip():
             return None
-        n = len(self.guard.format.tokenizer.encode(self.text))
+        n = len(self.guard.tokenizer.encode(self.text))
         due_tokens = self.check_every is not None and n - self._checked_tokens >= self.check_every
         due_time = self.check_every_s is not None and time.monotonic() - self._last_time >= self.check_every_s
         return self._check(n) if due_tokens or due_time else None
@@ -87,7 +87,7 @@ class Stream:
             raise GuardError("the stream ended inside a multi-byte UTF-8 character") from None
         if not self.text.strip():
             raise GuardError("empty response: nothing to classify")
-        v = self.verdict if self.text == self._checked_text else self._check(len(self.guard.format.tokenizer.encode(self.text)))
+        v = self.verdict if self.text == self._checked_text else self._check(len(self.guard.tokenizer.encode(self.text)))
         self.final = True
         return v
 
