@@ -194,6 +194,22 @@ def calibrate_stage(recipe: MiniRecipe, data: Path, work: Path, art: Path) -> No
     print(f"calibrate: a={cal.a:.4f} b={cal.b:+.4f}", json.dumps(report))
 
 
+def snapshot_hf(recipe: MiniRecipe, art: Path, out: Path) -> None:
+    """The teacher as it stands in ART/teacher_resume.safetensors, merged into a Hugging Face directory (for
+    `guard eval` of a run in progress; eager: no export)."""
+    from safetensors import safe_open
+
+    from guard.mini import apply_adapter
+    from guard.train.prune import save_atomic
+
+    with safe_open(str(art / RESUME), "pt") as f:
+        step = int(f.metadata()["step"])
+    model, tok, rows = load_base()
+    apply_adapter(model, art / RESUME, recipe, rows, teacher=True)
+    save_atomic(model, tok, out, {"stage": "teacher snapshot", "step": step, "artefacts": str(art)}, "train_record.json")
+    print(f"teacher snapshot at step {step} -> {out}")
+
+
 STAGE_FNS = {"teacher": teacher, "prune": prune_stage, "distil": distill_stage, "refine": refine_stage, "check": check_rebuild,
              "calibrate": calibrate_stage}
 STAGES = tuple(STAGE_FNS)
@@ -207,6 +223,8 @@ def main() -> None:
     ap.add_argument("--recipe", type=Path, help="recipe JSON (default: ARTEFACTS/recipe.json, else the built-in recipe)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--until", choices=STAGES, default=STAGES[-1], help="stop after this stage (default: run them all)")
+    ap.add_argument("--snapshot-hf", type=Path, help="only write the in-progress teacher (ARTEFACTS/teacher_resume.safetensors) "
+                    "as a Hugging Face directory here, and exit")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
@@ -214,6 +232,8 @@ def main() -> None:
     a.artefacts.mkdir(parents=True, exist_ok=True)
     src = a.recipe or a.artefacts / "recipe.json"
     recipe = MiniRecipe.load(src) if src.is_file() else MiniRecipe()
+    if a.snapshot_hf:
+        return snapshot_hf(recipe, a.artefacts, a.snapshot_hf)
     recipe.save(a.artefacts / "recipe.json")
     t0 = time.time()
     for name in STAGES[: STAGES.index(a.until) + 1]:
