@@ -10,6 +10,13 @@ oversamples named sources, e.g. hate speech and its benign look-alikes) -> check
 -> calibrate (build the 8da4w .pte from the artefacts, fit p_unsafe's scale on dev records: guard.eval.calibrate).
 Artefacts go to --artefacts (default: this folder). --until STAGE stops after that stage (e.g. --until teacher, to
 measure a longer-trained teacher on dev before pruning from it).
+
+Issue 18 (models/guard-mini/next/README.md): the recipe may give the teacher its own LoRA rank (teacher_lora_r) and
+names held-out sources that the training file must not contain. Every checkpoint also writes the committable
+ARTEFACTS/teacher_resume.safetensors (adapters + step), from which a later session resumes when WORK is gone:
+
+    python models/guard-mini/train.py --data DATA --work /work/home-mini/teacher-run --artefacts models/guard-mini/next \
+        --threads 1 --until teacher
 """
 
 from __future__ import annotations
