@@ -1,9 +1,12 @@
-"""guard demo: the README's main job. Loads the default model, classifies samples, reports latency.
+"""guard demo: the README's main job. Loads the default model (or --model), classifies sample prompts and
+responses, and measures latency against the 30 tok/s decode and 2.5 s time-to-first-token targets.
 
 The samples show both verdicts: benign requests passed, harmful requests flagged with their hazard category, a
 harmful response flagged, and a refusal to a harmful request passed (the response is what is judged). Each line
 says what a good guard answers; guard-mini's misses are shown, not hidden (KNOWN_MISSES).
 """
+
+from guard.cli.common import add_model_argument, model_of
 
 ABOUT = ("guard-mini is a 115M-parameter demonstration guard (SmolLM2-135M taught the Llama Guard 3 prompt and "
          "verdict format on public data, pruned and 4-bit quantised); it is not Llama Guard 3 and misses many harmful "
@@ -36,49 +39,41 @@ KNOWN_MISSES = [
 
 
 def add_arguments(p):
-    p.add_argument("--pte", help="use this exported model instead of the default")
-    p.add_argument("--model", help="use this Hugging Face directory instead of the default")
+    add_model_argument(p)
     p.add_argument("--no-bench", action="store_true", help="skip the latency benchmark")
 
 
-def _show(guard, human, prompt, response, want, code) -> bool:
+def _show(guard, prompt, response, want, code) -> bool:
     v = guard.classify(prompt, response)
     what = f"response to {prompt[:50]!r}:\n  {response[:70]!r}" if response else f"prompt {prompt[:90]!r}"
     ok = v.decision == want and (code is None or code in [h.code for h in v.categories])
     expect = want.upper() + (f" {code}" if code else "")
-    print(f"\n{what}\n  {human(v)}\n  expected {expect}: {'ok' if ok else 'MISSED'}")
+    print(f"\n{what}\n  {v.summary()}\n  expected {expect}: {'ok' if ok else 'MISSED'}")
     return ok
 
 
 def run(args) -> int:
-    from guard.eval.calibrate import load as load_calibration
-    from guard.runtime.classifier import Guard
-    from guard.cli.classify import human
-    from guard.defaults import default_model
-    from guard.runtime.runner import load_runner
+    from guard.runtime.load import load
 
-    if args.pte or args.model:
-        kind, path, desc = ("pte", args.pte, args.pte) if args.pte else ("model", args.model, args.model)
-    else:
-        kind, path, desc = default_model()
+    guard = load(model_of(args))
+    if guard.source.default:
         print(ABOUT)
-    print(f"model: {desc}\n  {path}")
-    runner, tok = load_runner(**{kind: str(path)})
-    cal = load_calibration(path)
+    print(f"model: {guard.source.description}\n  {guard.source.path}")
+    cal = guard.calibration
     if cal:
         print(f"  p_unsafe calibrated (a={cal.a:.3f}, b={cal.b:+.3f}, fitted on {cal.n} records)")
-    guard = Guard(runner, tok, calibration=cal)
-    good = sum(_show(guard, human, *s) for s in SAMPLES)
+    good = sum(_show(guard, *s) for s in SAMPLES)
     print(f"\n{good}/{len(SAMPLES)} as expected.")
     if KNOWN_MISSES:
         print("\nKnown misses of guard-mini (a stronger teacher is being trained for these: issue 18):")
         for s in KNOWN_MISSES:
-            _show(guard, human, *s)
+            _show(guard, *s)
     if not args.no_bench:
         from guard.bench import BenchConfig, run_bench
         from guard.bench.report import markdown
 
         print("\nlatency against the 30 tok/s decode and 2.5 s time-to-first-token targets (guard bench):")
-        del runner, guard
-        print(markdown([run_bench(str(path), BenchConfig(runs=2, warmup=1, prompt_tokens=[40, 256]))]))
+        path = str(guard.source.path)
+        del guard
+        print(markdown([run_bench(path, BenchConfig(runs=2, warmup=1, prompt_tokens=[40, 256]))]))
     return 0

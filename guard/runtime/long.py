@@ -17,7 +17,7 @@ window's p_unsafe); batch output carries it, since it is part of ``Verdict.to_di
 
 from __future__ import annotations
 
-from guard.errors import GuardError
+from guard.errors import GuardError, SequenceTooLong
 from guard.format.prompt import Message, encode
 
 POLICIES = ("windows", "last_turns", "error")
@@ -49,8 +49,8 @@ def classify_long(guard, msgs: list[Message], budget: int, policy: str | None = 
         raise GuardError(f"unknown long-input policy {policy!r} (choose from {', '.join(POLICIES)})")
     total = _n_tokens(guard, _as_dicts(msgs))
     if policy == "error":
-        raise GuardError(f"conversation needs {total} tokens with the verdict, more than the model allows ({budget} for "
-                         f"the prompt); shorten it, or use the 'windows' or 'last_turns' long-input policy")
+        raise SequenceTooLong(f"conversation needs {total} tokens, more than the model's maximum of {budget} for the "
+                              f"prompt; shorten it, or use the 'windows' or 'last_turns' long-input policy")
     convo = _as_dicts(msgs)
     last = len(convo) - (2 if convo[-1]["role"] == "assistant" else 1)  # the smallest suffix starting at a user turn
     for start in range(0, last + 1, 2):
