@@ -42,12 +42,10 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(a.threads)
-    from guard.eval.calibrate import load as load_calibration
-    from guard.runtime.classifier import Guard
-    from guard.runtime.runner import load_runner
+    import guard as guard_pkg
 
-    runner, tok = load_runner(pte=a.pte)
-    guard = Guard(runner, tok, calibration=load_calibration(Path(a.pte).parent))
+    guard = guard_pkg.load(a.pte)
+    runner, tok = guard.runner, guard.tokenizer
     guard.classify("warm-up: how do I bake bread?")
     rows = []
     for n in a.tokens:
