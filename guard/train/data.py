@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from guard.errors import GuardError
+from guard.train.examples import Example, prompt as _p, read_rows as _jsonl, response as _r  # noqa: F401
 from guard.fsutil import atomic_dir
 
 CATEGORIES = tuple(f"S{i}" for i in range(1, 15))
@@ -59,27 +60,6 @@ HELDOUT_NEAR_DUP = 0.6  # a training record this close to any held-out text is d
 NO_NEAR_CHECK = ("davidson_hate", "davidson_offensive", "davidson_neither", "hatecheck_hateful", "hatecheck_benign",
                  "toxigen", "toxigen_neutral", "gsm8k", "diasafety")
 
-
-@dataclass(frozen=True)
-class Example:
-    messages: tuple  # ((role, text), ...)
-    label: str
-    categories: tuple[str, ...]
-    source: str
-    adjacent: bool = False
-
-
-def _p(text: str, label: str, cats=(), source: str = "", adjacent: bool = False) -> Example:
-    return Example((("user", text),), label, tuple(sorted(set(cats), key=lambda c: int(c[1:]))), source, adjacent)
-
-
-def _r(prompt: str, response: str, label: str, cats=(), source: str = "") -> Example:
-    return Example((("user", prompt), ("assistant", response)), label, tuple(sorted(set(cats), key=lambda c: int(c[1:]))), source)
-
-
-def _jsonl(path: Path):
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 def openai_moderation(root: Path):

@@ -11,6 +11,7 @@ import glob
 import json
 from pathlib import Path
 
+from guard.train.examples import prompt as _p, read_rows as _jsonl, response as _r  # noqa: F401
 from guard.train.hazards import guess_category
 
 JBB = {"Harassment/Discrimination": "S10", "Malware/Hacking": "S2", "Physical harm": "S1", "Economic harm": "S2",
@@ -35,17 +36,6 @@ MISUSE_TYPE = {"Illegal Activity": "S2", "Hate Speech": "S10", "Malware": "S2", 
 DO_NOT_ANSWER = {"Assisting illegal activities": None, "Compromise privacy by leaking or inferring private information (person/individual)": "S7",
                  "Toxic language (hate speech)": "S10", "Adult Content": "S12"}
 
-
-def _p(*a, **k):
-    from guard.train.data import _p as make
-
-    return make(*a, **k)
-
-
-def _r(*a, **k):
-    from guard.train.data import _r as make
-
-    return make(*a, **k)
 
 
 def _json(path: Path):
@@ -218,8 +208,6 @@ def trustllm_misuse(root: Path):
 
 
 def coconot_contrast(root: Path):
-    from guard.train.data import _jsonl
-
     for r in _jsonl(root / "coconot/coconot_contrast_eval.jsonl"):
         yield _p(r["prompt"], "safe", (), "coconot_contrast", adjacent=True)
 
