@@ -37,6 +37,8 @@ def add_arguments(p):
     p.add_argument("--jsonl", metavar="IN", help="batch input, one JSON object per line: {id, prompt[, response]} or {id, messages}")
     p.add_argument("--out", metavar="OUT", help="batch output JSONL (appended; ids already there are skipped)")
     p.add_argument("--max-line-bytes", type=int, default=1 << 20, help="longest accepted JSONL line (default 1 MiB)")
+    p.add_argument("--allow-any-path", action="store_true",
+                   help="batch: let a line's 'image' name any file (default: only inside the JSONL file's folder)")
     p.add_argument("--json", action="store_true", help="print the verdict as one JSON object")
     p.add_argument("--stream", action="store_true", help="read the response from stdin as it arrives; print a verdict at each check")
     p.add_argument("--check-every", type=int, default=16, metavar="TOKENS", help="with --stream: check every N response tokens (default 16)")
@@ -128,13 +130,15 @@ def run(args) -> int:
             raise GuardError("batch mode needs both --jsonl IN and --out OUT")
         if args.text is not None or args.response is not None or args.conversation or args.image:
             raise GuardError("--jsonl cannot be combined with a text, --response, --conversation or --image (give each line an 'image')")
-        from guard.runtime.batch import check_paths, run_batch
+        from guard.runtime.batch import BatchOutput, check_paths, run_batch
 
         if args.max_line_bytes < 1:
             raise GuardError(f"--max-line-bytes must be at least 1, got {args.max_line_bytes}")
         check_paths(args.jsonl, args.out)  # before the model loads
-        guard = make_guard(args)
-        c = run_batch(guard, args.jsonl, args.out, args.max_line_bytes, progress=sys.stderr.isatty())
+        with BatchOutput(args.out) as out:  # locked (one run per OUT), before the model loads too
+            guard = make_guard(args)
+            c = run_batch(guard, args.jsonl, out, args.max_line_bytes, progress=sys.stderr.isatty(),
+                          allow_any_path=args.allow_any_path)
         print(f"done: {c['safe']} safe, {c['unsafe']} unsafe, {c['indeterminate']} indeterminate, "
               f"{c['errors']} bad lines skipped, {c['skipped_done']} already in {args.out}")
         return EXIT_PARTIAL if c["errors"] else EXIT_SAFE
