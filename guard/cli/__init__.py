@@ -36,7 +36,10 @@ class OneLineParser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     import importlib
 
+    from guard import __version__
+
     p = OneLineParser(prog="guard", description="On-device Llama Guard 3-style safety moderation.", epilog=EPILOG)
+    p.add_argument("--version", action="version", version=f"guard {__version__} (ondevice-llamaguard)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module, help_) in COMMANDS.items():
         mod = importlib.import_module(f"guard.cli.{module}")
@@ -47,13 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def quiet_libraries() -> None:
-    """torchao and torch log import-time warnings that are noise for CLI users."""
-    import logging
+    """torchao, torch and ExecuTorch warnings that are noise for CLI users (GUARD_DEBUG=1 shows them)."""
+    from guard.logs import quiet_third_party
 
-    for name in ("torchao", "torch.utils._pytree", "transformers"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    quiet_third_party()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,8 +67,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("guard: interrupted", file=sys.stderr)
         code = 130
+    except BrokenPipeError:  # the reader of stdout went away (`guard ... | head`): not a bug, and not worth a traceback
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # the interpreter's final flush must not fail again
+        print("guard: error: standard output was closed (broken pipe)", file=sys.stderr)
+        return EXIT_ERROR
     except Exception as e:  # a bug, not bad input: still one line unless debugging
-        if os.environ.get("GUARD_DEBUG"):
+        if os.environ.get("GUARD_DEBUG", "") not in ("", "0"):
             raise
         msg = " ".join(str(e).split())[:300]
         print(f"guard: internal error: {type(e).__name__}: {msg} (GUARD_DEBUG=1 shows the traceback)", file=sys.stderr)

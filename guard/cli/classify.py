@@ -99,8 +99,14 @@ def _request(args):
             data = json.loads(Path(args.conversation).read_bytes().decode("utf-8"))
         except FileNotFoundError:
             raise GuardError(f"conversation file not found: {args.conversation}") from None
+        except IsADirectoryError:
+            raise GuardError(f"--conversation {args.conversation} is a directory; give a JSON file") from None
+        except OSError as e:
+            raise GuardError(f"cannot read --conversation {args.conversation}: {e.strerror}") from None
         except UnicodeDecodeError:
             raise GuardError(f"{args.conversation} is not valid UTF-8") from None
+        except RecursionError:
+            raise GuardError(f"{args.conversation} is nested too deeply") from None
         except json.JSONDecodeError as e:
             raise GuardError(f"{args.conversation} is not valid JSON: {e}") from None
         return data, None

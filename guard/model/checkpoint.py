@@ -20,9 +20,11 @@ def check_model_dir(path: str | Path) -> list[Path]:
     if not (path / "config.json").is_file():
         raise GuardError(f"{path} has no config.json; is it a Hugging Face checkpoint directory?")
     try:
-        json.loads((path / "config.json").read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
         raise GuardError(f"{path / 'config.json'} is not valid JSON: {e}") from None
+    if not isinstance(config, dict):
+        raise GuardError(f"{path / 'config.json'} must hold a JSON object, not {type(config).__name__}")
     files = sorted(path.glob("*.safetensors"))
     if not files:
         pickles = [p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from pathlib import Path
 
 import torch
@@ -12,12 +13,22 @@ from guard.errors import GuardError
 from guard.export.metadata import MARKER, METHODS, PTE_FORMAT, REQUIRED, TOKEN_KEYS
 
 
+PTE_IDENTIFIER = b"ET12"  # the flatbuffer file identifier of ExecuTorch programs (bytes 4..8)
+EXTENDED_MAGIC = b"eh00"  # ExecuTorch's extended header, at bytes 8..12 (exir/_serialize/_program.py)
+MIN_PTE_BYTES = 64  # ExecuTorch reads this many head bytes to find the headers
+
+
 @contextlib.contextmanager
 def quiet_stderr():
-    """The runtime's C++ logging (cpuinfo probes) writes to fd 2; keep the CLI's stderr to one line."""
-    if os.environ.get("GUARD_DEBUG"):
+    """The threadpool's cpuinfo probes write to fd 2; keep the CLI's stderr to one line (GUARD_DEBUG=1 shows them).
+
+    Used around thread-pool set-up only: a failure while loading a program must be able to say something."""
+    from guard.logs import debug
+
+    if debug():
         yield
         return
+    sys.stderr.flush()
     saved = os.dup(2)
     try:
         with open(os.devnull, "w") as null:
@@ -28,23 +39,71 @@ def quiet_stderr():
         os.close(saved)
 
 
+def threads_from_env() -> int:
+    raw = os.environ.get("GUARD_THREADS", "").strip()
+    if not raw:
+        return 0
+    try:
+        n = int(raw)
+    except ValueError:
+        n = -1
+    if not 1 <= n <= 256:
+        raise GuardError(f"GUARD_THREADS must be a whole number of threads from 1 to 256, got {raw[:20]!r}")
+    return n
+
+
 def set_threads(n: int | None = None) -> int:
     """XNNPACK's threadpool size: GUARD_THREADS, else every available core."""
-    from executorch.extension.pybindings import portable_lib
+    n = n or threads_from_env() or len(os.sched_getaffinity(0))
+    with quiet_stderr():
+        from executorch.extension.pybindings import portable_lib
 
-    n = n or int(os.environ.get("GUARD_THREADS", 0)) or len(os.sched_getaffinity(0))
-    if portable_lib._threadpool_get_thread_count() != n:
-        portable_lib._unsafe_reset_threadpool(n)
-    return portable_lib._threadpool_get_thread_count()
+        if portable_lib._threadpool_get_thread_count() != n:
+            portable_lib._unsafe_reset_threadpool(n)
+        return portable_lib._threadpool_get_thread_count()
+
+
+def check_pte_file(path: Path) -> None:
+    """Refuse what is not an ExecuTorch program before the runtime sees it.
+
+    The runtime aborts the whole process on some garbage (its error log of a bad header is not valid UTF-8, which
+    pybind turns into std::terminate), so the header is checked here: the flatbuffer identifier ``ET12`` at bytes
+    4..8, a root offset inside the file and, when the extended header ``eh00`` is present, program and segment
+    sizes that fit in the file (a truncated download)."""
+    if not path.exists():
+        raise GuardError(f"model file not found: {path}")
+    if not path.is_file():
+        raise GuardError(f"{path} is not a regular file")
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            head = fh.read(MIN_PTE_BYTES)
+    except OSError as e:
+        raise GuardError(f"cannot read {path}: {e.strerror}") from None
+    bad = f"{path} is not an ExecuTorch program"
+    if size < MIN_PTE_BYTES:
+        raise GuardError(f"{bad} ({size} bytes)")
+    if head[4:8] != PTE_IDENTIFIER:
+        raise GuardError(f"{bad} (no {PTE_IDENTIFIER.decode()} identifier in its header)")
+    root = int.from_bytes(head[0:4], "little")
+    if not 8 <= root < size:
+        raise GuardError(f"{bad} (its root offset {root} is outside the file)")
+    if head[8:12] == EXTENDED_MAGIC:
+        length = int.from_bytes(head[12:16], "little")
+        program = int.from_bytes(head[16:24], "little")
+        base = int.from_bytes(head[24:32], "little")
+        data = int.from_bytes(head[32:40], "little") if length >= 32 else 0
+        if length < 24 or program > size or (base and (base < program or base + data > size)):
+            raise GuardError(f"{path} is truncated or corrupt: its header promises {max(program, base + data)} bytes, "
+                             f"the file has {size}")
 
 
 def _load_program(path: Path):
+    check_pte_file(path)
     from executorch.runtime import Runtime
 
     import executorch.kernels.quantized  # noqa: F401  (registers embedding_4bit)
 
-    if not path.is_file():
-        raise GuardError(f"model file not found: {path}")
     try:
         return Runtime.get().load_program(path)
     except Exception:
@@ -78,8 +137,7 @@ class PteRunner:
     """Runner over a .pte written by guard.export; the tokenizer is read from tokenizer.json beside it."""
 
     def __init__(self, path: str | Path, tokenizer=None):
-        with quiet_stderr():
-            self._load(Path(path), tokenizer)
+        self._load(Path(path), tokenizer)
 
     def _load(self, path: Path, tokenizer) -> None:
         from guard.format.tokenizer import Tokenizer

@@ -25,9 +25,10 @@ def is_vision_dir(path: str | Path) -> bool:
     import json
 
     try:
-        return json.loads((Path(path) / "config.json").read_text()).get("model_type") == "mllama"
-    except (OSError, ValueError):
+        config = json.loads((Path(path) / "config.json").read_text())
+    except (OSError, ValueError, RecursionError):
         return False
+    return isinstance(config, dict) and config.get("model_type") == "mllama"
 
 
 def load_mllama(path: str | Path, dtype: str = "fp32"):

@@ -13,7 +13,7 @@ import torch
 
 from guard.errors import GuardError
 from guard.export.metadata import MARKER, REQUIRED
-from guard.runtime.pte import _load_program, check_tokenizer, quiet_stderr, read_metadata, set_threads
+from guard.runtime.pte import _load_program, check_tokenizer, read_metadata, set_threads
 
 VISION_REQUIRED = REQUIRED + ("get_tile_size", "get_max_tiles", "get_image_token_id")
 
@@ -24,16 +24,14 @@ def is_vision_pte(path) -> bool:
     if not p.is_file():
         return False
     try:
-        with quiet_stderr():
-            return "vision_encoder" in _load_program(p).method_names
+        return "vision_encoder" in _load_program(p).method_names  # the header is checked first (check_pte_file)
     except GuardError:
         return False
 
 
 class VisionPteRunner:
     def __init__(self, path: str | Path, tokenizer=None):
-        with quiet_stderr():
-            self._load(Path(path), tokenizer)
+        self._load(Path(path), tokenizer)  # set_threads mutes the cpuinfo probes; load errors stay visible
 
     def _load(self, path: Path, tokenizer) -> None:
         from guard.format.prompt import FORMAT_VERSION
