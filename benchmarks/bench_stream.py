@@ -43,7 +43,7 @@ def response_text(tok, n_tokens: int) -> str:
 
 
 def run(guard, text: str, every: int, rerun: bool) -> dict:
-    tok = guard.format.tokenizer
+    tok = guard.tokenizer
     ids = tok.encode(text)
     guard.invalidate()
     guard.classify(PROMPT)  # warm-up; also puts the policy head in the cache, as a loaded guard would have it
