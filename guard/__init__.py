@@ -13,10 +13,16 @@ __all__ = ["load", "Guard", "Policy", "Verdict", "GuardError"]
 
 
 def load(model: str | None = None, pte: str | None = None, *, dtype: str = "fp32", policy=None,
-         threshold: float = 0.5, block_indeterminate: bool = True, calibrated: bool = True):
+         threshold: float = 0.5, block_indeterminate: bool = True, calibrated: bool = True,
+         check_tokenizer: bool = True):
     """Load a guard from a Hugging Face directory, an exported .pte, or (neither given) the default model.
 
-    ``calibrated``: apply the model's calibration.json when it has one (guard.eval.calibrate)."""
+    ``calibrated``: apply the model's calibration.json when it has one (guard.eval.calibrate).
+    ``check_tokenizer``: refuse a tokenizer.json beside a .pte that is not the one it was exported with.
+    The returned Guard is safe to share between threads (calls are serialised around its KV cache)."""
+    from guard.logs import quiet_third_party
+
+    quiet_third_party()
     from guard.eval.calibrate import load as load_calibration
     from guard.runtime.classifier import Guard
     from guard.runtime.runner import load_runner
@@ -26,7 +32,7 @@ def load(model: str | None = None, pte: str | None = None, *, dtype: str = "fp32
 
         kind, path, _ = default_model()
         model, pte = (None, str(path)) if kind == "pte" else (str(path), None)
-    runner, tok = load_runner(model=model, pte=pte, dtype=dtype)
+    runner, tok = load_runner(model=model, pte=pte, dtype=dtype, check_tokenizer=check_tokenizer)
     return Guard(runner, tok, policy, threshold=threshold, block_indeterminate=block_indeterminate,
                  calibration=load_calibration(model or pte) if calibrated else None)
 

@@ -18,3 +18,7 @@ class GuardError(Exception):
 
     def __init__(self, message: str):
         super().__init__(" ".join(str(message).split()))
+
+
+class GuardWarning(UserWarning):
+    """Something the caller should know but that does not stop the work (the CLI prints it as one line)."""

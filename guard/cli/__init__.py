@@ -51,9 +51,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 def quiet_libraries() -> None:
     """torchao, torch and ExecuTorch warnings that are noise for CLI users (GUARD_DEBUG=1 shows them)."""
+    import warnings
+
+    from guard.errors import GuardWarning
     from guard.logs import quiet_third_party
 
     quiet_third_party()
+    shown = warnings.showwarning
+
+    def show(message, category, *args, **kwargs):
+        if issubclass(category, GuardWarning):
+            print(f"guard: warning: {' '.join(str(message).split())}", file=sys.stderr)
+        else:
+            shown(message, category, *args, **kwargs)
+
+    warnings.showwarning = show
 
 
 def main(argv: list[str] | None = None) -> int:

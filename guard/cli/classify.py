@@ -14,10 +14,12 @@ def add_model_arguments(p):
     src.add_argument("--model", metavar="DIR", help="Hugging Face Llama Guard 3 directory (config.json, *.safetensors, tokenizer); default: guard-mini")
     src.add_argument("--pte", metavar="FILE", help="exported ExecuTorch model.pte (tokenizer.json beside it)")
     p.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="eager backend precision (default fp32)")
+    p.add_argument("--trust-tokenizer", action="store_true",
+                   help="accept a tokenizer.json beside the .pte that differs from the one recorded at export")
 
 
 def add_policy_arguments(p, scoring: bool = True):
-    p.add_argument("--categories", metavar="SPEC", help="comma list of codes (S1,S10,S14) or a JSON file {code: description}; default S1-S13")
+    p.add_argument("--categories", metavar="SPEC", help="comma list of codes (S1,S10,S14) or a JSON file {code: description} given as @FILE, FILE.json or DIR/FILE; default S1-S13")
     p.add_argument("--exclude", metavar="CODES", help="comma list of codes to leave out, e.g. S6,S7")
     p.add_argument("--renumber", action="store_true", help="show kept categories as S1..Sn (llama-recipes style); verdicts keep stable codes")
     if not scoring:
@@ -59,7 +61,10 @@ def make_guard(args):
     from guard.runtime.classifier import Guard
     from guard.runtime.runner import load_runner
 
+    from guard.runtime.pte import threads_from_env
+
     policy = policy_from_args(args)
+    threads_from_env()  # a bad GUARD_THREADS is bad input, found before anything loads
     model, pte = args.model, args.pte
     if model is None and pte is None:
         from guard.defaults import default_model
@@ -78,7 +83,8 @@ def make_guard(args):
                            calibration=calibration_from_args(args, model or pte))
     if getattr(args, "image", None):
         raise GuardError(f"--image needs a Llama Guard 3 Vision model; {model or pte} is text-only")
-    runner, tok = load_runner(model=model, pte=pte, dtype=args.dtype)
+    runner, tok = load_runner(model=model, pte=pte, dtype=args.dtype,
+                              check_tokenizer=not getattr(args, "trust_tokenizer", False))
     return Guard(runner, tok, policy, threshold=args.threshold, block_indeterminate=args.indeterminate == "block",
                  calibration=calibration_from_args(args, model or pte))
 

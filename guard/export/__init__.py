@@ -52,16 +52,18 @@ def export_model(model_dir: str | Path, out_dir: str | Path, config: ExportConfi
     check_model_dir(model_dir)
     tok = Tokenizer.from_dir(model_dir)
     model = load_hf(model_dir, max_seq_len=config.max_seq_len, chunk=config.chunk)
+    from guard.export.metadata import file_digest
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    path = export_pte(model, config, out / "model.pte", tok, report)
     src = Path(model_dir)
-    for name in ("tokenizer.json", "tokenizer_config.json"):
+    for name in ("tokenizer.json", "tokenizer_config.json"):  # first: the .pte records the tokenizer's digest
         if (src / name).is_file():
             shutil.copy(src / name, out / name)
     if not (out / "tokenizer.json").is_file():
         tok._tok.save(str(out / "tokenizer.json"))
-    return path
+    return export_pte(model, config, out / "model.pte", tok, report,
+                      tokenizer_sha256=file_digest(out / "tokenizer.json"))
 
 
 def prepare(model, config: ExportConfig, tok):
@@ -77,8 +79,11 @@ def prepare(model, config: ExportConfig, tok):
     return quantize(model, config.quant, skip=("lm_head",) if config.prune_vocab else ())
 
 
-def export_pte(model, config: ExportConfig, path: str | Path, tok=None, report: dict | None = None) -> Path:
-    """Prune/quantize ``model`` (a guard.model.Transformer, modified in place) and write it as a .pte."""
+def export_pte(model, config: ExportConfig, path: str | Path, tok=None, report: dict | None = None,
+               tokenizer_sha256: str | None = None) -> Path:
+    """Prune/quantize ``model`` (a guard.model.Transformer, modified in place) and write it as a .pte.
+
+    ``tokenizer_sha256``: the digest of the tokenizer.json that will sit beside it (export_model passes it)."""
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import EdgeCompileConfig, ExecutorchBackendConfig, to_edge_transform_and_lower
     from executorch.exir.passes import MemoryPlanningPass
@@ -87,6 +92,9 @@ def export_pte(model, config: ExportConfig, path: str | Path, tok=None, report: 
     from guard.format.prompt import FORMAT_VERSION
     from guard.format.tokenizer import Tokenizer
 
+    from guard.logs import quiet_third_party
+
+    quiet_third_party()
     config.check()
     tok = tok or Tokenizer.default()
     a = model.args
@@ -103,7 +111,8 @@ def export_pte(model, config: ExportConfig, path: str | Path, tok=None, report: 
         progs = {name: torch.export.export(model, ex, strict=True) for name, ex in examples.items()}
     meta = metadata.build(tok.tokens, max_seq_len=config.max_seq_len, chunk=C, vocab_size=a.vocab_size,
                           output_ids=model.output_ids, prompt_format=FORMAT_VERSION,
-                          quant_scheme=config.quant.scheme, group_size=config.quant.group_size)
+                          quant_scheme=config.quant.scheme, group_size=config.quant.group_size,
+                          tokenizer_sha256=tokenizer_sha256)
     edge = to_edge_transform_and_lower(progs, partitioner=[XnnpackPartitioner()], constant_methods=meta,
                                        compile_config=EdgeCompileConfig(_check_ir_validity=False))
     report = {} if report is None else report

@@ -47,6 +47,8 @@ def runner_state(runner) -> RunnerState:
 
 def as_messages(content, response: str | None = None):
     """A prompt string (plus optional response) or a list of messages -> list of messages."""
+    if response is not None and not isinstance(response, str):
+        raise GuardError(f"a response must be a string, not {type(response).__name__}")
     if isinstance(content, str):
         msgs = [{"role": "user", "content": content}]
         if response is not None:
@@ -69,7 +71,7 @@ class Guard:
 
     def __init__(self, runner: Runner, tokenizer: Tokenizer, policy: Policy | None = None,
                  threshold: float = 0.5, block_indeterminate: bool = True, calibration=None):
-        if not 0.0 <= threshold <= 1.0:
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 <= threshold <= 1.0:
             raise GuardError(f"threshold must be in [0, 1], got {threshold}")
         self.runner, self.tokenizer = runner, tokenizer
         self.calibration = calibration  # guard.eval.calibrate.Calibration, or None: the model's own softmax
@@ -151,6 +153,7 @@ class Guard:
         score = self.calibration.p_unsafe(lu - ls) if self.calibration else p_unsafe(ls, lu)
         v = self._decide(logits, pos, score)
         v.margin = lu - ls
+        v.calibration = self.calibration.describe() if self.calibration else None
         return v
 
     def _decide(self, logits: torch.Tensor, pos: int, score: float) -> Verdict:

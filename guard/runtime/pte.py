@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from guard.errors import GuardError
-from guard.export.metadata import MARKER, METHODS, PTE_FORMAT, REQUIRED, TOKEN_KEYS
+from guard.export.metadata import MARKER, METHODS, PTE_FORMAT, REQUIRED, TOKEN_KEYS, TOKENIZER_DIGEST, file_digest
 
 
 PTE_IDENTIFIER = b"ET12"  # the flatbuffer file identifier of ExecuTorch programs (bytes 4..8)
@@ -133,10 +133,38 @@ def check_tokenizer(tok, meta: dict, path: Path):
     return tok
 
 
-class PteRunner:
-    """Runner over a .pte written by guard.export; the tokenizer is read from tokenizer.json beside it."""
+def check_tokenizer_digest(program, path: Path, trust: bool = False) -> None:
+    """tokenizer.json beside the .pte must be the file it was exported with (its sha256 is in the metadata).
 
-    def __init__(self, path: str | Path, tokenizer=None):
+    ``trust``: accept a different one (``--trust-tokenizer``, ``check_tokenizer=False``). A .pte exported before the
+    digest existed loads with a warning."""
+    import warnings
+
+    from guard.errors import GuardWarning
+
+    if trust:
+        return
+    tok_path = path.parent / "tokenizer.json"
+    if TOKENIZER_DIGEST not in program.method_names:
+        warnings.warn(f"{path} records no tokenizer digest (exported before it was added); tokenizer.json beside it "
+                      "is not verified: re-export to pin it", GuardWarning, stacklevel=3)
+        return
+    want = read_metadata(program, path, (TOKENIZER_DIGEST,), "")[TOKENIZER_DIGEST]
+    if not tok_path.is_file():
+        raise GuardError(f"no tokenizer.json beside {path}")
+    have = file_digest(tok_path)
+    if have != want:
+        raise GuardError(f"{tok_path} is not the tokenizer {path.name} was exported with (sha256 {have[:12]}, "
+                         f"expected {want[:12]}); restore it, or trust it explicitly: --trust-tokenizer "
+                         "(Python: check_tokenizer=False)")
+
+
+class PteRunner:
+    """Runner over a .pte written by guard.export; the tokenizer is read from tokenizer.json beside it, and must be
+    the one recorded at export (``check_tokenizer=False`` trusts another)."""
+
+    def __init__(self, path: str | Path, tokenizer=None, check_tokenizer: bool = True):
+        self._trust_tokenizer = not check_tokenizer or tokenizer is not None
         self._load(Path(path), tokenizer)
 
     def _load(self, path: Path, tokenizer) -> None:
@@ -158,6 +186,7 @@ class PteRunner:
         if missing:
             raise GuardError(f"{self.path} lacks the {missing[0]} method; re-export it with `guard export`")
         self.meta = meta
+        check_tokenizer_digest(program, self.path, self._trust_tokenizer)
         self.tokenizer = tokenizer or check_tokenizer(Tokenizer.from_dir(self.path.parent), meta, self.path)
         self.max_seq_len = int(meta["get_max_seq_len"])
         self.chunk = int(meta["get_prefill_chunk"])

@@ -50,7 +50,12 @@ class Stream:
         from guard.runtime.classifier import as_messages
         from guard.format.prompt import conversation as validate
 
+        if not isinstance(conversation, (str, list, tuple)):
+            raise GuardError(f"a stream answers a prompt string or a list of messages, not {type(conversation).__name__}")
         msgs = as_messages(conversation) if isinstance(conversation, str) else list(conversation)
+        for name, value in (("check_every", check_every), ("check_every_s", check_every_s)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                raise GuardError(f"{name} must be a number, not {type(value).__name__}")
         if validate(msgs)[-1].role != "user":  # one-line errors now, not at the first check
             raise GuardError("a streamed response answers a conversation that ends with a user turn")
         if check_every is None and check_every_s is None:
