@@ -169,7 +169,6 @@ def run(args) -> int:
 
 def run_stream(args) -> int:
     """Moderate a response streamed on stdin, e.g. `llm-generate ... | guard classify --stream "the prompt"`."""
-    import os
 
     from guard.cli import text_arg
 
@@ -190,7 +189,7 @@ def run_stream(args) -> int:
         print(json.dumps(d, ensure_ascii=False) if args.json else ("final " if final else "check ") + human(v), flush=True)
 
     while True:
-        data = os.read(sys.stdin.fileno(), 4096)
+        data = sys.stdin.buffer.read1(4096)  # what has arrived, up to 4 KiB: it does not wait for a full block
         if not data:
             break
         v = stream.feed(data)

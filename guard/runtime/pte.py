@@ -104,10 +104,22 @@ def _load_program(path: Path):
 
     import executorch.kernels.quantized  # noqa: F401  (registers embedding_4bit)
 
+    import io
+
+    # The runtime logs through Python's sys.stderr: its message goes into the one-line error, not above it.
+    log, saved = io.StringIO(), sys.stderr
+    sys.stderr = log
     try:
-        return Runtime.get().load_program(path)
+        program = Runtime.get().load_program(path)
     except Exception:
-        raise GuardError(f"{path} is not a loadable ExecuTorch program (truncated or corrupt?)") from None
+        why = [line.split("] ", 1)[-1] for line in log.getvalue().splitlines() if line.strip()]
+        raise GuardError(f"{path} is not a loadable ExecuTorch program"
+                         + (f": {why[-1][:200]}" if why else " (truncated or corrupt?)")) from None
+    finally:
+        sys.stderr = saved
+    if log.getvalue():
+        print(log.getvalue(), end="", file=sys.stderr)
+    return program
 
 
 def read_metadata(program, path: Path, keys, hint: str) -> dict:
