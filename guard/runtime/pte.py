@@ -20,9 +20,11 @@ MIN_PTE_BYTES = 64  # ExecuTorch reads this many head bytes to find the headers
 
 @contextlib.contextmanager
 def quiet_stderr():
-    """The threadpool's cpuinfo probes write to fd 2; keep the CLI's stderr to one line (GUARD_DEBUG=1 shows them).
+    """XNNPACK's cpuinfo probes write to fd 2 when the threadpool and the delegates start; keep the CLI's stderr to
+    one line (GUARD_DEBUG=1 shows them). What was written is kept aside and shown if the block fails, so a failure
+    still says something. Used only after the file's header was checked (check_pte_file)."""
+    import tempfile
 
-    Used around thread-pool set-up only: a failure while loading a program must be able to say something."""
     from guard.logs import debug
 
     if debug():
@@ -30,12 +32,22 @@ def quiet_stderr():
         return
     sys.stderr.flush()
     saved = os.dup(2)
+    failed = True
     try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
-            yield
+        with tempfile.TemporaryFile() as aside:
+            os.dup2(aside.fileno(), 2)
+            try:
+                yield
+                failed = False
+            finally:
+                os.dup2(saved, 2)
+                if failed:
+                    aside.seek(0)
+                    text = aside.read().decode("utf-8", "replace")
+                    lines = [ln for ln in text.splitlines() if ln.strip() and "cpuinfo" not in ln]
+                    if lines:
+                        print("\n".join(lines[-5:]), file=sys.stderr)
     finally:
-        os.dup2(saved, 2)
         os.close(saved)
 
 
@@ -207,7 +219,8 @@ class PteRunner:
         self.name = f"pte:{meta['get_quant_scheme']}"
         self.threads = set_threads()
         try:
-            self._prefill, self._decode = program.load_method("prefill"), program.load_method("decode")
+            with quiet_stderr():
+                self._prefill, self._decode = program.load_method("prefill"), program.load_method("decode")
         except Exception:
             raise GuardError(f"cannot load the model methods from {self.path} (truncated or corrupt?)") from None
         self._program = program
