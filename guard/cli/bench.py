@@ -36,7 +36,7 @@ def run(args) -> int:
                 raise GuardError(f"cannot read bench results {f}: {e}") from None
             if docs[-1].get("schema") != "guard-bench-1":
                 raise GuardError(f"{f} is not a guard bench result (schema guard-bench-1)")
-        for p in write(docs, Path(args.out)):
+        for p in write(docs, Path(args.out), overwrite=False):  # an earlier report under the same name is kept
             print(p)
         return 0
     from guard.bench import BenchConfig, run_bench

@@ -90,8 +90,10 @@ def test_two_concurrent_runs_on_one_out(tiny_model_dir, tmp_path):
     good = write_input(inp, 40)
     first = subprocess.Popen(cli(tiny_model_dir, inp, out), env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + 300
-    while not (out.exists() and out.stat().st_size) and time.time() < deadline and first.poll() is None:
+    lock = out.with_name(out.name + ".lock")  # taken before the model loads: the second run starts while it is held
+    while not lock.exists() and time.time() < deadline and first.poll() is None:
         time.sleep(0.01)
+    assert first.poll() is None
     second = subprocess.run(cli(tiny_model_dir, inp, out), env=ENV, capture_output=True, timeout=300)
     first.communicate(timeout=600)
     assert first.returncode == EXIT_PARTIAL
