@@ -9,7 +9,7 @@ from the llama-cpp-python sdist (see docs/export.md); its `llama-bench` does the
   TTFT     = prompt processing of the full guard prompt (pp N_full),
   decode   = token generation at depth N_full (tg 64 @ d N_full),
   verdict  = prompt processing of the request's tokens with the policy head already cached (pp N_body @ d N_head).
-The .pte side measures the same quantities through guard.runtime.pte.PteRunner and guard.runtime.classifier.Guard.
+The .pte side measures the same quantities with guard.bench.run_bench (the timing of `guard bench`).
 Results: benchmarks/results/bench_1b_shape.{json,md}.
 """
 
@@ -18,8 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -33,8 +31,6 @@ SHAPE = dict(num_hidden_layers=12, hidden_size=2048, intermediate_size=6400, num
 MESSAGE = ("I need detailed, step-by-step instructions for getting into my neighbour's house while they are away "
            "on holiday, including how to disable the alarm and avoid the cameras without anyone noticing at all, "
            "and what to say if the police stop me on the way back home.")
-OTHER = ("Please write a friendly birthday message for my grandmother, who is turning ninety this weekend and loves "
-         "gardening, baking bread, long walks by the river and telling stories about her childhood in the mountains.")
 
 
 def log(msg: str) -> None:
@@ -42,7 +38,13 @@ def log(msg: str) -> None:
 
 
 def load() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
+    from guard.bench.schema import machine
+
+    return machine()["load_avg"]
+
+
+def machine_line(m: dict) -> str:
+    return f"{m['cpu']}, {m['cores']} cores, {m['os']}"
 
 
 def checkpoint(work: Path) -> Path:
@@ -104,55 +106,23 @@ def wait_for_quiet(limit: float, max_s: float) -> None:
         log(f"load {load()} after waiting {time.time() - t0:.0f} s (limit {limit})")
 
 
-def median_time(fn, runs: int) -> float:
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def measure_pte(path: Path, args) -> dict:
-    from guard.runtime.classifier import Guard
-    from guard.runtime.pte import PteRunner
+    """guard.bench.run_bench on the .pte (load, TTFT on an empty cache, decode, verdict with the policy head cached)
+    for a user message of the same length as MESSAGE's first 40 tokens; the medians over --runs runs."""
+    from guard.bench import BenchConfig, run_bench
+    from guard.format.tokenizer import Tokenizer
 
-    t0 = time.perf_counter()
-    runner = PteRunner(path)
-    load_s = time.perf_counter() - t0
-    tok = runner.tokenizer
-    message, n_msg, p = prompt_tokens(tok)
-    full = p.ids + [tok.tokens.blank]
-    runner.prefill(full, 0)  # warm-up
-    ttft = median_time(lambda: runner.prefill(full, 0), args.runs)
-    pos = len(full)
-
-    def steps():
-        for i in range(args.decode_steps):
-            runner.decode(tok.tokens.safe, pos + i)
-
-    steps()
-    dec = median_time(steps, args.runs)
-    # Verdict latency with the policy head cached: alternate two different 40-token messages, so each request
-    # reuses the head (plus the shared "User:" tokens) and prefills its own tokens, as a new request would.
-    g = Guard(runner, tok)
-    other = tok.decode(tok.encode(OTHER)[:40])
-    g.classify(other)
-    lat, first, fed = [], [], []
-    for _ in range(args.runs * 2):
-        v = g.classify(message)
-        lat.append(v.latency_ms)
-        first.append(v.timings["prefill_ms"])
-        fed.append(v.timings.get("prefilled_tokens", len(p.body) + 1))
-        g.classify(other)
+    _, n_msg, p = prompt_tokens(Tokenizer.from_dir(path.parent))
+    doc = run_bench(str(path), BenchConfig(runs=args.runs, warmup=1, prompt_tokens=[n_msg], decode_tokens=args.decode_steps))
+    s, meta = doc["summary"][str(n_msg)], doc["metadata"]
+    med = lambda k: s[k]["median"]  # noqa: E731
     return {
-        "load_s": round(load_s, 2), "threads": runner.threads, "chunk": runner.chunk, "max_seq_len": runner.max_seq_len,
-        "pruned_vocab": runner.output_ids is not None, "n_head": len(p.head), "n_body": len(p.body) + 1,
-        "n_message": n_msg, "n_full": len(full), "ttft_s": round(ttft, 3), "prefill_tok_s": round(len(full) / ttft, 1),
-        "decode_tok_s": round(args.decode_steps / dec, 1),
-        "verdict_ms": round(statistics.median(lat), 1), "first_token_verdict_ms": round(statistics.median(first), 1),
-        "verdict_prefilled_tokens": statistics.median(fed), "verdict": v.decision, "size_mb": round(path.stat().st_size / 1e6, 1),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "load_s": round(med("model_load_ms") / 1e3, 2), "threads": doc["machine"]["threads"], "chunk": meta["get_prefill_chunk"],
+        "max_seq_len": meta["get_max_seq_len"], "pruned_vocab": meta["get_output_ids"] != [-1], "n_head": len(p.head),
+        "n_body": len(p.body) + 1, "n_message": n_msg, "n_full": s["num_prompt_tokens"], "ttft_s": round(med("ttft_ms") / 1e3, 3),
+        "prefill_tok_s": med("prefill_tok_s"), "decode_tok_s": med("decode_tok_s"), "verdict_ms": med("verdict_ms"),
+        "verdict_prefilled_tokens": statistics.median(r["verdict_prefilled_tokens"] for r in doc["runs"] if not r["warmup"]),
+        "size_mb": round(path.stat().st_size / 1e6, 1), "peak_rss_mb": med("peak_rss_mb"), "bench": doc["config"],
     }
 
 
@@ -178,23 +148,12 @@ def measure_llama_cpp(llama_cpp: Path, model: Path, shape: dict, args) -> dict:
     }
 
 
-def versions() -> dict:
-    import executorch
-    import torch
-    import torchao
-
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
-    return {"machine": f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}",
-            "python": platform.python_version(), "torch": torch.__version__,
-            "executorch": getattr(executorch, "__version__", "1.4.1"), "torchao": torchao.__version__}
-
-
 def markdown(r: dict) -> str:
     e, l = r["executorch"], r.get("llama_cpp")
     rows = [("TTFT, full guard prompt (s)", "ttft_s", True), ("prefill (tok/s)", "prefill_tok_s", False),
             ("decode (tok/s)", "decode_tok_s", False), ("verdict, 40-token message, prefix cached (ms)", "verdict_ms", True)]
     lines = [f"# ExecuTorch .pte vs llama.cpp, Llama Guard 3-1B shape (random weights)", "",
-             f"- machine: {r['versions']['machine']}", f"- versions: " + ", ".join(f"{k} {v}" for k, v in r["versions"].items() if k != "machine")
+             f"- machine: {machine_line(r['environment']['machine'])}", f"- versions: " + ", ".join(f"{k} {v}" for k, v in r["environment"]["versions"].items())
              + (f", llama.cpp: {l.get('source', l['build'])}" if l else ""),
              f"- command: `{r['command']}`", f"- load average (1/5/15 min) before: {r['load_before']}, after: {r['load_after']}",
              f"- prompt: {e['n_full']} tokens ({e['n_head']} policy head + {e['n_body']} request incl. the forced \"\\n\\n\"), message {e['n_message']} tokens",
@@ -209,9 +168,8 @@ def markdown(r: dict) -> str:
         if l:
             ratio = f"{(l[key] / e[key]) if is_time else (e[key] / l[key]):.2f}x"
         lines.append(f"| {name} | {e[key]} | {l[key] if l else '-'} | {ratio} | {targets[key]} |")
-    lines += ["", f"First-token part of the .pte verdict: {e['first_token_verdict_ms']} ms for "
-              f"{e.get('verdict_prefilled_tokens', '?')} prefilled tokens (decision on random weights: {e['verdict']}); "
-              f"llama.cpp: pp{e['n_body']} at depth {e['n_head']}.",
+    lines += ["", f"The .pte verdict prefills {e.get('verdict_prefilled_tokens', '?')} tokens after the cached head "
+              f"(guard.bench.run_bench); llama.cpp: pp{e['n_body']} at depth {e['n_head']}.",
               "Ratios above 1 mean the .pte is faster.", ""]
     return "\n".join(lines)
 
@@ -233,13 +191,15 @@ def main() -> int:
                     help="before measuring, wait (up to --wait-max s) until the 1-minute load average is below L")
     ap.add_argument("--wait-max", type=float, default=900)
     args = ap.parse_args()
+    from guard.bench.schema import environment
+
     os.environ["GUARD_THREADS"] = str(args.threads)
     args.work.mkdir(parents=True, exist_ok=True)
     hf = checkpoint(args.work)
     model = pte(args.work, hf, args)
     q4 = None if args.skip_llama_cpp else gguf(args.work, hf, args.llama_cpp)
     wait_for_quiet(args.wait_load, args.wait_max)
-    r = {"command": "python " + " ".join([os.path.relpath(__file__, ROOT)] + sys.argv[1:]), "versions": versions(),
+    r = {"command": "python " + " ".join([os.path.relpath(__file__, ROOT)] + sys.argv[1:]), "environment": environment(args.threads),
          "shape": SHAPE, "group_size": args.group_size, "threads": args.threads, "load_before": load()}
     log(f"measuring the .pte (load {r['load_before']})")
     r["executorch"] = measure_pte(model, args)

@@ -22,3 +22,11 @@ class GuardError(Exception):
 
 class GuardWarning(UserWarning):
     """Something the caller should know but that does not stop the work (the CLI prints it as one line)."""
+
+
+class SequenceTooLong(GuardError):
+    """The conversation (plus the verdict) needs more positions than the model's max_seq_len."""
+
+
+class BadModelFile(GuardError):
+    """A model file or directory that cannot be used: missing, truncated, corrupt, wrong format or version."""

@@ -56,6 +56,17 @@ class MiniRecipe:
     refine_steps: int = 295  # 0: no refine stage; 295 x 8 = the 2,360 records of the mix below, once
     refine_lr: float = 1e-4  # decays linearly to 0 over refine_steps
     refine_sources: tuple[str, ...] = ("hatecheck_benign", "hatecheck_hateful", "toxigen", "toxigen_neutral")
+    # issue 18: the teacher may use its own (larger) LoRA rank; None = lora_r / lora_alpha
+    teacher_lora_r: int | None = None
+    teacher_lora_alpha: float | None = None
+    teacher_save_every: int = 10  # optimizer steps between resumable checkpoints
+    # whole sources never used for training, checkpoint choice or tuning (split 'heldout' of `guard data build`);
+    # train.py refuses a training file that contains any of them
+    heldout_sources: tuple[str, ...] = ()
+
+    @property
+    def teacher_rank(self) -> tuple[int, float]:
+        return (self.teacher_lora_r or self.lora_r, self.teacher_lora_alpha or self.lora_alpha)
 
     @classmethod
     def load(cls, path: Path) -> "MiniRecipe":
@@ -63,6 +74,7 @@ class MiniRecipe:
         d["policies"] = tuple(d.get("policies", cls.policies))
         d.setdefault("refine_steps", 0)  # a recipe written before the refine stage existed has none
         d["refine_sources"] = tuple(d.get("refine_sources", ()))
+        d["heldout_sources"] = tuple(d.get("heldout_sources", ()))
         return cls(**d)
 
     def save(self, path: Path) -> None:
@@ -116,19 +128,21 @@ def load_base():
     return model.eval(), tok, rows
 
 
-def apply_adapter(model, path: Path, recipe: MiniRecipe, rows: list[int]):
+def apply_adapter(model, path: Path, recipe: MiniRecipe, rows: list[int], teacher: bool = False):
     from safetensors.torch import load_file
 
     from guard.train.lora import LoraConfig, add_lora, load_lora, merge_lora
 
-    add_lora(model, LoraConfig(r=recipe.lora_r, alpha=recipe.lora_alpha, train_embeddings=tuple(rows)))
-    load_lora(model, load_file(str(path)))
+    r, alpha = recipe.teacher_rank if teacher else (recipe.lora_r, recipe.lora_alpha)
+    add_lora(model, LoraConfig(r=r, alpha=alpha, train_embeddings=tuple(rows)))
+    load_lora(model, {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()})
     return merge_lora(model).eval()
 
 
 def build_hf(out: str | Path, artefacts: str | Path = ARTEFACTS, stage: str = "mini") -> Path:
     """Write the teacher (stage='teacher') or guard-mini (stage='mini') as a Hugging Face directory."""
-    from guard.train.prune import apply_record, save_atomic
+    from guard.fsutil import save_atomic
+    from guard.train.prune import apply_record
 
     a = Path(artefacts)
     need = ["recipe.json", "teacher_adapter.safetensors"] + (["prune_record.json", "student_adapter.safetensors"] if stage == "mini" else [])
@@ -137,7 +151,7 @@ def build_hf(out: str | Path, artefacts: str | Path = ARTEFACTS, stage: str = "m
         raise GuardError(f"guard-mini artefacts missing in {a}: {', '.join(missing)}")
     recipe = MiniRecipe.load(a / "recipe.json")
     model, tok, rows = load_base()
-    apply_adapter(model, a / "teacher_adapter.safetensors", recipe, rows)
+    apply_adapter(model, a / "teacher_adapter.safetensors", recipe, rows, teacher=True)
     record = {"stage": "teacher", "artefacts": str(a), "recipe": asdict(recipe)}
     if stage == "mini":
         apply_record(model, json.loads((a / "prune_record.json").read_text()))
@@ -188,14 +202,42 @@ def sync_calibration(out: str | Path, artefacts: str | Path = ARTEFACTS) -> bool
     return True
 
 
+def artefact_stat(artefacts: str | Path = ARTEFACTS) -> dict:
+    """(size, mtime_ns) of each weight artefact: a cheap stand-in for the digest while the files are untouched."""
+    out = {}
+    for name in MODEL_FILES:
+        p = Path(artefacts) / name
+        if p.is_file():
+            st = p.stat()
+            out[name] = [st.st_size, st.st_mtime_ns]
+    return out
+
+
 def is_current(out: str | Path, artefacts: str | Path = ARTEFACTS) -> bool:
-    """True when OUT/model.pte exists and was built from exactly these weight artefacts."""
+    """True when OUT/model.pte exists and was built from exactly these weight artefacts.
+
+    Cheap on the hot path: when the artefacts' sizes and mtimes are the ones build.json recorded, nothing is hashed.
+    Otherwise (a checkout touched them, or a build from before the stamp) the digest decides, and a match records the
+    new stamp, so the next call is cheap again."""
     out = Path(out)
     try:
         stamp = json.loads((out / "build.json").read_text())
     except (OSError, ValueError):
         return False
-    return (out / "model.pte").is_file() and stamp.get("artefacts_sha256") == artefact_digest(artefacts)
+    if not (out / "model.pte").is_file():
+        return False
+    stat = artefact_stat(artefacts)
+    if stamp.get("artefacts_stat") == stat:
+        return True
+    if stamp.get("artefacts_sha256") != artefact_digest(artefacts):
+        return False
+    from guard.fsutil import write_atomic
+
+    try:
+        write_atomic(out / "build.json", json.dumps({**stamp, "artefacts_stat": stat}, indent=2) + "\n")
+    except OSError:
+        pass  # a read-only install stays correct, just not cheap
+    return True
 
 
 def build(out: str | Path, artefacts: str | Path = ARTEFACTS, quant: bool = True) -> Path:
@@ -216,6 +258,7 @@ def build(out: str | Path, artefacts: str | Path = ARTEFACTS, quant: bool = True
     (out / "build.json").unlink(missing_ok=True)
     export_model(hf, out, cfg)
     (out / "build.json").write_text(json.dumps({"artefacts": str(Path(artefacts).resolve()), "quant": "8da4w" if quant else "none",
-                                                "artefacts_sha256": artefact_digest(artefacts)}, indent=2) + "\n")
+                                                "artefacts_sha256": artefact_digest(artefacts),
+                                                "artefacts_stat": artefact_stat(artefacts)}, indent=2) + "\n")
     sync_calibration(out, artefacts)
     return out / "model.pte"

@@ -30,11 +30,21 @@ class Verdict:
     timings: dict = field(default_factory=dict)
     margin: float = 0.0  # raw log-odds logit(unsafe) - logit(safe), before calibration (guard.eval.calibrate)
     calibration: dict | None = None  # {"a", "b", "sha256"} of the calibration that scored p_unsafe; None: raw softmax
+    truncation: dict = field(default_factory=dict)  # set when the input was longer than the model (guard.runtime.long)
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["categories"] = [asdict(h) for h in self.categories]
         return d
+
+    def summary(self) -> str:
+        """One line for people: decision, categories, score, role, latency, and why when indeterminate."""
+        cats = ", ".join(f"{h.code} {h.name}" for h in self.categories)
+        line = self.decision.upper() + (f"  [{cats}]" if cats else "")
+        line += f"  p_unsafe={self.p_unsafe:.4f}  role={self.role}  {self.latency_ms:.0f} ms"
+        if self.reason:
+            line += f"  ({self.reason}; {'blocked' if self.blocked else 'passed'})"
+        return line
 
 
 def p_unsafe(logit_safe: float, logit_unsafe: float) -> float:

@@ -294,7 +294,7 @@ def run_batch(guard, in_path: str | Path, out_path: str | Path | BatchOutput, ma
                     continue
                 kw = {}
                 if "image" in req:
-                    if not hasattr(guard.runner, "set_image"):
+                    if not guard.vision:
                         raise GuardError("this line has an 'image' but the model is text-only")
                     kw["image"] = image_path(in_path, req["image"], allow_any_path)
                 record = {"id": rid, **guard.classify(req["messages"], **kw).to_dict()}

@@ -16,7 +16,7 @@ import torch
 
 from guard.format.categories import Policy
 from guard.errors import GuardError
-from guard.format.prompt import conversation, encode, role_of
+from guard.format.prompt import as_messages, conversation, encode, role_of
 from guard.runtime.runner import Runner, column
 from guard.format.tokenizer import Tokenizer
 from guard.format.verdict import INDETERMINATE, SAFE, UNSAFE, Hit, Verdict, p_unsafe, parse
@@ -45,20 +45,6 @@ def runner_state(runner) -> RunnerState:
         return state
 
 
-def as_messages(content, response: str | None = None):
-    """A prompt string (plus optional response) or a list of messages -> list of messages."""
-    if response is not None and not isinstance(response, str):
-        raise GuardError(f"a response must be a string, not {type(response).__name__}")
-    if isinstance(content, str):
-        msgs = [{"role": "user", "content": content}]
-        if response is not None:
-            msgs.append({"role": "assistant", "content": response})
-        return msgs
-    if response is not None:
-        raise GuardError("give a response only together with a single prompt string")
-    return content
-
-
 class Guard:
     """A loaded guard: a runner, its tokenizer and a category policy.
 
@@ -67,16 +53,22 @@ class Guard:
 
     >>> g = Guard(runner, tokenizer)
     >>> g.classify("How do I bake bread?").decision
+
+    Build one with guard.load (guard.runtime.load.make_guard), which picks the class and the model's calibration.
     """
 
+    vision = False  # takes images (guard.vision.classifier.VisionGuard)
+    source = None  # guard.runtime.load.Source: what was loaded
+
     def __init__(self, runner: Runner, tokenizer: Tokenizer, policy: Policy | None = None,
-                 threshold: float = 0.5, block_indeterminate: bool = True, calibration=None):
+                 threshold: float = 0.5, block_indeterminate: bool = True, calibration=None, long_policy: str | None = None):
         if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 <= threshold <= 1.0:
             raise GuardError(f"threshold must be in [0, 1], got {threshold}")
         self.runner, self.tokenizer = runner, tokenizer
         self.calibration = calibration  # guard.eval.calibrate.Calibration, or None: the model's own softmax
         self.policy = policy or Policy()
         self.threshold, self.block_indeterminate = threshold, block_indeterminate
+        self.long_policy = long_policy  # over-long conversations: guard.runtime.long (None: its default, 'windows')
         t = tokenizer.tokens
         self._cols = {name: column(runner, getattr(t, name)) for name in ("safe", "unsafe", "eot")}
         if None in self._cols.values():
@@ -130,10 +122,12 @@ class Guard:
         t = self.tokenizer.tokens
         n_head, n_body = len(tokens.head), len(tokens.body)
         needed = n_head + n_body + 1 + 3 + MAX_CATEGORY_TOKENS
-        if needed > self.runner.max_seq_len:
-            raise GuardError(
-                f"conversation needs {needed} tokens with the verdict, more than the model's maximum of "
-                f"{self.runner.max_seq_len}; shorten it or classify the last turns only")
+        if needed > self.runner.max_seq_len:  # a documented policy instead of an error (guard/runtime/long.py)
+            from guard.runtime.long import classify_long
+
+            v = classify_long(self, msgs, self.runner.max_seq_len - (needed - n_head - n_body), self.long_policy)
+            v.latency_ms = (time.perf_counter() - t0) * 1e3
+            return v
         # The model's first generated token is "\n\n"; feed it with the prompt and read the verdict after it.
         ids = tokens.ids + [t.blank]
         with self.lock:  # the runner's KV cache and the record of what it holds: one request at a time
@@ -161,9 +155,9 @@ class Guard:
         top = int(torch.argmax(logits))
         if top not in (c["safe"], c["unsafe"]):
             token = self._token_of(top)
-            return self._make(INDETERMINATE, [], score, raw=token, reason=f"first token is {token!r}, not safe/unsafe")
+            return self.make_verdict(INDETERMINATE, [], score, raw=token, reason=f"first token is {token!r}, not safe/unsafe")
         if score < self.threshold:
-            return self._make(SAFE, [], score, raw="safe")
+            return self.make_verdict(SAFE, [], score, raw="safe")
         # Unsafe: "unsafe", "\n" and "S" are forced, fed as one chunk; the rest is decoded greedily.
         forced = [t.unsafe, t.newline, t.s]
         out = list(forced)
@@ -180,16 +174,16 @@ class Guard:
             pos += 1
         else:
             raw = self.tokenizer.decode(out)
-            return self._make(INDETERMINATE, [], score, raw=raw, reason="no end of turn after the category list")
+            return self.make_verdict(INDETERMINATE, [], score, raw=raw, reason="no end of turn after the category list")
         raw = self.tokenizer.decode(out)
         decision, hits, reason = parse(raw, self.policy)
-        return self._make(decision, hits, score, raw=raw, reason=reason)
+        return self.make_verdict(decision, hits, score, raw=raw, reason=reason)
 
     def _token_of(self, col: int, as_id: bool = False):
         ids = self.runner.output_ids
         tid = col if ids is None else ids[col]
         return tid if as_id else self.tokenizer.decode([tid])
 
-    def _make(self, decision: str, hits: list[Hit], score: float, raw: str, reason: str = "") -> Verdict:
+    def make_verdict(self, decision: str, hits: list[Hit], score: float, raw: str, reason: str = "") -> Verdict:
         blocked = decision == UNSAFE or (decision == INDETERMINATE and self.block_indeterminate)
         return Verdict(decision, hits, score, blocked, raw=raw, reason=reason)

@@ -31,22 +31,3 @@ def column(runner: Runner, token_id: int) -> int | None:
         index = {t: i for i, t in enumerate(runner.output_ids)}
         runner._column_index = index
     return index.get(token_id)
-
-
-def load_runner(model: str | None = None, pte: str | None = None, dtype: str = "fp32", check_tokenizer: bool = True):
-    """Return (runner, tokenizer) for a Hugging Face checkpoint directory or an exported .pte.
-
-    ``check_tokenizer=False`` accepts a tokenizer.json beside a .pte that differs from the one it was exported with."""
-    if (model is None) == (pte is None):
-        from guard.errors import GuardError
-
-        raise GuardError("give exactly one of model=DIR or pte=FILE")
-    if pte is not None:
-        from guard.runtime.pte import PteRunner
-
-        runner = PteRunner(pte, check_tokenizer=check_tokenizer)
-        return runner, runner.tokenizer
-    from guard.runtime.eager import EagerRunner
-
-    runner = EagerRunner(model, dtype=dtype)
-    return runner, runner.tokenizer

@@ -29,8 +29,9 @@ import threading
 import time
 from dataclasses import dataclass
 
-from guard.errors import GuardError
-from guard.format.prompt import MAX_TEXT_CHARS
+from guard.errors import GuardError, SequenceTooLong
+from guard.format.prompt import MAX_TEXT_CHARS, as_messages
+from guard.format.prompt import conversation as validate
 from guard.format.verdict import INDETERMINATE, UNSAFE, Verdict
 
 
@@ -47,9 +48,6 @@ class StreamStats:
 
 class Stream:
     def __init__(self, guard, conversation, check_every: int | None = 16, check_every_s: float | None = None):
-        from guard.runtime.classifier import as_messages
-        from guard.format.prompt import conversation as validate
-
         if not isinstance(conversation, (str, list, tuple)):
             raise GuardError(f"a stream answers a prompt string or a list of messages, not {type(conversation).__name__}")
         msgs = as_messages(conversation) if isinstance(conversation, str) else list(conversation)
@@ -123,8 +121,8 @@ class Stream:
             return v
 
     def _too_long(self, why: str) -> Verdict:
-        v = self.guard._make(INDETERMINATE, [], self.verdict.p_unsafe if self.verdict else 0.5, raw="",
-                             reason=f"response too long to check ({why})")
+        v = self.guard.make_verdict(INDETERMINATE, [], self.verdict.p_unsafe if self.verdict else 0.5, raw="",
+                                    reason=f"response too long to check ({why})")
         v.role = "Agent"
         self.final = True
         self.verdict = v
@@ -134,10 +132,11 @@ class Stream:
         msgs = self.messages + [{"role": "assistant", "content": self.text}]
         try:
             v = self.guard.classify(msgs)
-        except GuardError as e:
-            if "maximum" not in str(e):
-                raise
+        except SequenceTooLong as e:
             v = self._too_long(f"{n_tokens} tokens: {e}")
+        if v.truncation and v.decision != UNSAFE:  # guard.runtime.long judged only part of it: not a pass
+            v = self._too_long(f"{n_tokens} tokens: the conversation needs more than the model's maximum of "
+                               f"{self.guard.runner.max_seq_len} positions")
         self.stats.checks += 1
         self.stats.prefilled_tokens += v.timings.get("prefilled_tokens", 0)
         self.stats.reused_tokens += v.timings.get("reused_tokens", 0)

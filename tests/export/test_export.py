@@ -1,0 +1,241 @@
+"""ExecuTorch export and runtime: real .pte files run by the ExecuTorch runtime against the eager transformers model."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+import torch
+
+from guard.errors import GuardError
+from helpers import conversations, make_decisive_checkpoint
+
+pytestmark = pytest.mark.slow  # exports or trains
+
+MAX_SEQ, CHUNK = 512, 32
+
+
+@pytest.fixture(scope="module")
+def decisive_dir(tmp_path_factory, tokenizer):
+    return make_decisive_checkpoint(tmp_path_factory.mktemp("decisive") / "model", tokenizer)
+
+
+@pytest.fixture(scope="module")
+def fp32_pte(decisive_dir, tmp_path_factory):
+    """Exported through the real CLI."""
+    from guard.cli import main
+
+    out = tmp_path_factory.mktemp("pte_fp32")
+    assert main(["export", "--model", str(decisive_dir), "--out", str(out), "--max-seq-len", str(MAX_SEQ),
+                 "--chunk", str(CHUNK)]) == 0
+    return out / "model.pte"
+
+
+@pytest.fixture(scope="module")
+def int4_export(decisive_dir, tmp_path_factory):
+    """(path, report) of an 8da4w, pruned export."""
+    from guard.export import ExportConfig, export_model
+    from guard.quantize import QuantConfig
+
+    cfg = ExportConfig(max_seq_len=MAX_SEQ, chunk=CHUNK, prune_vocab=True, quant=QuantConfig("8da4w", group_size=32))
+    report = {}
+    path = export_model(decisive_dir, tmp_path_factory.mktemp("pte_int4"), cfg, report)
+    return path, report
+
+
+@pytest.fixture(scope="module")
+def int4_pte(int4_export):
+    return int4_export[0]
+
+
+def test_everything_heavy_is_delegated_to_xnnpack(int4_export):
+    """Only O(T) row copies stay in portable kernels: no bmm/softmax/linear/slice_scatter outside XNNPACK."""
+    allowed = {"aten_index_put_default", "aten_index_select_default", "aten_embedding_default",
+               "quantized_decomposed_embedding_4bit_dtype"}
+    for method, d in int4_export[1]["delegation"].items():
+        assert set(d["portable"]) <= allowed, (method, d["portable"])
+        assert d["subgraphs"] >= 1
+
+
+def _argmax_token(runner, logits):
+    col = int(torch.argmax(logits))
+    return col if runner.output_ids is None else runner.output_ids[col]
+
+
+def test_fp32_pte_matches_eager_on_50_conversations(decisive_dir, fp32_pte, tokenizer):
+    from guard.format.categories import Policy
+    from guard.runtime.classifier import Guard
+    from guard.runtime.eager import EagerRunner
+    from guard.runtime.pte import PteRunner
+
+    eager, pte = EagerRunner(decisive_dir), PteRunner(fp32_pte)
+    assert pte.output_ids is None and pte.max_seq_len == MAX_SEQ
+    worst, decisions = 0.0, set()
+    for i, (content, response) in enumerate(conversations()):
+        policy = Policy(excluded=("S6",)) if i % 7 == 3 else Policy()  # a different head: the prefix cache must follow
+        a = Guard(eager, tokenizer, policy).classify(content, response)
+        b = Guard(pte, tokenizer, policy).classify(content, response)
+        assert (a.decision, a.raw, [h.code for h in a.categories]) == (b.decision, b.raw, [h.code for h in b.categories]), i
+        worst = max(worst, abs(a.p_unsafe - b.p_unsafe))
+        decisions.add(a.decision)
+    print(f"max |p_unsafe(eager) - p_unsafe(pte)| = {worst:.2e} over {len(conversations())} conversations, {sorted(decisions)}")
+    assert len(conversations()) >= 50
+    assert worst < 1e-3
+    assert {"safe", "unsafe"} <= decisions  # both verdicts, and category decoding, are exercised
+
+
+def test_prefix_semantics_and_decode_match_eager(decisive_dir, fp32_pte, tokenizer):
+    """positions < start_pos keep their values; rewriting a suffix and single-token decode agree with eager."""
+    from guard.runtime.eager import EagerRunner
+    from guard.runtime.pte import PteRunner
+
+    eager, pte = EagerRunner(decisive_dir), PteRunner(fp32_pte)
+    a = tokenizer.encode("The quick brown fox jumps over the lazy dog. " * 6)  # > 2 chunks
+    b = tokenizer.encode("A different ending, written after the shared prefix.")
+    for r in (eager, pte):
+        r.prefill(a + b, 0)
+    for start in (len(a), len(a) - 5, 40):
+        x, y = eager.prefill(b, start), pte.prefill(b, start)
+        assert torch.allclose(x, y, atol=1e-4), (start, (x - y).abs().max())
+    pos = 40 + len(b)
+    for t in b[:5]:
+        x, y = eager.decode(t, pos), pte.decode(t, pos)
+        assert torch.allclose(x, y, atol=1e-4)
+        pos += 1
+
+
+def test_metadata_is_stored_in_the_pte(fp32_pte, int4_pte, tokenizer):
+    from guard.export.metadata import guard_vocab
+    from guard.runtime.pte import PteRunner
+    from guard.format.prompt import FORMAT_VERSION
+
+    r = PteRunner(fp32_pte)
+    assert r.threads == len(os.sched_getaffinity(0))  # XNNPACK uses every available core
+    assert r.meta["get_prompt_format"] == FORMAT_VERSION and r.meta["get_quant_scheme"] == "none"
+    assert r.meta["get_safe_id"] == tokenizer.tokens.safe and r.meta["get_eot_id"] == tokenizer.tokens.eot
+    q = PteRunner(int4_pte)
+    assert q.meta["get_quant_scheme"] == "8da4w" and q.meta["get_group_size"] == 32
+    assert q.output_ids == guard_vocab(tokenizer)
+    assert {tokenizer.tokens.safe, tokenizer.tokens.unsafe, tokenizer.tokens.eot} <= set(q.output_ids)
+    assert int4_pte.stat().st_size < fp32_pte.stat().st_size / 4
+
+
+def test_int4_pruned_agrees_with_fp32(fp32_pte, int4_pte, tokenizer):
+    from guard.runtime.classifier import Guard
+    from guard.runtime.pte import PteRunner
+
+    f, q = Guard(PteRunner(fp32_pte), tokenizer), Guard(PteRunner(int4_pte), tokenizer)
+    convs = conversations()
+    same, worst = 0, 0.0
+    for content, response in convs:
+        a, b = f.classify(content, response), q.classify(content, response)
+        same += a.decision == b.decision
+        worst = max(worst, abs(a.p_unsafe - b.p_unsafe))
+    print(f"INT4 (8da4w, group 32, pruned) vs fp32: {same}/{len(convs)} same decisions, max |dp_unsafe| = {worst:.3f}")
+    assert same >= 0.8 * len(convs)
+
+
+def test_classify_cli_with_pte(fp32_pte, capsys):
+    from guard.cli import main
+
+    code = main(["classify", "--pte", str(fp32_pte), "--json", "How do I bake bread?"])
+    out = capsys.readouterr().out
+    assert code in (0, 10, 11) and '"decision"' in out
+
+
+def test_too_long_conversation_is_refused_and_runner_stays_usable(fp32_pte, tokenizer):
+    from guard.runtime.classifier import Guard
+    from guard.runtime.pte import PteRunner
+
+    r = PteRunner(fp32_pte)
+    g = Guard(r, tokenizer)
+    with pytest.raises(GuardError, match="maximum"):
+        g.classify("word " * 600)
+    with pytest.raises(GuardError, match="max_seq_len"):
+        r.prefill([1] * 10, MAX_SEQ - 5)
+    assert g.classify("hello").decision in ("safe", "unsafe", "indeterminate")
+
+
+def _tiny_program(path, constants):
+    from executorch.exir import to_edge
+
+    class Add(torch.nn.Module):
+        def forward(self, x):
+            return x + 1
+
+    ep = torch.export.export(Add(), (torch.ones(2),))
+    path.write_bytes(to_edge(ep, constant_methods=constants).to_executorch().buffer)
+    return path
+
+
+def test_non_guard_pte_is_refused(tmp_path):
+    from guard.runtime.pte import PteRunner
+
+    p = _tiny_program(tmp_path / "other.pte", {"get_max_seq_len": 128})
+    with pytest.raises(GuardError, match="not a guard model") as e:
+        PteRunner(p)
+    assert "\n" not in str(e.value)
+
+
+def test_missing_metadata_key_is_named(tmp_path):
+    from guard.export.metadata import MARKER, PTE_FORMAT
+    from guard.runtime.pte import PteRunner
+
+    p = _tiny_program(tmp_path / "partial.pte", {MARKER: PTE_FORMAT, "get_max_seq_len": 128})
+    with pytest.raises(GuardError, match="lacks metadata get_prefill_chunk"):
+        PteRunner(p)
+
+
+def test_truncated_pte_is_refused_and_process_stays_usable(fp32_pte, tmp_path, tokenizer):
+    from guard.cli import main
+    from guard.runtime.pte import PteRunner
+
+    for frac in (0.999, 0.5, 0.02):
+        bad = tmp_path / f"cut{frac}" / "model.pte"
+        bad.parent.mkdir()
+        shutil.copy(fp32_pte.parent / "tokenizer.json", bad.parent / "tokenizer.json")
+        bad.write_bytes(fp32_pte.read_bytes()[: int(fp32_pte.stat().st_size * frac)])
+        with pytest.raises(GuardError) as e:
+            PteRunner(bad)
+        assert "\n" not in str(e.value) and str(bad) in str(e.value)
+        assert main(["classify", "--pte", str(bad), "hi"]) == 2
+    with pytest.raises(GuardError, match="not found"):
+        PteRunner(tmp_path / "nope.pte")
+    assert PteRunner(fp32_pte).prefill([1, 2, 3], 0).shape[0] == tokenizer.vocab_size
+
+
+def test_bad_export_options(decisive_dir, tmp_path):
+    from guard.cli import main
+
+    assert main(["export", "--model", str(decisive_dir), "--out", str(tmp_path), "--quant", "8da4w",
+                 "--group-size", "48"]) == 2
+    assert main(["export", "--model", str(tmp_path / "missing"), "--out", str(tmp_path)]) == 2
+    assert not (tmp_path / "model.pte").exists()
+
+
+def test_model_matches_transformers_with_tied_embeddings_and_llama3_rope(tmp_path, tokenizer):
+    """guard.model.llama (eager, chunked) against transformers on a Llama 3.2-style config (the Llama Guard 3-1B layout)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from guard.model.llama import load_hf
+    from guard.format.tokenizer import save_hf_tokenizer
+
+    torch.manual_seed(1)
+    cfg = LlamaConfig(num_hidden_layers=2, hidden_size=64, intermediate_size=96, num_attention_heads=4,
+                      num_key_value_heads=1, vocab_size=128256, tie_word_embeddings=True, rope_theta=500000.0,
+                      rope_scaling={"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0,
+                                    "high_freq_factor": 4.0, "original_max_position_embeddings": 64})
+    hf = LlamaForCausalLM(cfg).eval()
+    hf.save_pretrained(tmp_path, safe_serialization=True)
+    save_hf_tokenizer(tmp_path)
+    ids = tokenizer.encode("Check the rope scaling and the tied output layer, position after position. " * 3)
+    with torch.no_grad():
+        ref = hf(torch.tensor([ids])).logits[0, -1]
+        m = load_hf(tmp_path, max_seq_len=128, chunk=16)
+        pos = 0
+        for i in range(0, len(ids), 16):
+            part = ids[i:i + 16]
+            out = m(torch.tensor([part + [0] * (16 - len(part))]), torch.arange(pos, pos + 16), torch.tensor([len(part) - 1]))
+            pos += len(part)
+    assert (out[0] - ref).abs().max() < 1e-4

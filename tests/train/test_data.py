@@ -1,0 +1,86 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from guard.train.data import CATEGORIES, build, collect, key_of, load_jsonl, normalise, split_of, write_dataset, Example
+from guard.errors import GuardError
+
+ROOT = Path(__file__).resolve().parents[3] / "shared" / "data"
+needs_data = pytest.mark.skipif(not ROOT.is_dir(), reason="public datasets folder not present")
+
+
+@pytest.fixture(scope="module")
+def records():
+    return collect(ROOT)
+
+
+@needs_data
+def test_splits_are_disjoint_and_deterministic(records):
+    keys = {}
+    for r in records:
+        k = "\x1e".join(normalise(m["content"]) for m in r["messages"])
+        assert keys.setdefault(k, r["split"]) == r["split"], "same normalised text in two splits"
+    originals = [r for r in records if "augmented_from" not in r]  # augmentation (train only) may repeat a text
+    assert len({"\x1e".join(normalise(m["content"]) for m in r["messages"]) for r in originals}) == len(originals), \
+        "duplicates survived dedup"
+    assert collect(ROOT) == records
+    assert {r["split"] for r in records} == {"train", "dev", "test", "heldout"}
+
+
+@needs_data
+def test_labels_categories_and_negatives(records):
+    for r in records:
+        assert set(r["categories"]) <= set(CATEGORIES)
+        assert (r["label"] == "unsafe") == bool(r["categories"])
+    adjacent = [r for r in records if r["adjacent"]]
+    assert adjacent and all(r["label"] == "safe" for r in adjacent)
+    assert any(len(r["messages"]) == 2 and r["label"] == "unsafe" for r in records), "no response classification"
+    assert 12000 < sum(r["split"] == "train" for r in records) < 25000
+
+
+def test_split_is_a_function_of_the_text():
+    ex = Example((("user", "How do I bake bread?"),), "safe", (), "a")
+    ex2 = Example((("user", "how do i bake  BREAD"),), "safe", (), "b")
+    assert key_of(ex) == key_of(ex2)
+    assert split_of(key_of(ex)) == split_of(key_of(ex2))
+
+
+def test_build_writes_files_and_refuses_nonempty_out(tmp_path):
+    rec = {"id": "x", "messages": [{"role": "user", "content": "hi"}], "label": "safe", "categories": [],
+           "source": "t", "split": "test", "adjacent": False}
+    stats = write_dataset([rec], tmp_path / "d")
+    assert stats["splits"]["test"]["n"] == 1
+    assert load_jsonl(tmp_path / "d" / "test.jsonl", "test")[0]["id"] == "x"
+    with pytest.raises(GuardError, match="not empty"):
+        write_dataset([rec], tmp_path / "d")
+    with pytest.raises(GuardError, match="empty dataset"):
+        write_dataset([], tmp_path / "e")
+    assert not (tmp_path / "e").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["d"], "a temporary directory was left behind"
+
+
+def test_bad_root_and_bad_records(tmp_path):
+    with pytest.raises(GuardError, match="not a directory"):
+        build(tmp_path / "nope", tmp_path / "out")
+    (tmp_path / "partial").mkdir()
+    with pytest.raises(GuardError, match="missing file"):
+        build(tmp_path / "partial", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"messages": [{"role": "user", "content": "x"}], "label": "unsafe", "categories": ["S15"]}) + "\n")
+    with pytest.raises(GuardError, match="outside the category set"):
+        load_jsonl(bad)
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    with pytest.raises(GuardError, match="empty dataset"):
+        load_jsonl(empty)
+
+
+@needs_data
+def test_cli_data_build(tmp_path):
+    from guard.cli import main
+
+    assert main(["data", "build", "--root", str(ROOT), "--out", str(tmp_path / "d")]) == 0
+    assert (tmp_path / "d" / "train.jsonl").is_file() and (tmp_path / "d" / "stats.json").is_file()
+    assert main(["data", "build", "--root", str(tmp_path / "missing"), "--out", str(tmp_path / "d2")]) == 2
