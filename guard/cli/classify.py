@@ -108,7 +108,7 @@ def run_ray_batch(args) -> dict:
 
     spec = LoadSpec(model=args.model, pte=args.pte, dtype=args.dtype, threshold=args.threshold,
                     block_indeterminate=args.indeterminate == "block", calibrated=not args.uncalibrated,
-                    policy=policy_from_args(args))
+                    policy=policy_from_args(args), check_tokenizer=not args.trust_tokenizer)
     c = run_ray(args.jsonl, args.out, spec, address=args.ray, max_line_bytes=args.max_line_bytes)
     print(f"done: {c['safe']} safe, {c['unsafe']} unsafe, {c['indeterminate']} indeterminate, "
           f"{c['errors']} bad lines skipped, {c['skipped_done']} already in {args.out}")
