@@ -32,19 +32,22 @@ def resolve(model: str | Path | None = None, pte: str | Path | None = None, *, b
     return Source(kind, path, str(path))
 
 
-def open_runner(source: Source, dtype: str = "fp32"):
+def open_runner(source: Source, dtype: str = "fp32", check_tokenizer: bool = True):
     """The runner for ``source``: PteRunner / VisionPteRunner (the program is loaded once and handed over) or
-    EagerRunner / EagerVisionRunner (chosen by config.json's model_type)."""
-    if source.kind == "pte":
-        from guard.runtime.pte import PteRunner, load_program, quiet_stderr
+    EagerRunner / EagerVisionRunner (chosen by config.json's model_type).
 
-        with quiet_stderr():
-            program = load_program(source.path)
+    ``check_tokenizer=False`` accepts a tokenizer.json beside a .pte that differs from the one it was exported with.
+    The .pte's header is checked before the runtime sees it, and stderr is not muted while it loads (a failure's
+    log goes into the one-line error; only XNNPACK's cpuinfo probes are hidden)."""
+    if source.kind == "pte":
+        from guard.runtime.pte import PteRunner, load_program
+
+        program = load_program(source.path)
         if "vision_encoder" in program.method_names:  # Llama Guard 3 Vision: docs/vision.md
             from guard.vision.pte import VisionPteRunner
 
             return VisionPteRunner(source.path, program=program)
-        return PteRunner(source.path, program=program)
+        return PteRunner(source.path, program=program, check_tokenizer=check_tokenizer)
     from guard.model.checkpoint import model_type
 
     if model_type(source.path) == "mllama":
@@ -56,9 +59,10 @@ def open_runner(source: Source, dtype: str = "fp32"):
     return EagerRunner(source.path, dtype=dtype)
 
 
-def load_runner(model: str | Path | None = None, pte: str | Path | None = None, dtype: str = "fp32"):
+def load_runner(model: str | Path | None = None, pte: str | Path | None = None, dtype: str = "fp32",
+                check_tokenizer: bool = True):
     """-> (runner, tokenizer): ``open_runner(resolve(model, pte), dtype)`` for callers that drive a runner directly."""
-    runner = open_runner(resolve(model, pte), dtype)
+    runner = open_runner(resolve(model, pte), dtype, check_tokenizer)
     return runner, runner.tokenizer
 
 
@@ -76,16 +80,21 @@ def make_guard(runner, tokenizer=None, *, policy=None, threshold: float = 0.5, b
 
 
 def load(model: str | Path | None = None, pte: str | Path | None = None, *, dtype: str = "fp32", policy=None,
-         threshold: float = 0.5, block_indeterminate: bool = True, calibrated: bool = True, build: bool = True):
+         threshold: float = 0.5, block_indeterminate: bool = True, calibrated: bool = True, build: bool = True,
+         check_tokenizer: bool = True):
     """A Guard for a Hugging Face directory or .pte (``model``), a .pte (``pte``) or, neither given, the default model.
 
     ``calibrated``: apply the model's calibration.json when it has one (guard.eval.calibrate). ``build``: build the
-    default model when it is missing or stale (else fall back to what is there)."""
+    default model when it is missing or stale (else fall back to what is there). ``check_tokenizer``: refuse a
+    tokenizer.json beside a .pte that is not the one it was exported with. The returned Guard is safe to share
+    between threads (calls are serialised around its runner's KV cache)."""
     from guard.eval.calibrate import load as load_calibration
+    from guard.logs import quiet_third_party
 
-    if not 0.0 <= threshold <= 1.0:  # before the weights load
+    quiet_third_party()
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 <= threshold <= 1.0:
         raise GuardError(f"threshold must be in [0, 1], got {threshold}")
     source = resolve(model, pte, build=build)
     calibration = load_calibration(source.path) if calibrated else None
-    return make_guard(open_runner(source, dtype), policy=policy, threshold=threshold,
+    return make_guard(open_runner(source, dtype, check_tokenizer), policy=policy, threshold=threshold,
                       block_indeterminate=block_indeterminate, calibration=calibration, source=source)
