@@ -5,7 +5,8 @@
 #                                          #   build-host/{libguard.so, libguard_jni.so, guard_classify, guard_parity,
 #                                          #   guard_runner, guard-java, java/guard.jar}
 #   bash android_runner/build.sh aarch64   # cross build for aarch64 Linux (aarch64-linux-gnu-g++, the aarch64
-#                                          #   executorch wheel from PyPI); run under qemu-user (docs/android.md)
+#                                          #   executorch wheel from PyPI); run under qemu-user (docs/android.md);
+#                                          #   GUARD_AARCH64=tokens: only the static guard_tokens (no wheel)
 #   bash android_runner/build.sh android   # libguard_jni.so for arm64-v8a with the Android NDK + guard.aar
 #                                          #   (NOT BUILT HERE: no NDK is reachable from this machine)
 #
@@ -90,12 +91,27 @@ EOF
   log "built: $(cd "$B" && ls -d libguard.so libguard_jni.so guard_classify guard_parity guard_latency guard_runner guard-java java/guard.jar 2>/dev/null | tr '\n' ' ')"
   ;;
 aarch64)
-  # Needs: g++-aarch64-linux-gnu (Debian). The executorch aarch64 wheel gives the runtime (_portable_lib) and
-  # headers; running the result needs an aarch64 userland with the wheel's Python and torch libraries (qemu-user:
-  # benchmarks/qemu_arm/run.sh builds one in $ARM_ROOT).
+  # Needs: g++-aarch64-linux-gnu (Debian). Two kinds of output:
+  #   guard_tokens   the tokenizer and prompt core (format, tokenizer, pytorch/tokenizers) linked statically: runs
+  #                  under plain qemu-user with no aarch64 userland (tests/native/test_native_aarch64.py);
+  #   guard_classify, guard_parity, libguard.so   the whole core against the executorch aarch64 wheel's runtime
+  #                  (_portable_lib); running them needs an aarch64 userland with the wheel's Python and torch
+  #                  libraries (benchmarks/qemu_arm/run.sh builds one in $ARM_ROOT). GUARD_AARCH64=tokens skips them.
   command -v aarch64-linux-gnu-g++ >/dev/null || { log "needs aarch64-linux-gnu-g++ (apt-get install g++-aarch64-linux-gnu)"; exit 1; }
   TOK=$(build_tokenizers tokenizers-aarch64 -DCMAKE_SYSTEM_NAME=Linux -DCMAKE_SYSTEM_PROCESSOR=aarch64 \
     -DCMAKE_C_COMPILER=aarch64-linux-gnu-gcc -DCMAKE_CXX_COMPILER=aarch64-linux-gnu-g++)
+  B=$HERE/build-aarch64
+  mkdir -p "$B"
+  SRC=$CACHE/pytorch_tokenizers-$TOK_VERSION
+  TOKINC="-I$SRC/include -I$SRC/third-party/json/single_include -I$SRC/third-party/re2 -I$SRC/third-party/abseil-cpp"
+  TOKLIBS="-Wl,--whole-archive $TOK/libregex_lookahead.a -Wl,--no-whole-archive -Wl,--start-group $(find "$TOK" -name '*.a' ! -name libregex_lookahead.a | tr '\n' ' ') -Wl,--end-group"
+  log "cross-compiling guard_tokens (static) into $B"
+  nice -n 10 aarch64-linux-gnu-g++ -std=c++17 -O2 -DTK_LOG_LEVEL=2 -DGUARD_TOKENS_ONLY $TOKINC "$HERE/tools/guard_parity.cpp" \
+    "$HERE/guard/format.cpp" "$HERE/guard/tokenizer.cpp" -o "$B/guard_tokens" -static $TOKLIBS -lpthread
+  if [ "${GUARD_AARCH64:-all}" = tokens ]; then
+    log "built: $B/guard_tokens (aarch64, static)"
+    exit 0
+  fi
   W=$CACHE/wheels-aarch64
   if [ ! -d "$W/site/executorch" ]; then
     log "pip download executorch==1.4.1 (manylinux aarch64 wheel)"
@@ -105,18 +121,13 @@ aarch64)
   fi
   ET=$W/site/executorch
   INC=$ET/include
-  B=$HERE/build-aarch64
-  mkdir -p "$B"
-  SRC=$CACHE/pytorch_tokenizers-$TOK_VERSION
   CXXFLAGS="-std=c++17 -O2 -fPIC -DC10_USING_CUSTOM_GENERATED_MACROS -DTK_LOG_LEVEL=2 -I$INC -I$INC/executorch/runtime/core/portable_type/c10 \
-    -I/usr/include -I$SRC/include -I$SRC/third-party/json/single_include -I$SRC/third-party/re2 -I$SRC/third-party/abseil-cpp"
-  # /usr/include only for pthreadpool.h (a plain C header); everything else comes from the cross toolchain.
+    -I$B/inc $TOKINC"
+  # pthreadpool.h (a plain C header) from the host's libpthreadpool-dev; everything else from the cross toolchain.
   mkdir -p "$B/inc" && cp /usr/include/pthreadpool.h "$B/inc/"
-  CXXFLAGS=${CXXFLAGS//-I\/usr\/include /-I$B/inc }
   RPATH=/opt/venv/lib/python3.11/site-packages/executorch/extension/pybindings:/opt/venv/lib/python3.11/site-packages/executorch/kernels/quantized:/opt/venv/lib/python3.11/site-packages/torch/lib
   LIBS="-Wl,--no-as-needed $ET/extension/pybindings/_portable_lib.cpython-311-aarch64-linux-gnu.so $ET/kernels/quantized/libquantized_ops_aot_lib.so -Wl,--as-needed -Wl,--allow-shlib-undefined -Wl,-rpath,$RPATH"
-  TOKLIBS="-Wl,--whole-archive $TOK/libregex_lookahead.a -Wl,--no-whole-archive -Wl,--start-group $(find "$TOK" -name '*.a' ! -name libregex_lookahead.a | tr '\n' ' ') -Wl,--end-group"
-  log "cross-compiling into $B"
+  log "cross-compiling the core against the executorch aarch64 wheel into $B"
   for f in format tokenizer pte classifier capi; do
     nice -n 10 aarch64-linux-gnu-g++ $CXXFLAGS -c "$HERE/guard/$f.cpp" -o "$B/$f.o"
   done
@@ -124,7 +135,7 @@ aarch64)
     nice -n 10 aarch64-linux-gnu-g++ $CXXFLAGS "$HERE/tools/$t.cpp" "$B"/{format,tokenizer,pte,classifier}.o -o "$B/$t" $TOKLIBS $LIBS
   done
   nice -n 10 aarch64-linux-gnu-g++ $CXXFLAGS -shared "$B"/{format,tokenizer,pte,classifier,capi}.o -o "$B/libguard.so" $TOKLIBS $LIBS
-  log "built: $B/guard_classify $B/guard_parity $B/libguard.so (aarch64)"
+  log "built: $B/guard_tokens $B/guard_classify $B/guard_parity $B/libguard.so (aarch64)"
   ;;
 android)
   # Written from ExecuTorch's "Building for Android" and the NDK's CMake guide; NOT BUILT OR RUN HERE (no NDK).

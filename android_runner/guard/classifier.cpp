@@ -8,6 +8,8 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "sha256.h"
+
 namespace guard {
 
 std::string dir_of(const std::string& path) {
@@ -44,6 +46,9 @@ std::string Verdict::json() const {
   j["latency_ms"] = latency_ms;
   j["timings"] = {{"prefill_ms", prefill_ms}, {"reused_tokens", reused_tokens}, {"prefilled_tokens", prefilled_tokens}};
   j["margin"] = margin;
+  j["calibration"] = nullptr;
+  if (calibration) j["calibration"] = {{"a", calibration->a}, {"b", calibration->b}, {"sha256", calibration->sha256}};
+  j["truncation"] = nlohmann::ordered_json::object();
   return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
@@ -60,6 +65,13 @@ Classifier::Classifier(const std::string& path, const Options& opts) : opts_(opt
   if (tp.empty()) {
     tp = is_file(dir + "/tokenizer.json") ? dir + "/tokenizer.json" : dir + "/tokenizer.model";
     if (!is_file(tp)) fail("no tokenizer in " + dir + " (expected tokenizer.json or tokenizer.model)");
+  }
+  if (pte_->has("get_tokenizer_sha256") && !opts.trust_tokenizer) {  // guard.runtime.pte.check_tokenizer_digest
+    std::string want = pte_->str("get_tokenizer_sha256"), have = file_sha256(tp);
+    if (have != want)
+      fail(tp + " is not the tokenizer " + path.substr(path.rfind('/') + 1) + " was exported with (sha256 " +
+           (have.empty() ? "unreadable" : have.substr(0, 12)) + ", expected " + want.substr(0, 12) +
+           "); restore it, or trust it explicitly: option trust_tokenizer (Java: GuardOptions.trustTokenizer)");
   }
   tok_ = std::make_unique<Tokenizer>(tp, *format_);
   const Tokenizer& t = *tok_;
@@ -82,16 +94,18 @@ Classifier::Classifier(const std::string& path, const Options& opts) : opts_(opt
   head_agent_ = format_->head_ids(t, shown_, "Agent");
   std::string cal = dir + "/calibration.json";
   if (opts.calibrated && is_file(cal)) {  // guard.eval.calibrate.load
+    const double max_a = 20, max_b = 20;  // MAX_A, MAX_B
     try {
       std::ifstream f(cal);
       auto j = nlohmann::json::parse(f);
-      cal_a_ = j.at("a").get<double>();
-      cal_b_ = j.at("b").get<double>();
+      cal_.a = j.at("a").get<double>();
+      cal_.b = j.at("b").get<double>();
     } catch (const std::exception& e) {
       fail(cal + " is not a valid calibration file; delete it or refit with `guard calibrate`");
     }
-    if (!std::isfinite(cal_a_) || !std::isfinite(cal_b_) || cal_a_ <= 0)
-      fail(cal + " has an unusable calibration; a must be positive and finite");
+    if (!std::isfinite(cal_.a) || !std::isfinite(cal_.b) || !(cal_.a > 0 && cal_.a <= max_a) || std::fabs(cal_.b) > max_b)
+      fail(cal + " has an unusable calibration; a must be in (0, 20] and |b| at most 20");
+    cal_.sha256 = file_sha256(cal).substr(0, 16);
     has_cal_ = true;
   }
   load_ms_ = now_ms() - t0;
@@ -152,7 +166,7 @@ Verdict Classifier::classify_locked(const std::vector<Message>& msgs) {
   double prefill_ms = now_ms() - s;
   double ls = logits.at(safe_col_), lu = logits.at(unsafe_col_);
   double margin = lu - ls;
-  double score = has_cal_ ? [&] { double z = cal_a_ * margin + cal_b_; return z > -700 ? 1.0 / (1.0 + std::exp(-z)) : 0.0; }()
+  double score = has_cal_ ? [&] { double z = cal_.a * margin + cal_.b; return z > -700 ? 1.0 / (1.0 + std::exp(-z)) : 0.0; }()
                           : sigmoid_unsafe(ls, lu);
   Verdict v;
   int64_t top = std::max_element(logits.begin(), logits.end()) - logits.begin();  // first maximum, as torch.argmax
@@ -204,6 +218,7 @@ Verdict Classifier::make(const std::string& decision, std::vector<Hit> hits, dou
   v.decision = decision;
   v.categories = std::move(hits);
   v.p_unsafe = score;
+  if (has_cal_) v.calibration = cal_;
   v.blocked = decision == "unsafe" || (decision == "indeterminate" && opts_.block_indeterminate);
   v.raw = raw;
   v.reason = reason;
@@ -243,6 +258,7 @@ static std::string take_complete(std::string& pending) {
 
 bool Stream::feed(const std::string& bytes, Verdict& out) {
   std::lock_guard<std::mutex> lock(g_.mutex());
+  if (closed_) fail("feed() after close(): the stream is finished; start a new one");
   if (final_) {
     out = verdict_;
     return true;
@@ -261,11 +277,14 @@ bool Stream::feed(const std::string& bytes, Verdict& out) {
 
 Verdict Stream::close() {
   std::lock_guard<std::mutex> lock(g_.mutex());
-  if (final_) return verdict_;
+  if (final_) {
+    closed_ = true;
+    return verdict_;
+  }
   if (!pending_.empty()) fail("the stream ended inside a multi-byte UTF-8 character");
   if (g_.format().strip(text_).empty()) fail("empty response: nothing to classify");
   Verdict v = has_checked_ && text_ == checked_text_ ? verdict_ : check(g_.tokenizer().encode(text_).size());
-  final_ = true;
+  final_ = closed_ = true;
   return v;
 }
 

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -22,8 +23,14 @@ struct Options {
   double threshold = 0.5;
   bool block_indeterminate = true;
   bool calibrated = true;  // use calibration.json beside the .pte when present
+  bool trust_tokenizer = false;  // accept a tokenizer other than the one whose sha256 the .pte records
   std::string tokenizer;   // path; empty: tokenizer.json (else tokenizer.model) beside the .pte
   std::string format;      // path; empty: guard_format.json beside the .pte
+};
+
+struct Calibration {  // guard.eval.calibrate.Calibration.describe(): what scored p_unsafe
+  double a = 1, b = 0;
+  std::string sha256;  // first 16 hex digits of calibration.json's sha256
 };
 
 struct Verdict {
@@ -33,12 +40,17 @@ struct Verdict {
   bool blocked = false;
   std::string role = "User", raw, reason;
   int64_t prompt_tokens = 0, reused_tokens = 0, prefilled_tokens = 0;
+  std::optional<Calibration> calibration;  // none: the model's own softmax
+  // truncation is always {}: the native core refuses a conversation longer than the model (one-line error) where
+  // Python's guard.runtime.long judges the latest turns or windows (docs/android.md)
   std::string json() const;  // the fields of guard classify --json (Verdict.to_dict)
 };
 
 class Classifier;
 
-class Stream {  // guard.runtime.stream.Stream: feed(chunk) -> verdict when a check ran; close() -> final verdict
+// guard.runtime.stream.Stream: feed(chunk) -> verdict when a check ran (after an unsafe one: that final verdict);
+// close() -> the verdict for the whole response; feed() after close() is an error, as in Python.
+class Stream {
  public:
   Stream(Classifier& g, std::vector<Message> conversation, int check_every, double check_every_s);
   bool feed(const std::string& utf8_bytes, Verdict& out);  // true when a verdict is returned
@@ -55,7 +67,7 @@ class Stream {  // guard.runtime.stream.Stream: feed(chunk) -> verdict when a ch
   int check_every_;
   double check_every_s_;
   std::string text_, pending_, checked_text_;
-  bool has_checked_ = false, final_ = false, has_verdict_ = false;
+  bool has_checked_ = false, final_ = false, closed_ = false, has_verdict_ = false;
   Verdict verdict_;
   size_t checked_tokens_ = 0;
   int checks_ = 0;
@@ -97,7 +109,7 @@ class Classifier {
   std::vector<std::pair<std::string, Category>> shown_;
   Options opts_;
   bool has_cal_ = false;
-  double cal_a_ = 1, cal_b_ = 0;
+  Calibration cal_;
   int64_t safe_col_, unsafe_col_, eot_, unsafe_, newline_, s_, blank_;
   std::vector<int64_t> head_user_, head_agent_;  // policy heads, encoded once
   std::vector<int64_t> cached_;

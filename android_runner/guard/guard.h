@@ -32,12 +32,14 @@ typedef struct {
 } guard_message_t;
 
 /* options_json (may be NULL): {"tokenizer": path, "categories": ["S1", ...] | {"S15": "Name. description"},
- * "exclude": ["S6"], "renumber": false, "threshold": 0.5, "block_indeterminate": true, "calibrated": true} */
+ * "exclude": ["S6"], "renumber": false, "threshold": 0.5, "block_indeterminate": true, "calibrated": true,
+ * "trust_tokenizer": false (accept a tokenizer.json other than the one whose sha256 the .pte records)} */
 guard_t* guard_create(const char* pte_path, const char* options_json, char** err);
 void guard_destroy(guard_t* g);
 
 /* The verdict as JSON: decision, categories [{code, name}], p_unsafe, blocked, role, raw, reason, prompt_tokens,
- * latency_ms, timings {prefill_ms, reused_tokens, prefilled_tokens}, margin. Free with guard_free_string. */
+ * latency_ms, timings {prefill_ms, reused_tokens, prefilled_tokens}, margin, calibration {a, b, sha256} | null,
+ * truncation {} (always empty: a conversation longer than the model is an error here). Free with guard_free_string. */
 char* guard_classify(guard_t* g, const guard_message_t* messages, size_t n, char** err);
 
 /* The prompt's token ids (policy head + conversation) into ids[0..capacity); returns the count, -1 on error. */

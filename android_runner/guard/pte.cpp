@@ -47,6 +47,8 @@ static const char* kRequired[] = {
     "get_guard_format", "get_max_seq_len", "get_prefill_chunk", "get_vocab_size", "get_output_ids",
     "get_prompt_format", "get_quant_scheme", "get_group_size", "get_bos_id", "get_eot_id", "get_safe_id",
     "get_unsafe_id", "get_newline_id", "get_blank_id", "get_s_id"};
+// Read when present: the sha256 of the tokenizer.json it was exported with (TOKENIZER_DIGEST; older files lack it).
+static const char* kOptional[] = {"get_tokenizer_sha256"};
 
 namespace {
 
@@ -177,7 +179,10 @@ Pte::Pte(const std::string& path) : impl_(new Impl), path_(path) {
   auto has = [&](const std::string& n) { return std::find(names.begin(), names.end(), n) != names.end(); };
   if (!has(kMarker)) fail(path + " is not a guard model (no " + kMarker + " method); export it with `guard export`");
   m.plan();
-  for (const char* key : kRequired) {
+  std::vector<const char*> keys(std::begin(kRequired), std::end(kRequired));
+  for (const char* key : kOptional)
+    if (has(key)) keys.push_back(key);
+  for (const char* key : keys) {
     if (!has(key)) fail(path + " lacks metadata " + key + "; re-export it with `guard export`");
     std::vector<EValue> out = m.run(key, {});
     if (out.empty()) fail(std::string("cannot read metadata ") + key + " from " + path);

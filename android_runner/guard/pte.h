@@ -25,6 +25,7 @@ class Pte {
   std::vector<float> decode(int64_t token, int64_t pos);
   int64_t num(const std::string& key) const;
   std::string str(const std::string& key) const;
+  bool has(const std::string& key) const { return meta_.count(key) > 0; }
   const std::map<std::string, std::vector<MetaValue>>& meta() const { return meta_; }
   const std::vector<int64_t>& output_ids() const { return output_ids_; }  // empty: full vocabulary
   int64_t max_seq_len() const { return max_seq_len_; }

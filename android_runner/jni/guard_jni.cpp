@@ -80,7 +80,7 @@ jobject verdict(JNIEnv* env, const guard::Verdict& v) {
   jclass str = env->FindClass("java/lang/String");
   if (!cls || !str) fail("Verdict class not found");
   jmethodID ctor = env->GetMethodID(cls, "<init>",
-      "(Ljava/lang/String;[Ljava/lang/String;[Ljava/lang/String;DDZLjava/lang/String;Ljava/lang/String;Ljava/lang/String;JDDJJLjava/lang/String;)V");
+      "(Ljava/lang/String;[Ljava/lang/String;[Ljava/lang/String;DDZLjava/lang/String;Ljava/lang/String;Ljava/lang/String;JDDJJLjava/lang/String;Ljava/lang/String;)V");
   if (!ctor) fail("Verdict constructor not found");
   jsize n = static_cast<jsize>(v.categories.size());
   jobjectArray codes = env->NewObjectArray(n, str, nullptr), names = env->NewObjectArray(n, str, nullptr);
@@ -91,7 +91,8 @@ jobject verdict(JNIEnv* env, const guard::Verdict& v) {
   return env->NewObject(cls, ctor, jstr(env, v.decision), codes, names, v.p_unsafe, v.margin, static_cast<jboolean>(v.blocked),
                         jstr(env, v.role), jstr(env, v.raw), jstr(env, v.reason), static_cast<jlong>(v.prompt_tokens),
                         v.latency_ms, v.prefill_ms, static_cast<jlong>(v.reused_tokens),
-                        static_cast<jlong>(v.prefilled_tokens), jstr(env, v.json()));
+                        static_cast<jlong>(v.prefilled_tokens),
+                        v.calibration ? jstr(env, v.calibration->sha256) : nullptr, jstr(env, v.json()));
 }
 
 guard::Classifier* module(jlong h) { return reinterpret_cast<guard::Classifier*>(h); }

@@ -1,7 +1,7 @@
 // guard_classify: the on-device classifier from the command line, with `guard classify`'s flags and JSON fields.
 //
 //   guard_classify --pte MODEL.pte [--response TEXT] [--json] [--categories S1,S10|FILE.json] [--exclude S6]
-//                  [--renumber] [--threshold 0.5] [--indeterminate block|pass] [--uncalibrated] TEXT
+//                  [--renumber] [--threshold 0.5] [--indeterminate block|pass] [--uncalibrated] [--trust-tokenizer] TEXT
 // Exit codes as guard classify: 0 safe (or passed), 10 unsafe, 11 indeterminate and blocked, 2 bad input.
 #include <fcntl.h>
 #include <unistd.h>
@@ -20,7 +20,7 @@ using namespace guard;
 
 static const char* kUsage =
     "usage: guard_classify --pte MODEL.pte [--response TEXT] [--json] [--categories SPEC] [--exclude CODES]\n"
-    "                      [--renumber] [--threshold P] [--indeterminate block|pass] [--uncalibrated] TEXT\n";
+    "                      [--renumber] [--threshold P] [--indeterminate block|pass] [--uncalibrated] [--trust-tokenizer] TEXT\n";
 
 static std::vector<std::string> commas(const std::string& s) {
   std::vector<std::string> out;
@@ -55,6 +55,7 @@ static int run(int argc, char** argv) {
     else if (a == "--threshold") o.threshold = std::stod(value());
     else if (a == "--indeterminate") o.block_indeterminate = value() != "pass";
     else if (a == "--uncalibrated") o.calibrated = false;
+    else if (a == "--trust-tokenizer") o.trust_tokenizer = true;
     else if (a == "--tokenizer") o.tokenizer = value();
     else if (a.rfind("--", 0) == 0) fail("unrecognized arguments: " + a);
     else if (has_text) fail("unrecognized arguments: " + a);
@@ -96,24 +97,30 @@ static int run(int argc, char** argv) {
   return v.decision == "unsafe" ? 10 : 0;
 }
 
+// The runtime's and the tokenizer library's logging (cpuinfo probes, load messages) go to fd 2: keep the command's
+// stderr to its one error line, as guard/runtime/pte.py's quiet_stderr does (GUARD_DEBUG=1 shows them). Silenced from
+// a constructor that runs before the libraries' static initializers (pytorch/tokenizers' regex_lookahead logs one
+// line from its own, at Info level, which its build does not compile out).
+static int saved_stderr = -1;
+
+__attribute__((constructor(101))) static void quiet_stderr() {
+  if (getenv("GUARD_DEBUG")) return;
+  saved_stderr = dup(2);
+  int null = open("/dev/null", O_WRONLY);
+  if (null >= 0) dup2(null, 2), close(null);
+}
+
+static void restore_stderr() {
+  if (saved_stderr >= 0) dup2(saved_stderr, 2), close(saved_stderr), saved_stderr = -1;
+}
+
 int main(int argc, char** argv) {
-  // The runtime's and the tokenizer library's logging (cpuinfo probes, load messages) go to fd 2: keep the command's
-  // stderr to its one error line, as guard/runtime/pte.py's quiet_stderr does (GUARD_DEBUG=1 shows them).
-  int saved = -1;
-  if (!getenv("GUARD_DEBUG")) {
-    saved = dup(2);
-    int null = open("/dev/null", O_WRONLY);
-    if (null >= 0) dup2(null, 2), close(null);
-  }
-  auto restore = [&] {
-    if (saved >= 0) dup2(saved, 2), close(saved), saved = -1;
-  };
   try {
     int rc = run(argc, argv);
-    restore();
+    restore_stderr();
     return rc;
   } catch (const std::exception& e) {
-    restore();
+    restore_stderr();
     fprintf(stderr, "guard_classify: error: %s\n", e.what());
     return 2;
   }

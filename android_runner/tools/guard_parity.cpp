@@ -2,6 +2,7 @@
 //   guard_parity --tokens --tokenizer TOKENIZER --format guard_format.json   -> {"ids": [...]} | {"error": "..."}
 //   guard_parity --pte MODEL.pte                                              -> the verdict JSON | {"error": "..."}
 // Request: {"messages": [{"role": "user", "content": "..."}, ...], "options": {... as guard.h ...}}
+// Built with -DGUARD_TOKENS_ONLY (build.sh aarch64: guard_tokens, static, no ExecuTorch) it has the --tokens mode only.
 #include <cstdio>
 #include <iostream>
 #include <map>
@@ -28,7 +29,11 @@ int main(int argc, char** argv) {
     std::unique_ptr<Format> fmt;
     std::unique_ptr<Tokenizer> tok;
     if (tokens) fmt = std::make_unique<Format>(format), tok = std::make_unique<Tokenizer>(tokenizer, *fmt);
+#ifndef GUARD_TOKENS_ONLY
     std::map<std::string, std::unique_ptr<Classifier>> guards;  // one per options
+#else
+    if (!tokens) fail("this build has the --tokens mode only");
+#endif
     for (std::string line; std::getline(std::cin, line);) {
       json out;
       try {
@@ -45,9 +50,11 @@ int main(int argc, char** argv) {
           ids.insert(ids.end(), body.begin(), body.end());
           out["ids"] = ids;
         } else {
+#ifndef GUARD_TOKENS_ONLY
           auto& g = guards[opts];
           if (!g) g = std::make_unique<Classifier>(pte, options_from_json(opts));
           out = json::parse(g->classify(msgs).json());
+#endif
         }
       } catch (const std::exception& e) {
         out = {{"error", e.what()}};

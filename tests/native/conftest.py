@@ -80,6 +80,16 @@ def tiny_biased_pte(tiny_model_dir, tmp_path_factory) -> Path:
     return export_model(src, tmp_path_factory.mktemp("tiny_biased_pte"), cfg)
 
 
+@pytest.fixture(scope="session")
+def tiny_calibrated_pte(tiny_biased_pte, tmp_path_factory) -> Path:
+    """tiny_biased_pte's files (symlinked) with a calibration.json beside them."""
+    from guard.eval.calibrate import Calibration
+
+    pte = with_format(tiny_biased_pte.parent, tmp_path_factory.mktemp("tiny_calibrated"))
+    Calibration(a=0.8, b=0.3, n=10, source="tests/native").save(pte.parent / "calibration.json")
+    return pte
+
+
 # ---- generated conversations ----
 
 def _specials() -> list[str]:

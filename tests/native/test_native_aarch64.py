@@ -1,11 +1,16 @@
-"""The native guard cross-built for aarch64 (`android_runner/build.sh aarch64`) under qemu-user: prompt token ids
-equal to the Python tokenizer's on a subset of the generated conversations. Needs the arm64 userland of
-benchmarks/qemu_arm/run.sh (its Python venv provides the executorch/torch libraries the wheel build links to)."""
+"""The native guard cross-built for aarch64 (`android_runner/build.sh aarch64`) and run under qemu-user.
+
+Token ids: guard_tokens (the tokenizer and prompt core over pytorch/tokenizers, linked statically) runs under plain
+qemu-aarch64 with no aarch64 userland; a subset of the generated conversations (qemu is slow), both tokenizers.
+Decisions on aarch64 are not checked here: guard_parity linked to the executorch aarch64 wheel's runtime needs the
+arm64 userland that benchmarks/qemu_arm/run.sh builds (root, debootstrap, ~2.5 GB), too heavy for every CI run;
+benchmarks/qemu_arm/ compares the same .pte's verdicts on x86 and aarch64 (docs/android.md)."""
 
 import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,29 +19,48 @@ from .conftest import ROOT, conversations
 from .test_native_parity import assert_same_ids
 
 pytestmark = pytest.mark.slow
-ARM_ROOT = Path(os.environ.get("ARM_ROOT", "/work/arm64root"))
-BIN = ROOT / "android_runner" / "build-aarch64" / "guard_parity"
+B = ROOT / "android_runner" / "build-aarch64"
 
 
-def test_token_ids_aarch64_under_qemu(tmp_path, tokenizer):
-    qemu = shutil.which("qemu-aarch64-static") or shutil.which("qemu-aarch64")
-    if not qemu:
+def qemu() -> str:
+    q = shutil.which("qemu-aarch64-static") or shutil.which("qemu-aarch64")
+    if not q:
         pytest.skip("qemu-user is not installed (Debian: qemu-user-static)")
-    if not (ARM_ROOT / "opt/venv/bin/python").exists():
-        pytest.skip(f"no arm64 userland at {ARM_ROOT}: run `bash benchmarks/qemu_arm/run.sh` as root first (~15 min)")
-    if not BIN.is_file():
-        pytest.skip("no aarch64 build: run `bash android_runner/build.sh aarch64` first")
-    from guard.format import spec
-    from guard.format.tokenizer import llama_models_tokenizer_path
+    return q
 
-    fmt = spec.write(tmp_path)
-    reqs = conversations(100, seed=21)
-    site = "/opt/venv/lib/python3.11/site-packages"
-    env = dict(os.environ, QEMU_LD_PREFIX=str(ARM_ROOT),
-               LD_LIBRARY_PATH=":".join(str(ARM_ROOT) + p for p in (f"{site}/torch/lib", "/opt/cuda-stubs")))
-    p = subprocess.run([qemu, "-L", str(ARM_ROOT), str(BIN), "--tokens", "--tokenizer", str(llama_models_tokenizer_path()),
-                        "--format", str(fmt)], input="".join(json.dumps(r) + "\n" for r in reqs), capture_output=True,
-                       text=True, env=env, timeout=900)
+
+@pytest.fixture(scope="module")
+def aarch64_tokens() -> Path:
+    """`GUARD_AARCH64=tokens bash android_runner/build.sh aarch64`: the static guard_tokens (tokenizers cached)."""
+    qemu()
+    if shutil.which("aarch64-linux-gnu-g++") is None:
+        pytest.skip("no aarch64 cross compiler (Debian: g++-aarch64-linux-gnu)")
+    env = dict(os.environ, PY=sys.executable, GUARD_AARCH64="tokens")
+    p = subprocess.run(["bash", str(ROOT / "android_runner" / "build.sh"), "aarch64"], capture_output=True, text=True, env=env)
+    assert p.returncode == 0, p.stderr[-3000:]
+    return B / "guard_tokens"
+
+
+def run_tokens(binary: Path, tokenizer: Path, fmt: Path, reqs: list[dict]) -> list[dict]:
+    p = subprocess.run([qemu(), str(binary), "--tokens", "--tokenizer", str(tokenizer), "--format", str(fmt)],
+                       input="".join(json.dumps(r) + "\n" for r in reqs), capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stderr[-2000:]
-    counts = assert_same_ids([json.loads(ln) for ln in p.stdout.splitlines()], reqs, tokenizer)
-    assert counts["same"] >= 90
+    return [json.loads(ln) for ln in p.stdout.splitlines()]
+
+
+def test_token_ids_aarch64_under_qemu(aarch64_tokens, tmp_path, tokenizer, mini_pte):
+    """150 generated conversations per tokenizer (Llama 3 tiktoken; guard-mini's tokenizer.json) on aarch64."""
+    from guard.format import spec
+    from guard.format.tokenizer import Tokenizer, llama_models_tokenizer_path
+
+    out = subprocess.run(["file", str(aarch64_tokens)], capture_output=True, text=True).stdout
+    assert "ARM aarch64" in out and "statically linked" in out, out
+    fmt = spec.write(tmp_path)
+    reqs = conversations(150, seed=21, long_every=50)
+    counts = assert_same_ids(run_tokens(aarch64_tokens, llama_models_tokenizer_path(), fmt, reqs), reqs, tokenizer)
+    assert counts["same"] >= 140, counts
+    reqs = conversations(150, seed=22, long_every=50)
+    mini_tok = Tokenizer.from_dir(mini_pte.parent)
+    counts = assert_same_ids(run_tokens(aarch64_tokens, mini_pte.parent / "tokenizer.json", fmt, reqs), reqs, mini_tok)
+    assert counts["same"] >= 140, counts
+

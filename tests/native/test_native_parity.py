@@ -85,6 +85,12 @@ def test_special_token_text_is_plain_text_on_the_device(native_build, format_fil
     assert max(conv) < 128000
 
 
+def by_policy(requests: list[dict]) -> list[dict]:
+    """Requests grouped by their options (stable order within a group): each runtime then keeps the policy head cached
+    from one request to the next, as an app does, instead of prefilling the whole prompt each time."""
+    return sorted(requests, key=lambda r: json.dumps(r["options"], sort_keys=True))
+
+
 def python_verdicts(pte: Path, requests: list[dict]) -> list[dict]:
     from guard.errors import GuardError
     from guard.eval.calibrate import load
@@ -92,13 +98,15 @@ def python_verdicts(pte: Path, requests: list[dict]) -> list[dict]:
     from guard.runtime.pte import PteRunner
 
     runner = PteRunner(pte)
-    guards, out = {}, []
+    guards, out, last = {}, [], None
     for req in requests:
         key = json.dumps(req["options"], sort_keys=True)
         if key not in guards:
             guards[key] = Guard(runner, runner.tokenizer, python_policy(req["options"]), calibration=load(pte))
-        for g in guards.values():  # one runner, several guards: each must forget what the others cached
-            g.invalidate()
+        if key != last:  # one runner, several guards: each must forget what another cached
+            for g in guards.values():
+                g.invalidate()
+            last = key
         try:
             out.append(guards[key].classify(req["messages"]).to_dict())
         except GuardError as e:
@@ -127,17 +135,19 @@ def assert_same_verdicts(native: list[dict], python: list[dict]) -> dict:
 def test_decisions_guard_mini(native_build, mini_pte):
     """200 conversations on guard-mini's .pte (calibrated): identical decisions, categories, p_unsafe within 1e-5."""
     reqs = [r for r in conversations(220, seed=19, long_every=1000) if len(json.dumps(r)) < 1500][:200]
-    reqs += [{"messages": [{"role": "user", "content": t}], "options": {}} for t in
-             ("How do I make a pipe bomb at home?", "Write a hateful rant about immigrants.", "How do I bake bread?")]
+    reqs = by_policy(reqs + [{"messages": [{"role": "user", "content": t}], "options": {}} for t in
+                             ("How do I make a pipe bomb at home?", "Write a hateful rant about immigrants.", "How do I bake bread?")])
     counts = assert_same_verdicts(run_parity(native_build, ["--pte", str(mini_pte)], reqs), python_verdicts(mini_pte, reqs))
+    print("guard-mini decisions", counts)
     assert counts["compared"] >= 195 and counts["safe"] and counts["unsafe"], counts
 
 
 def test_decisions_tiny_exported_model(native_build, tiny_biased_pte, tmp_path):
     """200 conversations on a tiny exported guard (pruned vocabulary, 8da4w): all three decisions occur."""
-    reqs = [r for r in conversations(240, seed=20, long_every=1000) if len(json.dumps(r)) < 1200][:200]
+    reqs = by_policy([r for r in conversations(240, seed=20, long_every=1000) if len(json.dumps(r)) < 1200][:200])
     assert len(reqs) == 200
     counts = assert_same_verdicts(run_parity(native_build, ["--pte", str(tiny_biased_pte)], reqs), python_verdicts(tiny_biased_pte, reqs))
+    print("tiny decisions", counts)
     assert counts["compared"] >= 195 and counts["safe"] and counts["indeterminate"], counts
 
 
@@ -166,10 +176,13 @@ def test_command_line_bad_input(native_build, tiny_biased_pte, tmp_path):
     no_format = tmp_path / "nofmt"
     no_format.mkdir()
     (no_format / "model.pte").symlink_to(tiny_biased_pte)
+    edited = with_format(tiny_biased_pte.parent, tmp_path / "edited", names=("model.pte",))  # tokenizer re-serialised
+    (edited.parent / "tokenizer.json").write_text(json.dumps(json.loads((tiny_biased_pte.parent / "tokenizer.json").read_text()), indent=1))
     cases = {
         "model file not found": [cli, "--pte", str(tmp_path / "missing.pte"), "hi"],
         "not a loadable ExecuTorch program": [cli, "--pte", str(junk), "hi"],
         "guard_format.json": [cli, "--pte", str(no_format / "model.pte"), "hi"],
+        "is not the tokenizer model.pte was exported with": [cli, "--pte", str(edited), "hi"],
         "empty text": [cli, "--pte", str(tiny_biased_pte), "  \n"],
         "more than the model's maximum": [cli, "--pte", str(tiny_biased_pte), "word " * 2000],
         "unknown category code": [cli, "--pte", str(tiny_biased_pte), "--categories", "S99", "hi"],
@@ -178,6 +191,8 @@ def test_command_line_bad_input(native_build, tiny_biased_pte, tmp_path):
         p = subprocess.run(cmd, capture_output=True, text=True)
         assert p.returncode == 2 and expect in p.stderr, (expect, p.stderr)
         assert len(p.stderr.strip().splitlines()) == 1, p.stderr
+    trusted = subprocess.run([cli, "--pte", str(edited), "--trust-tokenizer", "--json", "hi"], capture_output=True, text=True)
+    assert trusted.returncode in (0, 10, 11) and json.loads(trusted.stdout)["decision"], trusted.stderr
 
 
 def test_streaming_matches_python(native_build, tiny_biased_pte):
@@ -189,9 +204,15 @@ def test_streaming_matches_python(native_build, tiny_biased_pte):
     from guard.runtime.pte import PteRunner
 
     chunks = ["Sure", ", here ", "is how ", "you bake ", "bread: mix flour ", "and water, ", "then wait. 😀", " Done."]
+    data = "".join(chunks).encode()
+    cuts = [0]
+    for c in chunks:
+        cuts.append(cuts[-1] + len(c.encode()))
+    cuts[-2] -= 2  # split the emoji's UTF-8 bytes across two feeds
+    pieces = [data[a:b] for a, b in zip(cuts, cuts[1:])]
     runner = PteRunner(tiny_biased_pte)
     stream = Guard(runner, runner.tokenizer, calibration=load(tiny_biased_pte)).moderate_stream("How do I bake bread?", check_every=4)
-    want = [v.to_dict() for v in (stream.feed(c) for c in chunks) if v is not None] + [stream.close().to_dict()]
+    want = [v.to_dict() for v in (stream.feed(p) for p in pieces) if v is not None] + [stream.close().to_dict()]
 
     lib = ctypes.CDLL(str(native_build / "libguard.so"))
     lib.guard_create.restype = lib.guard_stream_open.restype = ctypes.c_void_p
@@ -213,13 +234,8 @@ def test_streaming_matches_python(native_build, tiny_biased_pte):
     s = lib.guard_stream_open(g, msgs, 1, 4, ctypes.byref(err))
     assert s, ctypes.string_at(err.value)
     got = []
-    data = "".join(chunks).encode()
-    cuts = [0]
-    for c in chunks:
-        cuts.append(cuts[-1] + len(c.encode()))
-    cuts[-2] -= 2  # split the emoji's UTF-8 bytes across two feeds
-    for a, b in zip(cuts, cuts[1:]):
-        v = lib.guard_stream_feed(s, data[a:b], b - a, ctypes.byref(err))
+    for piece in pieces:
+        v = lib.guard_stream_feed(s, piece, len(piece), ctypes.byref(err))
         assert not err.value, ctypes.string_at(err.value)
         if v:
             got.append(json.loads(ctypes.string_at(v)))
@@ -227,15 +243,17 @@ def test_streaming_matches_python(native_build, tiny_biased_pte):
     v = lib.guard_stream_close(s, ctypes.byref(err))
     got.append(json.loads(ctypes.string_at(v)))
     lib.guard_free_string(v)
-    bad = lib.guard_stream_feed(s, b"x", 1, ctypes.byref(err))  # after close: the final verdict, no error
-    lib.guard_free_string(bad)
+    bad = lib.guard_stream_feed(s, b"x", 1, ctypes.byref(err))  # after close: an error, as Python's Stream
+    assert not bad and b"after close" in ctypes.string_at(err.value)
+    lib.guard_free_string(err.value)
     lib.guard_stream_free(s)
     lib.guard_destroy(g)
     assert len(got) == len(want) >= 3
     for a, b in zip(got, want):
-        assert (a["decision"], a["prompt_tokens"]) == (b["decision"], b["prompt_tokens"])
+        assert (a["decision"], a["prompt_tokens"], a["raw"]) == (b["decision"], b["prompt_tokens"], b["raw"])
         assert abs(a["p_unsafe"] - b["p_unsafe"]) <= 1e-5
-    assert got[1]["timings"]["reused_tokens"] > 200  # the KV cache is reused between checks
+        assert a["timings"]["reused_tokens"] == b["timings"]["reused_tokens"]  # the same prefix-cache rule
+    assert got[1]["timings"]["reused_tokens"] > 140  # the KV cache is reused between checks (head + conversation)
 
 
 def test_guard_format_json_is_the_python_template(tmp_path, tiny_biased_pte):

@@ -33,6 +33,7 @@ public final class Cli {
           case "--threshold": o.threshold(Double.parseDouble(value(args, ++i, a))); break;
           case "--indeterminate": o.blockIndeterminate(!value(args, ++i, a).equals("pass")); break;
           case "--uncalibrated": o.calibrated(false); break;
+          case "--trust-tokenizer": o.trustTokenizer(true); break;
           default:
             if (a.startsWith("--") || text != null) throw new GuardException("unrecognized arguments: " + a);
             text = a;

@@ -14,6 +14,7 @@ public final class GuardOptions {
   private double threshold = 0.5;
   private boolean blockIndeterminate = true;
   private boolean calibrated = true;
+  private boolean trustTokenizer = false;
 
   /** Standard categories by code ("S1", "S10", "S14"); default S1-S13. */
   public GuardOptions categories(List<String> standardCodes) {
@@ -52,6 +53,15 @@ public final class GuardOptions {
     return this;
   }
 
+  /**
+   * Accept a tokenizer other than the one the model was exported with (the .pte records its tokenizer.json's
+   * sha256; by default another file is refused, as guard's --trust-tokenizer).
+   */
+  public GuardOptions trustTokenizer(boolean on) {
+    trustTokenizer = on;
+    return this;
+  }
+
   String toJson(String tokenizerPath) {
     StringBuilder b = new StringBuilder("{");
     if (tokenizerPath != null) b.append("\"tokenizer\":").append(quote(tokenizerPath)).append(',');
@@ -68,6 +78,7 @@ public final class GuardOptions {
     if (!exclude.isEmpty()) b.append("\"exclude\":").append(list(exclude)).append(',');
     b.append("\"renumber\":").append(renumber).append(",\"threshold\":").append(threshold);
     b.append(",\"block_indeterminate\":").append(blockIndeterminate).append(",\"calibrated\":").append(calibrated);
+    b.append(",\"trust_tokenizer\":").append(trustTokenizer);
     return b.append('}').toString();
   }
 

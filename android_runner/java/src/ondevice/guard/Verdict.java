@@ -35,12 +35,14 @@ public final class Verdict {
   public final double prefillMs;
   public final long reusedTokens;
   public final long prefilledTokens;
+  /** The first 16 hex digits of the sha256 of the calibration.json that scored pUnsafe; null: the raw softmax. */
+  public final String calibration;
   private final String json;
 
   // Called from JNI.
   Verdict(String decision, String[] codes, String[] names, double pUnsafe, double margin, boolean blocked, String role,
       String raw, String reason, long promptTokens, double latencyMs, double prefillMs, long reusedTokens,
-      long prefilledTokens, String json) {
+      long prefilledTokens, String calibration, String json) {
     this.decision = decision;
     List<Category> cats = new ArrayList<>();
     for (int i = 0; i < codes.length; i++) cats.add(new Category(codes[i], names[i]));
@@ -56,6 +58,7 @@ public final class Verdict {
     this.prefillMs = prefillMs;
     this.reusedTokens = reusedTokens;
     this.prefilledTokens = prefilledTokens;
+    this.calibration = calibration;
     this.json = json;
   }
 

@@ -99,6 +99,8 @@ class GuardModuleTest {
         if (v != null) checks.add(key(v));
       }
       checks.add(key(s.end()));
+      GuardException e = assertThrows(GuardException.class, () -> s.feed("more"));  // as Python's Stream
+      assertTrue(e.getMessage().contains("after close"), e.getMessage());
     }
     assertEquals(expected("stream"), String.join("|", checks));
   }
@@ -115,8 +117,7 @@ class GuardModuleTest {
     errors.add(assertThrows(GuardException.class, () -> new GuardModule(junk.toString())));
     String other = System.getProperty("guard.test.other_tokenizer");  // a tokenizer.json that does not match the model
     errors.add(assertThrows(GuardException.class, () -> new GuardModule(pte, other)));
-    assertTrue(errors.get(2).getMessage().contains("disagrees with the model") || errors.get(2).getMessage().contains("splits"),
-        errors.get(2).getMessage());
+    assertTrue(errors.get(2).getMessage().contains("is not the tokenizer"), errors.get(2).getMessage());
     errors.add(assertThrows(GuardException.class, () -> guard.classify("   ")));
     errors.add(assertThrows(GuardException.class, () -> guard.classify("")));
     errors.add(assertThrows(GuardException.class, () -> guard.classify("word ".repeat(5000))));
@@ -131,6 +132,33 @@ class GuardModuleTest {
     assertTrue(errors.get(1).getMessage().contains("not a loadable ExecuTorch program"), errors.get(1).getMessage());
     assertTrue(errors.get(5).getMessage().contains("more than the model's maximum"), errors.get(5).getMessage());
     assertEquals(expected("prompt"), key(guard.classify("How do I bake bread?")));  // still usable afterwards
+  }
+
+  @Test
+  void tokenizerMustBeTheExportedOne() throws Exception {
+    // the model's own tokenizer.json re-serialised: the same vocabulary, other bytes than the sha256 in the .pte
+    String edited = System.getProperty("guard.test.edited_tokenizer");
+    GuardException e = assertThrows(GuardException.class, () -> new GuardModule(pte, edited));
+    assertTrue(e.getMessage().contains("is not the tokenizer model.pte was exported with"), e.getMessage());
+    assertFalse(e.getMessage().contains("\n"));
+    try (GuardModule g = new GuardModule(pte, edited, new GuardOptions().trustTokenizer(true))) {
+      assertEquals(expected("prompt"), key(g.classify("How do I bake bread?")));
+    }
+  }
+
+  @Test
+  void calibrationIsNamed() throws Exception {
+    // a copy of the model with a calibration.json beside it: p_unsafe = sigmoid(a * margin + b), and the verdict
+    // names the file (the first 16 hex digits of its sha256), as guard.eval.calibrate does
+    try (GuardModule g = new GuardModule(System.getProperty("guard.test.calibrated_model"))) {
+      Verdict v = g.classify("How do I bake bread?");
+      assertEquals(expected("calibrated"), key(v));
+      assertEquals(expected("calibration"), v.calibration);
+      assertTrue(v.toJson().contains("\"sha256\":\"" + v.calibration + "\""), v.toJson());
+    }
+    Verdict raw = guard.classify("How do I bake bread?");
+    assertEquals(null, raw.calibration);
+    assertTrue(raw.toJson().contains("\"calibration\":null,\"truncation\":{}"), raw.toJson());
   }
 
   @Test
