@@ -24,8 +24,6 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import torch
-
 from guard.errors import GuardError
 
 ARTEFACTS = Path(__file__).resolve().parent.parent / "models" / "guard-mini"
@@ -103,6 +101,7 @@ def gguf_path() -> Path:
 
 def load_base():
     """SmolLM2-135M-Instruct with the Llama 3 header tokens adopted -> (model, hf_tokenizer, new_token_ids)."""
+    import torch  # here, not at the top: guard.defaults imports this module on every `guard classify`
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from guard.format.tokenizer import save_hf_tokenizer
 
 
@@ -26,6 +24,7 @@ class TinyConfig:
 
 def make_checkpoint(out: str | Path, cfg: TinyConfig | None = None) -> Path:
     """Save a random LlamaForCausalLM with the real Llama 3 tokenizer as a Hugging Face directory."""
+    import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     cfg = cfg or TinyConfig()
@@ -54,6 +53,7 @@ def make_scripted_checkpoint(out: str | Path, next_logits: dict[int, dict[int, f
     forced "\\n\\n" 'safe' with p_unsafe = sigmoid(-1). Used to test decisions, thresholds and category decoding
     through real transformers and ExecuTorch code paths.
     """
+    import torch
     from safetensors.torch import load_file, save_file
 
     cfg = cfg or TinyConfig()

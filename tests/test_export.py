@@ -112,7 +112,7 @@ def conversations():
 
 
 def _argmax_token(runner, logits):
-    col = int(torch.argmax(logits))
+    col = int(logits.argmax())  # numpy (PteRunner) or torch (EagerRunner)
     return col if runner.output_ids is None else runner.output_ids[col]
 
 
@@ -149,11 +149,11 @@ def test_prefix_semantics_and_decode_match_eager(decisive_dir, fp32_pte, tokeniz
     for r in (eager, pte):
         r.prefill(a + b, 0)
     for start in (len(a), len(a) - 5, 40):
-        x, y = eager.prefill(b, start), pte.prefill(b, start)
+        x, y = eager.prefill(b, start), torch.as_tensor(pte.prefill(b, start))
         assert torch.allclose(x, y, atol=1e-4), (start, (x - y).abs().max())
     pos = 40 + len(b)
     for t in b[:5]:
-        x, y = eager.decode(t, pos), pte.decode(t, pos)
+        x, y = eager.decode(t, pos), torch.as_tensor(pte.decode(t, pos))
         assert torch.allclose(x, y, atol=1e-4)
         pos += 1
 
@@ -167,6 +167,7 @@ def test_metadata_is_stored_in_the_pte(fp32_pte, int4_pte, tokenizer):
     assert r.threads == len(os.sched_getaffinity(0))  # XNNPACK uses every available core
     assert r.meta["get_prompt_format"] == FORMAT_VERSION and r.meta["get_quant_scheme"] == "none"
     assert r.meta["get_safe_id"] == tokenizer.tokens.safe and r.meta["get_eot_id"] == tokenizer.tokens.eot
+    assert r.meta["get_prefill_chunks"] == [CHUNK, 8] and r.chunks == [CHUNK, 8, 1]  # prefill, prefill_8, decode
     q = PteRunner(int4_pte)
     assert q.meta["get_quant_scheme"] == "8da4w" and q.meta["get_group_size"] == 32
     assert q.output_ids == guard_vocab(tokenizer)

@@ -60,7 +60,8 @@ def _one(runner, tok, n_msg: int, load_ms: float, decode_tokens: int, calibratio
     for _ in range(decode_tokens):
         logits = runner.decode(token, pos)
         pos += 1
-        token = int(torch.argmax(logits)) if runner.output_ids is None else runner.output_ids[int(torch.argmax(logits))]
+        top = int(logits.argmax())
+        token = top if runner.output_ids is None else runner.output_ids[top]
     decode_ms = (time.perf_counter() - d0) * 1e3
     guard.invalidate()
     guard.classify(message(tok, 8), **image)  # the loaded guard has its policy head cached

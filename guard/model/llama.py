@@ -167,13 +167,17 @@ class Transformer(nn.Module):
         ang = torch.cat([ang, ang], dim=-1).unsqueeze(1)  # [L, 1, head_dim]
         self.register_buffer("rope_cos", ang.cos(), persistent=False)
         self.register_buffer("rope_sin", ang.sin(), persistent=False)
-        causal = torch.ones(args.cache_len, args.cache_len, dtype=torch.bool).tril()
-        self.register_buffer("mask", torch.zeros(causal.shape).masked_fill(~causal, float("-inf")), persistent=False)
+        # The causal mask is computed from positions (two [L] vectors) rather than stored as an [L, L] table
+        # (5 MB at L = 1152, once per file): key j is hidden from a query at p when j - p >= 1.
+        self.register_buffer("positions", t.view(-1, 1).clone(), persistent=False)  # [L, 1]
+        self.register_buffer("key_positions", t.view(1, -1).clone(), persistent=False)  # [1, L]
 
     def forward(self, tokens: torch.Tensor, pos: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
         x = self.embed_tokens(tokens)
         cos, sin = self.rope_cos.index_select(0, pos), self.rope_sin.index_select(0, pos)
-        mask = self.mask.index_select(0, pos)  # [T, L]: row p lets a query see keys 0..p
+        # [T, L] additive: 0 for keys 0..p, -1e30 after (softmax gives them exactly 0, as -inf would; -inf * 0
+        # would be NaN). sub/clamp/mul are delegated to XNNPACK.
+        mask = (self.key_positions - self.positions.index_select(0, pos)).clamp(0.0, 1.0) * -1e30
         for layer in self.layers:
             x = layer(x, cos, sin, mask, pos)
         x = self.norm(x.index_select(1, last))  # only the last real position goes through the head
@@ -213,7 +217,7 @@ def load_hf(path: str | Path, **overrides) -> Transformer:
         model = Transformer(args)
     model = model.to_empty(device="cpu")
     missing, unexpected = model.load_state_dict(sd, strict=False, assign=True)
-    missing = [k for k in missing if "cache" not in k and not k.startswith(("rope_", "mask"))]
+    missing = [k for k in missing if "cache" not in k and not k.startswith(("rope_", "positions", "key_positions"))]
     if missing or unexpected:
         raise GuardError(f"{path}: weights do not match a Llama model (missing {missing[:3]}, unexpected {unexpected[:3]})")
     _init_buffers(model, args)  # non-persistent buffers were left empty by to_empty
@@ -222,7 +226,8 @@ def load_hf(path: str | Path, **overrides) -> Transformer:
 
 def _init_buffers(model: Transformer, args: ModelArgs) -> None:
     ref = Transformer(ModelArgs(**{**args.__dict__, "n_layers": 0, "vocab_size": 1}))
-    model.rope_cos, model.rope_sin, model.mask = ref.rope_cos, ref.rope_sin, ref.mask
+    for name in ("rope_cos", "rope_sin", "positions", "key_positions"):
+        setattr(model, name, getattr(ref, name))
     for layer in model.layers:
         a = layer.self_attn
         a.k_cache = torch.zeros(args.n_kv_heads, args.cache_len, args.head_dim)

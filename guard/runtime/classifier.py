@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import time
 
-import torch
-
 from guard.format.categories import Policy
 from guard.errors import GuardError
 from guard.format.prompt import conversation, encode, role_of
@@ -13,6 +11,7 @@ from guard.runtime.runner import Runner, column
 from guard.format.tokenizer import Tokenizer
 from guard.format.verdict import INDETERMINATE, SAFE, UNSAFE, Hit, Verdict, p_unsafe, parse
 
+Logits = object  # a 1-D float array: numpy (PteRunner) or torch (EagerRunner); argmax() and [i] are all that is used
 MAX_CATEGORY_TOKENS = 24  # "S1,S2,...": 2 tokens per code plus end of turn
 
 
@@ -59,7 +58,7 @@ class Guard:
         """Forget the runner's cache contents (for backends whose state is not a function of the tokens alone)."""
         self._cached = []
 
-    def _feed(self, ids: list[int]) -> tuple[torch.Tensor, int]:
+    def _feed(self, ids: list[int]) -> tuple["Logits", int]:
         """Prefill ``ids`` reusing the longest prefix already in the cache; -> (last logits, tokens reused).
 
         The policy head is shared by every request with the same categories and role, so it is computed once;
@@ -97,7 +96,7 @@ class Guard:
         verdict.latency_ms = (time.perf_counter() - t0) * 1e3
         return verdict
 
-    def _verdict(self, logits: torch.Tensor, pos: int) -> Verdict:
+    def _verdict(self, logits, pos: int) -> Verdict:
         c = self._cols
         ls, lu = float(logits[c["safe"]]), float(logits[c["unsafe"]])
         score = self.calibration.p_unsafe(lu - ls) if self.calibration else p_unsafe(ls, lu)
@@ -105,9 +104,9 @@ class Guard:
         v.margin = lu - ls
         return v
 
-    def _decide(self, logits: torch.Tensor, pos: int, score: float) -> Verdict:
+    def _decide(self, logits, pos: int, score: float) -> Verdict:
         t, c = self.tokenizer.tokens, self._cols
-        top = int(torch.argmax(logits))
+        top = int(logits.argmax())
         if top not in (c["safe"], c["unsafe"]):
             token = self._token_of(top)
             return self._make(INDETERMINATE, [], score, raw=token, reason=f"first token is {token!r}, not safe/unsafe")
@@ -120,7 +119,7 @@ class Guard:
         self._cached += forced
         pos += len(forced)
         for _ in range(MAX_CATEGORY_TOKENS):
-            nxt = self._token_of(int(torch.argmax(logits)), as_id=True)
+            nxt = self._token_of(int(logits.argmax()), as_id=True)
             if nxt == t.eot:
                 break
             out.append(nxt)

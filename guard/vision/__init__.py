@@ -11,10 +11,10 @@ def is_vision_model(model: str | None = None, pte: str | None = None) -> bool:
         from guard.vision.eager import is_vision_dir
 
         return is_vision_dir(model)
-    if pte is not None:
-        from guard.vision.pte import is_vision_pte
+    if pte is not None:  # the method names only: no torch import on the text path (guard.runtime.pte)
+        from guard.runtime.pte import method_names
 
-        return is_vision_pte(pte)
+        return "vision_encoder" in method_names(pte)
     return False
 
 

@@ -1,0 +1,91 @@
+"""PteRunner's start-up path and chunked prefill (guard.runtime.pte, guard.runtime.etlite)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from guard.runtime.pte import plan
+
+
+@pytest.fixture(scope="module")
+def small_pte(tiny_model_dir, tmp_path_factory):
+    """8da4w (so the 4-bit embedding kernel is needed), pruned vocabulary, chunk methods 16 and 4 plus decode."""
+    from guard.export import ExportConfig, export_model
+    from guard.quantize import QuantConfig
+
+    cfg = ExportConfig(max_seq_len=256, chunk=16, chunks=(4,), prune_vocab=True, quant=QuantConfig("8da4w", group_size=32))
+    return export_model(tiny_model_dir, tmp_path_factory.mktemp("pte_small"), cfg)
+
+
+def _etlite_available() -> bool:
+    from guard.runtime import etlite
+
+    return etlite.library() is not None
+
+
+SCRIPT = r"""
+import json, sys
+import guard
+g = guard.load(pte=sys.argv[1])
+v = g.classify("hello")
+heavy = sorted({m for m in sys.modules if m in ("torch", "torchao", "transformers") or m.startswith("executorch.exir")})
+print(json.dumps({"heavy": heavy, "decision": v.decision, "p_unsafe": v.p_unsafe}))
+"""
+
+
+def _run(pte, env_extra=None):
+    env = {**os.environ, **(env_extra or {})}
+    out = subprocess.run([sys.executable, "-c", SCRIPT, str(pte)], capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_load_and_classify_import_no_compiler_stack(small_pte):
+    """guard.load(pte=...) + classify never imports exir, torchao or transformers; with etlite, not even torch."""
+    r = _run(small_pte)
+    assert not [m for m in r["heavy"] if m != "torch"], r["heavy"]
+    if _etlite_available():
+        assert "torch" not in r["heavy"]
+    fallback = _run(small_pte, {"GUARD_NO_ETLITE": "1"})  # the Python bindings: torch, but still no exir
+    assert not [m for m in fallback["heavy"] if m != "torch"], fallback["heavy"]
+    assert fallback["decision"] == r["decision"] and abs(fallback["p_unsafe"] - r["p_unsafe"]) < 1e-6
+
+
+@pytest.mark.slow
+def test_chunked_prefill_matches_bindings_and_single_steps(small_pte, monkeypatch):
+    """Every split of a prefill (chunk methods, padding, decode) gives the logits of feeding the tokens one by one,
+    and etlite gives what executorch's Python bindings give."""
+    import numpy as np
+
+    from guard.runtime import pte as pte_mod
+
+    r = pte_mod.PteRunner(small_pte)
+    assert r.chunks == [16, 4, 1] and r.meta["get_prefill_chunks"] == [16, 4]
+    ids = list(range(1000, 1037))  # 37 tokens: 16 + 16 + 4 + 1
+    whole = r.prefill(ids, 0)
+    for i, t in enumerate(ids):
+        step = r.decode(t, i)
+    assert np.allclose(whole, step, atol=1e-4), float(np.abs(whole - step).max())
+    tail = r.prefill(ids[30:], 30)  # prefix reuse: positions below 30 keep their values
+    assert np.allclose(tail, whole, atol=1e-4)
+    if _etlite_available():
+        from guard.runtime import etlite
+
+        monkeypatch.setattr(etlite, "library", lambda: None)
+        b = pte_mod.PteRunner(small_pte)
+        assert np.allclose(b.prefill(ids, 0), whole, atol=1e-5)
+
+
+def test_plan_covers_the_tokens_with_little_padding():
+    sizes = [128, 32, 8, 1]
+    for n in range(1, 700):
+        calls = plan(n, sizes)
+        assert set(calls) <= set(sizes) and sum(calls) >= n and sum(calls[:-1]) < n, (n, calls)
+        assert sum(calls) - n < calls[-1], (n, calls)  # only the last call is padded
+    assert plan(1, sizes) == [1] and plan(128, sizes) == [128] and sum(plan(97, sizes)) < 128
+    assert plan(97, [64, 1]) == [64, 64]  # an old file (prefill only): padded as before
+    assert plan(65, [64, 1]) == [64, 1]
