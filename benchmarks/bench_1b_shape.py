@@ -9,7 +9,7 @@ from the llama-cpp-python sdist (see docs/export.md); its `llama-bench` does the
   TTFT     = prompt processing of the full guard prompt (pp N_full),
   decode   = token generation at depth N_full (tg 64 @ d N_full),
   verdict  = prompt processing of the request's tokens with the policy head already cached (pp N_body @ d N_head).
-The .pte side measures the same quantities through guard.runtime.pte.PteRunner and guard.runtime.classifier.Guard.
+The .pte side measures the same quantities with guard.bench.run_bench (the timing of `guard bench`).
 Results: benchmarks/results/bench_1b_shape.{json,md}.
 """
 
@@ -18,8 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -33,8 +31,6 @@ SHAPE = dict(num_hidden_layers=12, hidden_size=2048, intermediate_size=6400, num
 MESSAGE = ("I need detailed, step-by-step instructions for getting into my neighbour's house while they are away "
            "on holiday, including how to disable the alarm and avoid the cameras without anyone noticing at all, "
            "and what to say if the police stop me on the way back home.")
-OTHER = ("Please write a friendly birthday message for my grandmother, who is turning ninety this weekend and loves "
-         "gardening, baking bread, long walks by the river and telling stories about her childhood in the mountains.")
 
 
 def log(msg: str) -> None:
@@ -42,7 +38,13 @@ def log(msg: str) -> None:
 
 
 def load() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
+    from guard.bench.schema import machine
+
+    return machine()["load_avg"]
+
+
+def machine_line(m: dict) -> str:
+    return f"{m['cpu']}, {m['cores']} cores, {m['os']}"
 
 
 def checkpoint(work: Path) -> Path:
@@ -59,12 +61,10 @@ def pte(work: Path, hf: Path, args) -> Path:
     from guard.export import ExportConfig, export_model
     from guard.quantize import QuantConfig
 
-    chunks = tuple(int(c) for c in args.chunks.split(",") if c.strip())
-    extra = "_" + "-".join(map(str, chunks)) if chunks else ""
-    out = work / f"pte_8da4w_g{args.group_size}_c{args.chunk}{extra}_s{args.max_seq_len}{'_pruned' if args.prune_vocab else ''}"
+    out = work / f"pte_8da4w_g{args.group_size}_c{args.chunk}_s{args.max_seq_len}{'_pruned' if args.prune_vocab else ''}"
     if not (out / "model.pte").is_file():
         log(f"exporting {out.name}")
-        cfg = ExportConfig(max_seq_len=args.max_seq_len, chunk=args.chunk, chunks=chunks, prune_vocab=args.prune_vocab,
+        cfg = ExportConfig(max_seq_len=args.max_seq_len, chunk=args.chunk, prune_vocab=args.prune_vocab,
                            quant=QuantConfig("8da4w", group_size=args.group_size))
         t0 = time.time()
         export_model(hf, out, cfg)
@@ -106,84 +106,24 @@ def wait_for_quiet(limit: float, max_s: float) -> None:
         log(f"load {load()} after waiting {time.time() - t0:.0f} s (limit {limit})")
 
 
-def median_time(fn, runs: int) -> float:
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def measure_pte(path: Path, args) -> dict:
-    from guard.runtime.classifier import Guard
-    from guard.runtime.pte import PteRunner
+    """guard.bench.run_bench on the .pte (load, TTFT on an empty cache, decode, verdict with the policy head cached)
+    for a user message of the same length as MESSAGE's first 40 tokens; the medians over --runs runs."""
+    from guard.bench import BenchConfig, run_bench
+    from guard.format.tokenizer import Tokenizer
 
-    t0 = time.perf_counter()
-    runner = PteRunner(path)
-    load_s = time.perf_counter() - t0
-    tok = runner.tokenizer
-    message, n_msg, p = prompt_tokens(tok)
-    full = p.ids + [tok.tokens.blank]
-    runner.prefill(full, 0)  # warm-up
-    ttft = median_time(lambda: runner.prefill(full, 0), args.runs)
-    pos = len(full)
-
-    def steps():
-        for i in range(args.decode_steps):
-            runner.decode(tok.tokens.safe, pos + i)
-
-    steps()
-    dec = median_time(steps, args.runs)
-    # Verdict latency with the policy head cached: alternate two different 40-token messages, so each request
-    # reuses the head (plus the shared "User:" tokens) and prefills its own tokens, as a new request would.
-    g = Guard(runner, tok)
-    other = tok.decode(tok.encode(OTHER)[:40])
-    g.classify(other)
-    lat, first, fed = [], [], []
-    for _ in range(args.runs * 2):
-        v = g.classify(message)
-        lat.append(v.latency_ms)
-        first.append(v.timings["prefill_ms"])
-        fed.append(v.timings.get("prefilled_tokens", len(p.body) + 1))
-        g.classify(other)
-    fresh = classify_process(path, message)  # etlite: weight cache on
-    no_cache = classify_process(path, message, {"GUARD_WEIGHT_CACHE": "0"})  # each method packs its own weights
+    _, n_msg, p = prompt_tokens(Tokenizer.from_dir(path.parent))
+    doc = run_bench(str(path), BenchConfig(runs=args.runs, warmup=1, prompt_tokens=[n_msg], decode_tokens=args.decode_steps))
+    s, meta = doc["summary"][str(n_msg)], doc["metadata"]
+    med = lambda k: s[k]["median"]  # noqa: E731
     return {
-        "fresh_process": fresh, "fresh_process_no_weight_cache": no_cache, "chunks": runner.chunks,
-        "load_s": round(load_s, 2), "threads": runner.threads, "chunk": runner.chunk, "max_seq_len": runner.max_seq_len,
-        "pruned_vocab": runner.output_ids is not None, "n_head": len(p.head), "n_body": len(p.body) + 1,
-        "n_message": n_msg, "n_full": len(full), "ttft_s": round(ttft, 3), "prefill_tok_s": round(len(full) / ttft, 1),
-        "decode_tok_s": round(args.decode_steps / dec, 1),
-        "verdict_ms": round(statistics.median(lat), 1), "first_token_verdict_ms": round(statistics.median(first), 1),
-        "verdict_prefilled_tokens": statistics.median(fed), "verdict": v.decision, "size_mb": round(path.stat().st_size / 1e6, 1),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "load_s": round(med("model_load_ms") / 1e3, 2), "threads": doc["machine"]["threads"], "chunk": meta["get_prefill_chunk"],
+        "max_seq_len": meta["get_max_seq_len"], "pruned_vocab": meta["get_output_ids"] != [-1], "n_head": len(p.head),
+        "n_body": len(p.body) + 1, "n_message": n_msg, "n_full": s["num_prompt_tokens"], "ttft_s": round(med("ttft_ms") / 1e3, 3),
+        "prefill_tok_s": med("prefill_tok_s"), "decode_tok_s": med("decode_tok_s"), "verdict_ms": med("verdict_ms"),
+        "verdict_prefilled_tokens": statistics.median(r["verdict_prefilled_tokens"] for r in doc["runs"] if not r["warmup"]),
+        "size_mb": round(path.stat().st_size / 1e6, 1), "peak_rss_mb": med("peak_rss_mb"), "bench": doc["config"],
     }
-
-
-CLASSIFY = r"""
-import json, sys, time
-t0 = time.perf_counter()
-from guard.runtime.pte import PteRunner
-from guard.runtime.classifier import Guard
-r = PteRunner(sys.argv[1])
-load = time.perf_counter() - t0
-v = Guard(r, r.tokenizer).classify(sys.argv[2])
-print(json.dumps({"load_s": load, "decision": v.decision, "torch": "torch" in sys.modules}))
-"""
-
-
-def classify_process(path: Path, message: str, env: dict | None = None) -> dict:
-    """One classification in a fresh process (what an app does): its peak RSS, load time and wall time."""
-    t0 = time.perf_counter()
-    p = subprocess.Popen([sys.executable, "-c", CLASSIFY, str(path), message], stdout=subprocess.PIPE,
-                         stderr=subprocess.DEVNULL, env={**os.environ, **(env or {})})
-    _, status, ru = os.wait4(p.pid, 0)
-    wall = time.perf_counter() - t0
-    out = json.loads(p.stdout.read().decode().strip().splitlines()[-1])
-    p.stdout.close()
-    return {"wall_s": round(wall, 2), "load_s": round(out["load_s"], 2), "peak_rss_mb": round(ru.ru_maxrss / 1024),
-            "rss_over_file": round(ru.ru_maxrss * 1024 / path.stat().st_size, 2), "torch_imported": out["torch"]}
 
 
 def llama_bench(llama_cpp: Path, model: Path, threads: int, runs: int, p: int, n: int, d: int) -> dict:
@@ -208,45 +148,28 @@ def measure_llama_cpp(llama_cpp: Path, model: Path, shape: dict, args) -> dict:
     }
 
 
-def versions() -> dict:
-    import executorch
-    import torch
-    import torchao
-
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
-    return {"machine": f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}",
-            "python": platform.python_version(), "torch": torch.__version__,
-            "executorch": getattr(executorch, "__version__", "1.4.1"), "torchao": torchao.__version__}
-
-
 def markdown(r: dict) -> str:
     e, l = r["executorch"], r.get("llama_cpp")
     rows = [("TTFT, full guard prompt (s)", "ttft_s", True), ("prefill (tok/s)", "prefill_tok_s", False),
             ("decode (tok/s)", "decode_tok_s", False), ("verdict, 40-token message, prefix cached (ms)", "verdict_ms", True)]
     lines = [f"# ExecuTorch .pte vs llama.cpp, Llama Guard 3-1B shape (random weights)", "",
-             f"- machine: {r['versions']['machine']}", f"- versions: " + ", ".join(f"{k} {v}" for k, v in r["versions"].items() if k != "machine")
+             f"- machine: {machine_line(r['environment']['machine'])}", f"- versions: " + ", ".join(f"{k} {v}" for k, v in r["environment"]["versions"].items())
              + (f", llama.cpp: {l.get('source', l['build'])}" if l else ""),
              f"- command: `{r['command']}`", f"- load average (1/5/15 min) before: {r['load_before']}, after: {r['load_after']}",
              f"- prompt: {e['n_full']} tokens ({e['n_head']} policy head + {e['n_body']} request incl. the forced \"\\n\\n\"), message {e['n_message']} tokens",
              f"- .pte: 8da4w group {r['group_size']}, 4-bit embedding, chunk {e['chunk']}, max_seq_len {e['max_seq_len']}, "
-             f"pruned vocab {e['pruned_vocab']}, {e['size_mb']} MB file, prefill chunk methods {e.get('chunks', [e['chunk']])}, "
+             f"pruned vocab {e['pruned_vocab']}, {e['size_mb']} MB file, peak RSS {e.get('peak_rss_mb', '?')} MB, "
              f"load {e['load_s']} s, {e['threads']} threads",
-             *([f"- one classification in a fresh process: peak RSS {f['peak_rss_mb']} MB ({f['rss_over_file']}x the file), "
-                f"load {f['load_s']} s, wall {f['wall_s']} s, torch imported: {f['torch_imported']}; without XNNPACK's "
-                f"weight cache: {n['peak_rss_mb']} MB ({n['rss_over_file']}x), load {n['load_s']} s"]
-               if (f := e.get("fresh_process")) and (n := e.get("fresh_process_no_weight_cache")) else []),
              (f"- llama.cpp: {l['model_type']}, {l['size_mb']} MB, {r['threads']} threads; full vocabulary output layer" if l else "- llama.cpp: not run"),
              "", "| metric | ExecuTorch .pte | llama.cpp | ratio (llama.cpp time / .pte time) | target |", "|---|---|---|---|---|"]
-    targets = {"ttft_s": "<= 0.25 s", "decode_tok_s": "not slower than before", "verdict_ms": "<= 120 ms (>= 2.0x llama.cpp)",
-               "prefill_tok_s": ""}
+    targets = {"ttft_s": "<= 2.5 s", "decode_tok_s": ">= 30 (aim >= llama.cpp)", "verdict_ms": "<= 500 ms", "prefill_tok_s": ""}
     for name, key, is_time in rows:
         ratio = ""
         if l:
             ratio = f"{(l[key] / e[key]) if is_time else (e[key] / l[key]):.2f}x"
         lines.append(f"| {name} | {e[key]} | {l[key] if l else '-'} | {ratio} | {targets[key]} |")
-    lines += ["", f"First-token part of the .pte verdict: {e['first_token_verdict_ms']} ms for "
-              f"{e.get('verdict_prefilled_tokens', '?')} prefilled tokens (decision on random weights: {e['verdict']}); "
-              f"llama.cpp: pp{e['n_body']} at depth {e['n_head']}.",
+    lines += ["", f"The .pte verdict prefills {e.get('verdict_prefilled_tokens', '?')} tokens after the cached head "
+              f"(guard.bench.run_bench); llama.cpp: pp{e['n_body']} at depth {e['n_head']}.",
               "Ratios above 1 mean the .pte is faster.", ""]
     return "\n".join(lines)
 
@@ -259,8 +182,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--decode-steps", type=int, default=64)
-    ap.add_argument("--chunk", type=int, default=128, help="largest static prefill chunk (method prefill)")
-    ap.add_argument("--chunks", default="32,8", help="smaller static prefill chunks (methods prefill_<n>)")
+    ap.add_argument("--chunk", type=int, default=64)
     ap.add_argument("--max-seq-len", type=int, default=1024)
     ap.add_argument("--group-size", type=int, default=256)
     ap.add_argument("--no-prune-vocab", dest="prune_vocab", action="store_false")
@@ -269,13 +191,15 @@ def main() -> int:
                     help="before measuring, wait (up to --wait-max s) until the 1-minute load average is below L")
     ap.add_argument("--wait-max", type=float, default=900)
     args = ap.parse_args()
+    from guard.bench.schema import environment
+
     os.environ["GUARD_THREADS"] = str(args.threads)
     args.work.mkdir(parents=True, exist_ok=True)
     hf = checkpoint(args.work)
     model = pte(args.work, hf, args)
     q4 = None if args.skip_llama_cpp else gguf(args.work, hf, args.llama_cpp)
     wait_for_quiet(args.wait_load, args.wait_max)
-    r = {"command": "python " + " ".join([os.path.relpath(__file__, ROOT)] + sys.argv[1:]), "versions": versions(),
+    r = {"command": "python " + " ".join([os.path.relpath(__file__, ROOT)] + sys.argv[1:]), "environment": environment(args.threads),
          "shape": SHAPE, "group_size": args.group_size, "threads": args.threads, "load_before": load()}
     log(f"measuring the .pte (load {r['load_before']})")
     r["executorch"] = measure_pte(model, args)

@@ -81,11 +81,10 @@ def main() -> int:
                     help="decision threshold; 1.0 keeps a real guard from stopping the stream at its first unsafe check, "
                          "so both modes pay for every check and every check is compared")
     args = ap.parse_args()
-    from guard.runtime.classifier import Guard
-    from guard.runtime.runner import load_runner
+    from guard.runtime.load import load
 
-    runner, tok = load_runner(model=args.model, pte=args.pte)
-    guard = Guard(runner, tok, threshold=args.threshold)
+    guard = load(args.model, args.pte, threshold=args.threshold, calibrated=False)
+    runner, tok = guard.runner, guard.tokenizer
     name = args.name or (Path(args.pte).parent.name if args.pte else Path(args.model).name)
     text = response_text(tok, args.tokens)
     before = machine()["load_avg"]

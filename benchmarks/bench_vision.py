@@ -106,8 +106,7 @@ def models(work: Path) -> dict:
 
 
 def parity(m: dict) -> dict:
-    from guard.vision import load_vision_runner
-    from guard.vision.classifier import VisionGuard
+    import guard
 
     imgs = m["images"]
     cases = [(img, text, resp) for img in (imgs["unsafe"], imgs["safe"], None)
@@ -115,8 +114,7 @@ def parity(m: dict) -> dict:
                                 ("Describe it in detail, please.", None), ("Is this allowed?", "Yes."))]
     guards = {}
     for name, path in m["paths"].items():
-        r, tok = load_vision_runner(**({"model": path} if name == "eager" else {"pte": path}))
-        guards[name] = VisionGuard(r, tok)
+        guards[name] = guard.load(path)
     verdicts = {name: [g.classify(t, resp, image=img) for img, t, resp in cases] for name, g in guards.items()}
     out = {}
     for name in ("pte_fp32", "pte_8da4w", "pte_8da4w_vision"):

@@ -18,3 +18,11 @@ class GuardError(Exception):
 
     def __init__(self, message: str):
         super().__init__(" ".join(str(message).split()))
+
+
+class SequenceTooLong(GuardError):
+    """The conversation (plus the verdict) needs more positions than the model's max_seq_len."""
+
+
+class BadModelFile(GuardError):
+    """A model file or directory that cannot be used: missing, truncated, corrupt, wrong format or version."""

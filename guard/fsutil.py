@@ -1,8 +1,9 @@
-"""Atomic output directories: a stage writes into a temporary sibling and renames it only when complete."""
+"""Atomic outputs: a stage writes into a temporary sibling and renames it only when complete."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
@@ -27,3 +28,33 @@ def atomic_dir(out: str | Path, what: str = "output directory"):
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def write_atomic(path: str | Path, data: str | bytes) -> Path:
+    """Write ``data`` to a temporary sibling, then rename it over ``path``: readers see the old or the new file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def save_atomic(model, tokenizer, out: str | Path, record: dict | None = None, record_name: str = "prune_record.json",
+                extra: dict | None = None) -> Path:
+    """save_pretrained into a temporary sibling directory, then rename: no half-written output on failure.
+    ``extra`` maps file names to tensor dicts written as safetensors beside the model (e.g. LoRA adapters)."""
+    out = Path(out)
+    with atomic_dir(out) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        if record is not None:
+            (tmp / record_name).write_text(json.dumps(record, indent=2) + "\n")
+        for name, tensors in (extra or {}).items():
+            from safetensors.torch import save_file
+
+            save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / name))
+    return out

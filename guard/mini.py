@@ -127,7 +127,8 @@ def apply_adapter(model, path: Path, recipe: MiniRecipe, rows: list[int]):
 
 def build_hf(out: str | Path, artefacts: str | Path = ARTEFACTS, stage: str = "mini") -> Path:
     """Write the teacher (stage='teacher') or guard-mini (stage='mini') as a Hugging Face directory."""
-    from guard.train.prune import apply_record, save_atomic
+    from guard.fsutil import save_atomic
+    from guard.train.prune import apply_record
 
     a = Path(artefacts)
     need = ["recipe.json", "teacher_adapter.safetensors"] + (["prune_record.json", "student_adapter.safetensors"] if stage == "mini" else [])
@@ -187,14 +188,42 @@ def sync_calibration(out: str | Path, artefacts: str | Path = ARTEFACTS) -> bool
     return True
 
 
+def artefact_stat(artefacts: str | Path = ARTEFACTS) -> dict:
+    """(size, mtime_ns) of each weight artefact: a cheap stand-in for the digest while the files are untouched."""
+    out = {}
+    for name in MODEL_FILES:
+        p = Path(artefacts) / name
+        if p.is_file():
+            st = p.stat()
+            out[name] = [st.st_size, st.st_mtime_ns]
+    return out
+
+
 def is_current(out: str | Path, artefacts: str | Path = ARTEFACTS) -> bool:
-    """True when OUT/model.pte exists and was built from exactly these weight artefacts."""
+    """True when OUT/model.pte exists and was built from exactly these weight artefacts.
+
+    Cheap on the hot path: when the artefacts' sizes and mtimes are the ones build.json recorded, nothing is hashed.
+    Otherwise (a checkout touched them, or a build from before the stamp) the digest decides, and a match records the
+    new stamp, so the next call is cheap again."""
     out = Path(out)
     try:
         stamp = json.loads((out / "build.json").read_text())
     except (OSError, ValueError):
         return False
-    return (out / "model.pte").is_file() and stamp.get("artefacts_sha256") == artefact_digest(artefacts)
+    if not (out / "model.pte").is_file():
+        return False
+    stat = artefact_stat(artefacts)
+    if stamp.get("artefacts_stat") == stat:
+        return True
+    if stamp.get("artefacts_sha256") != artefact_digest(artefacts):
+        return False
+    from guard.fsutil import write_atomic
+
+    try:
+        write_atomic(out / "build.json", json.dumps({**stamp, "artefacts_stat": stat}, indent=2) + "\n")
+    except OSError:
+        pass  # a read-only install stays correct, just not cheap
+    return True
 
 
 def build(out: str | Path, artefacts: str | Path = ARTEFACTS, quant: bool = True) -> Path:
@@ -215,6 +244,7 @@ def build(out: str | Path, artefacts: str | Path = ARTEFACTS, quant: bool = True
     (out / "build.json").unlink(missing_ok=True)
     export_model(hf, out, cfg)
     (out / "build.json").write_text(json.dumps({"artefacts": str(Path(artefacts).resolve()), "quant": "8da4w" if quant else "none",
-                                                "artefacts_sha256": artefact_digest(artefacts)}, indent=2) + "\n")
+                                                "artefacts_sha256": artefact_digest(artefacts),
+                                                "artefacts_stat": artefact_stat(artefacts)}, indent=2) + "\n")
     sync_calibration(out, artefacts)
     return out / "model.pte"

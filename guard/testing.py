@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from guard.format.tokenizer import save_hf_tokenizer
@@ -31,13 +31,9 @@ def make_checkpoint(out: str | Path, cfg: TinyConfig | None = None) -> Path:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
-    hf = LlamaConfig(
-        num_hidden_layers=cfg.num_hidden_layers, hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
-        num_attention_heads=cfg.num_attention_heads, num_key_value_heads=cfg.num_key_value_heads,
-        vocab_size=cfg.vocab_size, max_position_embeddings=cfg.max_position_embeddings, rope_theta=cfg.rope_theta,
-        tie_word_embeddings=cfg.tie_word_embeddings, bos_token_id=128000, eos_token_id=128009,
-        rms_norm_eps=1e-5, hidden_act="silu", torch_dtype="float32",
-    )
+    fields = {k: v for k, v in asdict(cfg).items() if k != "seed"}
+    hf = LlamaConfig(**fields, bos_token_id=128000, eos_token_id=128009, rms_norm_eps=1e-5, hidden_act="silu",
+                     torch_dtype="float32")
     model = LlamaForCausalLM(hf).eval()
     model.save_pretrained(out, safe_serialization=True)
     save_hf_tokenizer(out)

@@ -38,7 +38,7 @@ def test_artefacts_are_small_and_complete():
 def test_guard_mini_decides_clear_cases(mini):
     from guard.eval.calibrate import load
     from guard.runtime.classifier import Guard
-    from guard.runtime.runner import load_runner
+    from guard.runtime.load import load_runner
 
     runner, tok = load_runner(pte=str(mini))
     cal = load(mini)  # guard mini build puts the artefacts' calibration.json beside the .pte
@@ -119,3 +119,28 @@ def test_recipe_files_from_before_the_refine_stage_have_none(tmp_path):
     (tmp_path / "recipe.json").write_text(json.dumps(old))
     recipe = MiniRecipe.load(tmp_path / "recipe.json")
     assert recipe.refine_steps == 0 and recipe.refine_sources == () and recipe.drop_blocks == MiniRecipe().drop_blocks
+
+
+def test_freshness_check_hashes_only_when_the_artefacts_changed(tmp_path, monkeypatch):
+    """The default model's freshness check runs on every load: it compares a (size, mtime) stamp and hashes the
+    adapters only when they changed; a matching hash records the new stamp."""
+    import os
+
+    import guard.mini as mini
+
+    art, out = tmp_path / "art", tmp_path / "out"
+    art.mkdir()
+    out.mkdir()
+    for n in mini.MODEL_FILES:
+        (art / n).write_bytes(n.encode())
+    (out / "model.pte").write_bytes(b"stand-in")
+    (out / "build.json").write_text(json.dumps({"artefacts_sha256": mini.artefact_digest(art)}))
+    assert mini.is_current(out, art)  # no stamp yet: hashed once, stamp recorded
+    assert json.loads((out / "build.json").read_text())["artefacts_stat"] == mini.artefact_stat(art)
+    with monkeypatch.context() as m:
+        m.setattr(mini, "artefact_digest", lambda *a: pytest.fail("hashed although nothing changed"))
+        assert mini.is_current(out, art)
+    os.utime(art / "recipe.json", ns=(1, 1))  # touched, same content (a checkout): hashed, still current
+    assert mini.is_current(out, art) and mini.is_current(out, art)
+    (art / "student_adapter.safetensors").write_bytes(b"new weights")
+    assert not mini.is_current(out, art)

@@ -40,20 +40,18 @@ CONVERSATIONS = [
 
 def run(pte: str, out: str) -> int:
     from guard.bench.schema import versions
-    from guard.runtime.classifier import Guard
-    from guard.runtime.runner import load_runner
+    from guard.runtime.load import load
 
     t0 = time.perf_counter()
-    runner, tok = load_runner(pte=pte)
+    guard = load(pte=pte, calibrated=False)
     load_ms = (time.perf_counter() - t0) * 1e3
-    guard = Guard(runner, tok)
     rows = []
     for c in CONVERSATIONS:
         v = guard.classify(c["messages"]) if "messages" in c else guard.classify(c["prompt"], c.get("response"))
         rows.append({"id": c["id"], "decision": v.decision, "categories": [h.code for h in v.categories], "p_unsafe": v.p_unsafe,
                      "raw": v.raw, "prompt_tokens": v.prompt_tokens, "latency_ms": round(v.latency_ms, 2)})
         print(f"{platform.machine()} {c['id']}: {v.decision} p_unsafe={v.p_unsafe:.6f}", file=sys.stderr)
-    doc = {"arch": platform.machine(), "pte": pte, "backend": runner.name, "threads": getattr(runner, "threads", None),
+    doc = {"arch": platform.machine(), "pte": pte, "backend": guard.runner.name, "threads": getattr(guard.runner, "threads", None),
            "load_ms": round(load_ms, 1), "versions": versions(), "python": sys.version.split()[0], "results": rows}
     Path(out).write_text(json.dumps(doc, indent=1))
     return 0

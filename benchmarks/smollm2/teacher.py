@@ -70,7 +70,8 @@ def main():
 
 def evaluate(model, codec, policy, data, n, stem, extra):
     """First-token verdicts on the first n test records, scored by guard.eval.evaluate.metrics; writes STEM.json/.md."""
-    from guard.eval.evaluate import environment, metrics, to_markdown
+    from guard.bench.schema import environment
+    from guard.eval.evaluate import metrics, to_markdown
 
     test = load_jsonl(Path(data) / "test.jsonl")[:n]
     t0 = time.time()

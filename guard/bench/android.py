@@ -186,3 +186,31 @@ def run_on_device(transport, model: Path, runner: Path, runs: int = 5, warmup: i
         doc = json.loads(local.read_text())
         doc["device"] = {"transport": transport.name, "abi": abi, "pinned_cores": cores, "free_mb": free_kb // 1024}
         return doc
+
+
+def run_device(model: str | Path, device: str, runner: str | Path | None = None, **kw) -> dict:
+    """``guard bench --device``: ``device`` is ``android``, ``android:SERIAL`` or ``local`` (the same command
+    sequence on this host, in a scratch folder removed afterwards, with the Python runner behind guard_runner's
+    command-line contract unless ``runner`` is given). ``kw``: run_on_device's options."""
+    import sys
+
+    if not Path(model).is_file():
+        raise GuardError("--device runs an exported .pte; export it first with `guard export`")
+    kind, _, serial = device.partition(":")
+    if kind not in ("local", "android"):
+        raise GuardError(f"--device must be android, android:SERIAL or local, not {device!r}")
+    if kind == "android" and not runner:
+        raise GuardError("--device android needs --runner PATH: an arm64 guard_runner built from android_runner/ (docs/android.md)")
+    with tempfile.TemporaryDirectory(prefix="guard-device-") as scratch:
+        if kind == "android":
+            transport, abi = AdbTransport(serial or None), "arm64-v8a"
+        else:
+            transport = LocalTransport(Path(scratch) / "device")
+            abi = transport.shell("getprop ro.product.cpu.abi").out.rpartition("__rc=")[0].strip()
+            if runner is None:  # the Python host runner behind the same command-line contract
+                runner = Path(scratch) / "guard_runner"
+                runner.write_text(f"#!/bin/sh\nexec {sys.executable} -m guard.bench.runner_main \"$@\"\n")
+                runner.chmod(0o755)
+        doc = run_on_device(transport, Path(model), Path(runner), expected_abi=abi, **kw)
+    doc["command"] = " ".join(["guard"] + sys.argv[1:])
+    return doc

@@ -20,6 +20,20 @@ class BenchConfig:
     decode_tokens: int = 16
     dtype: str = "fp32"
 
+    @classmethod
+    def parse(cls, prompt_tokens: str, **kw) -> "BenchConfig":
+        """From command-line values: ``prompt_tokens`` a comma list; a GuardError names what is out of range."""
+        from guard.errors import GuardError
+
+        try:
+            lengths = [int(x) for x in prompt_tokens.split(",") if x.strip()]
+        except ValueError:
+            raise GuardError(f"--prompt-tokens must be comma-separated integers, not {prompt_tokens!r}") from None
+        cfg = cls(prompt_tokens=lengths, **kw)
+        if not lengths or min(lengths) < 2 or cfg.runs < 1 or cfg.warmup < 0 or cfg.decode_tokens < 1:
+            raise GuardError("need --runs >= 1, --warmup >= 0, --decode-tokens >= 1 and prompt lengths >= 2")
+        return cfg
+
 
 def message(tok, n: int) -> str:
     """A user message of exactly ``n`` tokens (words of the filler, re-tokenized)."""
@@ -30,27 +44,27 @@ def message(tok, n: int) -> str:
     return tok.decode(tok.encode(" ".join(words))[:n])
 
 
-def _load(model: str, dtype: str):
-    from guard.runtime.runner import load_runner
+def _load(model, dtype: str, calibrated: bool = True):
+    """-> (guard, classify kwargs, load ms): a vision guard gets a fixed 2x2-tile photo (image_encode_ms is recorded)."""
+    from guard.runtime.load import load
 
-    kind = "pte" if str(model).endswith(".pte") else "model"
-    from guard.vision import is_vision_model, load_vision_runner
-
-    load = load_vision_runner if is_vision_model(**{kind: str(model)}) else load_runner  # vision: docs/vision.md
     t0 = time.perf_counter()
-    runner, tok = load(**{kind: str(model)}, **({"dtype": dtype} if kind == "model" else {}))
-    return runner, tok, (time.perf_counter() - t0) * 1e3
+    guard = load(model, dtype=dtype, calibrated=calibrated)
+    load_ms = (time.perf_counter() - t0) * 1e3
+    if guard.vision:
+        from guard.vision.bench import bench_image
+
+        return guard, {"image": bench_image()}, load_ms
+    return guard, {}, load_ms
 
 
-def _one(runner, tok, n_msg: int, load_ms: float, decode_tokens: int, calibration=None) -> dict:
+def _one(guard, image: dict, n_msg: int, load_ms: float, decode_tokens: int) -> dict:
     """TTFT on an empty cache, decode speed after it, then a verdict with the policy head cached (scored as the
     product scores it, with the model's calibration.json: an unsafe verdict also decodes its categories)."""
     import torch
 
-    from guard.vision.bench import guard_for
-
-    guard, image = guard_for(runner, tok, calibration)  # a vision model gets a fixed 2x2-tile photo: image_encode_ms is recorded
-    t0 = time.perf_counter()
+    runner, tok = guard.runner, guard.tokenizer
+    guard.invalidate()
     first = guard.classify(message(tok, n_msg), **image)
     ttft = first.timings["prefill_ms"]
     n_prompt = first.prompt_tokens + 1
@@ -77,22 +91,24 @@ def _one(runner, tok, n_msg: int, load_ms: float, decode_tokens: int, calibratio
     return rec
 
 
-def run_bench(model: str, cfg: BenchConfig | None = None, progress=None) -> dict:
-    """Measure ``model`` (a .pte or a Hugging Face dir). Returns the stats document (see guard.bench.schema)."""
-    from guard.eval.calibrate import load as load_calibration
+def run_bench(model: str | None = None, cfg: BenchConfig | None = None, progress=None) -> dict:
+    """Measure ``model`` (a .pte or a Hugging Face dir; None: the default model). Returns the stats document (see
+    guard.bench.schema)."""
+    from guard.runtime.load import resolve
 
     cfg = cfg or BenchConfig()
-    calibration = load_calibration(model)
+    source = resolve(model)
     records = []
     for r in range(cfg.warmup + cfg.runs):
-        runner, tok, load_ms = _load(model, cfg.dtype)
+        guard, image, load_ms = _load(source.path, cfg.dtype)
         for n in cfg.prompt_tokens:
-            rec = _one(runner, tok, n, load_ms, cfg.decode_tokens, calibration)
+            rec = _one(guard, image, n, load_ms, cfg.decode_tokens)
             rec["run"], rec["warmup"] = r, r < cfg.warmup
             records.append(rec)
             if progress:
                 progress(rec)
-        del runner
+        runner = guard.runner
+        del guard
     measured = [x for x in records if not x["warmup"]]
     by_len = {}
     for n in cfg.prompt_tokens:
@@ -101,10 +117,9 @@ def run_bench(model: str, cfg: BenchConfig | None = None, progress=None) -> dict
                           ("model_load_ms", "ttft_ms", "prefill_tok_s", "decode_tok_s", "verdict_ms", "peak_rss_mb",
                            "image_load_ms", "image_encode_ms") if m in rows[0]}
         by_len[str(n)]["num_prompt_tokens"] = rows[0]["num_prompt_tokens"]
-    runner, _, _ = _load(model, cfg.dtype)
-    meta = getattr(runner, "meta", None) or {"config": getattr(getattr(runner, "model", None), "config", None).to_dict()}
+    meta = getattr(runner, "meta", None) or {"config": runner.model.config.to_dict()}
     return {
-        "schema": SCHEMA, "model": str(model), "backend": runner.name, "metadata": _jsonable(meta),
+        "schema": SCHEMA, "model": str(source.path), "backend": runner.name, "metadata": _jsonable(meta),
         "machine": machine(getattr(runner, "threads", None) or __import__("torch").get_num_threads()), "versions": versions(), "command": command(),
         "config": asdict(cfg), "summary": by_len, "runs": records,
     }

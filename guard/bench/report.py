@@ -8,6 +8,21 @@ from pathlib import Path
 from guard.bench.schema import TARGET_DECODE_TOK_S, TARGET_TTFT_S
 
 
+def read(paths) -> list[dict]:
+    """Saved `guard bench` results (JSON), checked to be that."""
+    from guard.errors import GuardError
+
+    docs = []
+    for f in paths:
+        try:
+            docs.append(json.loads(Path(f).read_text()))
+        except (OSError, ValueError) as e:
+            raise GuardError(f"cannot read bench results {f}: {e}") from None
+        if not isinstance(docs[-1], dict) or docs[-1].get("schema") != "guard-bench-1":
+            raise GuardError(f"{f} is not a guard bench result (schema guard-bench-1)")
+    return docs
+
+
 def label(doc: dict) -> str:
     if doc.get("label"):
         return doc["label"]

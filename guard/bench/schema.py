@@ -57,5 +57,10 @@ def versions() -> dict:
     return out
 
 
+def environment(threads: int | None = None) -> dict:
+    """What every result file records about where it ran: machine (CPU, cores, load average) and versions."""
+    return {"machine": machine(threads), "versions": versions()}
+
+
 def command() -> str:
     return " ".join(["guard" if sys.argv[0].endswith("guard") else sys.argv[0]] + sys.argv[1:])

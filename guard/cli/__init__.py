@@ -20,10 +20,9 @@ COMMANDS = {
     "prune": ("prune", "remove decoder blocks and MLP neurons by measured importance (writes a new HF dir + prune_record.json)"),
     "distill": ("distill", "train a pruned student toward a teacher guard: KL over guard tokens + CE, optional QAT 8da4w, resumable"),
     "mini": ("mini", "build guard-mini, the default model, from its committed artefacts (models/guard-mini/)"),
+    "serve": ("serve", "serve moderation over HTTP: OpenAI /v1/moderations and chat completions, llama-stack run-shield (docs/serve.md)"),
     "tiny-model": ("tiny", "write a tiny random Llama Guard-format checkpoint with the real Llama 3 tokenizer"),
 }
-EPILOG = """exit codes: 0 safe (or batch finished), 10 unsafe, 11 indeterminate, 2 bad input or usage,
-3 batch finished with skipped lines, 1 internal error. Set GUARD_DEBUG=1 for tracebacks."""
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -36,11 +35,14 @@ class OneLineParser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     import importlib
 
-    p = OneLineParser(prog="guard", description="On-device Llama Guard 3-style safety moderation.", epilog=EPILOG)
+    from guard.cli.common import ERRORS, EXIT_CODES
+
+    p = OneLineParser(prog="guard", description="On-device Llama Guard 3-style safety moderation.", epilog=EXIT_CODES)
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module, help_) in COMMANDS.items():
         mod = importlib.import_module(f"guard.cli.{module}")
-        sp = sub.add_parser(name, help=help_, description=help_, epilog=EPILOG)
+        sp = sub.add_parser(name, help=help_, description=mod.__doc__.strip() if mod.__doc__ else help_,
+                            epilog=getattr(mod, "EPILOG", ERRORS), formatter_class=argparse.RawDescriptionHelpFormatter)
         mod.add_arguments(sp)
         sp.set_defaults(_run=mod.run)
     return p
@@ -75,23 +77,6 @@ def main(argv: list[str] | None = None) -> int:
         code = EXIT_INTERNAL
     sys.stdout.flush()
     return code
-
-
-def text_arg(value: str, what: str) -> str:
-    """argv arrives surrogate-escaped; invalid UTF-8 must be refused, not mangled."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise GuardError(f"{what} is not valid UTF-8") from None
-    return value
-
-
-def read_stdin_text() -> str:
-    data = sys.stdin.buffer.read()
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise GuardError(f"standard input is not valid UTF-8 (byte {e.start})") from None
 
 
 if __name__ == "__main__":

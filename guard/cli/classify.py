@@ -6,26 +6,11 @@ import json
 import sys
 from pathlib import Path
 
+from guard.cli.common import (EXIT_CODES, add_model_arguments, add_policy_arguments, load_guard,  # noqa: F401
+                              policy_from_args, read_stdin_text, text_arg)  # (guard serve takes its options from here)
 from guard.errors import EXIT_INDETERMINATE, EXIT_PARTIAL, EXIT_SAFE, EXIT_UNSAFE, GuardError
 
-
-def add_model_arguments(p):
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--model", metavar="DIR", help="Hugging Face Llama Guard 3 directory (config.json, *.safetensors, tokenizer); default: guard-mini")
-    src.add_argument("--pte", metavar="FILE", help="exported ExecuTorch model.pte (tokenizer.json beside it)")
-    p.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="eager backend precision (default fp32)")
-
-
-def add_policy_arguments(p, scoring: bool = True):
-    p.add_argument("--categories", metavar="SPEC", help="comma list of codes (S1,S10,S14) or a JSON file {code: description}; default S1-S13")
-    p.add_argument("--exclude", metavar="CODES", help="comma list of codes to leave out, e.g. S6,S7")
-    p.add_argument("--renumber", action="store_true", help="show kept categories as S1..Sn (llama-recipes style); verdicts keep stable codes")
-    if not scoring:
-        return
-    p.add_argument("--threshold", type=float, default=0.5, help="p_unsafe at or above this is unsafe (default 0.5)")
-    p.add_argument("--indeterminate", choices=["block", "pass"], default="block", help="how an unparseable verdict counts (default block)")
-    p.add_argument("--uncalibrated", action="store_true",
-                   help="score with the model's own softmax even when a calibration.json (guard calibrate) is beside the model")
+EPILOG = EXIT_CODES
 
 
 def add_arguments(p):
@@ -37,6 +22,8 @@ def add_arguments(p):
     p.add_argument("--jsonl", metavar="IN", help="batch input, one JSON object per line: {id, prompt[, response]} or {id, messages}")
     p.add_argument("--out", metavar="OUT", help="batch output JSONL (appended; ids already there are skipped)")
     p.add_argument("--max-line-bytes", type=int, default=1 << 20, help="longest accepted JSONL line (default 1 MiB)")
+    p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                   help="with --jsonl: classify on a Ray cluster with Ray Data, one guard per actor (no ADDRESS: a local one; docs/serve.md)")
     p.add_argument("--json", action="store_true", help="print the verdict as one JSON object")
     p.add_argument("--stream", action="store_true", help="read the response from stdin as it arrives; print a verdict at each check")
     p.add_argument("--check-every", type=int, default=16, metavar="TOKENS", help="with --stream: check every N response tokens (default 16)")
@@ -44,52 +31,14 @@ def add_arguments(p):
     add_policy_arguments(p)
 
 
-def policy_from_args(args):
-    from guard.format.categories import Policy, load_categories, parse_codes
-
-    cats = load_categories(args.categories) if args.categories is not None else None  # "" is an error, not the default
-    return Policy(**({"categories": cats} if cats else {}),
-                  excluded=tuple(parse_codes(args.exclude, [c.code for c in cats] if cats else None) if args.exclude is not None else ()),
-                  renumber=args.renumber)
-
-
 def make_guard(args):
-    from guard.runtime.classifier import Guard
-    from guard.runtime.runner import load_runner
-
-    policy = policy_from_args(args)
-    model, pte = args.model, args.pte
-    if model is None and pte is None:
-        from guard.defaults import default_model
-
-        kind, path, desc = default_model()
-        model, pte = (None, str(path)) if kind == "pte" else (str(path), None)
-        print(f"guard: using the default model: {desc}", file=sys.stderr)
-    from guard.vision import is_vision_model
-
-    if is_vision_model(model, pte):  # Llama Guard 3 Vision (mllama): images allowed, docs/vision.md
-        from guard.vision import load_vision_runner
-        from guard.vision.classifier import VisionGuard
-
-        runner, tok = load_vision_runner(model=model, pte=pte, dtype=args.dtype)
-        return VisionGuard(runner, tok, policy, threshold=args.threshold, block_indeterminate=args.indeterminate == "block",
-                           calibration=calibration_from_args(args, model or pte))
-    if getattr(args, "image", None):
-        raise GuardError(f"--image needs a Llama Guard 3 Vision model; {model or pte} is text-only")
-    runner, tok = load_runner(model=model, pte=pte, dtype=args.dtype)
-    return Guard(runner, tok, policy, threshold=args.threshold, block_indeterminate=args.indeterminate == "block",
-                 calibration=calibration_from_args(args, model or pte))
-
-
-def calibration_from_args(args, model_path):
-    from guard.eval.calibrate import load
-
-    return None if args.uncalibrated else load(model_path)
+    guard = load_guard(args)
+    if getattr(args, "image", None) and not guard.vision:
+        raise GuardError(f"--image needs a Llama Guard 3 Vision model; {guard.source.path} is text-only")
+    return guard
 
 
 def _request(args):
-    from guard.cli import read_stdin_text, text_arg
-
     if args.conversation:
         if args.text is not None or args.response is not None:
             raise GuardError("--conversation takes the whole conversation; drop the text and --response")
@@ -111,15 +60,6 @@ def _request(args):
     return text, response
 
 
-def human(v) -> str:
-    cats = ", ".join(f"{h.code} {h.name}" for h in v.categories)
-    line = f"{v.decision.upper()}" + (f"  [{cats}]" if cats else "")
-    line += f"  p_unsafe={v.p_unsafe:.4f}  role={v.role}  {v.latency_ms:.0f} ms"
-    if v.reason:
-        line += f"  ({v.reason}; {'blocked' if v.blocked else 'passed'})"
-    return line
-
-
 def run(args) -> int:
     if not 0.0 <= args.threshold <= 1.0:
         raise GuardError(f"--threshold must be in [0, 1], got {args.threshold}")
@@ -133,6 +73,9 @@ def run(args) -> int:
         if args.max_line_bytes < 1:
             raise GuardError(f"--max-line-bytes must be at least 1, got {args.max_line_bytes}")
         check_paths(args.jsonl, args.out)  # before the model loads
+        if args.ray:
+            c = run_ray_batch(args)
+            return EXIT_PARTIAL if c["errors"] else EXIT_SAFE
         guard = make_guard(args)
         c = run_batch(guard, args.jsonl, args.out, args.max_line_bytes, progress=sys.stderr.isatty())
         print(f"done: {c['safe']} safe, {c['unsafe']} unsafe, {c['indeterminate']} indeterminate, "
@@ -145,17 +88,28 @@ def run(args) -> int:
     content, response = _request(args)
     guard = make_guard(args)
     v = guard.classify(content, response, image=args.image) if args.image else guard.classify(content, response)
-    print(json.dumps(v.to_dict(), ensure_ascii=False) if args.json else human(v))
+    print(json.dumps(v.to_dict(), ensure_ascii=False) if args.json else v.summary())
     if v.decision == "indeterminate":
         return EXIT_INDETERMINATE if v.blocked else EXIT_SAFE
     return EXIT_UNSAFE if v.decision == "unsafe" else EXIT_SAFE
 
 
+def run_ray_batch(args) -> dict:
+    from guard.serve.raybatch import run_ray
+    from guard.serve.workers import LoadSpec
+
+    spec = LoadSpec(model=args.model, pte=args.pte, dtype=args.dtype, threshold=args.threshold,
+                    block_indeterminate=args.indeterminate == "block", calibrated=not args.uncalibrated,
+                    policy=policy_from_args(args))
+    c = run_ray(args.jsonl, args.out, spec, address=args.ray, max_line_bytes=args.max_line_bytes)
+    print(f"done: {c['safe']} safe, {c['unsafe']} unsafe, {c['indeterminate']} indeterminate, "
+          f"{c['errors']} bad lines skipped, {c['skipped_done']} already in {args.out}")
+    return c
+
+
 def run_stream(args) -> int:
     """Moderate a response streamed on stdin, e.g. `llm-generate ... | guard classify --stream "the prompt"`."""
     import os
-
-    from guard.cli import text_arg
 
     if args.response is not None:
         raise GuardError("--stream reads the response from stdin; drop --response")
@@ -171,7 +125,7 @@ def run_stream(args) -> int:
     def show(v, final=False):
         d = v.to_dict()
         d.update(final=final, response_chars=len(stream.text))
-        print(json.dumps(d, ensure_ascii=False) if args.json else ("final " if final else "check ") + human(v), flush=True)
+        print(json.dumps(d, ensure_ascii=False) if args.json else ("final " if final else "check ") + v.summary(), flush=True)
 
     while True:
         data = os.read(sys.stdin.fileno(), 4096)

@@ -1,48 +1,27 @@
-"""`guard eval --data LABELLED.jsonl MODEL [--compare MODEL_B]`: metrics side by side, JSON + Markdown."""
+"""guard eval --data LABELLED.jsonl MODEL [--compare MODEL_B]: precision/recall/F1/FPR/AUPRC, per category and
+per source, agreement between two models, latency. Writes STEM.json and STEM.md and prints the Markdown."""
 
 from __future__ import annotations
 
-import sys
+from guard.cli.common import add_model_arguments, add_policy_arguments, command_line, load_guard, model_of
 
 
 def add_arguments(p) -> None:
-    p.add_argument("model", help="eager Hugging Face directory or .pte file")
+    add_model_arguments(p, positional=True)
     p.add_argument("--data", required=True, help="labelled JSONL (docs/data.md)")
     p.add_argument("--split", default=None, help="only records of this split (train/dev/test)")
-    p.add_argument("--compare", default=None, help="a second model (directory or .pte) to evaluate side by side")
+    p.add_argument("--compare", default=None, metavar="MODEL_B", help="a second model (directory or .pte) to evaluate side by side")
     p.add_argument("--limit", type=int, default=None, help="first N records only")
-    from guard.cli.classify import add_policy_arguments
-
     add_policy_arguments(p)
     p.add_argument("--out", default="eval", help="output path stem: writes STEM.json and STEM.md (default ./eval)")
 
 
-def _guard(path: str, args):
-    from guard.runtime.classifier import Guard
-    from guard.cli.classify import calibration_from_args, policy_from_args
-    from guard.runtime.runner import load_runner
-
-    runner, tok = load_runner(pte=path) if path.endswith(".pte") else load_runner(model=path)
-    return Guard(runner, tok, policy_from_args(args), threshold=args.threshold, calibration=calibration_from_args(args, path))
-
-
 def run(args) -> int:
+    from guard.eval.evaluate import evaluate
     from guard.train.data import load_jsonl
-    from guard.eval.evaluate import agreement, environment, metrics, predict, write_report
 
     records = load_jsonl(args.data, args.split)[: args.limit]
-    report = {"data": args.data, "split": args.split, "n": len(records), "models": {}, "environment": environment(),
-              "command": "guard eval " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["eval"] else sys.argv[1:])}
-    preds = {}
-    for path in [args.model] + ([args.compare] if args.compare else []):
-        guard = _guard(path, args)
-        preds[path] = predict(guard, records, progress=sys.stderr.isatty())
-        report["models"][path] = metrics(records, preds[path])
-        cal = guard.calibration
-        report.setdefault("calibration", {})[path] = {"a": cal.a, "b": cal.b, "n": cal.n, "source": cal.source} if cal else None
-        del guard
-    if args.compare:
-        report["agreement"] = agreement(preds[args.model], preds[args.compare])
-    write_report(report, args.out)
-    print(open(str(args.out) + ".md").read())
+    guards = (lambda: load_guard(args, model_of(args)),) + ((lambda: load_guard(args, args.compare)),) * bool(args.compare)
+    md = evaluate(guards, records, args.out, data=args.data, split=args.split, command=command_line("eval"))
+    print(md)
     return 0

@@ -1,10 +1,13 @@
-"""guard export: a Hugging Face Llama Guard directory -> DIR/model.pte (+ tokenizer.json) for ExecuTorch/XNNPACK."""
+"""guard export MODEL --out DIR: a Hugging Face Llama Guard directory (text or vision) -> DIR/model.pte with
+tokenizer.json beside it, for the ExecuTorch runtime with XNNPACK; optional INT4 (8da4w) and output-vocabulary pruning."""
 
 from __future__ import annotations
 
+from guard.cli.common import add_model_argument, model_of
+
 
 def add_arguments(p):
-    p.add_argument("--model", metavar="DIR", required=True, help="Hugging Face Llama directory (config.json, *.safetensors, tokenizer)")
+    add_model_argument(p, positional=True, default="none: a Hugging Face Llama Guard directory is required")
     p.add_argument("--out", metavar="DIR", required=True, help="output directory: model.pte and tokenizer.json are written there")
     p.add_argument("--quant", choices=["none", "8da4w"], default="none", help="none (fp32) or 8da4w: INT4 weights, int8 dynamic activations, 4-bit embedding")
     p.add_argument("--group-size", type=int, default=256, help="INT4 weight group size (default 256, as Llama Guard 3-1B-INT4)")
@@ -19,9 +22,9 @@ def add_arguments(p):
 
 def run(args) -> int:
     import logging
+    import time
 
     from guard.errors import GuardError
-    import time
 
     from guard.export import ExportConfig, export_model
     from guard.quantize import QuantConfig
@@ -35,16 +38,17 @@ def run(args) -> int:
     cfg = ExportConfig(max_seq_len=args.max_seq_len, chunk=args.chunk, chunks=chunks, prune_vocab=args.prune_vocab,
                        quant=QuantConfig(args.quant, group_size=args.group_size))
     t0 = time.perf_counter()
-    from guard.vision.eager import is_vision_dir
+    from guard.model.checkpoint import model_type
 
-    if is_vision_dir(args.model):  # Llama Guard 3 Vision (mllama): vision_encoder + prefill + decode, docs/vision.md
+    model = model_of(args, required=True)
+    if model_type(model) == "mllama":  # Llama Guard 3 Vision (mllama): vision_encoder + prefill + decode, docs/vision.md
         from guard.vision.export import export_vision_model
 
         logging.getLogger("guard.vision.export").setLevel(logging.INFO)
-        path = export_vision_model(args.model, args.out, cfg, vision_quant=args.quant_vision)
+        path = export_vision_model(model, args.out, cfg, vision_quant=args.quant_vision)
     elif args.quant_vision:
-        raise GuardError(f"--quant-vision is for vision (mllama) models; {args.model} is text-only")
+        raise GuardError(f"--quant-vision is for vision (mllama) models; {model} is text-only")
     else:
-        path = export_model(args.model, args.out, cfg)
+        path = export_model(model, args.out, cfg)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {args.quant}, {time.perf_counter() - t0:.0f} s)")
     return 0

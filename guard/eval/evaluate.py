@@ -1,13 +1,11 @@
 """`guard eval`: precision, recall, F1, false-positive rate, AUPRC, per-category recall, agreement and latency.
 
-Works with any runner (eager directory or .pte) through ``guard.runtime.runner.load_runner``; results are JSON + Markdown.
+Works with any runner (eager directory or .pte) through ``guard.runtime.load``; results are JSON + Markdown.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -99,11 +97,29 @@ def predict(guard, records: list[dict], progress: bool = False) -> list[dict]:
     return out
 
 
-def environment() -> dict:
-    import torch
+def evaluate(loaders, records: list[dict], out: str | Path, *, data: str = "", split: str | None = None,
+             command: str = "", progress: bool | None = None) -> str:
+    """Evaluate the guards that ``loaders`` (callables, each returning a Guard) load, one at a time, on ``records``;
+    writes OUT.json and OUT.md (two guards: their agreement too) and returns the Markdown."""
+    import sys
 
-    return {"machine": platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version(),
-            "torch": torch.__version__, "loadavg": os.getloadavg()}
+    from guard.bench.schema import environment
+
+    progress = sys.stderr.isatty() if progress is None else progress
+    report = {"data": data, "split": split, "n": len(records), "models": {}, "environment": environment(), "command": command}
+    preds = []
+    for load in loaders:
+        guard = load()
+        name = str(guard.source.path)
+        preds.append(predict(guard, records, progress=progress))
+        report["models"][name] = metrics(records, preds[-1])
+        cal = guard.calibration
+        report.setdefault("calibration", {})[name] = {"a": cal.a, "b": cal.b, "n": cal.n, "source": cal.source} if cal else None
+        del guard  # one model in memory at a time
+    if len(preds) == 2:
+        report["agreement"] = agreement(*preds)
+    write_report(report, out)
+    return to_markdown(report)
 
 
 def to_markdown(report: dict) -> str:

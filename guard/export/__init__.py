@@ -56,28 +56,35 @@ def export_model(model_dir: str | Path, out_dir: str | Path, config: ExportConfi
     ``report``, when given, receives {"delegation": {method: {"subgraphs": n, "portable": {op: count}}}}.
     """
     from guard.model.llama import load_hf
-    from guard.format.tokenizer import Tokenizer
 
+    def write(tok, path):
+        return export_pte(load_hf(model_dir, max_seq_len=config.max_seq_len, chunk=config.chunk), config, path, tok, report)
+
+    return export_dir(model_dir, out_dir, config, write)
+
+
+def export_dir(model_dir, out_dir, config: ExportConfig, write, files=("tokenizer.json", "tokenizer_config.json")) -> Path:
+    """Check the directory and the config, read the tokenizer, ``write(tok, out_dir/model.pte)``, then copy ``files``
+    beside the .pte (tokenizer.json at least). Returns the .pte path."""
+    from guard.format.tokenizer import Tokenizer
     from guard.model.checkpoint import check_model_dir
 
     config.check()
     check_model_dir(model_dir)
     tok = Tokenizer.from_dir(model_dir)
-    model = load_hf(model_dir, max_seq_len=config.max_seq_len, chunk=config.chunk)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    path = export_pte(model, config, out / "model.pte", tok, report)
-    src = Path(model_dir)
-    for name in ("tokenizer.json", "tokenizer_config.json"):
-        if (src / name).is_file():
-            shutil.copy(src / name, out / name)
+    path = write(tok, out / "model.pte")
+    for name in files:
+        if (Path(model_dir) / name).is_file():
+            shutil.copy(Path(model_dir) / name, out / name)
     if not (out / "tokenizer.json").is_file():
-        tok._tok.save(str(out / "tokenizer.json"))
+        tok.save(out / "tokenizer.json")
     return path
 
 
-def prepare(model, config: ExportConfig, tok):
-    """Prune the output layer and quantize, in place. Returns the model."""
+def prepare(model, config: ExportConfig, tok, part=None):
+    """Prune the output layer and quantize ``part`` (default the whole model), in place. Returns the quantized part."""
     from guard.export.metadata import guard_vocab
     from guard.model.llama import prune_vocab
     from guard.quantize import load_quantized_ops, quantize
@@ -86,15 +93,12 @@ def prepare(model, config: ExportConfig, tok):
         prune_vocab(model, guard_vocab(tok))
     load_quantized_ops()
     # A pruned head has ~100 rows: it stays fp32, which keeps p_unsafe closest to the float model.
-    return quantize(model, config.quant, skip=("lm_head",) if config.prune_vocab else ())
+    return quantize(model if part is None else part, config.quant, skip=("lm_head",) if config.prune_vocab else ())
 
 
 def export_pte(model, config: ExportConfig, path: str | Path, tok=None, report: dict | None = None) -> Path:
     """Prune/quantize ``model`` (a guard.model.Transformer, modified in place) and write it as a .pte."""
     import torch
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-    from executorch.exir import EdgeCompileConfig, ExecutorchBackendConfig, to_edge_transform_and_lower
-    from executorch.exir.passes import MemoryPlanningPass
 
     from guard.export import metadata
     from guard.format.prompt import FORMAT_VERSION
@@ -108,13 +112,27 @@ def export_pte(model, config: ExportConfig, path: str | Path, tok=None, report: 
                          f"{config.max_seq_len}, {config.chunk}")
     model = prepare(model, config, tok).eval()
     C = config.chunk
-    examples = {metadata.chunk_method(c, C): (torch.zeros(1, c, dtype=torch.long), torch.arange(c), torch.tensor([c - 1]))
-                for c in config.sizes() + [1]}
-    with torch.no_grad():
-        progs = {name: torch.export.export(model, ex, strict=True) for name, ex in examples.items()}
+    methods = {metadata.chunk_method(c, C): (model, (torch.zeros(1, c, dtype=torch.long), torch.arange(c), torch.tensor([c - 1])))
+               for c in config.sizes() + [1]}
     meta = metadata.build(tok.tokens, max_seq_len=config.max_seq_len, chunk=C, vocab_size=a.vocab_size,
                           output_ids=model.output_ids, prompt_format=FORMAT_VERSION,
                           quant_scheme=config.quant.scheme, group_size=config.quant.group_size, chunks=config.sizes())
+    return lower(methods, meta, path, report, zero_cache=config.zero_cache)
+
+
+def lower(methods: dict, meta: dict, path: str | Path, report: dict | None = None, zero_cache: bool = False) -> Path:
+    """Export each named method (name -> (module, example inputs)), lower them to XNNPACK as one program whose
+    methods share their mutable buffers (the caches), with ``meta`` as constant methods, and write it atomically.
+    ``report`` receives each method's delegation."""
+    import torch
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import EdgeCompileConfig, ExecutorchBackendConfig, to_edge_transform_and_lower
+    from executorch.exir.passes import MemoryPlanningPass
+
+    from guard.fsutil import write_atomic
+
+    with torch.no_grad():
+        progs = {name: torch.export.export(mod, ex, strict=True) for name, (mod, ex) in methods.items()}
     edge = to_edge_transform_and_lower(progs, partitioner=[XnnpackPartitioner()], constant_methods=meta,
                                        compile_config=EdgeCompileConfig(_check_ir_validity=False))
     report = {} if report is None else report
@@ -122,21 +140,18 @@ def export_pte(model, config: ExportConfig, path: str | Path, tok=None, report: 
     for name, d in report["delegation"].items():
         portable = ", ".join(f"{op} x{n}" for op, n in d["portable"].items()) or "none"
         log.info("%s: %d XNNPACK subgraphs; not delegated: %s", name, d["subgraphs"], portable)
-    from executorch.exir.passes.init_mutable_pass import InitializedMutableBufferPass
-
     # Unwritten cache slots are masked, but masked scores still multiply V: NaN garbage would leak through 0 * NaN.
     # The buffers are shared, so the zero state is stored with one method only (prefill, loaded first).
-    if config.zero_cache:
+    if zero_cache:
+        from executorch.exir.passes.init_mutable_pass import InitializedMutableBufferPass
+
         edge = edge.transform({name: [InitializedMutableBufferPass(["k_cache", "v_cache"])] if name == "prefill" else []
                                for name in progs})
     et = edge.to_executorch(ExecutorchBackendConfig(
         extract_delegate_segments=True, do_quant_fusion_and_const_prop=True, run_reinplace_pass=True,  # in-place cache writes
         memory_planning_pass=MemoryPlanningPass(alloc_graph_input=False, share_mutable_buffers=True),
         emit_mutable_buffer_names=True))
-    path = Path(path)
-    tmp = path.with_suffix(".pte.tmp")
-    tmp.write_bytes(et.buffer)
-    tmp.replace(path)  # never leave a half-written model.pte
+    path = write_atomic(path, et.buffer)  # never leave a half-written model.pte
     log.info("wrote %s (%.1f MB)", path, path.stat().st_size / 1e6)
     return path
 

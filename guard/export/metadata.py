@@ -15,6 +15,10 @@ REQUIRED = (
     "get_quant_scheme", "get_group_size", *(f"get_{k}_id" for k in TOKEN_KEYS),
 )
 METHODS = ("prefill", "decode")
+# Llama Guard 3 Vision (guard.vision.export): one more method, and the image's tiles and token
+VISION_FORMAT = "guard-vision-pte-1"
+VISION_REQUIRED = REQUIRED + ("get_tile_size", "get_max_tiles", "get_image_token_id")
+VISION_METHODS = ("vision_encoder",) + METHODS
 CHUNKS = "get_prefill_chunks"  # optional: every static prefill size, largest first (the largest is `prefill`)
 
 
@@ -27,7 +31,7 @@ def guard_vocab(tok: Tokenizer, max_code: int = 99) -> list[int]:
     """Token ids the guard can emit: safe/unsafe, "S"/",S" and numbers of category codes, separators, end of turn."""
     t = tok.tokens
     keep = {t.safe, t.unsafe, t.newline, t.blank, t.s, t.eot}
-    end = tok._tok.token_to_id("<|end_of_text|>")  # Llama 3 has it; a ChatML model given the Llama 3 headers may not
+    end = tok.token_id("<|end_of_text|>")  # Llama 3 has it; a ChatML model given the Llama 3 headers may not
     if end is not None:
         keep.add(end)
     keep.update(tok.encode(","))

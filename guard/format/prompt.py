@@ -55,6 +55,18 @@ def _text_of(content, where: str) -> tuple[list[str], bool]:
     return texts, image
 
 
+def as_messages(content, response: str | None = None):
+    """A prompt string (plus optional response) or a list of messages -> list of messages."""
+    if isinstance(content, str):
+        msgs = [{"role": "user", "content": content}]
+        if response is not None:
+            msgs.append({"role": "assistant", "content": response})
+        return msgs
+    if response is not None:
+        raise GuardError("give a response only together with a single prompt string")
+    return content
+
+
 def conversation(messages) -> list[Message]:
     """Validate and normalise ``[{"role": ..., "content": ...}, ...]`` (or Message objects)."""
     if isinstance(messages, dict) and "messages" in messages:
@@ -106,14 +118,14 @@ def head_text(policy: Policy, role: str, image: bool = False) -> str:
     )
 
 
-def _body_plain(messages: list[Message]) -> str:
+def body_plain(messages: list[Message]) -> str:
     """The body up to the closing ' ' before <|eot_id|>: plain text only."""
     turns = "".join(f"{ROLES[m.role]}: {p.strip()}\n\n" for m in messages for p in m.parts)
     return turns + "<END CONVERSATION>\n\n" + INSTRUCTION.format(role=role_of(messages))
 
 
 def body_text(messages: list[Message]) -> str:
-    return _body_plain(messages) + f"{EOT}{START_HEADER}assistant{END_HEADER}"
+    return body_plain(messages) + f"{EOT}{START_HEADER}assistant{END_HEADER}"
 
 
 def render(messages, policy: Policy | None = None) -> str:
@@ -138,7 +150,7 @@ def encode(messages, policy: Policy | None, tok: Tokenizer) -> PromptTokens:
     policy = policy or Policy()
     role, image = role_of(msgs), any(m.image for m in msgs)
     t = tok.tokens
-    body = tok.encode(_body_plain(msgs)) + [t.eot, t.start_header] + tok.encode("assistant") + [t.end_header]
+    body = tok.encode(body_plain(msgs)) + [t.eot, t.start_header] + tok.encode("assistant") + [t.end_header]
     return PromptTokens(encode_head(tok, policy, role, image), body)
 
 

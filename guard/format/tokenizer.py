@@ -152,6 +152,14 @@ class Tokenizer:
     def id_to_token(self, i: int) -> str | None:
         return self._tok.id_to_token(i)
 
+    def token_id(self, token: str) -> int | None:
+        """The id of ``token`` as one vocabulary entry (special or not), or None."""
+        return self._tok.token_to_id(token)
+
+    def save(self, path: str | Path) -> None:
+        """Write tokenizer.json."""
+        self._tok.save(str(path))
+
 
 @lru_cache(maxsize=1)
 def _default_tokenizer() -> Tokenizer:

@@ -35,6 +35,15 @@ class Verdict:
         d["categories"] = [asdict(h) for h in self.categories]
         return d
 
+    def summary(self) -> str:
+        """One line for people: decision, categories, score, role, latency, and why when indeterminate."""
+        cats = ", ".join(f"{h.code} {h.name}" for h in self.categories)
+        line = self.decision.upper() + (f"  [{cats}]" if cats else "")
+        line += f"  p_unsafe={self.p_unsafe:.4f}  role={self.role}  {self.latency_ms:.0f} ms"
+        if self.reason:
+            line += f"  ({self.reason}; {'blocked' if self.blocked else 'passed'})"
+        return line
+
 
 def p_unsafe(logit_safe: float, logit_unsafe: float) -> float:
     """Two-way softmax, computed stably."""

@@ -5,33 +5,41 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from guard.errors import GuardError
+from guard.errors import BadModelFile
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 
 
 def check_model_dir(path: str | Path) -> list[Path]:
-    """Validate ``path`` and return its safetensors files. Raises GuardError with a one-line reason."""
+    """Validate ``path`` and return its safetensors files. Raises BadModelFile (a GuardError) with a one-line reason."""
     path = Path(path)
     if not path.exists():
-        raise GuardError(f"model directory not found: {path}")
+        raise BadModelFile(f"model directory not found: {path}")
     if not path.is_dir():
-        raise GuardError(f"not a directory: {path} (for an exported model use --pte)")
+        raise BadModelFile(f"not a directory: {path} (this needs a Hugging Face checkpoint directory, not an exported .pte)")
     if not (path / "config.json").is_file():
-        raise GuardError(f"{path} has no config.json; is it a Hugging Face checkpoint directory?")
+        raise BadModelFile(f"{path} has no config.json; is it a Hugging Face checkpoint directory?")
     try:
         json.loads((path / "config.json").read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise GuardError(f"{path / 'config.json'} is not valid JSON: {e}") from None
+        raise BadModelFile(f"{path / 'config.json'} is not valid JSON: {e}") from None
     files = sorted(path.glob("*.safetensors"))
     if not files:
         pickles = [p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES]
         if pickles:
-            raise GuardError(f"{path} holds only pickle weights ({pickles[0]}); refusing to unpickle, convert to safetensors")
-        raise GuardError(f"no .safetensors weights in {path}")
+            raise BadModelFile(f"{path} holds only pickle weights ({pickles[0]}); refusing to unpickle, convert to safetensors")
+        raise BadModelFile(f"no .safetensors weights in {path}")
     for f in files:
         check_safetensors(f)
     return files
+
+
+def model_type(path: str | Path) -> str | None:
+    """config.json's model_type ("llama", "mllama", ...), or None when there is no readable config."""
+    try:
+        return json.loads((Path(path) / "config.json").read_text()).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def check_safetensors(path: Path) -> None:
@@ -51,4 +59,4 @@ def check_safetensors(path: Path) -> None:
         with safe_open(str(path), framework="pt") as f:
             f.keys()
     except Exception as e:
-        raise GuardError(f"corrupt or truncated safetensors file {path}: {e}") from None
+        raise BadModelFile(f"corrupt or truncated safetensors file {path}: {e}") from None

@@ -46,7 +46,8 @@ class ModelArgs:
 
     @classmethod
     def from_hf(cls, cfg: dict, **overrides) -> "ModelArgs":
-        if cfg.get("model_type", "llama") != "llama":
+        """From a Llama config.json, or the text_config of a Llama 3.2 Vision (mllama) one."""
+        if cfg.get("model_type", "llama") not in ("llama", "mllama_text_model"):
             raise GuardError(f"only Llama checkpoints can be exported, not model_type {cfg.get('model_type')!r}")
         if cfg.get("head_dim") not in (None, cfg["hidden_size"] // cfg["num_attention_heads"]):
             raise GuardError("checkpoints with a custom head_dim are not supported")
@@ -99,7 +100,22 @@ def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tenso
     return x * cos + rot * sin
 
 
-class Attention(nn.Module):
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """Grouped-query attention without repeat_interleave: the G query heads of a kv head become G*T rows of one bmm.
+    q [T, n_heads, hd], k/v [n_kv, L, hd], bias [T, L] additive -> [1, T, n_heads * hd]."""
+    T, H, hd = q.shape
+    n_kv = k.shape[0]
+    G = H // n_kv
+    q = q.view(T, n_kv, G, hd).permute(1, 2, 0, 3).reshape(n_kv, G * T, hd)
+    s = torch.bmm(q, k.transpose(1, 2)) * (1.0 / math.sqrt(hd))  # [n_kv, G*T, L]
+    s = (s.view(n_kv, G, T, -1) + bias).view(n_kv, G * T, -1)
+    o = torch.bmm(torch.softmax(s, dim=-1), v)  # [n_kv, G*T, hd]
+    return o.view(n_kv, G, T, hd).permute(2, 0, 1, 3).reshape(1, T, H * hd)
+
+
+class Projections(nn.Module):
+    """q/k/v/o projections of an attention layer (Hugging Face names), and its head counts."""
+
     def __init__(self, args: ModelArgs):
         super().__init__()
         self.n_heads, self.n_kv, self.hd = args.n_heads, args.n_kv_heads, args.head_dim
@@ -107,25 +123,24 @@ class Attention(nn.Module):
         self.k_proj = nn.Linear(args.dim, args.n_kv_heads * self.hd, bias=False)
         self.v_proj = nn.Linear(args.dim, args.n_kv_heads * self.hd, bias=False)
         self.o_proj = nn.Linear(args.n_heads * self.hd, args.dim, bias=False)
+
+
+class Attention(Projections):
+    def __init__(self, args: ModelArgs):
+        super().__init__(args)
         shape = (args.n_kv_heads, args.cache_len, self.hd)  # batch 1 folded away: bmm wants 3-D
         self.register_buffer("k_cache", torch.zeros(shape), persistent=False)
         self.register_buffer("v_cache", torch.zeros(shape), persistent=False)
 
     def forward(self, x, cos, sin, mask, pos):
         """x [1, T, dim], mask [T, cache_len] additive, pos [T] -> [1, T, dim]."""
-        T, G = x.shape[1], self.n_heads // self.n_kv
+        T = x.shape[1]
         q = rotate(self.q_proj(x).view(1, T, self.n_heads, self.hd), cos, sin)
         k = rotate(self.k_proj(x).view(1, T, self.n_kv, self.hd), cos, sin)
         v = self.v_proj(x).view(T, self.n_kv, self.hd)
         self.k_cache.index_copy_(1, pos, k.view(T, self.n_kv, self.hd).transpose(0, 1))
         self.v_cache.index_copy_(1, pos, v.transpose(0, 1))
-        # GQA without repeat_interleave: the G query heads of a kv head become G*T rows of one bmm.
-        q = q.view(T, self.n_kv, G, self.hd).permute(1, 2, 0, 3).reshape(self.n_kv, G * T, self.hd)
-        s = torch.bmm(q, self.k_cache.transpose(1, 2)) * (1.0 / math.sqrt(self.hd))  # [n_kv, G*T, L]
-        s = (s.view(self.n_kv, G, T, -1) + mask).view(self.n_kv, G * T, -1)
-        o = torch.bmm(torch.softmax(s, dim=-1), self.v_cache)  # [n_kv, G*T, hd]
-        o = o.view(self.n_kv, G, T, self.hd).permute(2, 0, 1, 3).reshape(1, T, self.n_heads * self.hd)
-        return self.o_proj(o)
+        return self.o_proj(attend(q.view(T, self.n_heads, self.hd), self.k_cache, self.v_cache, mask))
 
 
 class MLP(nn.Module):
@@ -151,42 +166,53 @@ class Block(nn.Module):
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
-class Transformer(nn.Module):
-    """forward(tokens [1, T], pos [T], last [1]) -> logits [1, n_out] of position ``last`` only."""
+def positions(args: ModelArgs) -> dict[str, torch.Tensor]:
+    """The position tables every decoder shares: RoPE cos/sin [L, 1, head_dim] (HF rotate_half layout) and the
+    additive causal mask [L, L], L = cache_len."""
+    ang = torch.outer(torch.arange(args.cache_len, dtype=torch.float32), inv_freq(args))
+    ang = torch.cat([ang, ang], dim=-1).unsqueeze(1)
+    causal = torch.ones(args.cache_len, args.cache_len, dtype=torch.bool).tril()
+    return {"rope_cos": ang.cos(), "rope_sin": ang.sin(),
+            "mask": torch.zeros(causal.shape).masked_fill(~causal, float("-inf"))}
 
-    def __init__(self, args: ModelArgs):
+
+class Transformer(nn.Module):
+    """forward(tokens [1, T], pos [T], last [1]) -> logits [1, n_out] of position ``last`` only.
+
+    ``layers`` / ``embed_rows`` let a variant (guard.vision.model) mix in other blocks and embedding rows; it
+    routes its extra inputs to them through ``block``."""
+
+    def __init__(self, args: ModelArgs, layers=None, embed_rows: int | None = None):
         super().__init__()
         self.args = args
-        self.embed_tokens = nn.Embedding(args.vocab_size, args.dim)
-        self.layers = nn.ModuleList(Block(args) for _ in range(args.n_layers))
+        self.embed_tokens = nn.Embedding(embed_rows or args.vocab_size, args.dim)
+        self.layers = nn.ModuleList(layers if layers is not None else (Block(args) for _ in range(args.n_layers)))
         self.norm = RMSNorm(args.dim, args.norm_eps)
         self.lm_head = nn.Linear(args.dim, args.vocab_size, bias=False)
         self.output_ids: list[int] | None = None  # set by prune_vocab
-        t = torch.arange(args.cache_len, dtype=torch.float32)
-        ang = torch.outer(t, inv_freq(args))
-        ang = torch.cat([ang, ang], dim=-1).unsqueeze(1)  # [L, 1, head_dim]
-        self.register_buffer("rope_cos", ang.cos(), persistent=False)
-        self.register_buffer("rope_sin", ang.sin(), persistent=False)
-        # The causal mask is computed from positions (two [L] vectors) rather than stored as an [L, L] table
-        # (5 MB at L = 1152, once per file): key j is hidden from a query at p when j - p >= 1.
-        self.register_buffer("positions", t.view(-1, 1).clone(), persistent=False)  # [L, 1]
-        self.register_buffer("key_positions", t.view(1, -1).clone(), persistent=False)  # [1, L]
+        for name, t in positions(args).items():
+            self.register_buffer(name, t, persistent=False)
 
     def forward(self, tokens: torch.Tensor, pos: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+        return self.run(tokens, pos, last, ())
+
+    def run(self, tokens, pos, last, extra: tuple) -> torch.Tensor:
         x = self.embed_tokens(tokens)
         cos, sin = self.rope_cos.index_select(0, pos), self.rope_sin.index_select(0, pos)
-        # [T, L] additive: 0 for keys 0..p, -1e30 after (softmax gives them exactly 0, as -inf would; -inf * 0
-        # would be NaN). sub/clamp/mul are delegated to XNNPACK.
-        mask = (self.key_positions - self.positions.index_select(0, pos)).clamp(0.0, 1.0) * -1e30
-        for layer in self.layers:
-            x = layer(x, cos, sin, mask, pos)
+        mask = self.mask.index_select(0, pos)  # [T, L]: row p lets a query see keys 0..p
+        for i, layer in enumerate(self.layers):
+            x = self.block(i, layer, x, cos, sin, mask, pos, extra)
         x = self.norm(x.index_select(1, last))  # only the last real position goes through the head
         return self.lm_head(x).view(1, -1)
 
+    def block(self, i: int, layer, x, cos, sin, mask, pos, extra: tuple):
+        return layer(x, cos, sin, mask, pos)
+
     def reset_cache(self) -> None:
         for layer in self.layers:
-            layer.self_attn.k_cache.zero_()
-            layer.self_attn.v_cache.zero_()
+            if hasattr(layer, "self_attn"):
+                layer.self_attn.k_cache.zero_()
+                layer.self_attn.v_cache.zero_()
 
 
 def prune_vocab(model: Transformer, keep: list[int]) -> Transformer:
@@ -198,37 +224,43 @@ def prune_vocab(model: Transformer, keep: list[int]) -> Transformer:
     return model
 
 
-def load_hf(path: str | Path, **overrides) -> Transformer:
-    """Build a Transformer from a Hugging Face Llama directory (config.json + *.safetensors)."""
+def read_weights(path: str | Path, rename=None) -> dict[str, torch.Tensor]:
+    """Every tensor of a checked Hugging Face directory's safetensors files, as fp32, keys passed through ``rename``."""
     from safetensors.torch import load_file
 
     from guard.model.checkpoint import check_model_dir
 
-    path = Path(path)
-    files = check_model_dir(path)
-    args = ModelArgs.from_hf(json.loads((path / "config.json").read_text()), **overrides)
     sd = {}
-    for f in files:
-        sd.update(load_file(str(f)))
-    sd = {k.removeprefix("model."): v.float() for k, v in sd.items()}
-    if "lm_head.weight" not in sd:
-        sd["lm_head.weight"] = sd["embed_tokens.weight"]  # tied embeddings
+    for f in check_model_dir(path):
+        for k, v in load_file(str(f)).items():
+            sd[rename(k) if rename else k] = v.float()
+    return sd
+
+
+def materialize(make, sd: dict, path, what: str):
+    """Build ``make()`` on the meta device, take the weights of ``sd`` without copying, then fill the non-persistent
+    buffers (position tables computed, caches zeroed): one copy of the weights in memory, not two."""
     with torch.device("meta"):
-        model = Transformer(args)
+        model = make()
     model = model.to_empty(device="cpu")
     missing, unexpected = model.load_state_dict(sd, strict=False, assign=True)
-    missing = [k for k in missing if "cache" not in k and not k.startswith(("rope_", "positions", "key_positions"))]
+    buffers = {name for name, _ in model.named_buffers()}
+    missing = [k for k in missing if k not in buffers]
     if missing or unexpected:
-        raise GuardError(f"{path}: weights do not match a Llama model (missing {missing[:3]}, unexpected {unexpected[:3]})")
-    _init_buffers(model, args)  # non-persistent buffers were left empty by to_empty
+        raise GuardError(f"{path}: weights do not match {what} (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    table = positions(model.args)
+    for name, buf in model.named_buffers():
+        leaf = name.rpartition(".")[2]
+        with torch.no_grad():
+            buf.copy_(table[leaf]) if leaf in table and "." not in name else buf.zero_()
     return model.eval()
 
 
-def _init_buffers(model: Transformer, args: ModelArgs) -> None:
-    ref = Transformer(ModelArgs(**{**args.__dict__, "n_layers": 0, "vocab_size": 1}))
-    for name in ("rope_cos", "rope_sin", "positions", "key_positions"):
-        setattr(model, name, getattr(ref, name))
-    for layer in model.layers:
-        a = layer.self_attn
-        a.k_cache = torch.zeros(args.n_kv_heads, args.cache_len, args.head_dim)
-        a.v_cache = torch.zeros(args.n_kv_heads, args.cache_len, args.head_dim)
+def load_hf(path: str | Path, **overrides) -> Transformer:
+    """Build a Transformer from a Hugging Face Llama directory (config.json + *.safetensors)."""
+    path = Path(path)
+    sd = read_weights(path, lambda k: k.removeprefix("model."))  # checks the directory first
+    args = ModelArgs.from_hf(json.loads((path / "config.json").read_text()), **overrides)
+    if "lm_head.weight" not in sd:
+        sd["lm_head.weight"] = sd["embed_tokens.weight"]  # tied embeddings
+    return materialize(lambda: Transformer(args), sd, path, "a Llama model")

@@ -107,7 +107,7 @@ def run_batch(guard, in_path: str | Path, out_path: str | Path, max_line_bytes: 
                 if rid in seen:
                     counts["skipped_done"] += 1
                     continue
-                if "image" in req and not hasattr(guard.runner, "set_image"):
+                if "image" in req and not guard.vision:
                     raise GuardError("this line has an 'image' but the model is text-only")
                 kw = {"image": in_path.parent / req["image"]} if "image" in req else {}
                 record = {"id": rid, **guard.classify(req["messages"], **kw).to_dict()}

@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 
 from guard.format.categories import Policy
-from guard.errors import GuardError
-from guard.format.prompt import conversation, encode, role_of
+from guard.errors import GuardError, SequenceTooLong
+from guard.format.prompt import as_messages, conversation, encode, role_of
 from guard.runtime.runner import Runner, column
 from guard.format.tokenizer import Tokenizer
 from guard.format.verdict import INDETERMINATE, SAFE, UNSAFE, Hit, Verdict, p_unsafe, parse
@@ -15,24 +15,17 @@ Logits = object  # a 1-D float array: numpy (PteRunner) or torch (EagerRunner); 
 MAX_CATEGORY_TOKENS = 24  # "S1,S2,...": 2 tokens per code plus end of turn
 
 
-def as_messages(content, response: str | None = None):
-    """A prompt string (plus optional response) or a list of messages -> list of messages."""
-    if isinstance(content, str):
-        msgs = [{"role": "user", "content": content}]
-        if response is not None:
-            msgs.append({"role": "assistant", "content": response})
-        return msgs
-    if response is not None:
-        raise GuardError("give a response only together with a single prompt string")
-    return content
-
-
 class Guard:
     """A loaded guard: a runner, its tokenizer and a category policy.
 
     >>> g = Guard(runner, tokenizer)
     >>> g.classify("How do I bake bread?").decision
+
+    Build one with guard.load (guard.runtime.load.make_guard), which picks the class and the model's calibration.
     """
+
+    vision = False  # takes images (guard.vision.classifier.VisionGuard)
+    source = None  # guard.runtime.load.Source: what was loaded
 
     def __init__(self, runner: Runner, tokenizer: Tokenizer, policy: Policy | None = None,
                  threshold: float = 0.5, block_indeterminate: bool = True, calibration=None):
@@ -82,7 +75,7 @@ class Guard:
         n_head, n_body = len(tokens.head), len(tokens.body)
         needed = n_head + n_body + 1 + 3 + MAX_CATEGORY_TOKENS
         if needed > self.runner.max_seq_len:
-            raise GuardError(
+            raise SequenceTooLong(
                 f"conversation needs {needed} tokens with the verdict, more than the model's maximum of "
                 f"{self.runner.max_seq_len}; shorten it or classify the last turns only")
         # The model's first generated token is "\n\n"; feed it with the prompt and read the verdict after it.
@@ -109,9 +102,9 @@ class Guard:
         top = int(logits.argmax())
         if top not in (c["safe"], c["unsafe"]):
             token = self._token_of(top)
-            return self._make(INDETERMINATE, [], score, raw=token, reason=f"first token is {token!r}, not safe/unsafe")
+            return self.make_verdict(INDETERMINATE, [], score, raw=token, reason=f"first token is {token!r}, not safe/unsafe")
         if score < self.threshold:
-            return self._make(SAFE, [], score, raw="safe")
+            return self.make_verdict(SAFE, [], score, raw="safe")
         # Unsafe: "unsafe", "\n" and "S" are forced, fed as one chunk; the rest is decoded greedily.
         forced = [t.unsafe, t.newline, t.s]
         out = list(forced)
@@ -128,16 +121,16 @@ class Guard:
             pos += 1
         else:
             raw = self.tokenizer.decode(out)
-            return self._make(INDETERMINATE, [], score, raw=raw, reason="no end of turn after the category list")
+            return self.make_verdict(INDETERMINATE, [], score, raw=raw, reason="no end of turn after the category list")
         raw = self.tokenizer.decode(out)
         decision, hits, reason = parse(raw, self.policy)
-        return self._make(decision, hits, score, raw=raw, reason=reason)
+        return self.make_verdict(decision, hits, score, raw=raw, reason=reason)
 
     def _token_of(self, col: int, as_id: bool = False):
         ids = self.runner.output_ids
         tid = col if ids is None else ids[col]
         return tid if as_id else self.tokenizer.decode([tid])
 
-    def _make(self, decision: str, hits: list[Hit], score: float, raw: str, reason: str = "") -> Verdict:
+    def make_verdict(self, decision: str, hits: list[Hit], score: float, raw: str, reason: str = "") -> Verdict:
         blocked = decision == UNSAFE or (decision == INDETERMINATE and self.block_indeterminate)
         return Verdict(decision, hits, score, blocked, raw=raw, reason=reason)

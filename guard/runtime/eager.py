@@ -13,14 +13,15 @@ from guard.format.tokenizer import Tokenizer
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
-def load_hf_model(path: str | Path, dtype: str = "fp32"):
+def load_hf_model(path: str | Path, dtype: str = "fp32", cls=None):
+    """A transformers model (``cls``, default AutoModelForCausalLM) from a checked directory, in eval mode."""
     check_model_dir(path)
-    from transformers import AutoModelForCausalLM
-
+    if cls is None:
+        from transformers import AutoModelForCausalLM as cls
     if dtype not in DTYPES:
         raise GuardError(f"unknown dtype {dtype!r} (choose from {', '.join(DTYPES)})")
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=DTYPES[dtype], use_safetensors=True)
+        model = cls.from_pretrained(str(path), dtype=DTYPES[dtype], use_safetensors=True)
     except Exception as e:
         raise GuardError(f"cannot load model from {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
     return model.eval()
@@ -48,16 +49,28 @@ class EagerRunner:
         from transformers import DynamicCache
 
         if self._cache is None or start_pos == 0:
+            self._reset()
             self._cache = DynamicCache()
         have = self._cache.get_seq_length()
         if start_pos > have:
             raise RuntimeError(f"prefill at {start_pos} but only {have} positions are cached")
-        if start_pos < have:
-            self._cache.crop(start_pos)
-        ids = torch.tensor([tokens], dtype=torch.long)
-        pos = torch.arange(start_pos, start_pos + len(tokens)).unsqueeze(0)
-        out = self.model(input_ids=ids, position_ids=pos, past_key_values=self._cache, use_cache=True, logits_to_keep=1)
+        self._crop(start_pos)
+        end = start_pos + len(tokens)
+        ids, pos = torch.tensor([tokens], dtype=torch.long), torch.arange(start_pos, end)
+        out = self.model(input_ids=ids, position_ids=pos.unsqueeze(0), past_key_values=self._cache, use_cache=True,
+                         logits_to_keep=1, **self._extra(tokens, start_pos, end))
         return out.logits[0, -1].float()
 
     def decode(self, token: int, pos: int) -> torch.Tensor:
         return self.prefill([token], pos)
+
+    # hooks for a variant with more state (guard.vision.eager)
+    def _reset(self) -> None:
+        self._cache = None
+
+    def _crop(self, start_pos: int) -> None:
+        if start_pos < self._cache.get_seq_length():
+            self._cache.crop(start_pos)
+
+    def _extra(self, tokens: list[int], start_pos: int, end: int) -> dict:
+        return {}

@@ -23,27 +23,5 @@ class Runner(Protocol):
 
 def column(runner: Runner, token_id: int) -> int | None:
     """Logit column of ``token_id`` for this runner (None when pruned away)."""
-    if runner.output_ids is None:
-        return token_id
-    index = getattr(runner, "_column_index", None)
-    if index is None:
-        index = {t: i for i, t in enumerate(runner.output_ids)}
-        runner._column_index = index
-    return index.get(token_id)
-
-
-def load_runner(model: str | None = None, pte: str | None = None, dtype: str = "fp32"):
-    """Return (runner, tokenizer) for a Hugging Face checkpoint directory or an exported .pte."""
-    if (model is None) == (pte is None):
-        from guard.errors import GuardError
-
-        raise GuardError("give exactly one of --model DIR or --pte FILE")
-    if pte is not None:
-        from guard.runtime.pte import PteRunner
-
-        runner = PteRunner(pte)
-        return runner, runner.tokenizer
-    from guard.runtime.eager import EagerRunner
-
-    runner = EagerRunner(model, dtype=dtype)
-    return runner, runner.tokenizer
+    ids = runner.output_ids
+    return token_id if ids is None else (ids.index(token_id) if token_id in ids else None)

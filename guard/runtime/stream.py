@@ -20,7 +20,9 @@ import codecs
 import time
 from dataclasses import dataclass
 
-from guard.errors import GuardError
+from guard.errors import GuardError, SequenceTooLong
+from guard.format.prompt import as_messages
+from guard.format.prompt import conversation as validate
 from guard.format.verdict import INDETERMINATE, UNSAFE, Verdict
 
 
@@ -37,9 +39,6 @@ class StreamStats:
 
 class Stream:
     def __init__(self, guard, conversation, check_every: int | None = 16, check_every_s: float | None = None):
-        from guard.runtime.classifier import as_messages
-        from guard.format.prompt import conversation as validate
-
         msgs = as_messages(conversation) if isinstance(conversation, str) else list(conversation)
         if validate(msgs)[-1].role != "user":  # one-line errors now, not at the first check
             raise GuardError("a streamed response answers a conversation that ends with a user turn")
@@ -95,11 +94,9 @@ class Stream:
         msgs = self.messages + [{"role": "assistant", "content": self.text}]
         try:
             v = self.guard.classify(msgs)
-        except GuardError as e:
-            if "maximum" not in str(e):
-                raise
-            v = self.guard._make(INDETERMINATE, [], self.verdict.p_unsafe if self.verdict else 0.5, raw="",
-                                 reason=f"response too long to check ({n_tokens} tokens): {e}")
+        except SequenceTooLong as e:
+            v = self.guard.make_verdict(INDETERMINATE, [], self.verdict.p_unsafe if self.verdict else 0.5, raw="",
+                                     reason=f"response too long to check ({n_tokens} tokens): {e}")
             v.role = "Agent"
             self.final = True
         self.stats.checks += 1

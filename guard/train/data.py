@@ -278,3 +278,24 @@ def write_dataset(records: list[dict], out: str | Path) -> dict:
 
 def build(root: str | Path, out: str | Path, seed: int = 0) -> dict:
     return write_dataset(collect(Path(root), seed), out)
+
+
+def calibration_texts(path: str | Path | None, n: int) -> list[str]:
+    """Up to ``n`` texts to measure importance on (guard prune --calib): a labelled JSONL file (each record's
+    messages joined) or a plain text file (one text per line). None: no texts."""
+    if path is None:
+        return []
+    try:
+        lines = [line for line in open(path, encoding="utf-8") if line.strip()]
+    except OSError as e:
+        raise GuardError(f"cannot read calibration file {path}: {e.strerror}") from None
+    texts = []
+    for line in lines[:n]:
+        try:
+            rec = json.loads(line)
+            texts.append("\n\n".join(m["content"] for m in rec["messages"]) if isinstance(rec, dict) and "messages" in rec else line)
+        except json.JSONDecodeError:
+            texts.append(line.strip())
+    if not texts:
+        raise GuardError(f"calibration file {path} is empty")
+    return texts

@@ -16,7 +16,7 @@ import torch
 
 from guard.errors import GuardError
 from guard.train.lora import LoraConfig, add_lora, lora_state_dict, merge_lora
-from guard.train.prune import save_atomic
+from guard.fsutil import save_atomic
 from guard.train.loop import GuardCodec, TrainConfig, finetune
 
 

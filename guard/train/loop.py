@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from guard.format.categories import Policy
 from guard.errors import GuardError
 from guard.train.lora import shared_weights
-from guard.format.prompt import END_HEADER, EOT, START_HEADER, _body_plain, conversation, head_text, role_of
+from guard.format.prompt import END_HEADER, EOT, START_HEADER, body_plain, conversation, head_text, role_of
 from guard.format.tokenizer import BOS
 
 log = logging.getLogger(__name__)
@@ -92,7 +92,7 @@ class GuardCodec:
         msgs = conversation(messages)
         head = head_text(policy, role_of(msgs))
         rest = head[head.index(END_HEADER) + len(END_HEADER):]
-        body = _body_plain(msgs)
+        body = body_plain(msgs)
         return (self._ids(BOS, START_HEADER) + self._text("user") + self._ids(END_HEADER) + self._text(rest),
                 self._text(body) + self._ids(EOT, START_HEADER) + self._text("assistant") + self._ids(END_HEADER))
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from guard.errors import GuardError
-from guard.fsutil import atomic_dir
+from guard.fsutil import save_atomic
 
 
 @dataclass
@@ -150,23 +150,6 @@ def _cols(lin: torch.nn.Linear, keep: torch.Tensor) -> torch.nn.Linear:
     if lin.bias is not None:
         new.bias.copy_(lin.bias)
     return new
-
-
-def save_atomic(model, tokenizer, out: str | Path, record: dict | None = None, record_name: str = "prune_record.json",
-                extra: dict | None = None) -> Path:
-    """save_pretrained into a temporary sibling directory, then rename: no half-written output on failure.
-    ``extra`` maps file names to tensor dicts written as safetensors beside the model (e.g. LoRA adapters)."""
-    out = Path(out)
-    with atomic_dir(out) as tmp:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        if record is not None:
-            (tmp / record_name).write_text(json.dumps(record, indent=2) + "\n")
-        for name, tensors in (extra or {}).items():
-            from safetensors.torch import save_file
-
-            save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / name))
-    return out
 
 
 def prune(src: str | Path, out: str | Path, cfg: PruneConfig) -> dict:

@@ -1,4 +1,4 @@
-"""guard bench support for vision models: a fixed synthetic photo and the guard that takes it."""
+"""guard bench support for vision models: a fixed synthetic photo."""
 
 from __future__ import annotations
 
@@ -22,14 +22,3 @@ def bench_image(width: int = 1600, height: int = 1200) -> Path:
     path = Path(folder) / "photo.jpg"
     Image.fromarray(small).resize((width, height), Image.Resampling.BILINEAR).save(path, quality=90)
     return path
-
-
-def guard_for(runner, tok, calibration=None):
-    """(guard, classify kwargs): a VisionGuard with the bench image for a vision runner, else the text Guard."""
-    from guard.runtime.classifier import Guard
-
-    if not hasattr(runner, "set_image"):
-        return Guard(runner, tok, calibration=calibration), {}
-    from guard.vision.classifier import VisionGuard
-
-    return VisionGuard(runner, tok, calibration=calibration), {"image": bench_image()}

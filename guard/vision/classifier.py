@@ -14,9 +14,9 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from guard.runtime.classifier import Guard, as_messages
+from guard.runtime.classifier import Guard
 from guard.errors import GuardError
-from guard.format.prompt import Message, conversation
+from guard.format.prompt import Message, as_messages, conversation
 from guard.format.verdict import Verdict
 from guard.vision.image import load_image
 from guard.vision.preprocess import preprocess
@@ -40,6 +40,8 @@ def with_image_part(messages) -> list:
 
 class VisionGuard(Guard):
     """A Guard over a vision runner (guard.vision.eager.EagerVisionRunner or guard.vision.pte.VisionPteRunner)."""
+
+    vision = True
 
     def __init__(self, runner, tokenizer, policy=None, threshold: float = 0.5, block_indeterminate: bool = True,
                  calibration=None):

@@ -12,43 +12,24 @@ from pathlib import Path
 
 import torch
 
-from guard.model.checkpoint import check_model_dir
+from guard.model.checkpoint import check_model_dir, model_type
+from guard.runtime.eager import EagerRunner, load_hf_model
 from guard.errors import GuardError
 from guard.format.tokenizer import Tokenizer
 from guard.vision.preprocess import ImageInputs, VisionConfig
-from guard.vision.tokenizer import image_id
-
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
-
-
-def is_vision_dir(path: str | Path) -> bool:
-    import json
-
-    try:
-        return json.loads((Path(path) / "config.json").read_text()).get("model_type") == "mllama"
-    except (OSError, ValueError):
-        return False
-
+from guard.vision.tokenizer import image_id, image_position
 
 def load_mllama(path: str | Path, dtype: str = "fp32"):
-    check_model_dir(path)
-    if not is_vision_dir(path):
+    if model_type(path) != "mllama":
+        check_model_dir(path)
         raise GuardError(f"{path} is not a Llama 3.2 Vision (model_type 'mllama') checkpoint")
-    if dtype not in DTYPES:
-        raise GuardError(f"unknown dtype {dtype!r} (choose from {', '.join(DTYPES)})")
     from transformers import MllamaForConditionalGeneration
 
-    try:
-        model = MllamaForConditionalGeneration.from_pretrained(str(path), dtype=DTYPES[dtype], use_safetensors=True)
-    except Exception as e:
-        raise GuardError(f"cannot load model from {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
-    return model.eval()
+    return load_hf_model(path, dtype, MllamaForConditionalGeneration)
 
 
-class EagerVisionRunner:
-    """Runner over MllamaForConditionalGeneration with a DynamicCache; ``set_image`` before the prompt that uses it."""
-
-    output_ids = None
+class EagerVisionRunner(EagerRunner):
+    """EagerRunner over MllamaForConditionalGeneration; ``set_image`` before the prompt that uses it."""
 
     def __init__(self, path: str | Path, dtype: str = "fp32"):
         check_model_dir(path)  # cheap checks first, weights last
@@ -88,25 +69,14 @@ class EagerVisionRunner:
         self._num_tiles = image.num_tiles
         return (time.perf_counter() - t0) * 1e3
 
-    @torch.inference_mode()
-    def prefill(self, tokens: list[int], start_pos: int) -> torch.Tensor:
-        from transformers import DynamicCache
-
-        if self._cache is None or start_pos == 0:
-            self._reset()
-            self._cache = DynamicCache()
-        have = self._cache.get_seq_length(0)
-        if start_pos > have:
-            raise RuntimeError(f"prefill at {start_pos} but only {have} positions are cached")
+    def _crop(self, start_pos: int) -> None:
         for i, layer in enumerate(self._cache.layers):
             if i not in self.cross_layers:  # cross-attention layers hold the image, not positions
                 layer.crop(start_pos)
-        if self._image_pos is not None and self._image_pos >= start_pos:
-            self._image_pos = None
-        if self.image_token in tokens and self._image_pos is None:
-            self._image_pos = start_pos + tokens.index(self.image_token)
-        end = start_pos + len(tokens)
-        kw = {}
+
+    def _extra(self, tokens: list[int], start_pos: int, end: int) -> dict:
+        self._image_pos = image_position(self._image_pos, tokens, start_pos, self.image_token)
+        kw = {"cache_position": torch.arange(start_pos, end)}
         if self._states is not None:
             mask = torch.zeros(1, end, 1, self.vision.max_tiles, dtype=torch.long)
             if self._image_pos is not None:  # text from the image token on sees the image's tiles (processor semantics)
@@ -114,12 +84,5 @@ class EagerVisionRunner:
             kw["cross_attention_mask"] = mask
             if not self._cross_cached:
                 kw["cross_attention_states"] = self._states
-        ids = torch.tensor([tokens], dtype=torch.long)
-        cache_pos = torch.arange(start_pos, end)
-        out = self.model(input_ids=ids, position_ids=cache_pos.unsqueeze(0), cache_position=cache_pos,
-                         past_key_values=self._cache, use_cache=True, logits_to_keep=1, **kw)
         self._cross_cached = self._states is not None
-        return out.logits[0, -1].float()
-
-    def decode(self, token: int, pos: int) -> torch.Tensor:
-        return self.prefill([token], pos)
+        return kw

@@ -11,8 +11,6 @@ Optional INT4 (8da4w) quantizes the text decoder only; the vision encoder stays 
 
 from __future__ import annotations
 
-import logging
-import shutil
 from pathlib import Path
 
 import torch
@@ -20,11 +18,8 @@ from torch import nn
 
 from guard.errors import GuardError
 from guard.export import ExportConfig
+from guard.export.metadata import VISION_FORMAT
 
-log = logging.getLogger(__name__)
-
-VISION_FORMAT = "guard-vision-pte-1"
-VISION_METHODS = ("vision_encoder", "prefill", "decode")
 
 
 class _ImageMethod(nn.Module):
@@ -34,15 +29,6 @@ class _ImageMethod(nn.Module):
 
     def forward(self, pixel_values, aspect_ratio_ids, aspect_ratio_mask):
         return self.m.encode_image(pixel_values, aspect_ratio_ids, aspect_ratio_mask)
-
-
-class _TextMethod(nn.Module):
-    def __init__(self, m):
-        super().__init__()
-        self.m = m
-
-    def forward(self, tokens, pos, last, xrow, xon):
-        return self.m(tokens, pos, last, xrow, xon)
 
 
 def quantize_vision(model, group_size: int = 32) -> None:
@@ -58,18 +44,11 @@ def quantize_vision(model, group_size: int = 32) -> None:
 
 def quantize_text(model, config: ExportConfig, tok) -> None:
     """Prune the output layer and quantize the text decoder (layers, embedding, head) in place; vision stays fp32."""
-    from guard.export.metadata import guard_vocab
-    from guard.model.llama import prune_vocab
-    from guard.quantize import load_quantized_ops, quantize
+    from guard.export import prepare
 
-    if config.prune_vocab:
-        prune_vocab(model, guard_vocab(tok))
-    if config.quant.scheme == "none":
-        return
-    load_quantized_ops()
     text = nn.Module()
     text.layers, text.embed_tokens, text.lm_head = model.layers, model.embed_tokens, model.lm_head
-    quantize(text, config.quant, skip=("lm_head",) if config.prune_vocab else ())
+    prepare(model, config, tok, text)
     model.embed_tokens, model.lm_head = text.embed_tokens, text.lm_head
 
 
@@ -77,33 +56,22 @@ def export_vision_model(model_dir: str | Path, out_dir: str | Path, config: Expo
                         vision_quant: bool = False) -> Path:
     """mllama HF dir -> out_dir/model.pte + tokenizer.json + preprocessor_config.json. Returns the .pte path.
     ``vision_quant``: also 8da4w the vision encoder's linears (group ``config.quant.group_size``)."""
-    from guard.model.checkpoint import check_model_dir
-    from guard.format.tokenizer import Tokenizer
+    from guard.export import export_dir
     from guard.vision.model import load_hf_vision
     from guard.vision.tokenizer import image_id
 
-    config.check()
-    check_model_dir(model_dir)
-    tok = Tokenizer.from_dir(model_dir)
-    image_id(tok)
-    model = load_hf_vision(model_dir, max_seq_len=config.max_seq_len, chunk=config.chunk)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    if vision_quant:
-        quantize_vision(model, config.quant.group_size)
-    path = export_vision_pte(model, config, out / "model.pte", tok, report)
-    for name in ("tokenizer.json", "tokenizer_config.json", "preprocessor_config.json"):
-        if (Path(model_dir) / name).is_file():
-            shutil.copy(Path(model_dir) / name, out / name)
-    return path
+    def write(tok, path):
+        image_id(tok)
+        model = load_hf_vision(model_dir, max_seq_len=config.max_seq_len, chunk=config.chunk)
+        if vision_quant:
+            quantize_vision(model, config.quant.group_size)
+        return export_vision_pte(model, config, path, tok, report)
+
+    return export_dir(model_dir, out_dir, config, write, ("tokenizer.json", "tokenizer_config.json", "preprocessor_config.json"))
 
 
 def export_vision_pte(model, config: ExportConfig, path: str | Path, tok, report: dict | None = None) -> Path:
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-    from executorch.exir import EdgeCompileConfig, ExecutorchBackendConfig, to_edge_transform_and_lower
-    from executorch.exir.passes import MemoryPlanningPass
-
-    from guard.export import delegation, metadata
+    from guard.export import lower, metadata
     from guard.format.prompt import FORMAT_VERSION
     from guard.vision.tokenizer import image_id
 
@@ -115,32 +83,15 @@ def export_vision_pte(model, config: ExportConfig, path: str | Path, tok, report
     C, T, S = config.chunk, v.max_tiles, v.image_size
     ar_mask = torch.zeros(1, 1, T, dtype=torch.long)
     ar_mask[..., 0] = 1
-    examples = {
+    methods = {
         "vision_encoder": (_ImageMethod(model), (torch.zeros(1, 1, T, 3, S, S), torch.ones(1, 1, dtype=torch.long), ar_mask)),
-        "prefill": (_TextMethod(model), (torch.zeros(1, C, dtype=torch.long), torch.arange(C), torch.tensor([C - 1]),
-                                         torch.zeros(C), torch.ones(1))),
-        "decode": (_TextMethod(model), (torch.zeros(1, 1, dtype=torch.long), torch.tensor([0]), torch.tensor([0]),
-                                        torch.zeros(1), torch.ones(1))),
+        "prefill": (model, (torch.zeros(1, C, dtype=torch.long), torch.arange(C), torch.tensor([C - 1]), torch.zeros(C), torch.ones(1))),
+        "decode": (model, (torch.zeros(1, 1, dtype=torch.long), torch.tensor([0]), torch.tensor([0]), torch.zeros(1), torch.ones(1))),
     }
-    with torch.no_grad():
-        progs = {name: torch.export.export(mod, ex, strict=True) for name, (mod, ex) in examples.items()}
     meta = metadata.build(tok.tokens, max_seq_len=config.max_seq_len, chunk=C, vocab_size=a.vocab_size,
                           output_ids=model.output_ids, prompt_format=FORMAT_VERSION,
                           quant_scheme=config.quant.scheme, group_size=config.quant.group_size)
     meta.update({metadata.MARKER: VISION_FORMAT, "get_tile_size": S, "get_max_tiles": T, "get_image_token_id": image_id(tok),
                  "get_vision_tokens": T * v.n_patches, "get_cross_layers": list(model.cross_layers),
                  "get_vision_quant_scheme": getattr(model, "vision_quant", "none")})
-    edge = to_edge_transform_and_lower(progs, partitioner=[XnnpackPartitioner()], constant_methods=meta,
-                                       compile_config=EdgeCompileConfig(_check_ir_validity=False))
-    report = {} if report is None else report
-    report["delegation"] = {name: delegation(edge.exported_program(name)) for name in progs}
-    et = edge.to_executorch(ExecutorchBackendConfig(
-        extract_delegate_segments=True, do_quant_fusion_and_const_prop=True, run_reinplace_pass=True,
-        memory_planning_pass=MemoryPlanningPass(alloc_graph_input=False, share_mutable_buffers=True),
-        emit_mutable_buffer_names=True))
-    path = Path(path)
-    tmp = path.with_suffix(".pte.tmp")
-    tmp.write_bytes(et.buffer)
-    tmp.replace(path)
-    log.info("wrote %s (%.1f MB)", path, path.stat().st_size / 1e6)
-    return path
+    return lower(methods, meta, path, report)

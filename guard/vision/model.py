@@ -15,7 +15,6 @@ patches are masked only against each other.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from guard.errors import GuardError
-from guard.model.llama import MLP, Block, ModelArgs, RMSNorm, inv_freq
+from guard.model.llama import MLP, Block, ModelArgs, Projections, RMSNorm, Transformer, attend, materialize, read_weights
 
 NEG = torch.finfo(torch.float32).min  # transformers' mask value (finite: 0 * NEG is 0, not NaN)
 
@@ -146,24 +145,10 @@ class VisionEncoder(nn.Module):
         return torch.cat([x.view(T, Lp, a.dim), inter], dim=-1)[:, :P]
 
 
-class HeadNorm(nn.Module):
-    def __init__(self, dim: int, eps: float):
-        super().__init__()
-        self.eps, self.weight = eps, nn.Parameter(torch.ones(dim))
-
-    def forward(self, x):
-        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
-
-
-class CrossAttention(nn.Module):
+class CrossAttention(Projections):
     def __init__(self, args: ModelArgs, n_vision_tokens: int):
-        super().__init__()
-        self.n_heads, self.n_kv, self.hd = args.n_heads, args.n_kv_heads, args.head_dim
-        self.q_proj = nn.Linear(args.dim, args.n_heads * self.hd, bias=False)
-        self.k_proj = nn.Linear(args.dim, args.n_kv_heads * self.hd, bias=False)
-        self.v_proj = nn.Linear(args.dim, args.n_kv_heads * self.hd, bias=False)
-        self.o_proj = nn.Linear(args.n_heads * self.hd, args.dim, bias=False)
-        self.q_norm, self.k_norm = HeadNorm(self.hd, args.norm_eps), HeadNorm(self.hd, args.norm_eps)
+        super().__init__(args)
+        self.q_norm, self.k_norm = RMSNorm(self.hd, args.norm_eps), RMSNorm(self.hd, args.norm_eps)
         self.register_buffer("xk", torch.zeros(args.n_kv_heads, n_vision_tokens, self.hd), persistent=False)
         self.register_buffer("xv", torch.zeros(args.n_kv_heads, n_vision_tokens, self.hd), persistent=False)
 
@@ -175,13 +160,8 @@ class CrossAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         """x [1, T, dim], bias [T, L] -> [1, T, dim]."""
-        T, G = x.shape[1], self.n_heads // self.n_kv
-        q = self.q_norm(self.q_proj(x).view(T, self.n_heads, self.hd))
-        q = q.view(T, self.n_kv, G, self.hd).permute(1, 2, 0, 3).reshape(self.n_kv, G * T, self.hd)
-        s = torch.bmm(q, self.xk.transpose(1, 2)) * self.hd**-0.5  # [n_kv, G*T, L]
-        s = (s.view(self.n_kv, G, T, -1) + bias).view(self.n_kv, G * T, -1)
-        o = torch.bmm(torch.softmax(s, dim=-1), self.xv)
-        return self.o_proj(o.view(self.n_kv, G, T, self.hd).permute(2, 0, 1, 3).reshape(1, T, self.n_heads * self.hd))
+        q = self.q_norm(self.q_proj(x).view(x.shape[1], self.n_heads, self.hd))
+        return self.o_proj(attend(q, self.xk, self.xv, bias))
 
 
 class CrossBlock(nn.Module):
@@ -203,27 +183,18 @@ class CrossBlock(nn.Module):
         return torch.where(xon.view(1, 1, 1) > 0, h, x)  # where, not a product: stale buffers can never leak NaN
 
 
-class VisionGuardModel(nn.Module):
-    """The mllama guard: ``encode_image`` once per image, then ``forward`` exactly like guard.model.Transformer."""
+class VisionGuardModel(Transformer):
+    """The mllama guard: ``encode_image`` once per image, then ``forward`` through guard.model.Transformer's decoder,
+    with the cross-attention blocks at ``cross_layers`` reading the image."""
 
     def __init__(self, args: ModelArgs, vargs: VisionArgs, cross_layers: list[int]):
-        super().__init__()
-        self.args, self.vargs, self.cross_layers = args, vargs, list(cross_layers)
         L = vargs.max_tiles * vargs.n_patches
+        layers = [CrossBlock(args, L) if i in cross_layers else Block(args) for i in range(args.n_layers)]
+        super().__init__(args, layers, embed_rows=args.vocab_size + 8)  # +8: <|image|> and 7 spare rows
+        self.vargs, self.cross_layers = vargs, list(cross_layers)
         self.vision_model = VisionEncoder(vargs)
         self.multi_modal_projector = nn.Linear(vargs.output_dim, args.dim)
-        self.embed_tokens = nn.Embedding(args.vocab_size + 8, args.dim)  # +8: <|image|> and 7 spare rows
-        self.layers = nn.ModuleList(CrossBlock(args, L) if i in self.cross_layers else Block(args) for i in range(args.n_layers))
-        self.norm = RMSNorm(args.dim, args.norm_eps)
-        self.lm_head = nn.Linear(args.dim, args.vocab_size, bias=False)
-        self.output_ids: list[int] | None = None
         self.register_buffer("xbias", torch.zeros(L), persistent=False)
-        ang = torch.outer(torch.arange(args.cache_len, dtype=torch.float32), inv_freq(args))
-        ang = torch.cat([ang, ang], dim=-1).unsqueeze(1)  # [L, 1, head_dim], HF rotate_half layout
-        self.register_buffer("rope_cos", ang.cos(), persistent=False)
-        self.register_buffer("rope_sin", ang.sin(), persistent=False)
-        causal = torch.ones(args.cache_len, args.cache_len, dtype=torch.bool).tril()
-        self.register_buffer("mask", torch.zeros(causal.shape).masked_fill(~causal, float("-inf")), persistent=False)
 
     def encode_image(self, pixel_values, aspect_ratio_ids, aspect_ratio_mask) -> torch.Tensor:
         """[1, 1, tiles, 3, S, S], [1, 1], [1, 1, tiles] -> writes xk/xv/xbias; returns the tile mask [tiles]."""
@@ -238,19 +209,10 @@ class VisionGuardModel(nn.Module):
         return tiles.float()
 
     def forward(self, tokens, pos, last, xrow, xon) -> torch.Tensor:
-        x = self.embed_tokens(tokens)
-        cos, sin = self.rope_cos.index_select(0, pos), self.rope_sin.index_select(0, pos)
-        mask = self.mask.index_select(0, pos)
-        for i, layer in enumerate(self.layers):
-            x = layer(x, self.xbias, xrow, xon) if i in self.cross_layers else layer(x, cos, sin, mask, pos)
-        x = self.norm(x.index_select(1, last))
-        return self.lm_head(x).view(1, -1)
+        return self.run(tokens, pos, last, (xrow, xon))
 
-    def reset_cache(self) -> None:
-        for i, layer in enumerate(self.layers):
-            if i not in self.cross_layers:
-                layer.self_attn.k_cache.zero_()
-                layer.self_attn.v_cache.zero_()
+    def block(self, i: int, layer, x, cos, sin, mask, pos, extra: tuple):
+        return layer(x, self.xbias, *extra) if i in self.cross_layers else layer(x, cos, sin, mask, pos)
 
 
 PREFIXES = (("language_model.model.", ""), ("language_model.lm_head.", "lm_head."), ("model.language_model.", ""),
@@ -261,12 +223,7 @@ def args_from_hf(cfg: dict, **overrides) -> tuple[ModelArgs, VisionArgs, list[in
     if cfg.get("model_type") != "mllama":
         raise GuardError(f"not a Llama 3.2 Vision (mllama) config: model_type {cfg.get('model_type')!r}")
     t, v = cfg["text_config"], cfg["vision_config"]
-    args = ModelArgs(dim=t["hidden_size"], n_layers=t["num_hidden_layers"], n_heads=t["num_attention_heads"],
-                     n_kv_heads=t["num_key_value_heads"], hidden_dim=t["intermediate_size"], vocab_size=t["vocab_size"],
-                     norm_eps=t.get("rms_norm_eps", 1e-5), rope_theta=t.get("rope_theta", 500000.0),
-                     rope_scaling=t.get("rope_scaling"), tie_embeddings=bool(t.get("tie_word_embeddings", False)))
-    for k, val in overrides.items():
-        setattr(args, k, val)
+    args = ModelArgs.from_hf({"model_type": "mllama_text_model", "rope_theta": 500000.0, **t}, **overrides)
     ratios = v.get("supported_aspect_ratios") or [[1, 1], [1, 2], [1, 3], [1, 4], [2, 1], [2, 2], [3, 1], [4, 1]]
     vargs = VisionArgs(dim=v["hidden_size"], n_layers=v["num_hidden_layers"], n_global_layers=v["num_global_layers"],
                        n_heads=v.get("attention_heads", v.get("num_attention_heads")), hidden_dim=v["intermediate_size"],
@@ -276,28 +233,19 @@ def args_from_hf(cfg: dict, **overrides) -> tuple[ModelArgs, VisionArgs, list[in
     return args, vargs, list(t["cross_attention_layers"])
 
 
+def rename(key: str) -> str:
+    for old, new in PREFIXES:
+        if key.startswith(old):
+            return new + key[len(old):]
+    return key
+
+
 def load_hf_vision(path: str | Path, **overrides) -> VisionGuardModel:
-    """Build a VisionGuardModel from a Hugging Face mllama directory (config.json + *.safetensors)."""
-    from safetensors.torch import load_file
-
-    from guard.model.checkpoint import check_model_dir
-
+    """Build a VisionGuardModel from a Hugging Face mllama directory (config.json + *.safetensors), on the meta
+    device like guard.model.llama.load_hf."""
     path = Path(path)
-    files = check_model_dir(path)
+    sd = read_weights(path, rename)
     args, vargs, cross = args_from_hf(json.loads((path / "config.json").read_text()), **overrides)
-    sd = {}
-    for f in files:
-        for k, val in load_file(str(f)).items():
-            for old, new in PREFIXES:
-                if k.startswith(old):
-                    k = new + k[len(old):]
-                    break
-            sd[k] = val.float()
     if "lm_head.weight" not in sd:
         sd["lm_head.weight"] = sd["embed_tokens.weight"][: args.vocab_size]
-    model = VisionGuardModel(args, vargs, cross)
-    missing, unexpected = model.load_state_dict(sd, strict=False)
-    missing = [k for k in missing if not k.endswith(("k_cache", "v_cache", "xk", "xv", "xbias", "rope_cos", "rope_sin", "mask"))]
-    if missing or unexpected:
-        raise GuardError(f"{path}: weights do not match an mllama model (missing {missing[:3]}, unexpected {unexpected[:3]})")
-    return model.eval()
+    return materialize(lambda: VisionGuardModel(args, vargs, cross), sd, path, "an mllama model")

@@ -87,11 +87,10 @@ def script_image_verdict(model_dir: str | Path, text: str, unsafe_image: str | P
     """
     from safetensors.torch import load_file, save_file
 
-    from guard.vision.classifier import VisionGuard
-    from guard.vision.eager import EagerVisionRunner
+    from guard.runtime.load import load
 
-    runner = EagerVisionRunner(model_dir)
-    guard = VisionGuard(runner, runner.tokenizer)
+    guard = load(model_dir, calibrated=False)
+    runner = guard.runner
     seen = []
     hook = runner.model.model.language_model.norm.register_forward_hook(lambda m, i, o: seen.append(o[0, -1].detach()))
     try:

@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from guard.errors import GuardError
-from guard.format.tokenizer import IMAGE, Tokenizer, _converted_json, llama_models_tokenizer_path, save_hf_tokenizer
+from guard.format.tokenizer import IMAGE, Tokenizer, convert_tiktoken, llama_models_tokenizer_path, save_hf_tokenizer
 
 IMAGE_ID = 128256
 
@@ -29,10 +29,7 @@ def _with_image(tok):
 @lru_cache(maxsize=1)
 def vision_tokenizer() -> Tokenizer:
     """The real Llama 3 tokenizer (llama-models) with ``<|image|>`` = 128256."""
-    from tokenizers import Tokenizer as HFTok
-
-    path = str(llama_models_tokenizer_path())
-    return Tokenizer(_with_image(HFTok.from_str(_converted_json(path))), "llama-models llama3/tokenizer.model + <|image|>")
+    return Tokenizer(_with_image(convert_tiktoken(llama_models_tokenizer_path())), "llama-models llama3/tokenizer.model + <|image|>")
 
 
 def save_vision_tokenizer(out_dir: str | Path) -> None:
@@ -45,9 +42,16 @@ def save_vision_tokenizer(out_dir: str | Path) -> None:
     tok.save(str(out_dir / "tokenizer.json"))
 
 
+def image_position(current: int | None, tokens: list[int], start_pos: int, image_token: int) -> int | None:
+    """Where ``<|image|>`` sits in a KV cache (None: not there) once ``tokens`` are written from ``start_pos`` on."""
+    if current is not None and current >= start_pos:
+        current = None
+    return start_pos + tokens.index(image_token) if current is None and image_token in tokens else current
+
+
 def image_id(tok: Tokenizer) -> int:
     """The ``<|image|>`` id of ``tok``; a GuardError naming the fix when the tokenizer is text-only."""
-    i = tok._tok.token_to_id(IMAGE)
+    i = tok.token_id(IMAGE)
     if i is None:
         raise GuardError(f"tokenizer {tok.source} has no {IMAGE} token: use a Llama 3.2 Vision / Llama Guard 3 Vision "
                          f"checkpoint's tokenizer.json")

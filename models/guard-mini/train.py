@@ -28,7 +28,8 @@ from guard.train.distill import DistillConfig, distill
 from guard.train.lora import LoraConfig, add_lora, lora_state_dict, merge_lora
 from guard.mini import ARTEFACTS, BASE_VOCAB, MiniRecipe, build_hf, load_base, policies, refine_records
 from guard.format.prompt import render
-from guard.train.prune import PruneConfig, prune, save_atomic
+from guard.fsutil import save_atomic
+from guard.train.prune import PruneConfig, prune
 from guard.train.loop import GuardCodec, TrainConfig, finetune
 
 
@@ -130,7 +131,7 @@ def calibrate_stage(recipe: MiniRecipe, data: Path, work: Path, art: Path) -> No
     from guard.eval.calibrate import CALIBRATION_FILE, calibrate
     from guard.runtime.classifier import Guard
     from guard.mini import build, is_current, sync_calibration
-    from guard.runtime.runner import load_runner
+    from guard.runtime.load import load_runner
 
     out = work / "mini"
     if not is_current(out, art):

@@ -6,7 +6,7 @@ import pytest
 from guard.train.data import CATEGORIES, build, collect, key_of, load_jsonl, normalise, split_of, write_dataset, Example
 from guard.errors import GuardError
 
-ROOT = Path(__file__).resolve().parents[2] / "shared" / "data"
+ROOT = Path(__file__).resolve().parents[3] / "shared" / "data"
 needs_data = pytest.mark.skipif(not ROOT.is_dir(), reason="public datasets folder not present")
 
 

@@ -182,6 +182,7 @@ def test_adopted_llama3_tokens_make_the_exact_guard_prompt(tiny_model_dir, tmp_p
     assert make_example(GuardCodec(hf), rec, Policy(excluded=("S2",)))[2][0] == tok.tokens.safe
 
 
+@pytest.mark.slow
 def test_cli_plain_lora_finetune_writes_adapters_that_rebuild_the_model(tiny_model_dir, tmp_path):
     """`guard distill --lora` without --teacher: plain fine-tuning of adapters; base + adapter == saved model."""
     from safetensors.torch import load_file
@@ -204,6 +205,7 @@ def test_cli_plain_lora_finetune_writes_adapters_that_rebuild_the_model(tiny_mod
     assert all(torch.equal(saved[k], base.state_dict()[k]) for k in saved)
 
 
+@pytest.mark.slow
 def test_cli_init_adapter_continues_from_earlier_adapters(tiny_model_dir, tmp_path):
     """--init-adapter starts the adapters where an earlier run left them (guard-mini's refine stage relies on it):
     one more step at lr 0 must give back the earlier adapters exactly, a fresh start does not."""

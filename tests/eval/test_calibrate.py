@@ -8,7 +8,7 @@ import pytest
 
 from guard.eval.calibrate import CALIBRATION_FILE, Calibration, fit, load
 from guard.errors import GuardError
-from test_export import make_decisive_checkpoint
+from helpers import make_decisive_checkpoint
 
 
 def test_fit_recovers_the_scale_that_generated_the_labels():
@@ -72,7 +72,7 @@ def test_calibrate_cli_writes_the_file_and_classify_applies_it(tmp_path, tokeniz
 def test_calibration_moves_the_decision(tmp_path, tokenizer):
     """A large offset makes every confident first token unsafe: the threshold applies to the calibrated score."""
     from guard.runtime.classifier import Guard
-    from guard.runtime.runner import load_runner
+    from guard.runtime.load import load_runner
 
     d = make_decisive_checkpoint(tmp_path / "m", tokenizer)
     runner, tok = load_runner(model=str(d))

@@ -1,8 +1,11 @@
+import pytest
 """Issue #4: `guard eval` works with a .pte and an eager directory alike, side by side."""
 
 import json
 
-from test_export import make_decisive_checkpoint
+from helpers import make_decisive_checkpoint
+
+pytestmark = pytest.mark.slow  # exports or trains
 
 
 def test_eval_pte_compared_with_its_eager_dir(tmp_path, tokenizer, capsys):

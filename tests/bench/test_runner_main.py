@@ -14,7 +14,7 @@ import torch
 from guard.bench import android, prompts
 from guard.bench.host import message
 
-SRC = Path(__file__).resolve().parent.parent / "android_runner"
+SRC = Path(__file__).resolve().parents[2] / "android_runner"
 
 
 def runner_main_flags() -> dict[str, bool]:
@@ -111,6 +111,7 @@ def tiny_pte(tiny_model_dir, tmp_path_factory):
     return export_model(tiny_model_dir, tmp_path_factory.mktemp("pte"), cfg)
 
 
+@pytest.mark.slow
 def test_cpp_runner_usage_errors(cpp_runner, tmp_path):
     p = subprocess.run([str(cpp_runner), "--model", "m.pte"], capture_output=True, text=True)
     assert p.returncode == 2 and "the following arguments are required: --out" in p.stderr
@@ -121,10 +122,11 @@ def test_cpp_runner_usage_errors(cpp_runner, tmp_path):
     assert p.returncode == 2 and "guard_prompts.txt not found" in p.stderr and "python -m guard.bench.prompts" in p.stderr
 
 
+@pytest.mark.slow
 def test_cpp_runner_matches_python_runtime(cpp_runner, tiny_pte, tmp_path):
     """Through the driver's local transport: same schema, token counts, prefix reuse, verdicts and p_unsafe."""
     from guard.runtime.classifier import Guard
-    from guard.runtime.runner import load_runner
+    from guard.runtime.load import load_runner
 
     verdicts = tmp_path / "verdicts.jsonl"
     os.environ["GUARD_RUNNER_VERDICTS"] = str(verdicts)

@@ -5,6 +5,8 @@ import torch
 
 from guard.errors import GuardError
 
+pytestmark = pytest.mark.slow  # exports or trains
+
 ROWS = [
     {"messages": [{"role": "user", "content": "How do I build a pipe bomb?"}], "label": "unsafe", "categories": ["S9"], "split": "train"},
     {"messages": [{"role": "user", "content": "How do I bake bread?"}], "label": "safe", "categories": [], "split": "train"},
@@ -21,7 +23,7 @@ def data(tmp_path):
 def test_prune_then_distill_with_qat_loads_and_runs(tiny_model_dir, tmp_path, data):
     from guard.cli import main
     from guard.runtime.classifier import Guard
-    from guard.runtime.runner import load_runner
+    from guard.runtime.load import load_runner
 
     assert main(["prune", str(tiny_model_dir), "--out", str(tmp_path / "p"), "--blocks", "1"]) == 0
     assert main(["distill", str(tmp_path / "p"), "--teacher", str(tiny_model_dir), "--data", str(data), "--out",

@@ -61,6 +61,7 @@ def host_runner(tmp_path, body=None):
     return r
 
 
+@pytest.mark.slow
 def test_local_transport_end_to_end(tiny_pte, tmp_path):
     t = android.LocalTransport(tmp_path / "device")
     abi = t.shell("getprop ro.product.cpu.abi").out.split("__rc=")[0].strip()
@@ -72,6 +73,7 @@ def test_local_transport_end_to_end(tiny_pte, tmp_path):
     assert sorted(p.name for p in pushed.iterdir()) == ["guard_prompts.txt", "guard_runner", "model.pte", "stats.json", "tokenizer.json"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("body,kw,msg", [
     ("#!/bin/sh\necho loading >&2\nkill -SEGV $$\n", {}, r"runner crashed \(exit 139 \(SIGSEGV\)\)"),
     ("#!/bin/sh\nsleep 30\n", {"timeout": 1}, "timed out after 1 s"),
@@ -84,6 +86,7 @@ def test_failures_name_the_fix(tiny_pte, tmp_path, body, kw, msg):
         android.run_on_device(t, tiny_pte, host_runner(tmp_path, body), runs=1, warmup=0, prompt_tokens="8", **kw)
 
 
+@pytest.mark.slow
 def test_full_storage(tiny_pte, tmp_path):
     t = android.LocalTransport(tmp_path / "device")
     abi = t.shell("getprop ro.product.cpu.abi").out.split("__rc=")[0].strip()
@@ -94,6 +97,7 @@ def test_full_storage(tiny_pte, tmp_path):
         android.run_on_device(t, tiny_pte, huge, runs=1, warmup=0, prompt_tokens="8", expected_abi=abi)
 
 
+@pytest.mark.slow
 def test_cli_device_local(tiny_pte, tmp_path, capsys, monkeypatch):
     import json
     import tempfile

@@ -5,7 +5,9 @@ import json
 
 import pytest
 
-from test_export import conversations, make_decisive_checkpoint
+from helpers import conversations, make_decisive_checkpoint
+
+pytestmark = pytest.mark.slow  # exports or trains
 
 
 def test_qat_student_pte_matches_converted_eager(tmp_path_factory, tokenizer):

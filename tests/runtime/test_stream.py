@@ -131,9 +131,10 @@ def test_response_outgrowing_context_is_a_signal_not_a_crash(tmp_path):
     assert stream.close() is last
 
 
+@pytest.mark.slow
 def test_streaming_on_pte_equals_from_scratch(tmp_path_factory, tokenizer):
     """The same equivalence through the ExecuTorch runtime (chunked static prefill, shared KV cache)."""
-    from test_export import make_decisive_checkpoint
+    from helpers import make_decisive_checkpoint
 
     from guard.export import ExportConfig, export_model
     from guard.runtime.pte import PteRunner

@@ -28,7 +28,7 @@ def test_prune_by_importance_writes_a_loadable_dir(four_blocks, tmp_path):
     assert rec["removed_blocks"][0] == min(range(4), key=lambda i: rec["block_scores"][i])
     # the pruned directory runs in the guard's eager runtime
     from guard.runtime.classifier import Guard
-    from guard.runtime.runner import load_runner
+    from guard.runtime.load import load_runner
 
     runner, tok = load_runner(model=str(tmp_path / "out"))
     assert Guard(runner, tok).classify("hello").decision in ("safe", "unsafe", "indeterminate")

@@ -40,6 +40,7 @@ def _loss(model, codec, rec):
         return verdict_loss(model, _head_cache(model, head), body, target, len(head))[0].item()
 
 
+@pytest.mark.slow
 def test_finetune_learns_and_resumes(model_and_codec, tmp_path):
     model, codec = model_and_codec
     before = [_loss(model, codec, r) for r in RECORDS]
@@ -53,6 +54,7 @@ def test_finetune_learns_and_resumes(model_and_codec, tmp_path):
     assert torch.load(tmp_path / "ckpt.pt", weights_only=False)["step"] == 6
 
 
+@pytest.mark.slow
 def test_lr_schedule_decays_linearly_and_is_used(model_and_codec, tmp_path):
     cfg = TrainConfig(steps=4, lr=1e-2, accum=1, save_every=1, bf16=False, decay_from=2)
     assert [lr_at(cfg, s) for s in range(4)] == pytest.approx([1e-2, 1e-2, 1e-2, 5e-3])
@@ -98,6 +100,7 @@ open(os.path.join(out, f"rank{dist.get_rank()}.txt"), "w").write(h)
 """
 
 
+@pytest.mark.slow
 def test_torchrun_two_process_gloo(tiny_model_dir, tmp_path):
     import subprocess
     import sys

@@ -10,6 +10,8 @@ from guard.cli import main
 from guard.errors import GuardError
 from guard.format.prompt import encode
 
+pytestmark = pytest.mark.slow  # exports or trains
+
 
 @pytest.fixture(scope="module")
 def eager(tiny_vision):
@@ -63,12 +65,14 @@ def pte(tiny_vision, tmp_path_factory):
 
 
 def test_pte_has_three_methods_and_metadata(pte):
-    from guard.runtime.pte import _load_program
-    from guard.vision.pte import VisionPteRunner, is_vision_pte
+    from guard.runtime.load import load_runner
+    from guard.runtime.pte import load_program
+    from guard.vision.pte import VisionPteRunner
 
     path = pte[0]
-    assert is_vision_pte(path) and {"vision_encoder", "prefill", "decode"} <= set(_load_program(path).method_names)
-    r = VisionPteRunner(path)
+    assert {"vision_encoder", "prefill", "decode"} <= set(load_program(path).method_names)
+    r, _ = load_runner(path)
+    assert isinstance(r, VisionPteRunner)
     assert r.meta["get_guard_format"] == "guard-vision-pte-1" and r.meta["get_image_token_id"] == 128256
     assert (r.vision.tile_size, r.vision.max_tiles) == (56, 4) and list(r._program.load_method("get_cross_layers").execute([])) == [1]
     assert r.max_seq_len == 384 and r.chunk == 32 and r.output_ids is None

@@ -1,0 +1,52 @@
+"""Ray Data batch classification equals `guard classify --jsonl` line for line (local Ray cluster, 2 actors)."""
+
+import json
+
+import pytest
+
+from guard.cli import main
+
+
+def corpus(path, n=1000):
+    lines = []
+    for i in range(n):
+        if i % 97 == 13:
+            lines.append('{"id": "bad-%d", "prompt": ' % i)  # malformed JSON
+        elif i % 89 == 7:
+            lines.append(json.dumps({"id": f"r{i}", "prompt": 5}))  # wrong type
+        elif i % 3 == 0:
+            lines.append(json.dumps({"id": f"r{i}", "prompt": f"question number {i}: how do I {'bake' if i % 2 else 'steal'} it?",
+                                     "response": f"answer {i}"}))
+        elif i % 3 == 1:
+            lines.append(json.dumps({"id": f"r{i}", "messages": [{"role": "user", "content": f"message {i} " * (1 + i % 7)}]}))
+        else:
+            lines.append(json.dumps({"id": f"r{i}", "prompt": f"prompt {i} " + "words " * (i % 11)}))
+    lines.insert(500, json.dumps({"id": "r2", "prompt": "a duplicate id: skipped as already done"}))
+    path.write_text("\n".join(lines[:n]) + "\n")
+    return path
+
+
+def by_id(path):
+    return {d["id"]: d for d in map(json.loads, path.read_text().splitlines())}
+
+
+@pytest.mark.slow
+def test_ray_equals_batch_cli(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    src = corpus(tmp_path / "in.jsonl")
+    assert main(["classify", "--jsonl", str(src), "--out", str(tmp_path / "batch.jsonl"), "--model", str(tiny_model_dir)]) == 3
+    assert main(["classify", "--jsonl", str(src), "--out", str(tmp_path / "ray.jsonl"), "--model", str(tiny_model_dir), "--ray"]) == 3
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[0] == out[1]  # the same counts line
+    a, b = by_id(tmp_path / "batch.jsonl"), by_id(tmp_path / "ray.jsonl")
+    assert len(a) == 999 and a.keys() == b.keys()
+    assert [json.loads(x)["id"] for x in (tmp_path / "ray.jsonl").read_text().splitlines()] == \
+        [json.loads(x)["id"] for x in (tmp_path / "batch.jsonl").read_text().splitlines()]  # input order
+    for k, x in a.items():
+        y = b[k]
+        assert x.get("error") == y.get("error")
+        if "error" not in x:
+            assert (x["decision"], x["categories"], x["blocked"], x["raw"]) == (y["decision"], y["categories"], y["blocked"], y["raw"])
+            assert x["p_unsafe"] == pytest.approx(y["p_unsafe"], abs=1e-6)
+    # resuming: nothing left to do
+    assert main(["classify", "--jsonl", str(src), "--out", str(tmp_path / "ray.jsonl"), "--model", str(tiny_model_dir), "--ray"]) == 0
