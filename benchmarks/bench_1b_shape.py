@@ -61,10 +61,12 @@ def pte(work: Path, hf: Path, args) -> Path:
     from guard.export import ExportConfig, export_model
     from guard.quantize import QuantConfig
 
-    out = work / f"pte_8da4w_g{args.group_size}_c{args.chunk}_s{args.max_seq_len}{'_pruned' if args.prune_vocab else ''}"
+    chunks = tuple(int(c) for c in args.chunks.split(",") if c.strip())
+    extra = "_" + "-".join(map(str, chunks)) if chunks else ""
+    out = work / f"pte_8da4w_g{args.group_size}_c{args.chunk}{extra}_s{args.max_seq_len}{'_pruned' if args.prune_vocab else ''}"
     if not (out / "model.pte").is_file():
         log(f"exporting {out.name}")
-        cfg = ExportConfig(max_seq_len=args.max_seq_len, chunk=args.chunk, prune_vocab=args.prune_vocab,
+        cfg = ExportConfig(max_seq_len=args.max_seq_len, chunk=args.chunk, chunks=chunks, prune_vocab=args.prune_vocab,
                            quant=QuantConfig("8da4w", group_size=args.group_size))
         t0 = time.time()
         export_model(hf, out, cfg)
@@ -182,7 +184,8 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--decode-steps", type=int, default=64)
-    ap.add_argument("--chunk", type=int, default=64)
+    ap.add_argument("--chunk", type=int, default=128, help="largest static prefill chunk (method prefill)")
+    ap.add_argument("--chunks", default="32,8", help="smaller static prefill chunks (methods prefill_<n>); '' for none")
     ap.add_argument("--max-seq-len", type=int, default=1024)
     ap.add_argument("--group-size", type=int, default=256)
     ap.add_argument("--no-prune-vocab", dest="prune_vocab", action="store_false")
