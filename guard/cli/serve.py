@@ -16,8 +16,9 @@ def add_arguments(p):
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
     p.add_argument("--workers", type=int, default=1, help="loaded guards, each with its own runner and KV cache (default 1)")
-    p.add_argument("--worker-mode", choices=["thread", "process"], default="thread",
-                   help="workers as threads of this process or as child processes (default thread; docs/serve.md has measurements)")
+    p.add_argument("--worker-mode", choices=["thread", "process"], default="process",
+                   help="workers as child processes (default) or threads of this process: ExecuTorch holds the GIL while it "
+                        "runs, so thread workers stall the HTTP event loop (docs/serve.md has measurements)")
     p.add_argument("--api-key", metavar="KEY", default=os.environ.get("GUARD_API_KEY"),
                    help="require 'Authorization: Bearer KEY' (default: $GUARD_API_KEY; none: no authentication)")
     p.add_argument("--model-id", help="model name in responses and /v1/models (default: guard-mini or the model's file name)")
@@ -66,20 +67,28 @@ def config_from_args(args):
     spec = LoadSpec(model=model, pte=pte, dtype=args.dtype, threshold=args.threshold,
                     block_indeterminate=args.indeterminate == "block", calibrated=not args.uncalibrated,
                     policy=policy_from_args(args))
-    threads = os.environ.get("OMP_NUM_THREADS", "1")
+    env = {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    if args.worker_mode == "process" and args.workers > 1 and "GUARD_THREADS" not in os.environ:
+        env["GUARD_THREADS"] = str(max(1, len(os.sched_getaffinity(0)) // args.workers))  # N processes share the cores
     return ServeConfig(spec=spec, model_id=model_id, workers=args.workers, mode=args.worker_mode,
                        max_queue=args.max_queue, timeout=args.timeout, max_body=args.max_body,
                        body_timeout=args.body_timeout, max_input_chars=args.max_input_chars, max_inputs=args.max_inputs,
-                       api_key=args.api_key or None, env={"OMP_NUM_THREADS": threads})
+                       api_key=args.api_key or None, env=env)
+
+
+def exposure_warning(host: str, api_key: str | None) -> str | None:
+    if host in ("127.0.0.1", "localhost", "::1") or api_key:
+        return None
+    return f"guard: WARNING: serving on {host} without --api-key: anyone who can reach this address can use it"
 
 
 def run(args) -> int:
     import socket
 
     config = config_from_args(args)
-    if args.host not in ("127.0.0.1", "localhost", "::1") and not config.api_key:
-        print(f"guard: WARNING: serving on {args.host} without --api-key: anyone who can reach this address can use it",
-              file=sys.stderr)
+    warning = exposure_warning(args.host, config.api_key)
+    if warning:
+        print(warning, file=sys.stderr)
     try:
         sock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -103,5 +112,5 @@ def serve(config, sock, graceful_timeout: float = 30.0, log_level: str = "info")
     logging.basicConfig(level=getattr(logging, log_level.upper()), format="%(levelname)s %(name)s: %(message)s")
     app = create_app(config)
     server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=graceful_timeout,
-                                           access_log=False, server_header=False, timeout_keep_alive=5))
+                                           access_log=False, server_header=False, timeout_keep_alive=15))
     server.run(sockets=[sock])

@@ -19,12 +19,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException
 
+from guard.errors import GuardError
 from guard.serve import schemas as S
 from guard.serve.metrics import Metrics
 from guard.serve.middleware import LimitsMiddleware, MetricsMiddleware, error_response
 from guard.serve.openai_map import guard_text, llama_guard_block, moderation_result
 from guard.serve.template import is_rendered, parse_rendered, policy_for
-from guard.serve.workers import JobFailed, JobTimeout, LoadSpec, Pool, QueueFull, WorkerLost
+from guard.serve.workers import JobFailed, JobTimeout, LoadSpec, Pool, QueueFull, WorkerLost, wait
 
 log = logging.getLogger("guard.serve")
 CANNED_REFUSAL = "I can't answer that. Can I help with something else?"  # llama-stack's llama-guard shield
@@ -35,7 +36,7 @@ class ServeConfig:
     spec: LoadSpec = field(default_factory=LoadSpec)
     model_id: str = "guard-mini"
     workers: int = 1
-    mode: str = "thread"  # or "process"
+    mode: str = "process"  # or "thread" (ExecuTorch holds the GIL while it runs: threads stall the event loop)
     max_queue: int = 64  # jobs waiting for a worker; more: 429
     timeout: float = 30.0  # seconds per request, queueing included: 504 after
     max_body: int = 1 << 20  # bytes: 413 above
@@ -122,8 +123,6 @@ def create_app(config: ServeConfig, pool: Pool | None = None) -> FastAPI:
                            "rate_limit_exceeded", headers={"Retry-After": str(p.retry_after())}) from None
         except WorkerLost as e:
             raise ApiError(503, str(e), "server_error", "service_unavailable", headers={"Retry-After": "1"}) from None
-        from guard.serve.workers import wait
-
         try:
             return await asyncio.gather(*(wait(f, config.timeout) for f in futs))
         except JobTimeout:
@@ -184,12 +183,8 @@ def create_app(config: ServeConfig, pool: Pool | None = None) -> FastAPI:
             try:
                 msgs, cats = parse_rendered(out[0]["content"])
                 return msgs, policy_for(cats)
-            except ValueError as e:
+            except (ValueError, GuardError) as e:  # no turn; a bad category list
                 raise ApiError(400, f"{where}[0]: {e}", param=where) from None
-            except Exception as e:  # a GuardError from the category list
-                if type(e).__name__ == "GuardError":
-                    raise ApiError(400, f"{where}[0]: {e}", param=where) from None
-                raise
         return out, None
 
     # --- endpoints -------------------------------------------------------------------------------------------

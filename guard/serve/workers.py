@@ -227,8 +227,11 @@ class Pool:
         with self._cv:
             if self._closing:
                 raise WorkerLost("the server is shutting down")
-            if len(self._shared) + sum(len(d) for d in self._pinned) + len(jobs) > self.max_queue:
+            depth = len(self._shared) + sum(len(d) for d in self._pinned) + len(jobs)
+            if depth > self.max_queue:
                 raise QueueFull()
+            if self.completed >= 8 and (depth + self.in_flight) * (self.busy_s / self.completed) / self.n > timeout:
+                raise QueueFull()  # it would wait past its deadline: refuse now (429) rather than time out (504)
             for op, args in jobs:
                 job = Job(op, args, loop.create_future(), loop, deadline)
                 (self._shared if worker is None else self._pinned[worker]).append(job)

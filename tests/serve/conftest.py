@@ -60,6 +60,7 @@ def config_for(model, **kw):
     from guard.serve.app import ServeConfig
     from guard.serve.workers import LoadSpec
 
+    kw.setdefault("mode", "thread")  # in-process: torch is imported once (the eager test models release the GIL)
     return ServeConfig(spec=LoadSpec(model=str(model)), model_id=kw.pop("model_id", "guard-test"), **kw)
 
 

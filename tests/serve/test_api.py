@@ -189,7 +189,7 @@ def test_guard_mini_verdicts_equal_the_library(client_for, serve_helpers):
     g = guard.load(pte=str(pte))
     expected = [g.classify(t) for t in texts]
     live_server = serve_helpers[0]
-    with live_server(ServeConfig(spec=LoadSpec(pte=str(pte)))) as (url, app, _):
+    with live_server(ServeConfig(spec=LoadSpec(pte=str(pte)), mode="thread")) as (url, app, _):
         r = sdk(url).moderations.create(input=texts)
         for res, v in zip(r.results, expected):
             lg = res.model_extra["llama_guard"]
