@@ -45,13 +45,13 @@ def _run(pte, env_extra=None):
 
 @pytest.mark.slow
 def test_load_and_classify_import_no_compiler_stack(small_pte):
-    """guard.load(pte=...) + classify never imports exir, torchao or transformers; with etlite, not even torch."""
+    """guard.load(pte=...) + classify imports no exir, torchao or transformers; with etlite, not even torch. The
+    Python-bindings fallback gives the same verdict."""
     r = _run(small_pte)
     assert not [m for m in r["heavy"] if m != "torch"], r["heavy"]
     if _etlite_available():
         assert "torch" not in r["heavy"]
-    fallback = _run(small_pte, {"GUARD_NO_ETLITE": "1"})  # the Python bindings: torch, but still no exir
-    assert not [m for m in fallback["heavy"] if m != "torch"], fallback["heavy"]
+    fallback = _run(small_pte, {"GUARD_NO_ETLITE": "1"})  # the Python bindings (executorch.runtime imports exir)
     assert fallback["decision"] == r["decision"] and abs(fallback["p_unsafe"] - r["p_unsafe"]) < 1e-6
 
 
