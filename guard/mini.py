@@ -54,6 +54,17 @@ class MiniRecipe:
     refine_steps: int = 295  # 0: no refine stage; 295 x 8 = the 2,360 records of the mix below, once
     refine_lr: float = 1e-4  # decays linearly to 0 over refine_steps
     refine_sources: tuple[str, ...] = ("hatecheck_benign", "hatecheck_hateful", "toxigen", "toxigen_neutral")
+    # issue 18: the teacher may use its own (larger) LoRA rank; None = lora_r / lora_alpha
+    teacher_lora_r: int | None = None
+    teacher_lora_alpha: float | None = None
+    teacher_save_every: int = 10  # optimizer steps between resumable checkpoints
+    # whole sources never used for training, checkpoint choice or tuning (split 'heldout' of `guard data build`);
+    # train.py refuses a training file that contains any of them
+    heldout_sources: tuple[str, ...] = ()
+
+    @property
+    def teacher_rank(self) -> tuple[int, float]:
+        return (self.teacher_lora_r or self.lora_r, self.teacher_lora_alpha or self.lora_alpha)
 
     @classmethod
     def load(cls, path: Path) -> "MiniRecipe":
@@ -61,6 +72,7 @@ class MiniRecipe:
         d["policies"] = tuple(d.get("policies", cls.policies))
         d.setdefault("refine_steps", 0)  # a recipe written before the refine stage existed has none
         d["refine_sources"] = tuple(d.get("refine_sources", ()))
+        d["heldout_sources"] = tuple(d.get("heldout_sources", ()))
         return cls(**d)
 
     def save(self, path: Path) -> None:
@@ -115,13 +127,14 @@ def load_base():
     return model.eval(), tok, rows
 
 
-def apply_adapter(model, path: Path, recipe: MiniRecipe, rows: list[int]):
+def apply_adapter(model, path: Path, recipe: MiniRecipe, rows: list[int], teacher: bool = False):
     from safetensors.torch import load_file
 
     from guard.train.lora import LoraConfig, add_lora, load_lora, merge_lora
 
-    add_lora(model, LoraConfig(r=recipe.lora_r, alpha=recipe.lora_alpha, train_embeddings=tuple(rows)))
-    load_lora(model, load_file(str(path)))
+    r, alpha = recipe.teacher_rank if teacher else (recipe.lora_r, recipe.lora_alpha)
+    add_lora(model, LoraConfig(r=r, alpha=alpha, train_embeddings=tuple(rows)))
+    load_lora(model, {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()})
     return merge_lora(model).eval()
 
 
@@ -137,7 +150,7 @@ def build_hf(out: str | Path, artefacts: str | Path = ARTEFACTS, stage: str = "m
         raise GuardError(f"guard-mini artefacts missing in {a}: {', '.join(missing)}")
     recipe = MiniRecipe.load(a / "recipe.json")
     model, tok, rows = load_base()
-    apply_adapter(model, a / "teacher_adapter.safetensors", recipe, rows)
+    apply_adapter(model, a / "teacher_adapter.safetensors", recipe, rows, teacher=True)
     record = {"stage": "teacher", "artefacts": str(a), "recipe": asdict(recipe)}
     if stage == "mini":
         apply_record(model, json.loads((a / "prune_record.json").read_text()))

@@ -75,3 +75,11 @@ def test_guard_constructed_in_one_place():
     made = {m for m, tree in mods.items() for node in ast.walk(tree)
             if isinstance(node, ast.ImportFrom) and any(a.name in names and a.asname == "cls" for a in node.names)}
     assert made == {"guard.runtime.load"}, made
+
+
+def test_default_model_resolved_in_one_place():
+    """guard.defaults.default_model is called by guard.runtime.load.resolve only: one resolver for every entry point."""
+    mods = modules()
+    calls = [f"{m}:{node.lineno}" for m, tree in mods.items() for node in ast.walk(tree) if isinstance(node, ast.Call)
+             and "default_model" in (getattr(node.func, "id", None), getattr(node.func, "attr", None))]
+    assert calls and all(c.startswith("guard.runtime.load:") for c in calls), calls

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import atexit
+import json
 import resource
+import shutil
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from pathlib import Path
 
 from guard.bench.schema import SCHEMA, command, et_stats, machine, summarize, versions
 
@@ -44,6 +50,22 @@ def message(tok, n: int) -> str:
     return tok.decode(tok.encode(" ".join(words))[:n])
 
 
+@lru_cache(maxsize=4)
+def bench_image(width: int = 1600, height: int = 1200) -> Path:
+    """For vision models: a deterministic 1600x1200 JPEG (a phone-photo aspect ratio: 2x2 tiles of 560), written
+    once per process into a folder removed when the process ends."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    small = rng.integers(0, 256, (height // 8, width // 8, 3), dtype=np.uint8)  # smooth-ish content, realistic JPEG size
+    folder = tempfile.mkdtemp(prefix="guard-bench-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    path = Path(folder) / "photo.jpg"
+    Image.fromarray(small).resize((width, height), Image.Resampling.BILINEAR).save(path, quality=90)
+    return path
+
+
 def _load(model, dtype: str, calibrated: bool = True):
     """-> (guard, classify kwargs, load ms): a vision guard gets a fixed 2x2-tile photo (image_encode_ms is recorded)."""
     from guard.runtime.load import load
@@ -52,8 +74,6 @@ def _load(model, dtype: str, calibrated: bool = True):
     guard = load(model, dtype=dtype, calibrated=calibrated)
     load_ms = (time.perf_counter() - t0) * 1e3
     if guard.vision:
-        from guard.vision.bench import bench_image
-
         return guard, {"image": bench_image()}, load_ms
     return guard, {}, load_ms
 
@@ -107,8 +127,10 @@ def run_bench(model: str | None = None, cfg: BenchConfig | None = None, progress
             records.append(rec)
             if progress:
                 progress(rec)
-        runner = guard.runner
-        del guard
+        runner = guard.runner  # what the report needs, kept as data: the next run loads with this one freed
+        name, threads = runner.name, getattr(runner, "threads", None)
+        meta = getattr(runner, "meta", None) or {"config": runner.model.config.to_dict()}
+        del guard, runner
     measured = [x for x in records if not x["warmup"]]
     by_len = {}
     for n in cfg.prompt_tokens:
@@ -117,15 +139,8 @@ def run_bench(model: str | None = None, cfg: BenchConfig | None = None, progress
                           ("model_load_ms", "ttft_ms", "prefill_tok_s", "decode_tok_s", "verdict_ms", "peak_rss_mb",
                            "image_load_ms", "image_encode_ms") if m in rows[0]}
         by_len[str(n)]["num_prompt_tokens"] = rows[0]["num_prompt_tokens"]
-    meta = getattr(runner, "meta", None) or {"config": runner.model.config.to_dict()}
     return {
-        "schema": SCHEMA, "model": str(source.path), "backend": runner.name, "metadata": _jsonable(meta),
-        "machine": machine(getattr(runner, "threads", None) or __import__("torch").get_num_threads()), "versions": versions(), "command": command(),
+        "schema": SCHEMA, "model": str(source.path), "backend": name, "metadata": json.loads(json.dumps(meta, default=str)),
+        "machine": machine(threads or __import__("torch").get_num_threads()), "versions": versions(), "command": command(),
         "config": asdict(cfg), "summary": by_len, "runs": records,
     }
-
-
-def _jsonable(x):
-    import json
-
-    return json.loads(json.dumps(x, default=str))

@@ -6,8 +6,8 @@ import json
 import sys
 from pathlib import Path
 
-from guard.cli.common import (EXIT_CODES, add_model_arguments, add_policy_arguments, load_guard,  # noqa: F401
-                              policy_from_args, read_stdin_text, text_arg)  # (guard serve takes its options from here)
+from guard.cli.common import (EXIT_CODES, add_model_arguments, add_policy_arguments, load_guard, policy_from_args,
+                              read_stdin_text, text_arg)
 from guard.errors import EXIT_INDETERMINATE, EXIT_PARTIAL, EXIT_SAFE, EXIT_UNSAFE, GuardError
 
 EPILOG = EXIT_CODES
@@ -89,9 +89,7 @@ def run(args) -> int:
     guard = make_guard(args)
     v = guard.classify(content, response, image=args.image) if args.image else guard.classify(content, response)
     print(json.dumps(v.to_dict(), ensure_ascii=False) if args.json else v.summary())
-    if v.decision == "indeterminate":
-        return EXIT_INDETERMINATE if v.blocked else EXIT_SAFE
-    return EXIT_UNSAFE if v.decision == "unsafe" else EXIT_SAFE
+    return exit_code(v)
 
 
 def run_ray_batch(args) -> dict:
@@ -138,7 +136,10 @@ def run_stream(args) -> int:
                 break
     if not stream.final:
         show(stream.close(), final=True)
-    v = stream.verdict
+    return exit_code(stream.verdict)
+
+
+def exit_code(v) -> int:
     if v.decision == "indeterminate":
         return EXIT_INDETERMINATE if v.blocked else EXIT_SAFE
     return EXIT_UNSAFE if v.decision == "unsafe" else EXIT_SAFE

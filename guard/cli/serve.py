@@ -10,7 +10,7 @@ from guard.errors import GuardError
 
 
 def add_arguments(p):
-    from guard.cli.classify import add_model_arguments, add_policy_arguments
+    from guard.cli.common import add_model_arguments, add_policy_arguments
 
     add_model_arguments(p)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
@@ -36,7 +36,7 @@ def add_arguments(p):
 def config_from_args(args):
     from pathlib import Path
 
-    from guard.cli.classify import policy_from_args
+    from guard.cli.common import policy_from_args
     from guard.serve.app import ServeConfig
     from guard.serve.workers import LoadSpec
 
@@ -52,12 +52,12 @@ def config_from_args(args):
         raise GuardError(f"--threshold must be in [0, 1], got {args.threshold}")
     model, pte, model_id = args.model, args.pte, args.model_id
     if model is None and pte is None:
-        from guard.defaults import default_model
+        from guard.runtime.load import resolve
 
-        kind, path, desc = default_model()
-        model, pte = (None, str(path)) if kind == "pte" else (str(path), None)
-        print(f"guard: using the default model: {desc}", file=sys.stderr)
-        model_id = model_id or ("guard-mini" if kind == "pte" else Path(path).name)
+        source = resolve()
+        model, pte = (None, str(source.path)) if source.kind == "pte" else (str(source.path), None)
+        print(f"guard: using the default model: {source.description}", file=sys.stderr)
+        model_id = model_id or ("guard-mini" if source.kind == "pte" else source.path.name)
     for path in (model, pte):
         if path is not None and not Path(path).exists():
             raise GuardError(f"model not found: {path}")

@@ -47,7 +47,10 @@ def metrics(records: list[dict], preds: list[dict]) -> dict:
             per_cat[c] = {"n": len(idx), "recall": sum(yhat[i] for i in idx) / len(idx),
                           "category_recall": sum(c in preds[i].get("categories", []) for i in idx) / len(idx)}
     lat = [p["latency_ms"] for p in preds if p.get("latency_ms") is not None]
+    caught = [i for i in range(len(records)) if y[i] and yhat[i]]
+    exact = sum(sorted(preds[i].get("categories", [])) == sorted(records[i].get("categories", [])) for i in caught)
     return {
+        "hazard_exact": exact / len(caught) if caught else None, "n_hazard_exact": len(caught),
         "n": len(records), "unsafe": sum(y), "precision": prec, "recall": rec,
         "f1": 2 * prec * rec / (prec + rec) if prec + rec else 0.0, "fpr": fp / max(neg, 1),
         "fpr_adjacent": sum(adj) / len(adj) if adj else None, "n_adjacent": len(adj),
@@ -98,7 +101,7 @@ def predict(guard, records: list[dict], progress: bool = False) -> list[dict]:
 
 
 def evaluate(loaders, records: list[dict], out: str | Path, *, data: str = "", split: str | None = None,
-             command: str = "", progress: bool | None = None) -> str:
+             command: str = "", progress: bool | None = None, note: str = "") -> str:
     """Evaluate the guards that ``loaders`` (callables, each returning a Guard) load, one at a time, on ``records``;
     writes OUT.json and OUT.md (two guards: their agreement too) and returns the Markdown."""
     import sys
@@ -106,13 +109,18 @@ def evaluate(loaders, records: list[dict], out: str | Path, *, data: str = "", s
     from guard.bench.schema import environment
 
     progress = sys.stderr.isatty() if progress is None else progress
-    report = {"data": data, "split": split, "n": len(records), "models": {}, "environment": environment(), "command": command}
+    from guard.eval.adversarial import flip_rates
+
+    report = {"data": data, "split": split, "n": len(records), "models": {}, "environment": environment(), "command": command,
+              "note": note}
     preds = []
     for load in loaders:
         guard = load()
         name = str(guard.source.path)
         preds.append(predict(guard, records, progress=progress))
         report["models"][name] = metrics(records, preds[-1])
+        if any("base_id" in r for r in records):  # an adversarial suite (scripts/make_adversarial_suite.py)
+            report["models"][name]["adversarial"] = flip_rates(records, preds[-1])
         cal = guard.calibration
         report.setdefault("calibration", {})[name] = {"a": cal.a, "b": cal.b, "n": cal.n, "source": cal.source} if cal else None
         del guard  # one model in memory at a time
@@ -125,12 +133,14 @@ def evaluate(loaders, records: list[dict], out: str | Path, *, data: str = "", s
 def to_markdown(report: dict) -> str:
     names = list(report["models"])
     rows = [("F1", "f1"), ("precision", "precision"), ("recall", "recall"), ("FPR (all safe)", "fpr"),
-            ("FPR (safety-adjacent)", "fpr_adjacent"), ("AUPRC", "auprc")]
+            ("FPR (safety-adjacent)", "fpr_adjacent"), ("AUPRC", "auprc"),
+            ("hazard codes exact (caught unsafe)", "hazard_exact")]
     fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
-    lines = [f"# guard eval: {report['data']} ({report['n']} records)", "", "| metric | " + " | ".join(names) + " |",
-             "|---" * (len(names) + 1) + "|"]
+    title = f"# guard eval: {report['data']}" + (f" [{report['split']}]" if report.get("split") else "")
+    lines = [f"{title} ({report['n']} records)", ""] + ([report["note"], ""] if report.get("note") else [])
+    lines += ["| metric | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     for label, key in rows:
-        lines.append(f"| {label} | " + " | ".join(fmt(report["models"][m][key]) for m in names) + " |")
+        lines.append(f"| {label} | " + " | ".join(fmt(report["models"][m].get(key)) for m in names) + " |")
     lines.append("| latency mean ms | " + " | ".join(fmt((report["models"][m]["latency_ms"] or {}).get("mean")) for m in names) + " |")
     cal = report.get("calibration", {})
     if any(cal.values()):
@@ -151,6 +161,11 @@ def to_markdown(report: dict) -> str:
             cells = [f"{fmt(report['models'][m]['per_source'][k]['fpr'])} / {fmt(report['models'][m]['per_source'][k]['recall'])}"
                      for m in names]
             lines.append(f"| {k} | {v['n_safe']} | {v['n_unsafe']} | " + " | ".join(cells) + " |")
+    for m in names:
+        if report["models"][m].get("adversarial"):
+            from guard.eval.adversarial import to_markdown as adv_md
+
+            lines += adv_md(m, report["models"][m]["adversarial"])
     if "agreement" in report:
         a = report["agreement"]
         lines += ["", f"Agreement: verdict {a['verdict_agreement']:.3f}, categories {a['category_agreement']:.3f}, "

@@ -110,20 +110,15 @@ class Tokenizer:
         path = Path(path)
         from tokenizers import Tokenizer as HFTok
 
-        if (path / "tokenizer.json").is_file():
-            try:
-                return cls(HFTok.from_file(str(path / "tokenizer.json")), str(path / "tokenizer.json"))
-            except GuardError:
-                raise
-            except Exception as e:
-                raise GuardError(f"cannot read {path / 'tokenizer.json'}: {e}") from None
-        if (path / "tokenizer.model").is_file():
-            try:
-                return cls(convert_tiktoken(path / "tokenizer.model"), str(path / "tokenizer.model"))
-            except GuardError:
-                raise
-            except Exception as e:
-                raise GuardError(f"cannot read {path / 'tokenizer.model'} as a Llama 3 tiktoken file: {e}") from None
+        for name, read, what in (("tokenizer.json", lambda f: HFTok.from_file(str(f)), ""),
+                                 ("tokenizer.model", convert_tiktoken, " as a Llama 3 tiktoken file")):
+            if (path / name).is_file():
+                try:
+                    return cls(read(path / name), str(path / name))
+                except GuardError:
+                    raise
+                except Exception as e:
+                    raise GuardError(f"cannot read {path / name}{what}: {e}") from None
         raise GuardError(f"no tokenizer in {path} (expected tokenizer.json or tokenizer.model)")
 
     @classmethod

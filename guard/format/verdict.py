@@ -29,6 +29,7 @@ class Verdict:
     latency_ms: float = 0.0
     timings: dict = field(default_factory=dict)
     margin: float = 0.0  # raw log-odds logit(unsafe) - logit(safe), before calibration (guard.eval.calibrate)
+    truncation: dict = field(default_factory=dict)  # set when the input was longer than the model (guard.runtime.long)
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from guard.format.categories import Policy
-from guard.errors import GuardError, SequenceTooLong
+from guard.errors import GuardError
 from guard.format.prompt import as_messages, conversation, encode, role_of
 from guard.runtime.runner import Runner, column
 from guard.format.tokenizer import Tokenizer
@@ -28,13 +28,14 @@ class Guard:
     source = None  # guard.runtime.load.Source: what was loaded
 
     def __init__(self, runner: Runner, tokenizer: Tokenizer, policy: Policy | None = None,
-                 threshold: float = 0.5, block_indeterminate: bool = True, calibration=None):
+                 threshold: float = 0.5, block_indeterminate: bool = True, calibration=None, long_policy: str | None = None):
         if not 0.0 <= threshold <= 1.0:
             raise GuardError(f"threshold must be in [0, 1], got {threshold}")
         self.runner, self.tokenizer = runner, tokenizer
         self.calibration = calibration  # guard.eval.calibrate.Calibration, or None: the model's own softmax
         self.policy = policy or Policy()
         self.threshold, self.block_indeterminate = threshold, block_indeterminate
+        self.long_policy = long_policy  # over-long conversations: guard.runtime.long (None: its default, 'windows')
         t = tokenizer.tokens
         self._cols = {name: column(runner, getattr(t, name)) for name in ("safe", "unsafe", "eot")}
         if None in self._cols.values():
@@ -74,10 +75,12 @@ class Guard:
         t = self.tokenizer.tokens
         n_head, n_body = len(tokens.head), len(tokens.body)
         needed = n_head + n_body + 1 + 3 + MAX_CATEGORY_TOKENS
-        if needed > self.runner.max_seq_len:
-            raise SequenceTooLong(
-                f"conversation needs {needed} tokens with the verdict, more than the model's maximum of "
-                f"{self.runner.max_seq_len}; shorten it or classify the last turns only")
+        if needed > self.runner.max_seq_len:  # a documented policy instead of an error (guard/runtime/long.py)
+            from guard.runtime.long import classify_long
+
+            v = classify_long(self, msgs, self.runner.max_seq_len - (needed - n_head - n_body), self.long_policy)
+            v.latency_ms = (time.perf_counter() - t0) * 1e3
+            return v
         # The model's first generated token is "\n\n"; feed it with the prompt and read the verdict after it.
         s = time.perf_counter()
         ids = tokens.ids + [t.blank]

@@ -85,10 +85,10 @@ def run_ray(in_path, out_path, spec=None, address: str | None = None, actors: in
     in_path, out_path = check_paths(in_path, out_path)
     spec = spec or LoadSpec()
     if spec.model is None and spec.pte is None:  # resolve the default model once, in the driver
-        from guard.defaults import default_model
+        from guard.runtime.load import resolve
 
-        kind, path, _ = default_model()
-        spec.model, spec.pte = (None, str(path)) if kind == "pte" else (str(path), None)
+        source = resolve()
+        spec.model, spec.pte = (None, str(source.path)) if source.kind == "pte" else (str(source.path), None)
     rows, errors, counts = read_requests(in_path, out_path, max_line_bytes, log)
     env = {"OMP_NUM_THREADS": "1", "GUARD_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     if os.environ.get("PYTHONPATH"):

@@ -24,10 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from guard.errors import GuardError
+from guard.train.examples import Example, prompt as _p, read_rows as _jsonl, response as _r  # noqa: F401
 from guard.fsutil import atomic_dir
 
 CATEGORIES = tuple(f"S{i}" for i in range(1, 15))
-SPLITS = ("train", "dev", "test")
+SPLITS = ("train", "dev", "test", "heldout")  # heldout: whole sources kept out of training (sources.HELDOUT_SOURCES)
 MAX_CHARS = 600  # long texts are cut: short sequences keep CPU training affordable
 
 OPENAI = {"S": "S12", "S3": "S4", "H": "S10", "H2": "S10", "HR": "S10", "V": "S1", "V2": "S1", "SH": "S11"}
@@ -43,30 +44,22 @@ JBB = {"Harassment/Discrimination": "S10", "Malware/Hacking": "S2", "Physical ha
        "Expert advice": "S6", "Government decision-making": "S2"}
 
 # Per-source caps keep the set CPU-sized and stop one source (e.g. gsm8k) from dominating; sampling is seeded.
+# Caps apply after exact and near-duplicate removal. DangerousQA is HarmfulQ (held out), so none of it survives.
 CAPS = {"gsm8k": 300, "dolly_prompt": 400, "dolly_response": 400, "hatecheck_hateful": 500, "hatecheck_benign": 500,
-        "jbb_response": 900, "harmfulqa": 0}
+        "jbb_response": 900, "harmfulqa": 500, "aart": 1000, "davidson_hate": 700, "davidson_offensive": 700,
+        "davidson_neither": 300, "gptfuzz": 1200, "diasafety": 1000, "sap": 500, "trustllm_jailbreak": 400,
+        "trustllm_privacy": 250, "diselect_voting": 250, "diselect_mps": 250, "jbb_attack_prompt": 500,
+        "jbb_attack_response": 900, "coconot_pref": 600, "advbench": 500}
+# Templated sources: near-duplicates (word 3-gram Jaccard >= NEAR_DUP with a kept record of the same label) are removed
+TEMPLATED = ("aart", "sap", "harmfulqa", "trustllm_jailbreak", "trustllm_privacy", "diselect_voting", "diselect_mps",
+             "diselect_benign", "cyberseceval_interpreter", "cyberseceval_mitre_frr", "gptfuzz", "gptfuzz_question",
+             "jbb_attack_prompt", "jbb_attack_response", "catqa", "advbench", "adversarialqa", "patronus_copyright")
+NEAR_DUP = 0.7
+HELDOUT_NEAR_DUP = 0.6  # a training record this close to any held-out text is dropped
+# statement and chit-chat sources cannot hold a held-out request: only the exact check is run on them (speed)
+NO_NEAR_CHECK = ("davidson_hate", "davidson_offensive", "davidson_neither", "hatecheck_hateful", "hatecheck_benign",
+                 "toxigen", "toxigen_neutral", "gsm8k", "diasafety")
 
-
-@dataclass(frozen=True)
-class Example:
-    messages: tuple  # ((role, text), ...)
-    label: str
-    categories: tuple[str, ...]
-    source: str
-    adjacent: bool = False
-
-
-def _p(text: str, label: str, cats=(), source: str = "", adjacent: bool = False) -> Example:
-    return Example((("user", text),), label, tuple(sorted(set(cats), key=lambda c: int(c[1:]))), source, adjacent)
-
-
-def _r(prompt: str, response: str, label: str, cats=(), source: str = "") -> Example:
-    return Example((("user", prompt), ("assistant", response)), label, tuple(sorted(set(cats), key=lambda c: int(c[1:]))), source)
-
-
-def _jsonl(path: Path):
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 def openai_moderation(root: Path):
@@ -107,8 +100,6 @@ def coconot(root: Path):
     for r in _jsonl(root / "coconot/coconot_eval.jsonl"):
         if r["category"] != "Requests with safety concerns":
             yield _p(r["prompt"], "safe", (), "coconot_eval")
-    for r in _jsonl(root / "coconot/coconot_contrast_eval.jsonl"):
-        yield _p(r["prompt"], "safe", (), "coconot_contrast", adjacent=True)
     for r in _jsonl(root / "coconot/coconot_pref.jsonl"):
         yield _p(r["prompt"], "safe", (), "coconot_pref", adjacent=True)
 
@@ -157,7 +148,10 @@ def jbb_responses(root: Path):
                 yield _r(r["prompt"], r["response"], "safe", (), "jbb_response")
 
 
-READERS = (openai_moderation, harmbench, catqa, cyberseceval, coconot, hatecheck, toxigen, benign, jbb_responses)
+def _readers():
+    from guard.train.sources import NEW_READERS
+
+    return (openai_moderation, harmbench, catqa, cyberseceval, coconot, hatecheck, toxigen, benign, jbb_responses) + NEW_READERS
 
 
 def normalise(text: str) -> str:
@@ -179,25 +173,61 @@ def _clip(text: str) -> str:
     return text if len(text) <= MAX_CHARS else text[:MAX_CHARS].rsplit(" ", 1)[0] + " ..."
 
 
-def collect(root: Path, seed: int = 0) -> list[dict]:
-    """Read every source under ``root``, dedup by normalised text (a conflict keeps the unsafe label), cap, split."""
+def _read(reader, root: Path) -> list[Example]:
+    try:
+        items = list(reader(root))
+    except FileNotFoundError as e:
+        raise GuardError(f"{reader.__name__}: missing file {e.filename}; point --root at a copy of the datasets") from None
+    out = []
+    for ex in items:
+        ex = Example(tuple((r, _clip(t)) for r, t in ex.messages), ex.label, ex.categories, ex.source, ex.adjacent)
+        if all(normalise(t) for _, t in ex.messages):
+            out.append(ex)
+    return out
+
+
+def _text(ex: Example) -> str:
+    return "\n".join(t for _, t in ex.messages)
+
+
+def collect(root: Path, seed: int = 0, augment: bool = True, report: dict | None = None) -> list[dict]:
+    """Read every source under ``root``; hold out whole sources (split 'heldout'); drop training candidates that
+    equal or nearly equal a held-out text; dedup by normalised text (a conflict keeps the unsafe label), drop near
+    duplicates inside templated sources, cap, split, and add the robustness augmentation (train split only)."""
+    from guard.train.dedup import NearDup
+    from guard.train.sources import HELDOUT_READERS
+
     root = Path(root)
     if not root.is_dir():
         raise GuardError(f"data root {root} is not a directory (expected the shared public datasets folder)")
+    report = report if report is not None else {}
+    held: dict[str, Example] = {}
+    for reader in HELDOUT_READERS:
+        for ex in _read(reader, root):
+            held.setdefault(key_of(ex), ex)
+    held_index = NearDup(HELDOUT_NEAR_DUP)
+    held_users = set()
+    for k, ex in held.items():
+        held_index.add(k, _text(ex))
+        held_users.add(normalise(ex.messages[0][1]))
     by_key: dict[str, Example] = {}
-    for reader in READERS:
-        try:
-            items = list(reader(root))
-        except FileNotFoundError as e:
-            raise GuardError(f"{reader.__name__}: missing file {e.filename}; point --root at a copy of the datasets") from None
-        for ex in items:
-            ex = Example(tuple((r, _clip(t)) for r, t in ex.messages), ex.label, ex.categories, ex.source, ex.adjacent)
-            if not all(normalise(t) for _, t in ex.messages):
-                continue
+    dropped = report.setdefault("dropped", {})
+    for reader in _readers():
+        for ex in _read(reader, root):
             k = key_of(ex)
+            if k in held or normalise(ex.messages[0][1]) in held_users or (
+                    ex.source not in NO_NEAR_CHECK and held_index.find(ex.messages[0][1]) is not None):
+                dropped[f"{ex.source}: same as held-out"] = dropped.get(f"{ex.source}: same as held-out", 0) + 1
+                continue
             old = by_key.get(k)
             if old is None or (old.label == "safe" and ex.label == "unsafe"):
                 by_key[k] = ex
+    near = {lab: NearDup(NEAR_DUP) for lab in ("safe", "unsafe")}
+    for k in sorted(by_key, key=lambda k: (by_key[k].source, k)):
+        ex = by_key[k]
+        if ex.source in TEMPLATED and near[ex.label].add(k, _text(ex)) is not None:
+            dropped[f"{ex.source}: near-duplicate"] = dropped.get(f"{ex.source}: near-duplicate", 0) + 1
+            del by_key[k]
     rng = random.Random(seed)
     by_source: dict[str, list[str]] = {}
     for k in sorted(by_key):
@@ -206,12 +236,18 @@ def collect(root: Path, seed: int = 0) -> list[dict]:
     for source, keys in sorted(by_source.items()):
         cap = CAPS.get(source)
         keep += rng.sample(keys, cap) if cap is not None and len(keys) > cap else keys
-    out = []
-    for k in sorted(keep):
-        ex = by_key[k]
-        out.append({"id": k[:16], "messages": [{"role": r, "content": t} for r, t in ex.messages], "label": ex.label,
-                    "categories": list(ex.categories), "source": ex.source, "split": split_of(k), "adjacent": ex.adjacent})
+    out = [_record(k, by_key[k], split_of(k)) for k in sorted(keep)]
+    out += [_record(k, held[k], "heldout") for k in sorted(held)]
+    if augment:
+        from guard.train.augment import augment_records
+
+        out += augment_records([r for r in out if r["split"] == "train"], seed)
     return out
+
+
+def _record(k: str, ex: Example, split: str) -> dict:
+    return {"id": k[:16], "messages": [{"role": r, "content": t} for r, t in ex.messages], "label": ex.label,
+            "categories": list(ex.categories), "source": ex.source, "split": split, "adjacent": ex.adjacent}
 
 
 def validate(record: dict, where: str) -> dict:
@@ -257,7 +293,8 @@ def write_dataset(records: list[dict], out: str | Path) -> dict:
     if not records:
         raise GuardError("empty dataset: no records were read")
     with atomic_dir(out, "--out") as tmp:
-        stats = {"total": len(records), "splits": {}, "sources": {}, "categories": {}}
+        stats = {"total": len(records), "splits": {}, "sources": {}, "categories": {}, "categories_by_split": {},
+                 "heldout_sources": sorted({r["source"] for r in records if r["split"] == "heldout"})}
         for name in ("all",) + SPLITS:
             rows = records if name == "all" else [r for r in records if r["split"] == name]
             with open(tmp / f"{name}.jsonl", "w", encoding="utf-8") as f:
@@ -270,14 +307,22 @@ def write_dataset(records: list[dict], out: str | Path) -> dict:
         for r in records:
             s = stats["sources"].setdefault(r["source"], {"safe": 0, "unsafe": 0})
             s[r["label"]] += 1
+            s[r["split"]] = s.get(r["split"], 0) + 1
+            by = stats["categories_by_split"].setdefault(r["split"], {})
             for c in r["categories"]:
                 stats["categories"][c] = stats["categories"].get(c, 0) + 1
+                by[c] = by.get(c, 0) + 1
         (tmp / "stats.json").write_text(json.dumps(stats, indent=2) + "\n")
     return stats
 
 
-def build(root: str | Path, out: str | Path, seed: int = 0) -> dict:
-    return write_dataset(collect(Path(root), seed), out)
+def build(root: str | Path, out: str | Path, seed: int = 0, augment: bool = True) -> dict:
+    report: dict = {}
+    records = collect(Path(root), seed, augment=augment, report=report)
+    stats = write_dataset(records, out)
+    stats["dropped"] = dict(sorted(report.get("dropped", {}).items()))
+    (Path(out) / "stats.json").write_text(json.dumps(stats, indent=2) + "\n")
+    return stats
 
 
 def calibration_texts(path: str | Path | None, n: int) -> list[str]:

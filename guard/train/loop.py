@@ -212,11 +212,13 @@ def _save(out: Path, model, opt, step: int, cfg: TrainConfig) -> None:
 
 
 def finetune(model, codec: GuardCodec, records: list[dict], out: str | Path, cfg: TrainConfig, policy=None,
-             progress: bool = True, teacher=None, kl_ids: list[int] | None = None, alpha: float = 0.5) -> dict:
+             progress: bool = True, teacher=None, kl_ids: list[int] | None = None, alpha: float = 0.5,
+             on_save=None) -> dict:
     """Full fine-tuning on labelled records; resumes from ``out/ckpt.pt``. Returns a summary dict.
 
     With ``teacher``: loss = alpha * CE(labels) + (1 - alpha) * KL(teacher || student) over the ``kl_ids`` columns
-    (the guard's tokens) at every verdict position (distillation)."""
+    (the guard's tokens) at every verdict position (distillation). ``on_save(model, step)`` is called after each
+    checkpoint (e.g. to write a small, committable adapter snapshot beside the full checkpoint)."""
     if not records:
         raise GuardError("empty dataset: nothing to train on")
     # a list of policies: each record is shown under one of them, chosen by a seeded hash of its index, so the
@@ -243,7 +245,7 @@ def finetune(model, codec: GuardCodec, records: list[dict], out: str | Path, cfg
     model.train()
     caches: dict = {}
     t_caches: dict = {}
-    losses, t0 = [], time.time()
+    losses, t0, step0 = [], time.time(), step
     bar = None
     if progress and rank == 0:
         from tqdm import tqdm
@@ -286,7 +288,10 @@ def finetune(model, codec: GuardCodec, records: list[dict], out: str | Path, cfg
             with open(out / "log.jsonl", "a") as f:
                 f.write(json.dumps({"step": step, "loss": sum(losses[-cfg.save_every:]) / len(losses[-cfg.save_every:]),
                                     "lr": lr_at(cfg, step - 1), "elapsed_s": round(time.time() - t0, 1),
+                                    "s_per_step": round((time.time() - t0) / (step - step0), 2),
                                     "loadavg": os.getloadavg()[0]}) + "\n")
+            if on_save is not None:
+                on_save(model, step)
     if bar:
         bar.close()
     model.eval()

@@ -31,6 +31,17 @@ class _ImageMethod(nn.Module):
         return self.m.encode_image(pixel_values, aspect_ratio_ids, aspect_ratio_mask)
 
 
+class _TextMethod(nn.Module):
+    """prefill/decode wrap the model like vision_encoder, so the three methods name the shared buffers alike."""
+
+    def __init__(self, m):
+        super().__init__()
+        self.m = m
+
+    def forward(self, tokens, pos, last, xrow, xon):
+        return self.m(tokens, pos, last, xrow, xon)
+
+
 def quantize_vision(model, group_size: int = 32) -> None:
     """8da4w on the vision encoder's linears and the projector (the patch conv and embeddings stay fp32)."""
     from guard.quantize import QuantConfig, load_quantized_ops, quantize
@@ -85,8 +96,8 @@ def export_vision_pte(model, config: ExportConfig, path: str | Path, tok, report
     ar_mask[..., 0] = 1
     methods = {
         "vision_encoder": (_ImageMethod(model), (torch.zeros(1, 1, T, 3, S, S), torch.ones(1, 1, dtype=torch.long), ar_mask)),
-        "prefill": (model, (torch.zeros(1, C, dtype=torch.long), torch.arange(C), torch.tensor([C - 1]), torch.zeros(C), torch.ones(1))),
-        "decode": (model, (torch.zeros(1, 1, dtype=torch.long), torch.tensor([0]), torch.tensor([0]), torch.zeros(1), torch.ones(1))),
+        "prefill": (_TextMethod(model), (torch.zeros(1, C, dtype=torch.long), torch.arange(C), torch.tensor([C - 1]), torch.zeros(C), torch.ones(1))),
+        "decode": (_TextMethod(model), (torch.zeros(1, 1, dtype=torch.long), torch.tensor([0]), torch.tensor([0]), torch.zeros(1), torch.ones(1))),
     }
     meta = metadata.build(tok.tokens, max_seq_len=config.max_seq_len, chunk=C, vocab_size=a.vocab_size,
                           output_ids=model.output_ids, prompt_format=FORMAT_VERSION,

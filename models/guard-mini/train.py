@@ -10,6 +10,13 @@ oversamples named sources, e.g. hate speech and its benign look-alikes) -> check
 -> calibrate (build the 8da4w .pte from the artefacts, fit p_unsafe's scale on dev records: guard.eval.calibrate).
 Artefacts go to --artefacts (default: this folder). --until STAGE stops after that stage (e.g. --until teacher, to
 measure a longer-trained teacher on dev before pruning from it).
+
+Issue 18 (models/guard-mini/next/README.md): the recipe may give the teacher its own LoRA rank (teacher_lora_r) and
+names held-out sources that the training file must not contain. Every checkpoint also writes the committable
+ARTEFACTS/teacher_resume.safetensors (adapters + step), from which a later session resumes when WORK is gone:
+
+    python models/guard-mini/train.py --data DATA --work /work/home-mini/teacher-run --artefacts models/guard-mini/next \
+        --threads 1 --until teacher
 """
 
 from __future__ import annotations
@@ -33,23 +40,70 @@ from guard.train.prune import PruneConfig, prune
 from guard.train.loop import GuardCodec, TrainConfig, finetune
 
 
-def save_adapter(sd: dict, path: Path) -> None:
+def save_adapter(sd: dict, path: Path, dtype=None) -> None:
     from safetensors.torch import save_file
 
-    save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
+    tmp = path.with_suffix(".tmp")
+    save_file({k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).contiguous() for k, v in sd.items()}, str(tmp))
+    tmp.replace(path)
+
+
+RESUME = "teacher_resume.safetensors"  # committable snapshot: the teacher's adapters (fp16 when rank > 8) + its step
+
+
+def training_records(recipe: MiniRecipe, data: Path) -> list[dict]:
+    """The train split, refused if it holds a record of a held-out source (the recipe's choice, made before training)."""
+    rows = load_jsonl(data / "train.jsonl")
+    leak = sorted({r["source"] for r in rows} & set(recipe.heldout_sources))
+    if leak:
+        sys.exit(f"{data / 'train.jsonl'} contains held-out sources {leak}: rebuild the data with `guard data build`")
+    return rows
 
 
 def teacher(recipe: MiniRecipe, data: Path, work: Path, art: Path) -> None:
+    """LoRA fine-tuning of the base. Resumes from WORK/teacher.ckpt/ckpt.pt (model + optimizer), else from the
+    committable snapshot ART/teacher_resume.safetensors (adapters + step; AdamW moments restart from zero)."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from guard.train.lora import load_lora
+
     if (art / "teacher_adapter.safetensors").is_file() and (work / "teacher").is_dir():
         return print("teacher: done")
     model, tok, rows = load_base()
-    lora = LoraConfig(r=recipe.lora_r, alpha=recipe.lora_alpha, train_embeddings=tuple(rows))
-    add_lora(model, lora)
-    cfg = TrainConfig(steps=recipe.teacher_steps, lr=recipe.teacher_lr, accum=recipe.accum, save_every=10, bf16=False,
-                      seed=recipe.seed, decay_from=recipe.teacher_decay_from)
-    summary = finetune(model, GuardCodec(tok), load_jsonl(data / "train.jsonl"), work / "teacher.ckpt", cfg,
-                       policy=policies(recipe.policies))
-    save_adapter(lora_state_dict(model, rows), art / "teacher_adapter.safetensors")
+    r, alpha = recipe.teacher_rank
+    add_lora(model, LoraConfig(r=r, alpha=alpha, train_embeddings=tuple(rows)))
+    half = torch.float16 if r > 8 else None  # a rank-64 adapter is 78 MB in fp32, 39 MB in fp16
+    cfg = TrainConfig(steps=recipe.teacher_steps, lr=recipe.teacher_lr, accum=recipe.accum, save_every=recipe.teacher_save_every,
+                      bf16=False, seed=recipe.seed, decay_from=recipe.teacher_decay_from)
+    ckdir = work / "teacher.ckpt"
+    snap = art / RESUME
+    if not (ckdir / "ckpt.pt").is_file() and snap.is_file():
+        with safe_open(str(snap), "pt") as f:
+            step = int(f.metadata()["step"])
+        load_lora(model, {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(snap)).items()})
+        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=0.0)
+        ckdir.mkdir(parents=True, exist_ok=True)
+        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "config": {}}, ckdir / "ckpt.pt")
+        print(f"teacher: resuming at step {step} from {snap} (optimizer moments restart)")
+
+    def snapshot(m, step: int) -> None:
+        from safetensors.torch import save_file
+
+        tmp = snap.with_suffix(".tmp")
+        sd = {k: (v.to(half) if half is not None and v.is_floating_point() else v).contiguous()
+              for k, v in lora_state_dict(m, rows).items()}
+        save_file(sd, str(tmp), metadata={"step": str(step), "lora_r": str(r), "lora_alpha": str(alpha)})
+        tmp.replace(snap)
+        shutil.copy(ckdir / "log.jsonl", art / "teacher_train_log.jsonl")
+
+    summary = finetune(model, GuardCodec(tok), training_records(recipe, data), ckdir, cfg,
+                       policy=policies(recipe.policies), on_save=snapshot)
+    sd = lora_state_dict(model, rows)
+    if half is not None:  # what is merged is exactly what is shipped: the adapters rounded to fp16
+        sd = {k: v.to(half).float() if v.is_floating_point() else v for k, v in sd.items()}
+        load_lora(model, sd)
+    save_adapter(sd, art / "teacher_adapter.safetensors", half)
     merge_lora(model)
     save_atomic(model, tok, work / "teacher", {"stage": "teacher", "summary": summary}, "train_record.json")
     print("teacher:", summary)
@@ -89,7 +143,7 @@ def distill_stage(recipe: MiniRecipe, data: Path, work: Path, art: Path) -> None
         return print("distil: done")
     train = TrainConfig(steps=recipe.student_steps, lr=recipe.student_lr, accum=recipe.accum, save_every=10, bf16=False,
                         seed=recipe.seed + 1, decay_from=recipe.student_decay_from)
-    rec = _distil(recipe, load_jsonl(data / "train.jsonl"), work, art, "student", train)
+    rec = _distil(recipe, training_records(recipe, data), work, art, "student", train)
     print("distil:", rec["summary"])
 
 
@@ -99,7 +153,7 @@ def refine_stage(recipe: MiniRecipe, data: Path, work: Path, art: Path) -> None:
         return print("refine: not in this recipe")
     if (work / "refined").is_dir():
         return print("refine: done")
-    records = refine_records(load_jsonl(data / "train.jsonl"), recipe)
+    records = refine_records(training_records(recipe, data), recipe)
     train = TrainConfig(steps=recipe.refine_steps, lr=recipe.refine_lr, accum=recipe.accum, save_every=10, bf16=False,
                         seed=recipe.seed + 2, decay_from=0)
     rec = _distil(recipe, records, work, art, "refined", train, init_adapter=work / "student" / "adapter.safetensors")
@@ -148,6 +202,22 @@ def calibrate_stage(recipe: MiniRecipe, data: Path, work: Path, art: Path) -> No
     print(f"calibrate: a={cal.a:.4f} b={cal.b:+.4f}", json.dumps(report))
 
 
+def snapshot_hf(recipe: MiniRecipe, art: Path, out: Path) -> None:
+    """The teacher as it stands in ART/teacher_resume.safetensors, merged into a Hugging Face directory (for
+    `guard eval` of a run in progress; eager: no export)."""
+    from safetensors import safe_open
+
+    from guard.mini import apply_adapter
+    from guard.train.prune import save_atomic
+
+    with safe_open(str(art / RESUME), "pt") as f:
+        step = int(f.metadata()["step"])
+    model, tok, rows = load_base()
+    apply_adapter(model, art / RESUME, recipe, rows, teacher=True)
+    save_atomic(model, tok, out, {"stage": "teacher snapshot", "step": step, "artefacts": str(art)}, "train_record.json")
+    print(f"teacher snapshot at step {step} -> {out}")
+
+
 STAGE_FNS = {"teacher": teacher, "prune": prune_stage, "distil": distill_stage, "refine": refine_stage, "check": check_rebuild,
              "calibrate": calibrate_stage}
 STAGES = tuple(STAGE_FNS)
@@ -161,6 +231,8 @@ def main() -> None:
     ap.add_argument("--recipe", type=Path, help="recipe JSON (default: ARTEFACTS/recipe.json, else the built-in recipe)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--until", choices=STAGES, default=STAGES[-1], help="stop after this stage (default: run them all)")
+    ap.add_argument("--snapshot-hf", type=Path, help="only write the in-progress teacher (ARTEFACTS/teacher_resume.safetensors) "
+                    "as a Hugging Face directory here, and exit")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
@@ -168,6 +240,8 @@ def main() -> None:
     a.artefacts.mkdir(parents=True, exist_ok=True)
     src = a.recipe or a.artefacts / "recipe.json"
     recipe = MiniRecipe.load(src) if src.is_file() else MiniRecipe()
+    if a.snapshot_hf:
+        return snapshot_hf(recipe, a.artefacts, a.snapshot_hf)
     recipe.save(a.artefacts / "recipe.json")
     t0 = time.time()
     for name in STAGES[: STAGES.index(a.until) + 1]:

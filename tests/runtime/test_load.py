@@ -39,6 +39,8 @@ def test_bad_options_fail_before_anything_loads(tmp_path):
 def test_too_long_is_a_typed_error_and_a_stream_turns_it_into_a_verdict(tiny_model_dir):
     g = guard.load(str(tiny_model_dir))
     long = "word " * (g.runner.max_seq_len + 10)
+    assert g.classify(long).truncation["policy"] == "windows"  # issue 18: a default policy, not an error
+    g.long_policy = "error"  # the old behaviour, on request (guard.runtime.long)
     with pytest.raises(SequenceTooLong, match="maximum"):
         g.classify(long)
     stream = g.moderate_stream("Tell me a story.", check_every=10_000)
