@@ -63,11 +63,12 @@ def pte(work: Path, hf: Path, args) -> Path:
 
     chunks = tuple(int(c) for c in args.chunks.split(",") if c.strip())
     extra = "_" + "-".join(map(str, chunks)) if chunks else ""
-    out = work / f"pte_8da4w_g{args.group_size}_c{args.chunk}{extra}_s{args.max_seq_len}{'_pruned' if args.prune_vocab else ''}"
+    emb = f"_e{args.embedding_group_size}" if args.embedding_group_size != 32 else ""
+    out = work / f"pte_8da4w_g{args.group_size}{emb}_c{args.chunk}{extra}_s{args.max_seq_len}{'_pruned' if args.prune_vocab else ''}"
     if not (out / "model.pte").is_file():
         log(f"exporting {out.name}")
         cfg = ExportConfig(max_seq_len=args.max_seq_len, chunk=args.chunk, chunks=chunks, prune_vocab=args.prune_vocab,
-                           quant=QuantConfig("8da4w", group_size=args.group_size))
+                           quant=QuantConfig("8da4w", group_size=args.group_size, embedding_group_size=args.embedding_group_size))
         t0 = time.time()
         export_model(hf, out, cfg)
         log(f"export took {time.time() - t0:.0f} s")
@@ -187,6 +188,8 @@ def main() -> int:
     ap.add_argument("--chunk", type=int, default=128, help="largest static prefill chunk (method prefill)")
     ap.add_argument("--chunks", default="32,8", help="smaller static prefill chunks (methods prefill_<n>); '' for none")
     ap.add_argument("--max-seq-len", type=int, default=1024)
+    ap.add_argument("--embedding-group-size", type=int, default=256,
+                    help="4-bit embedding group (256: 2 MB of scales; 32: 16 MB, the file goes over 440 MB)")
     ap.add_argument("--group-size", type=int, default=256)
     ap.add_argument("--no-prune-vocab", dest="prune_vocab", action="store_false")
     ap.add_argument("--out", type=Path, default=RESULTS / "bench_1b_shape")

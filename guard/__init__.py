@@ -6,7 +6,7 @@
 >>> v.decision, v.categories, v.p_unsafe
 
 ``guard.load(model=None, pte=None, *, dtype="fp32", policy=None, threshold=0.5, block_indeterminate=True,
-calibrated=True, build=True)`` is guard.runtime.load.load (docs/ARCHITECTURE.md).
+calibrated=True, build=True, check_tokenizer=True)`` is guard.runtime.load.load (docs/ARCHITECTURE.md).
 """
 
 from __future__ import annotations

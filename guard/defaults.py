@@ -9,6 +9,20 @@ from pathlib import Path
 HOME = Path(os.environ.get("GUARD_HOME", Path.home() / ".cache" / "ondevice-llamaguard"))
 
 
+def check_home() -> Path:
+    """GUARD_HOME must be a directory (or not exist yet): checked before anything is built into it."""
+    from guard.errors import GuardError
+
+    for p in (HOME, *HOME.parents):
+        if p.exists():
+            if not p.is_dir():
+                raise GuardError(f"GUARD_HOME {HOME} is not a directory ({p} is a file); point it at a directory")
+            break
+    if (HOME / "guard-mini").exists() and not (HOME / "guard-mini").is_dir():
+        raise GuardError(f"{HOME / 'guard-mini'} is a file; GUARD_HOME needs a directory there")
+    return HOME
+
+
 def mini_dir() -> Path:
     return HOME / "guard-mini"
 
@@ -22,6 +36,7 @@ def default_model(build: bool = True) -> tuple[str, Path, str]:
     from guard.errors import GuardError
     from guard.mini import ARTEFACTS, gguf_path, is_current, sync_calibration
 
+    check_home()
     mini = mini_dir()
     if is_current(mini, ARTEFACTS):
         sync_calibration(mini, ARTEFACTS)

@@ -20,6 +20,10 @@ class GuardError(Exception):
         super().__init__(" ".join(str(message).split()))
 
 
+class GuardWarning(UserWarning):
+    """Something the caller should know but that does not stop the work (the CLI prints it as one line)."""
+
+
 class SequenceTooLong(GuardError):
     """The conversation (plus the verdict) needs more positions than the model's max_seq_len."""
 

@@ -159,6 +159,11 @@ def build_hf(out: str | Path, artefacts: str | Path = ARTEFACTS, stage: str = "m
     return save_atomic(model, tok, out, record, "guard_mini.json")
 
 
+# What a build holds beyond the weights: bump when the exported file changes (a new metadata entry, new methods), so
+# that an existing build is rebuilt. 2: the .pte records its tokenizer's sha256. 3: (branch native). 4: prefill
+# chunk methods (prefill, prefill_32, prefill_8 + get_prefill_chunks), fp16 embedding scales, computed causal mask.
+BUILD_FORMAT = 4
+
 MODEL_FILES = ("recipe.json", "teacher_adapter.safetensors", "prune_record.json", "student_adapter.safetensors")
 
 
@@ -223,7 +228,7 @@ def is_current(out: str | Path, artefacts: str | Path = ARTEFACTS) -> bool:
         stamp = json.loads((out / "build.json").read_text())
     except (OSError, ValueError):
         return False
-    if not (out / "model.pte").is_file():
+    if not (out / "model.pte").is_file() or stamp.get("format") != BUILD_FORMAT:
         return False
     stat = artefact_stat(artefacts)
     if stamp.get("artefacts_stat") == stat:
@@ -256,7 +261,7 @@ def build(out: str | Path, artefacts: str | Path = ARTEFACTS, quant: bool = True
     cfg = ExportConfig(quant=QuantConfig("8da4w" if quant else "none", group_size=recipe.group_size), prune_vocab=True)
     (out / "build.json").unlink(missing_ok=True)
     export_model(hf, out, cfg)
-    (out / "build.json").write_text(json.dumps({"artefacts": str(Path(artefacts).resolve()), "quant": "8da4w" if quant else "none",
+    (out / "build.json").write_text(json.dumps({"format": BUILD_FORMAT, "artefacts": str(Path(artefacts).resolve()), "quant": "8da4w" if quant else "none",
                                                 "artefacts_sha256": artefact_digest(artefacts),
                                                 "artefacts_stat": artefact_stat(artefacts)}, indent=2) + "\n")
     sync_calibration(out, artefacts)

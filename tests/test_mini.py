@@ -68,7 +68,7 @@ def test_a_build_from_other_artefacts_is_stale(tmp_path):
     import shutil
 
     from guard.errors import GuardError
-    from guard.mini import MODEL_FILES, artefact_digest, is_current, sync_calibration
+    from guard.mini import BUILD_FORMAT, MODEL_FILES, artefact_digest, is_current, sync_calibration
 
     art = tmp_path / "art"
     art.mkdir()
@@ -80,6 +80,12 @@ def test_a_build_from_other_artefacts_is_stale(tmp_path):
     (out / "model.pte").write_bytes(b"stand-in")
     assert not is_current(out, art)  # no build.json: built before stamps existed
     (out / "build.json").write_text(json.dumps({"artefacts_sha256": artefact_digest(art), "quant": "8da4w"}))
+    assert not is_current(out, art)  # built by an exporter of an older format (no tokenizer digest): rebuilt
+    for old in (2, 3):  # 2: tokenizer digest, no prefill chunk methods; 3: the native branch's format
+        (out / "build.json").write_text(json.dumps({"format": old, "artefacts_sha256": artefact_digest(art), "quant": "8da4w"}))
+        assert BUILD_FORMAT > old and not is_current(out, art)
+    (out / "build.json").write_text(json.dumps({"format": BUILD_FORMAT, "artefacts_sha256": artefact_digest(art),
+                                                "quant": "8da4w"}))
     assert is_current(out, art)
     fitted = json.dumps({"a": 2.0, "b": 0.0, "source": f"dev, .pte built from artefacts {artefact_digest(art)}"})
     (art / "calibration.json").write_text(fitted)  # a new calibration for these weights: copied, no rebuild
@@ -134,7 +140,7 @@ def test_freshness_check_hashes_only_when_the_artefacts_changed(tmp_path, monkey
     for n in mini.MODEL_FILES:
         (art / n).write_bytes(n.encode())
     (out / "model.pte").write_bytes(b"stand-in")
-    (out / "build.json").write_text(json.dumps({"artefacts_sha256": mini.artefact_digest(art)}))
+    (out / "build.json").write_text(json.dumps({"format": mini.BUILD_FORMAT, "artefacts_sha256": mini.artefact_digest(art)}))
     assert mini.is_current(out, art)  # no stamp yet: hashed once, stamp recorded
     assert json.loads((out / "build.json").read_text())["artefacts_stat"] == mini.artefact_stat(art)
     with monkeypatch.context() as m:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import json
+import os
 import resource
 import shutil
 import tempfile
@@ -116,6 +117,8 @@ def run_bench(model: str | None = None, cfg: BenchConfig | None = None, progress
     guard.bench.schema)."""
     from guard.runtime.load import resolve
 
+    # TTFT is the prefill of the whole prompt on an empty cache: no policy-head snapshot (guard.runtime.prefix)
+    os.environ["GUARD_PREFIX_CACHE"] = "0"
     cfg = cfg or BenchConfig()
     source = resolve(model)
     records = []

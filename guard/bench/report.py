@@ -67,14 +67,21 @@ def chart(docs: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(1, 2, figsize=(11, 4))
+    fig, ax = plt.subplots(1, 3, figsize=(16, 4))
+    panels = (("ttft_ms", 1e-3), ("decode_tok_s", 1.0), ("verdict_ms", 1.0))
     for d in docs:
-        xs = [d["summary"][n]["num_prompt_tokens"] for n in d["summary"]]
-        ax[0].plot(xs, [d["summary"][n]["ttft_ms"]["median"] / 1e3 for n in d["summary"]], marker="o", label=label(d))
-        ax[1].plot(xs, [d["summary"][n]["verdict_ms"]["median"] for n in d["summary"]], marker="o", label=label(d))
+        s = d["summary"]
+        xs = [s[n]["num_prompt_tokens"] for n in s]
+        for a, (key, scale) in zip(ax, panels):  # median, error bars p10-p90
+            med = [s[n][key]["median"] * scale for n in s]
+            lo = [m - s[n][key]["p10"] * scale for m, n in zip(med, s)]
+            hi = [s[n][key]["p90"] * scale - m for m, n in zip(med, s)]
+            a.errorbar(xs, med, yerr=[[max(v, 0) for v in lo], [max(v, 0) for v in hi]], marker="o", capsize=3, label=label(d))
     ax[0].axhline(TARGET_TTFT_S, color="red", linestyle="--", label="2.5 s target")
+    ax[1].axhline(TARGET_DECODE_TOK_S, color="red", linestyle="--", label="30 tok/s target")
     ax[0].set(xlabel="prompt tokens", ylabel="time to first token (s)", title="Full prompt, empty cache")
-    ax[1].set(xlabel="prompt tokens", ylabel="verdict latency (ms)", title="Policy head cached")
+    ax[1].set(xlabel="prompt tokens", ylabel="decode tok/s", title="Decode")
+    ax[2].set(xlabel="prompt tokens", ylabel="verdict latency (ms)", title="Policy head cached")
     for a in ax:
         a.grid(alpha=0.3)
         a.legend(fontsize=8)
@@ -83,9 +90,20 @@ def chart(docs: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def write(docs: list[dict], out: Path) -> list[Path]:
-    """out.json (single run only), out.md, out.png."""
+def free_name(out: Path) -> Path:
+    """``out``, or ``out-2``, ``out-3``...: the first whose .json/.md/.png do not exist yet."""
+    k, cand = 1, out
+    while any(cand.with_suffix(s).exists() for s in (".json", ".md", ".png")):
+        k += 1
+        cand = out.with_name(f"{out.name}-{k}")
+    return cand
+
+
+def write(docs: list[dict], out: Path, overwrite: bool = True) -> list[Path]:
+    """out.json (single run only), out.md, out.png. ``overwrite=False``: never replace an earlier report (free_name)."""
     out.parent.mkdir(parents=True, exist_ok=True)
+    if not overwrite:
+        out = free_name(out)
     paths = []
     if len(docs) == 1:
         out.with_suffix(".json").write_text(json.dumps(docs[0], indent=1) + "\n")

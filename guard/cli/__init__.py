@@ -35,9 +35,11 @@ class OneLineParser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     import importlib
 
+    from guard import __version__
     from guard.cli.common import ERRORS, EXIT_CODES
 
     p = OneLineParser(prog="guard", description="On-device Llama Guard 3-style safety moderation.", epilog=EXIT_CODES)
+    p.add_argument("--version", action="version", version=f"guard {__version__} (ondevice-llamaguard)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module, help_) in COMMANDS.items():
         mod = importlib.import_module(f"guard.cli.{module}")
@@ -49,13 +51,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def quiet_libraries() -> None:
-    """torchao and torch log import-time warnings that are noise for CLI users."""
-    import logging
+    """torchao, torch and ExecuTorch warnings that are noise for CLI users (GUARD_DEBUG=1 shows them)."""
+    import warnings
 
-    for name in ("torchao", "torch.utils._pytree", "transformers"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from guard.errors import GuardWarning
+    from guard.logs import quiet_third_party
+
+    quiet_third_party()
+    shown = warnings.showwarning
+
+    def show(message, category, *args, **kwargs):
+        if issubclass(category, GuardWarning):
+            print(f"guard: warning: {' '.join(str(message).split())}", file=sys.stderr)
+        else:
+            shown(message, category, *args, **kwargs)
+
+    warnings.showwarning = show
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,8 +80,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("guard: interrupted", file=sys.stderr)
         code = 130
+    except BrokenPipeError:  # the reader of stdout went away (`guard ... | head`): not a bug, and not worth a traceback
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # the interpreter's final flush must not fail again
+        print("guard: error: standard output was closed (broken pipe)", file=sys.stderr)
+        return EXIT_ERROR
     except Exception as e:  # a bug, not bad input: still one line unless debugging
-        if os.environ.get("GUARD_DEBUG"):
+        if os.environ.get("GUARD_DEBUG", "") not in ("", "0"):
             raise
         msg = " ".join(str(e).split())[:300]
         print(f"guard: internal error: {type(e).__name__}: {msg} (GUARD_DEBUG=1 shows the traceback)", file=sys.stderr)

@@ -28,7 +28,7 @@ def run(args) -> int:
     from guard.bench.report import read, write
 
     if args.compare:
-        for p in write(read(args.compare), Path(args.out)):
+        for p in write(read(args.compare), Path(args.out), overwrite=False):  # an earlier report under the same name is kept
             print(p)
         return 0
     from guard.bench import BenchConfig, run_bench

@@ -22,6 +22,8 @@ def add_arguments(p):
     p.add_argument("--jsonl", metavar="IN", help="batch input, one JSON object per line: {id, prompt[, response]} or {id, messages}")
     p.add_argument("--out", metavar="OUT", help="batch output JSONL (appended; ids already there are skipped)")
     p.add_argument("--max-line-bytes", type=int, default=1 << 20, help="longest accepted JSONL line (default 1 MiB)")
+    p.add_argument("--allow-any-path", action="store_true",
+                   help="batch: let a line's 'image' name any file (default: only inside the JSONL file's folder)")
     p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
                    help="with --jsonl: classify on a Ray cluster with Ray Data, one guard per actor (no ADDRESS: a local one; docs/serve.md)")
     p.add_argument("--json", action="store_true", help="print the verdict as one JSON object")
@@ -46,8 +48,14 @@ def _request(args):
             data = json.loads(Path(args.conversation).read_bytes().decode("utf-8"))
         except FileNotFoundError:
             raise GuardError(f"conversation file not found: {args.conversation}") from None
+        except IsADirectoryError:
+            raise GuardError(f"--conversation {args.conversation} is a directory; give a JSON file") from None
+        except OSError as e:
+            raise GuardError(f"cannot read --conversation {args.conversation}: {e.strerror}") from None
         except UnicodeDecodeError:
             raise GuardError(f"{args.conversation} is not valid UTF-8") from None
+        except RecursionError:
+            raise GuardError(f"{args.conversation} is nested too deeply") from None
         except json.JSONDecodeError as e:
             raise GuardError(f"{args.conversation} is not valid JSON: {e}") from None
         return data, None
@@ -68,7 +76,7 @@ def run(args) -> int:
             raise GuardError("batch mode needs both --jsonl IN and --out OUT")
         if args.text is not None or args.response is not None or args.conversation or args.image:
             raise GuardError("--jsonl cannot be combined with a text, --response, --conversation or --image (give each line an 'image')")
-        from guard.runtime.batch import check_paths, run_batch
+        from guard.runtime.batch import BatchOutput, check_paths, run_batch
 
         if args.max_line_bytes < 1:
             raise GuardError(f"--max-line-bytes must be at least 1, got {args.max_line_bytes}")
@@ -76,8 +84,10 @@ def run(args) -> int:
         if args.ray:
             c = run_ray_batch(args)
             return EXIT_PARTIAL if c["errors"] else EXIT_SAFE
-        guard = make_guard(args)
-        c = run_batch(guard, args.jsonl, args.out, args.max_line_bytes, progress=sys.stderr.isatty())
+        with BatchOutput(args.out) as out:  # locked (one run per OUT), before the model loads too
+            guard = make_guard(args)
+            c = run_batch(guard, args.jsonl, out, args.max_line_bytes, progress=sys.stderr.isatty(),
+                          allow_any_path=args.allow_any_path)
         print(f"done: {c['safe']} safe, {c['unsafe']} unsafe, {c['indeterminate']} indeterminate, "
               f"{c['errors']} bad lines skipped, {c['skipped_done']} already in {args.out}")
         return EXIT_PARTIAL if c["errors"] else EXIT_SAFE
@@ -98,7 +108,7 @@ def run_ray_batch(args) -> dict:
 
     spec = LoadSpec(model=args.model, pte=args.pte, dtype=args.dtype, threshold=args.threshold,
                     block_indeterminate=args.indeterminate == "block", calibrated=not args.uncalibrated,
-                    policy=policy_from_args(args))
+                    policy=policy_from_args(args), check_tokenizer=not args.trust_tokenizer)
     c = run_ray(args.jsonl, args.out, spec, address=args.ray, max_line_bytes=args.max_line_bytes)
     print(f"done: {c['safe']} safe, {c['unsafe']} unsafe, {c['indeterminate']} indeterminate, "
           f"{c['errors']} bad lines skipped, {c['skipped_done']} already in {args.out}")
@@ -107,7 +117,6 @@ def run_ray_batch(args) -> dict:
 
 def run_stream(args) -> int:
     """Moderate a response streamed on stdin, e.g. `llm-generate ... | guard classify --stream "the prompt"`."""
-    import os
 
     if args.response is not None:
         raise GuardError("--stream reads the response from stdin; drop --response")
@@ -126,7 +135,7 @@ def run_stream(args) -> int:
         print(json.dumps(d, ensure_ascii=False) if args.json else ("final " if final else "check ") + v.summary(), flush=True)
 
     while True:
-        data = os.read(sys.stdin.fileno(), 4096)
+        data = sys.stdin.buffer.read1(4096)  # what has arrived, up to 4 KiB: it does not wait for a full block
         if not data:
             break
         v = stream.feed(data)

@@ -28,9 +28,11 @@ def add_dtype_argument(p) -> None:
 
 
 def add_model_arguments(p, positional: bool = False) -> None:
-    """The model and the eager backend's precision."""
+    """The model, the eager backend's precision and --trust-tokenizer."""
     add_model_argument(p, positional)
     add_dtype_argument(p)
+    p.add_argument("--trust-tokenizer", action="store_true",
+                   help="accept a tokenizer.json beside the .pte that differs from the one recorded at export")
 
 
 def model_of(args, required: bool = False) -> str | None:
@@ -45,7 +47,7 @@ def model_of(args, required: bool = False) -> str | None:
 
 
 def add_policy_arguments(p, scoring: bool = True) -> None:
-    p.add_argument("--categories", metavar="SPEC", help="comma list of codes (S1,S10,S14) or a JSON file {code: description}; default S1-S13")
+    p.add_argument("--categories", metavar="SPEC", help="comma list of codes (S1,S10,S14) or a JSON file {code: description} given as @FILE, FILE.json or DIR/FILE; default S1-S13")
     p.add_argument("--exclude", metavar="CODES", help="comma list of codes to leave out, e.g. S6,S7")
     p.add_argument("--renumber", action="store_true", help="show kept categories as S1..Sn (llama-recipes style); verdicts keep stable codes")
     if not scoring:
@@ -68,10 +70,14 @@ def policy_from_args(args):
 def load_guard(args, model: str | None = None, calibrated: bool | None = None, announce: bool = True):
     """guard.load with the command's options; the default model is announced on stderr."""
     from guard.runtime.load import load
+    from guard.runtime.pte import threads_from_env
 
-    g = load(model if model is not None else model_of(args), dtype=getattr(args, "dtype", "fp32"), policy=policy_from_args(args),
+    policy = policy_from_args(args)
+    threads_from_env()  # a bad GUARD_THREADS is bad input, found before anything loads
+    g = load(model if model is not None else model_of(args), dtype=getattr(args, "dtype", "fp32"), policy=policy,
              threshold=getattr(args, "threshold", 0.5), block_indeterminate=getattr(args, "indeterminate", "block") == "block",
-             calibrated=not getattr(args, "uncalibrated", False) if calibrated is None else calibrated)
+             calibrated=not getattr(args, "uncalibrated", False) if calibrated is None else calibrated,
+             check_tokenizer=not getattr(args, "trust_tokenizer", False))
     if announce and g.source.default:
         print(f"guard: using the default model: {g.source.description}", file=sys.stderr)
     return g

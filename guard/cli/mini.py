@@ -16,10 +16,13 @@ def run(args) -> int:
     import time
     from pathlib import Path
 
-    from guard.defaults import mini_dir
+    from guard.defaults import check_home, mini_dir
+    from guard.errors import GuardError
     from guard.mini import ARTEFACTS, build, is_current, sync_calibration
 
-    out = Path(args.out) if args.out else mini_dir()
+    out = Path(args.out) if args.out else (check_home(), mini_dir())[1]  # before a minutes-long build
+    if out.exists() and not out.is_dir():
+        raise GuardError(f"--out {out} is a file; guard-mini is built into a directory")
     if args.action == "path":
         print(out / "model.pte")
         return 0

@@ -66,7 +66,7 @@ def config_from_args(args):
         model_id = path.parent.name if pte and path.stem == "model" else (path.stem if pte else path.name)
     spec = LoadSpec(model=model, pte=pte, dtype=args.dtype, threshold=args.threshold,
                     block_indeterminate=args.indeterminate == "block", calibrated=not args.uncalibrated,
-                    policy=policy_from_args(args))
+                    policy=policy_from_args(args), check_tokenizer=not args.trust_tokenizer)
     env = {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     if args.worker_mode == "process" and args.workers > 1 and "GUARD_THREADS" not in os.environ:
         env["GUARD_THREADS"] = str(max(1, len(os.sched_getaffinity(0)) // args.workers))  # N processes share the cores

@@ -23,6 +23,7 @@ from pathlib import Path
 from guard.errors import GuardError
 
 CALIBRATION_FILE = "calibration.json"
+MAX_A, MAX_B = 20.0, 20.0  # a usable calibration: 0 < a <= MAX_A, |b| <= MAX_B (fits on real guards: a ~0.5-3, |b| < 5)
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,11 @@ class Calibration:
     b: float = 0.0
     n: int = 0  # records it was fitted on
     source: str = ""  # what data, which model, which command
+    sha256: str = ""  # of the file it was read from ("" when fitted in memory)
+
+    def describe(self) -> dict:
+        """What a verdict records about the calibration that scored it."""
+        return {"a": self.a, "b": self.b, "sha256": self.sha256[:16]}
 
     def p_unsafe(self, margin: float) -> float:
         z = self.a * margin + self.b
@@ -38,7 +44,9 @@ class Calibration:
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
-        path.write_text(json.dumps(asdict(self), indent=2) + "\n")
+        d = asdict(self)
+        d.pop("sha256")
+        path.write_text(json.dumps(d, indent=2) + "\n")
         return path
 
 
@@ -53,14 +61,19 @@ def load(model: str | Path) -> Calibration | None:
     path = path_for(model)
     if not path.is_file():
         return None
+    import hashlib
+
     try:
-        d = json.loads(path.read_text())
-        cal = Calibration(a=float(d["a"]), b=float(d["b"]), n=int(d.get("n", 0)), source=str(d.get("source", "")))
-    except (ValueError, KeyError, TypeError) as e:
+        raw = path.read_bytes()
+        d = json.loads(raw)
+        cal = Calibration(a=float(d["a"]), b=float(d["b"]), n=int(d.get("n", 0)), source=str(d.get("source", "")),
+                          sha256=hashlib.sha256(raw).hexdigest())
+    except (ValueError, KeyError, TypeError, RecursionError, OverflowError) as e:
         raise GuardError(f"{path} is not a valid calibration file ({type(e).__name__}: {e}); delete it or refit with "
                          "`guard calibrate`") from None
-    if not (math.isfinite(cal.a) and math.isfinite(cal.b)) or cal.a <= 0:
-        raise GuardError(f"{path} has an unusable calibration (a={cal.a}, b={cal.b}); a must be positive and finite")
+    if not (math.isfinite(cal.a) and math.isfinite(cal.b)) or not 0 < cal.a <= MAX_A or abs(cal.b) > MAX_B:
+        raise GuardError(f"{path} has an unusable calibration (a={cal.a:.6g}, b={cal.b:.6g}); a must be in (0, {MAX_A:g}] "
+                         f"and |b| at most {MAX_B:g}: such values would force every verdict one way")
     return cal
 
 
@@ -109,6 +122,9 @@ def fit(margins: list[float], labels: list[bool], l2: float = 1e-3, iters: int =
     if a <= 0:
         raise GuardError(f"calibration found a non-positive slope ({a:.3g}): the model's score does not rank this "
                          "data; calibration cannot fix that")
+    if not (0 < a <= MAX_A and abs(b) <= MAX_B):
+        raise GuardError(f"calibration found a={a:.3g}, b={b:.3g}, outside 0 < a <= {MAX_A:g}, |b| <= {MAX_B:g}: the "
+                         "data cannot calibrate this model (too few records, or separable by the margin alone)")
     return a, b
 
 

@@ -58,14 +58,18 @@ def export_model(model_dir: str | Path, out_dir: str | Path, config: ExportConfi
     from guard.model.llama import load_hf
 
     def write(tok, path):
-        return export_pte(load_hf(model_dir, max_seq_len=config.max_seq_len, chunk=config.chunk), config, path, tok, report)
+        from guard.export.metadata import file_digest
+
+        # tokenizer.json is already beside ``path`` (export_dir copies it first): the .pte records its digest
+        return export_pte(load_hf(model_dir, max_seq_len=config.max_seq_len, chunk=config.chunk), config, path, tok,
+                          report, tokenizer_sha256=file_digest(Path(path).parent / "tokenizer.json"))
 
     return export_dir(model_dir, out_dir, config, write)
 
 
 def export_dir(model_dir, out_dir, config: ExportConfig, write, files=("tokenizer.json", "tokenizer_config.json")) -> Path:
-    """Check the directory and the config, read the tokenizer, ``write(tok, out_dir/model.pte)``, then copy ``files``
-    beside the .pte (tokenizer.json at least). Returns the .pte path."""
+    """Check the directory and the config, read the tokenizer, copy ``files`` to out_dir (tokenizer.json at least:
+    the .pte records its digest), then ``write(tok, out_dir/model.pte)``. Returns the .pte path."""
     from guard.format.tokenizer import Tokenizer
     from guard.model.checkpoint import check_model_dir
 
@@ -74,13 +78,12 @@ def export_dir(model_dir, out_dir, config: ExportConfig, write, files=("tokenize
     tok = Tokenizer.from_dir(model_dir)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    path = write(tok, out / "model.pte")
     for name in files:
         if (Path(model_dir) / name).is_file():
             shutil.copy(Path(model_dir) / name, out / name)
     if not (out / "tokenizer.json").is_file():
         tok.save(out / "tokenizer.json")
-    return path
+    return write(tok, out / "model.pte")
 
 
 def prepare(model, config: ExportConfig, tok, part=None):
@@ -96,14 +99,20 @@ def prepare(model, config: ExportConfig, tok, part=None):
     return quantize(model if part is None else part, config.quant, skip=("lm_head",) if config.prune_vocab else ())
 
 
-def export_pte(model, config: ExportConfig, path: str | Path, tok=None, report: dict | None = None) -> Path:
-    """Prune/quantize ``model`` (a guard.model.Transformer, modified in place) and write it as a .pte."""
+def export_pte(model, config: ExportConfig, path: str | Path, tok=None, report: dict | None = None,
+               tokenizer_sha256: str | None = None) -> Path:
+    """Prune/quantize ``model`` (a guard.model.Transformer, modified in place) and write it as a .pte.
+
+    ``tokenizer_sha256``: the digest of the tokenizer.json that will sit beside it (export_model passes it)."""
     import torch
 
     from guard.export import metadata
     from guard.format.prompt import FORMAT_VERSION
     from guard.format.tokenizer import Tokenizer
 
+    from guard.logs import quiet_third_party
+
+    quiet_third_party()
     config.check()
     tok = tok or Tokenizer.default()
     a = model.args
@@ -116,7 +125,8 @@ def export_pte(model, config: ExportConfig, path: str | Path, tok=None, report: 
                for c in config.sizes() + [1]}
     meta = metadata.build(tok.tokens, max_seq_len=config.max_seq_len, chunk=C, vocab_size=a.vocab_size,
                           output_ids=model.output_ids, prompt_format=FORMAT_VERSION,
-                          quant_scheme=config.quant.scheme, group_size=config.quant.group_size, chunks=config.sizes())
+                          quant_scheme=config.quant.scheme, group_size=config.quant.group_size, chunks=config.sizes(),
+                          tokenizer_sha256=tokenizer_sha256)
     return lower(methods, meta, path, report, zero_cache=config.zero_cache)
 
 

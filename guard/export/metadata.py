@@ -1,9 +1,15 @@
 """Metadata stored inside the .pte as constant methods (ExecuTorch's get_max_seq_len convention).
 
 The runtime refuses a .pte that lacks any of ``REQUIRED``; nothing is ever parsed from file names.
+``TOKENIZER_DIGEST`` (the sha256 of the tokenizer.json written beside the .pte) pins the tokenizer: a different or
+edited tokenizer.json is refused unless the caller trusts it explicitly. Files exported before it existed load with
+a warning.
 """
 
 from __future__ import annotations
+
+import hashlib
+from pathlib import Path
 
 from guard.format.tokenizer import GuardTokens, Tokenizer
 
@@ -15,6 +21,15 @@ REQUIRED = (
     "get_quant_scheme", "get_group_size", *(f"get_{k}_id" for k in TOKEN_KEYS),
 )
 METHODS = ("prefill", "decode")
+TOKENIZER_DIGEST = "get_tokenizer_sha256"
+
+
+def file_digest(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
 # Llama Guard 3 Vision (guard.vision.export): one more method, and the image's tiles and token
 VISION_FORMAT = "guard-vision-pte-1"
 VISION_REQUIRED = REQUIRED + ("get_tile_size", "get_max_tiles", "get_image_token_id")
@@ -41,7 +56,8 @@ def guard_vocab(tok: Tokenizer, max_code: int = 99) -> list[int]:
 
 
 def build(tokens: GuardTokens, *, max_seq_len: int, chunk: int, vocab_size: int, output_ids: list[int] | None,
-          prompt_format: str, quant_scheme: str, group_size: int, chunks: list[int] | None = None) -> dict:
+          prompt_format: str, quant_scheme: str, group_size: int, chunks: list[int] | None = None,
+          tokenizer_sha256: str | None = None) -> dict:
     meta = {
         MARKER: PTE_FORMAT, "get_max_seq_len": max_seq_len, "get_prefill_chunk": chunk, "get_vocab_size": vocab_size,
         CHUNKS: sorted(set(chunks or [chunk]), reverse=True),
@@ -50,4 +66,6 @@ def build(tokens: GuardTokens, *, max_seq_len: int, chunk: int, vocab_size: int,
         "get_eos_ids": [tokens.eot],  # the name ExecuTorch's own runners read
     }
     meta.update({f"get_{k}_id": getattr(tokens, k) for k in TOKEN_KEYS})
+    if tokenizer_sha256:
+        meta[TOKENIZER_DIGEST] = tokenizer_sha256
     return meta

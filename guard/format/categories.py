@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,15 +108,28 @@ def parse_codes(text: str, allowed=None) -> list[str]:
     return codes
 
 
+def is_file_spec(spec: str) -> bool:
+    """A category file must look like one: ``@FILE``, a name ending in .json, or a path with a folder separator.
+    Anything else is a list of codes, whatever files the working directory holds (a file named S10 cannot hijack
+    ``--categories S10``)."""
+    return spec.startswith("@") or spec.lower().endswith(".json") or "/" in spec or os.sep in spec
+
+
 def load_categories(spec: str) -> tuple[Category, ...]:
-    """``spec`` is a comma list of standard codes ("S1,S10,S14") or a JSON file {code: "Name. description"}."""
-    path = Path(spec)
-    if spec.endswith(".json") or path.is_file():
+    """``spec`` is a comma list of standard codes ("S1,S10,S14") or a JSON file {code: "Name. description"} named
+    ``@FILE``, ``FILE.json`` or ``DIR/FILE`` (see is_file_spec)."""
+    if is_file_spec(spec):
+        spec = spec[1:] if spec.startswith("@") else spec
+        path = Path(spec)
+        if path.is_dir():
+            raise GuardError(f"category file {spec} is a directory")
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise GuardError(f"category file not found: {spec}") from None
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        except OSError as e:
+            raise GuardError(f"cannot read category file {spec}: {e.strerror}") from None
+        except (UnicodeDecodeError, ValueError, RecursionError) as e:
             raise GuardError(f"category file {spec} is not valid JSON: {e}") from None
         if not isinstance(data, dict) or not data:
             raise GuardError(f"category file {spec} must hold a non-empty JSON object {{code: description}}")

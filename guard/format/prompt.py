@@ -29,15 +29,19 @@ class Message:
     role: str  # "user" or "assistant"
     text: str  # the first text part
     image: bool = False  # the message carried an image part (vision)
-    more: tuple[str, ...] = ()  # further text parts: the template renders one "Role: text" block per part
+    more: tuple[str, ...] = ()  # further text blocks (conversation() joins a message's parts into ``text``)
 
     @property
     def parts(self) -> tuple[str, ...]:
         return (self.text,) + self.more
 
 
+PART_TYPES = ("text", "image")
+
+
 def _text_of(content, where: str) -> tuple[list[str], bool]:
-    """Template semantics: only {"type": "text"} parts count; a plain string is accepted as one text part."""
+    """A plain string is one text part. In a list, {"type": "text"} parts are the text and {"type": "image"} marks
+    an image; any other part type is an error (never silently dropped)."""
     if isinstance(content, str):
         return [content], False
     if not isinstance(content, list):
@@ -52,6 +56,8 @@ def _text_of(content, where: str) -> tuple[list[str], bool]:
             texts.append(part["text"])
         elif part["type"] == "image":
             image = True
+        else:
+            raise GuardError(f"{where}: unknown content part type {str(part['type'])[:40]!r} (expected 'text' or 'image')")
     return texts, image
 
 
@@ -83,7 +89,9 @@ def conversation(messages) -> list[Message]:
         texts, image = _text_of(m["content"], f"message {i}")
         if not texts:
             raise GuardError(f"message {i}: no text part")
-        out.append(Message(m["role"], texts[0], image, tuple(texts[1:])))
+        # The text parts of one message are one message: rendered as separate "Role:" blocks, only the last one
+        # would be judged ("ONLY THE LAST User message"), so harmful text in an earlier part would go unseen.
+        out.append(Message(m["role"], "\n".join(texts), image))
     for i, m in enumerate(out):
         expected = "user" if i % 2 == 0 else "assistant"
         if m.role not in ROLES:

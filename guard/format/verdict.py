@@ -29,6 +29,7 @@ class Verdict:
     latency_ms: float = 0.0
     timings: dict = field(default_factory=dict)
     margin: float = 0.0  # raw log-odds logit(unsafe) - logit(safe), before calibration (guard.eval.calibrate)
+    calibration: dict | None = None  # {"a", "b", "sha256"} of the calibration that scored p_unsafe; None: raw softmax
     truncation: dict = field(default_factory=dict)  # set when the input was longer than the model (guard.runtime.long)
 
     def to_dict(self) -> dict:

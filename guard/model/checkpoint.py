@@ -20,9 +20,11 @@ def check_model_dir(path: str | Path) -> list[Path]:
     if not (path / "config.json").is_file():
         raise BadModelFile(f"{path} has no config.json; is it a Hugging Face checkpoint directory?")
     try:
-        json.loads((path / "config.json").read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
         raise BadModelFile(f"{path / 'config.json'} is not valid JSON: {e}") from None
+    if not isinstance(config, dict):
+        raise BadModelFile(f"{path / 'config.json'} must hold a JSON object, not {type(config).__name__}")
     files = sorted(path.glob("*.safetensors"))
     if not files:
         pickles = [p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES]
@@ -38,7 +40,7 @@ def model_type(path: str | Path) -> str | None:
     """config.json's model_type ("llama", "mllama", ...), or None when there is no readable config."""
     try:
         return json.loads((Path(path) / "config.json").read_text()).get("model_type")
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, RecursionError):  # unreadable, not JSON, not an object
         return None
 
 

@@ -1,7 +1,15 @@
-"""Classification: prefix caching, first-token verdicts, category decoding only when unsafe."""
+"""Classification: prefix caching, first-token verdicts, category decoding only when unsafe.
+
+Concurrency: a runner has one KV cache, so everything that reads or writes it (the prefix cache record, prefill,
+category decoding) runs under one lock per runner (``RunnerState.lock``). One loaded ``Guard`` (or several Guards,
+streams and VisionGuards over the same runner) may be called from any number of threads; each verdict equals the
+single-threaded one. Calls on one runner are serialised: more threads do not add throughput (tokenizing and
+prompt rendering do run in parallel). For parallel throughput load one guard per thread (each has its own runner).
+"""
 
 from __future__ import annotations
 
+import threading
 import time
 
 from guard.format.categories import Policy
@@ -15,8 +23,32 @@ Logits = object  # a 1-D float array: numpy (PteRunner) or torch (EagerRunner); 
 MAX_CATEGORY_TOKENS = 24  # "S1,S2,...": 2 tokens per code plus end of turn
 
 
+class RunnerState:
+    """What a runner's KV cache holds (``tokens``, by position) and the lock that guards the cache."""
+
+    def __init__(self):
+        self.lock = threading.RLock()
+        self.tokens: list[int] = []
+
+
+_STATE_LOCK = threading.Lock()
+
+
+def runner_state(runner) -> RunnerState:
+    """The one RunnerState of ``runner``, shared by every Guard built on it."""
+    with _STATE_LOCK:
+        state = getattr(runner, "guard_state", None)
+        if state is None:
+            state = RunnerState()
+            runner.guard_state = state
+        return state
+
+
 class Guard:
     """A loaded guard: a runner, its tokenizer and a category policy.
+
+    Thread-safe: concurrent ``classify`` calls (and streams) on one guard are serialised around the runner's
+    KV cache by ``self.lock``, and give the same verdicts as sequential calls.
 
     >>> g = Guard(runner, tokenizer)
     >>> g.classify("How do I bake bread?").decision
@@ -29,7 +61,7 @@ class Guard:
 
     def __init__(self, runner: Runner, tokenizer: Tokenizer, policy: Policy | None = None,
                  threshold: float = 0.5, block_indeterminate: bool = True, calibration=None, long_policy: str | None = None):
-        if not 0.0 <= threshold <= 1.0:
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 <= threshold <= 1.0:
             raise GuardError(f"threshold must be in [0, 1], got {threshold}")
         self.runner, self.tokenizer = runner, tokenizer
         self.calibration = calibration  # guard.eval.calibrate.Calibration, or None: the model's own softmax
@@ -40,7 +72,20 @@ class Guard:
         self._cols = {name: column(runner, getattr(t, name)) for name in ("safe", "unsafe", "eot")}
         if None in self._cols.values():
             raise GuardError(f"the model's output vocabulary lacks a verdict token: {self._cols}")
-        self._cached: list[int] = []  # the tokens whose keys/values are in the runner's cache, by position
+        self._state = runner_state(runner)  # the tokens in the runner's cache, and its lock
+
+    @property
+    def lock(self) -> threading.RLock:
+        """Held while the runner's cache is in use; reentrant, so a subclass may hold it across several steps."""
+        return self._state.lock
+
+    @property
+    def _cached(self) -> list[int]:
+        return self._state.tokens
+
+    @_cached.setter
+    def _cached(self, tokens: list[int]) -> None:
+        self._state.tokens = tokens
 
     def moderate_stream(self, conversation, check_every: int | None = 16, check_every_s: float | None = None):
         """Check a response while it is generated: ``feed(chunk) -> Verdict | None``, ``close() -> Verdict``."""
@@ -50,7 +95,8 @@ class Guard:
 
     def invalidate(self) -> None:
         """Forget the runner's cache contents (for backends whose state is not a function of the tokens alone)."""
-        self._cached = []
+        with self.lock:
+            self._cached = []
 
     def _feed(self, ids: list[int]) -> tuple["Logits", int]:
         """Prefill ``ids`` reusing the longest prefix already in the cache; -> (last logits, tokens reused).
@@ -68,6 +114,20 @@ class Guard:
         self._cached = list(ids)
         return logits, keep
 
+    def _start_from_head(self, head: list[int]) -> str | None:
+        """A runner that has computed nothing yet starts from the policy head's snapshot on disk, or prefills the
+        head alone and writes one, so the next process skips it (guard.runtime.prefix; PteRunner through etlite)."""
+        r = self.runner
+        if self._cached or not head or not getattr(r, "prefix_snapshots", False) or not r.pristine:
+            return None
+        how = "restored"
+        if not r.restore_prefix(head):
+            r.prefill(head, 0)
+            r.save_prefix(head)
+            how = "written"
+        self._cached = list(head)
+        return how
+
     def classify(self, content, response: str | None = None) -> Verdict:
         t0 = time.perf_counter()
         msgs = conversation(as_messages(content, response))
@@ -82,11 +142,16 @@ class Guard:
             v.latency_ms = (time.perf_counter() - t0) * 1e3
             return v
         # The model's first generated token is "\n\n"; feed it with the prompt and read the verdict after it.
-        s = time.perf_counter()
         ids = tokens.ids + [t.blank]
-        logits, reused = self._feed(ids)
-        timings = {"prefill_ms": (time.perf_counter() - s) * 1e3, "reused_tokens": reused, "prefilled_tokens": len(ids) - reused}
-        verdict = self._verdict(logits, len(ids))
+        with self.lock:  # the runner's KV cache and the record of what it holds: one request at a time
+            s = time.perf_counter()
+            snapshot = self._start_from_head(tokens.head)
+            logits, reused = self._feed(ids)
+            timings = {"prefill_ms": (time.perf_counter() - s) * 1e3, "reused_tokens": reused,
+                       "prefilled_tokens": len(ids) - reused}
+            if snapshot:  # the policy head came from (or went to) its snapshot on disk: guard.runtime.prefix
+                timings["head_snapshot"] = snapshot
+            verdict = self._verdict(logits, len(ids))
         verdict.role, verdict.prompt_tokens = role_of(msgs), n_head + n_body
         verdict.timings = timings
         verdict.latency_ms = (time.perf_counter() - t0) * 1e3
@@ -98,6 +163,7 @@ class Guard:
         score = self.calibration.p_unsafe(lu - ls) if self.calibration else p_unsafe(ls, lu)
         v = self._decide(logits, pos, score)
         v.margin = lu - ls
+        v.calibration = self.calibration.describe() if self.calibration else None
         return v
 
     def _decide(self, logits, pos: int, score: float) -> Verdict:

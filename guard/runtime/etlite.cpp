@@ -182,7 +182,9 @@ void* etl_open(const char* path, int weight_cache, const char* packed_path, char
   auto m = std::make_unique<Model>();
   m->loader = MmapLoader::open(path);
   if (!m->loader) return say(err, n, std::string("model file not found or unreadable: ") + path), nullptr;
-  auto p = Program::load(m->loader.get(), Program::Verification::Minimal);
+  // InternalConsistency: the flatbuffer is verified before anything reads it (Minimal crashed on a hostile file
+  // whose header passes guard.runtime.pte.check_pte_file; tests/runtime/test_hostile_input.py).
+  auto p = Program::load(m->loader.get(), Program::Verification::InternalConsistency);
   if (!p.ok()) return say(err, n, std::string(path) + " is not a loadable ExecuTorch program (truncated or corrupt?)"), nullptr;
   m->program = std::make_unique<Program>(std::move(p.get()));
   std::vector<size_t> sizes;  // planned buffers sized to the max over all methods, shared by all of them
@@ -228,6 +230,16 @@ int etl_threads(int n) {
 }
 
 void etl_close(void* h) { delete static_cast<Model*>(h); }
+
+// The planned-memory arenas (the KV cache and the methods' activations, shared by every method): their number, and
+// arena i's address and size. guard.runtime.prefix snapshots them after the policy head is prefilled.
+int etl_num_arenas(void* h) { return static_cast<int>(static_cast<Model*>(h)->arenas.size()); }
+
+uint8_t* etl_arena(void* h, int i, size_t* size) {
+  auto& a = static_cast<Model*>(h)->arenas.at(i);
+  *size = a.size();
+  return a.data();
+}
 
 int etl_num_methods(void* h) { return static_cast<int>(static_cast<Model*>(h)->names.size()); }
 

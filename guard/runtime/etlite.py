@@ -18,6 +18,7 @@ from pathlib import Path
 
 SOURCE = Path(__file__).with_name("etlite.cpp")
 _LIB: list = []  # [ctypes.CDLL | None] once tried
+BUILT: list = []  # [the loaded library's file name]: identifies the build (guard.runtime.prefix keys on it)
 _LOCK = __import__("threading").Lock()
 
 
@@ -82,6 +83,7 @@ def _library():
             # but imports no Python torch); the quantized kernels (embedding_4bit) register into it when loaded.
             # ctypes releases the GIL while loading, so this can overlap with the tokenizer (PteRunner).
             lib = ctypes.CDLL(str(path))
+            BUILT.append(path.name)
             ctypes.CDLL(str(_paths(et)["quantized"]))
             _declare(lib)
         except Exception as e:  # no compiler or headers: the caller falls back to the Python bindings
@@ -106,6 +108,8 @@ def _declare(lib) -> None:
     lib.etl_constant.restype = I
     lib.etl_step.argtypes = [P, E, c.POINTER(c.c_int64), c.POINTER(c.c_int64), I, c.c_int64, c.POINTER(c.c_float), I, E, S]
     lib.etl_step.restype = I
+    lib.etl_num_arenas.argtypes, lib.etl_num_arenas.restype = [P], I
+    lib.etl_arena.argtypes, lib.etl_arena.restype = [P, I, c.POINTER(S)], c.POINTER(c.c_uint8)
 
 
 class Program:
@@ -138,6 +142,17 @@ class Program:
     def load(self, name: str) -> None:
         if self._lib.etl_load(self._h, name.encode(), self._err, 512) != 0:
             raise RuntimeError(self._err.value.decode(errors="replace"))
+
+    def arenas(self) -> list:
+        """The planned-memory arenas as writable uint8 numpy views (valid while this Program lives)."""
+        import numpy as np
+
+        out = []
+        for i in range(self._lib.etl_num_arenas(self._h)):
+            n = ctypes.c_size_t()
+            p = self._lib.etl_arena(self._h, i, ctypes.byref(n))
+            out.append(np.ctypeslib.as_array(p, shape=(n.value,)) if n.value else np.empty(0, np.uint8))
+        return out
 
     def step(self, name: str, tokens: list[int], pos: list[int], last: int, width: int):
         """-> float32 numpy logits (a fresh array) of ``name``(tokens[1, T], pos[T], [last])."""

@@ -16,58 +16,141 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from functools import lru_cache
 from pathlib import Path
 
 from guard.errors import BadModelFile, GuardError, SequenceTooLong
-from guard.export.metadata import CHUNKS, MARKER, METHODS, PTE_FORMAT, REQUIRED, TOKEN_KEYS, chunk_method
+from guard.export.metadata import (CHUNKS, MARKER, METHODS, PTE_FORMAT, REQUIRED, TOKEN_KEYS, TOKENIZER_DIGEST,
+                                   chunk_method, file_digest)
 
+PTE_IDENTIFIER = b"ET12"  # the flatbuffer file identifier of ExecuTorch programs (bytes 4..8)
+EXTENDED_MAGIC = b"eh00"  # ExecuTorch's extended header, at bytes 8..12 (exir/_serialize/_program.py)
+MIN_PTE_BYTES = 64  # ExecuTorch reads this many head bytes to find the headers
 CALL_OVERHEAD = 10  # a call costs about as much as this many extra tokens (weights are read once per call)
 
 
 @contextlib.contextmanager
 def quiet_stderr():
-    """The runtime's C++ logging (cpuinfo probes) writes to fd 2; keep the CLI's stderr to one line."""
-    if os.environ.get("GUARD_DEBUG"):
+    """XNNPACK's cpuinfo probes write to fd 2 when the threadpool and the delegates start; keep the CLI's stderr to
+    one line (GUARD_DEBUG=1 shows them). What was written is kept aside and shown if the block fails, so a failure
+    still says something. Used only after the file's header was checked (check_pte_file)."""
+    import tempfile
+
+    from guard.logs import debug
+
+    if debug():
         yield
         return
+    sys.stderr.flush()
     saved = os.dup(2)
+    failed = True
     try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
-            yield
+        with tempfile.TemporaryFile() as aside:
+            os.dup2(aside.fileno(), 2)
+            try:
+                yield
+                failed = False
+            finally:
+                os.dup2(saved, 2)
+                if failed:
+                    aside.seek(0)
+                    text = aside.read().decode("utf-8", "replace")
+                    lines = [ln for ln in text.splitlines() if ln.strip() and "cpuinfo" not in ln]
+                    if lines:
+                        print("\n".join(lines[-5:]), file=sys.stderr)
     finally:
-        os.dup2(saved, 2)
         os.close(saved)
+
+
+def threads_from_env() -> int:
+    raw = os.environ.get("GUARD_THREADS", "").strip()
+    if not raw:
+        return 0
+    try:
+        n = int(raw)
+    except ValueError:
+        n = -1
+    if not 1 <= n <= 256:
+        raise GuardError(f"GUARD_THREADS must be a whole number of threads from 1 to 256, got {raw[:20]!r}")
+    return n
 
 
 def set_threads(n: int | None = None) -> int:
     """XNNPACK's threadpool size: GUARD_THREADS, else every available core. Set before methods are loaded."""
     from guard.runtime import etlite
 
-    n = n or int(os.environ.get("GUARD_THREADS", 0)) or len(os.sched_getaffinity(0))
+    n = n or threads_from_env() or len(os.sched_getaffinity(0))
     lib = etlite.library()
-    if lib is not None:
-        return lib.etl_threads(n)
-    from executorch.extension.pybindings import _portable_lib as portable_lib
+    with quiet_stderr():
+        if lib is not None:
+            return lib.etl_threads(n)
+        from executorch.extension.pybindings import portable_lib
 
-    if portable_lib._threadpool_get_thread_count() != n:
-        portable_lib._unsafe_reset_threadpool(n)
-    return portable_lib._threadpool_get_thread_count()
+        if portable_lib._threadpool_get_thread_count() != n:
+            portable_lib._unsafe_reset_threadpool(n)
+        return portable_lib._threadpool_get_thread_count()
+
+
+def check_pte_file(path: Path) -> None:
+    """Refuse what is not an ExecuTorch program before the runtime sees it.
+
+    The runtime aborts the whole process on some garbage (its error log of a bad header is not valid UTF-8, which
+    pybind turns into std::terminate), so the header is checked here: the flatbuffer identifier ``ET12`` at bytes
+    4..8, a root offset inside the file and, when the extended header ``eh00`` is present, program and segment
+    sizes that fit in the file (a truncated download)."""
+    if not path.exists():
+        raise BadModelFile(f"model file not found: {path}")
+    if not path.is_file():
+        raise BadModelFile(f"{path} is not a regular file")
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            head = fh.read(MIN_PTE_BYTES)
+    except OSError as e:
+        raise BadModelFile(f"cannot read {path}: {e.strerror}") from None
+    bad = f"{path} is not an ExecuTorch program"
+    if size < MIN_PTE_BYTES:
+        raise BadModelFile(f"{bad} ({size} bytes)")
+    if head[4:8] != PTE_IDENTIFIER:
+        raise BadModelFile(f"{bad} (no {PTE_IDENTIFIER.decode()} identifier in its header)")
+    root = int.from_bytes(head[0:4], "little")
+    if not 8 <= root < size:
+        raise BadModelFile(f"{bad} (its root offset {root} is outside the file)")
+    if head[8:12] == EXTENDED_MAGIC:
+        length = int.from_bytes(head[12:16], "little")
+        program = int.from_bytes(head[16:24], "little")
+        base = int.from_bytes(head[24:32], "little")
+        data = int.from_bytes(head[32:40], "little") if length >= 32 else 0
+        if length < 24 or program > size or (base and (base < program or base + data > size)):
+            raise BadModelFile(f"{path} is truncated or corrupt: its header promises {max(program, base + data)} bytes, "
+                               f"the file has {size}")
 
 
 def load_program(path: Path):
-    """The ExecuTorch program at ``path`` through executorch's Python bindings (imports torch)."""
+    """The ExecuTorch program at ``path`` through executorch's Python bindings (imports torch). The header is checked first
+    (check_pte_file); the runtime's own log of a failure goes into the one-line BadModelFile."""
+    check_pte_file(path)
     from executorch.runtime import Runtime
 
     import executorch.kernels.quantized  # noqa: F401  (registers embedding_4bit)
 
-    if not path.is_file():
-        raise BadModelFile(f"model file not found: {path}")
+    import io
+
+    # The runtime logs through Python's sys.stderr: its message goes into the one-line error, not above it.
+    log, saved = io.StringIO(), sys.stderr
+    sys.stderr = log
     try:
-        return Runtime.get().load_program(path)
+        program = Runtime.get().load_program(path)
     except Exception:
-        raise BadModelFile(f"{path} is not a loadable ExecuTorch program (truncated or corrupt?)") from None
+        why = [line.split("] ", 1)[-1] for line in log.getvalue().splitlines() if line.strip()]
+        raise BadModelFile(f"{path} is not a loadable ExecuTorch program"
+                           + (f": {why[-1][:200]}" if why else " (truncated or corrupt?)")) from None
+    finally:
+        sys.stderr = saved
+    if log.getvalue():
+        print(log.getvalue(), end="", file=sys.stderr)
+    return program
 
 
 def packed_cache_path(path: Path) -> str | None:
@@ -90,8 +173,7 @@ def open_program(path: Path):
     """The program through etlite (no torch) when it is available, else ``load_program``."""
     from guard.runtime import etlite
 
-    if not path.is_file():
-        raise BadModelFile(f"model file not found: {path}")
+    check_pte_file(path)
     lib = etlite.library()
     if lib is None:
         return load_program(path)
@@ -134,6 +216,73 @@ def check_tokenizer(tok, meta: dict, path: Path):
     return tok
 
 
+def check_tokenizer_digest(program, path: Path, trust: bool = False) -> None:
+    """tokenizer.json beside the .pte must be the file it was exported with (its sha256 is in the metadata).
+
+    ``trust``: accept a different one (``--trust-tokenizer``, ``check_tokenizer=False``). A .pte exported before the
+    digest existed loads with a warning."""
+    import warnings
+
+    from guard.errors import GuardWarning
+
+    if trust:
+        return
+    tok_path = path.parent / "tokenizer.json"
+    if TOKENIZER_DIGEST not in program.method_names:
+        warnings.warn(f"{path} records no tokenizer digest (exported before it was added); tokenizer.json beside it "
+                      "is not verified: re-export to pin it", GuardWarning, stacklevel=3)
+        return
+    want = read_metadata(program, path, (TOKENIZER_DIGEST,), "")[TOKENIZER_DIGEST]
+    if not tok_path.is_file():
+        raise BadModelFile(f"no tokenizer.json beside {path}")
+    have = file_digest(tok_path)
+    if have != want:
+        raise BadModelFile(f"{tok_path} is not the tokenizer {path.name} was exported with (sha256 {have[:12]}, "
+                           f"expected {want[:12]}); restore it, or trust it explicitly: --trust-tokenizer "
+                           "(Python: check_tokenizer=False)")
+
+
+_PREFETCH: dict = {}  # folder -> (thread, box): tokenizer.json parsed while the runtime library loads
+
+
+def prefetch_tokenizer(folder: Path) -> None:
+    """Start parsing ``folder``'s tokenizer on a thread (guard.runtime.load calls this before loading the runtime
+    library: both release the GIL, so on two cores they overlap); ``tokenizer_of`` takes the result."""
+    import threading
+
+    from guard.format.tokenizer import Tokenizer
+
+    box: dict = {}
+
+    def parse():
+        try:
+            box["tok"] = Tokenizer.from_dir(folder)
+        except Exception as e:  # re-raised by tokenizer_of, on the caller's thread
+            box["error"] = e
+
+    t = threading.Thread(target=parse, name="guard-tokenizer", daemon=True)
+    _PREFETCH[str(folder)] = (t, box)
+    t.start()
+
+
+def drop_prefetch(folder: Path) -> None:
+    _PREFETCH.pop(str(folder), None)
+
+
+def tokenizer_of(folder: Path):
+    """The tokenizer in ``folder``: the prefetched one when prefetch_tokenizer started it, else parsed now."""
+    from guard.format.tokenizer import Tokenizer
+
+    got = _PREFETCH.pop(str(folder), None)
+    if got is None:
+        return Tokenizer.from_dir(folder)
+    t, box = got
+    t.join()
+    if "error" in box:
+        raise box["error"]
+    return box["tok"]
+
+
 @lru_cache(maxsize=4096)
 def _best(n: int, sizes: tuple[int, ...]) -> tuple[int, tuple[int, ...]]:
     """Cheapest split of n tokens into calls of the given static sizes (the last call may be padded)."""
@@ -160,23 +309,25 @@ def plan(n: int, sizes: list[int]) -> list[int]:
 
 
 class PteRunner:
-    """Runner over a .pte written by guard.export; the tokenizer is read from tokenizer.json beside it.
+    """Runner over a .pte written by guard.export; the tokenizer is read from tokenizer.json beside it, and must be
+    the one recorded at export (``check_tokenizer=False`` trusts another).
 
     Subclasses (guard.vision.pte) name their format, metadata and methods and use three hooks: ``_setup`` after
     loading, ``_on_tokens`` before tokens are written at a position, ``_extra(pos, n)`` for the inputs each
-    prefill/decode call takes after (tokens, pos, last)."""
+    prefill/decode call takes after (tokens, pos, last). ``CHECK_DIGEST = False``: a format without the digest."""
 
     FORMAT, REQUIRED, METHODS, KIND = PTE_FORMAT, REQUIRED, METHODS, "pte"
+    CHECK_DIGEST = True
 
-    def __init__(self, path: str | Path, tokenizer=None, program=None):
-        with quiet_stderr():
-            self._load(Path(path), tokenizer, program)
+    def __init__(self, path: str | Path, tokenizer=None, program=None, check_tokenizer: bool = True):
+        # stderr stays visible while loading: set_threads and the method loads mute the cpuinfo probes themselves
+        self._trust_tokenizer = not check_tokenizer or tokenizer is not None or not self.CHECK_DIGEST
+        self._load(Path(path), tokenizer, program)
 
     def _load(self, path: Path, tokenizer, program) -> None:
         import threading
 
         from guard.format.prompt import FORMAT_VERSION
-        from guard.format.tokenizer import Tokenizer
 
         self.path = path
         text_only = type(self)._extra is PteRunner._extra  # extra tensor inputs need the Python bindings
@@ -195,6 +346,7 @@ class PteRunner:
         if missing:
             raise BadModelFile(f"{path} lacks the {missing[0]} method; re-export it with `guard export`")
         self.meta = meta
+        check_tokenizer_digest(program, path, self._trust_tokenizer)
         self.max_seq_len = int(meta["get_max_seq_len"])
         self.chunk = int(meta["get_prefill_chunk"])
         self.chunks = sorted({int(c) for c in meta.get(CHUNKS, [self.chunk])} | {1}, reverse=True)
@@ -213,7 +365,7 @@ class PteRunner:
         worker = threading.Thread(target=self._load_methods, args=(program, path, box), name="guard-pte-load")
         worker.start()
         try:
-            tok = tokenizer or check_tokenizer(Tokenizer.from_dir(path.parent), meta, path)
+            tok = tokenizer or check_tokenizer(tokenizer_of(path.parent), meta, path)
         except GuardError as e:
             tok, box["tok_error"] = None, e
         import numpy  # noqa: F401  (the logits' type; imported while the methods load, not at the first step)
@@ -224,17 +376,19 @@ class PteRunner:
                 raise box[key]
         self.tokenizer = tok
         self._program = program
+        self.pristine = True  # nothing computed yet: the cache holds no request (guard.runtime.prefix)
         self._setup(program, meta)
 
     def _load_methods(self, program, path: Path, box: dict) -> None:
         try:
             names = set(self.METHODS) | set(self._chunk_names.values())
-            if self._etl:
-                for m in sorted(names):
-                    program.load(m)
-                self.methods = {}
-            else:
-                self.methods = {m: program.load_method(m) for m in sorted(names)}
+            with quiet_stderr():
+                if self._etl:
+                    for m in sorted(names):
+                        program.load(m)
+                    self.methods = {}
+                else:
+                    self.methods = {m: program.load_method(m) for m in sorted(names)}
         except Exception:
             box["error"] = BadModelFile(f"cannot load the model methods from {path} (truncated or corrupt?)")
 
@@ -252,7 +406,40 @@ class PteRunner:
         if start_pos < 0 or start_pos + n > self.max_seq_len:
             raise SequenceTooLong(f"positions {start_pos}..{start_pos + n - 1} exceed the model's max_seq_len {self.max_seq_len}")
 
+    @property
+    def prefix_snapshots(self) -> bool:
+        """Policy-head snapshots on disk are available (etlite, GUARD_PREFIX_CACHE not 0): guard.runtime.prefix."""
+        from guard.runtime import prefix
+
+        return self._etl and prefix.enabled()
+
+    def _snapshot_path(self, head: list[int]):
+        from guard.runtime import etlite, prefix
+
+        return prefix.snapshot_path(self.path, ",".join(etlite.BUILT), head)
+
+    def restore_prefix(self, head: list[int]) -> bool:
+        """Load the snapshot of ``head`` into a pristine runner; True when positions 0..len(head)-1 now hold it."""
+        from guard.runtime import prefix
+
+        if not (self.pristine and self.prefix_snapshots and head):
+            return False
+        ok = prefix.restore(self._program.arenas(), self._snapshot_path(head))
+        self.pristine = not ok
+        return ok
+
+    def save_prefix(self, head: list[int]) -> None:
+        """Snapshot the runner right after a pristine runner prefilled exactly ``head`` (and nothing else)."""
+        from guard.runtime import prefix
+
+        if self.prefix_snapshots and head:
+            try:
+                prefix.save(self._program.arenas(), self._snapshot_path(head), len(head))
+            except OSError:  # a read-only or full GUARD_HOME: the next process prefills the head again
+                pass
+
     def _run(self, size: int, part: list[int], pos: int):
+        self.pristine = False
         n, name = len(part), self._chunk_names[size]
         padded = part + [0] * (size - n)
         if self._etl:

@@ -23,5 +23,10 @@ class Runner(Protocol):
 
 def column(runner: Runner, token_id: int) -> int | None:
     """Logit column of ``token_id`` for this runner (None when pruned away)."""
-    ids = runner.output_ids
-    return token_id if ids is None else (ids.index(token_id) if token_id in ids else None)
+    if runner.output_ids is None:
+        return token_id
+    index = getattr(runner, "_column_index", None)
+    if index is None:
+        index = {t: i for i, t in enumerate(runner.output_ids)}
+        runner._column_index = index
+    return index.get(token_id)

@@ -33,19 +33,19 @@ class GuardActor:
         records = []
         for rid, line, messages in zip(batch["id"], batch["line"], batch["messages"]):
             try:
-                records.append(json.dumps({"id": str(rid), **self.guard.classify(json.loads(messages)).to_dict()},
+                records.append(json.dumps({"id": json.loads(rid), **self.guard.classify(json.loads(messages)).to_dict()},
                                           ensure_ascii=False))
             except GuardError as e:
-                records.append(json.dumps({"id": str(rid), "line": int(line), "error": str(e)}, ensure_ascii=False))
+                records.append(json.dumps({"id": json.loads(rid), "line": int(line), "error": str(e)}, ensure_ascii=False))
         return {"line": np.asarray(batch["line"]), "record": np.asarray(records, dtype=object)}
 
 
-def read_requests(in_path: Path, out_path: Path, max_line_bytes: int, log):
-    """-> (rows to classify, {line: error record}, counts): the batch path's parsing, dedup and resume rules."""
-    from guard.runtime.batch import done_ids, parse_line
+def read_requests(in_path: Path, done: set, max_line_bytes: int, log):
+    """-> (rows to classify, {line: error record}, counts): the batch path's parsing, id and resume rules
+    (guard.runtime.batch): ids keep their JSON type, a repeated id is an error line, ids in ``done`` are skipped."""
+    from guard.runtime.batch import id_key, parse_line, show_id
 
-    seen = done_ids(out_path)
-    rows, errors = [], {}
+    rows, errors, first_line = [], {}, {}
     counts = {"safe": 0, "unsafe": 0, "indeterminate": 0, "errors": 0, "skipped_done": 0}
     with open(in_path, "rb") as fh:
         for lineno, raw in enumerate(fh, start=1):
@@ -54,20 +54,21 @@ def read_requests(in_path: Path, out_path: Path, max_line_bytes: int, log):
             rid = f"line-{lineno}"
             try:
                 rid, req = parse_line(raw.rstrip(b"\r\n"), lineno, max_line_bytes)
-                if rid in seen:
+                key = id_key(rid)
+                if key in first_line:
+                    raise GuardError(f"duplicate id {show_id(rid)}: line {first_line[key]} has it already; "
+                                     "only the first line with an id is classified")
+                first_line[key] = lineno
+                if key in done:
                     counts["skipped_done"] += 1
                     continue
                 if "image" in req:
                     raise GuardError("this line has an 'image' but the model is text-only")
-                rows.append({"id": rid, "line": lineno, "messages": json.dumps(req["messages"], ensure_ascii=False)})
+                rows.append({"id": json.dumps(rid), "line": lineno, "messages": json.dumps(req["messages"], ensure_ascii=False)})
             except GuardError as e:
-                if rid in seen:
-                    counts["skipped_done"] += 1
-                    continue
                 print(f"{in_path}:{lineno}: skipped: {e}", file=log)
-                errors[lineno] = json.dumps({"id": rid, "line": lineno, "error": str(e)}, ensure_ascii=False)
+                errors[lineno] = {"id": rid, "line": lineno, "error": str(e)}
                 counts["errors"] += 1
-            seen.add(rid)
     return rows, errors, counts
 
 
@@ -76,7 +77,7 @@ def run_ray(in_path, out_path, spec=None, address: str | None = None, actors: in
     """Classify ``in_path`` into ``out_path`` (appended) on Ray; returns counts like ``run_batch``."""
     import ray
 
-    from guard.runtime.batch import check_paths
+    from guard.runtime.batch import BatchOutput, check_paths
     from guard.serve.workers import LoadSpec
 
     log = log if log is not None else sys.stderr
@@ -84,52 +85,46 @@ def run_ray(in_path, out_path, spec=None, address: str | None = None, actors: in
         raise GuardError(f"actors must be at least 1, got {actors}")
     in_path, out_path = check_paths(in_path, out_path)
     spec = spec or LoadSpec()
-    if spec.model is None and spec.pte is None:  # resolve the default model once, in the driver
-        from guard.runtime.load import resolve
+    with BatchOutput(out_path) as out:  # locked, error records removed (their lines are retried), finished ids known
+        if spec.model is None and spec.pte is None:  # resolve the default model once, in the driver
+            from guard.runtime.load import resolve
 
-        source = resolve()
-        spec.model, spec.pte = (None, str(source.path)) if source.kind == "pte" else (str(source.path), None)
-    rows, errors, counts = read_requests(in_path, out_path, max_line_bytes, log)
-    env = {"OMP_NUM_THREADS": "1", "GUARD_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    if os.environ.get("PYTHONPATH"):
-        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
-    started = not ray.is_initialized()
-    if started:
-        kw = {"address": address} if address not in (None, "local") else {
-            "num_cpus": actors, "include_dashboard": False, "object_store_memory": 256 << 20}
-        ray.init(runtime_env={"env_vars": env}, log_to_driver=False, configure_logging=False, **kw)
-    try:
-        ctx = ray.data.DataContext.get_current()
-        ctx.execution_options.preserve_order = True
-        ctx.enable_progress_bars = False
-        results = iter(())
-        if rows:
-            ds = ray.data.from_items(rows).map_batches(
-                GuardActor, fn_constructor_kwargs={"spec": spec}, batch_size=batch_size, num_cpus=1,
-                compute=ray.data.ActorPoolStrategy(size=actors))
-            results = ((int(r["line"]), r["record"]) for r in ds.iter_rows())
-        with open(out_path, "ab") as out:
+            source = resolve()
+            spec.model, spec.pte = (None, str(source.path)) if source.kind == "pte" else (str(source.path), None)
+        rows, errors, counts = read_requests(in_path, out.done, max_line_bytes, log)
+        env = {"OMP_NUM_THREADS": "1", "GUARD_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+        if os.environ.get("PYTHONPATH"):
+            env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+        started = not ray.is_initialized()
+        if started and rows:
+            kw = {"address": address} if address not in (None, "local") else {
+                "num_cpus": actors, "include_dashboard": False, "object_store_memory": 256 << 20}
+            ray.init(runtime_env={"env_vars": env}, log_to_driver=False, configure_logging=False, **kw)
+        try:
+            results = iter(())
+            if rows:
+                ctx = ray.data.DataContext.get_current()
+                ctx.execution_options.preserve_order = True
+                ctx.enable_progress_bars = False
+                ds = ray.data.from_items(rows).map_batches(
+                    GuardActor, fn_constructor_kwargs={"spec": spec}, batch_size=batch_size, num_cpus=1,
+                    compute=ray.data.ActorPoolStrategy(size=actors))
+                results = ((int(r["line"]), json.loads(r["record"])) for r in ds.iter_rows())
             pending = sorted(errors.items())
-
-            def write(record: str):
-                out.write(record.encode("utf-8") + b"\n")
-
-            for line, record in results:
+            for line, record in results:  # in input order, bad lines in their places
                 while pending and pending[0][0] < line:
-                    write(pending.pop(0)[1])
-                write(record)
-                d = json.loads(record)
-                if "error" in d:
+                    out.write(pending.pop(0)[1])
+                out.write(record)
+                if "error" in record:
+                    print(f"{in_path}:{line}: skipped: {record['error']}", file=log)
                     counts["errors"] += 1
                 else:
-                    counts[d["decision"]] += 1
+                    counts[record["decision"]] += 1
             for _, record in pending:
-                write(record)
-            out.flush()
-            os.fsync(out.fileno())
-    finally:
-        if started:
-            ray.shutdown()
+                out.write(record)
+        finally:
+            if started and ray.is_initialized():
+                ray.shutdown()
     return counts
 
 

@@ -54,6 +54,7 @@ class LoadSpec:
     block_indeterminate: bool = True
     calibrated: bool = True
     policy: object = None  # guard.Policy or None
+    check_tokenizer: bool = True  # False: --trust-tokenizer
     delay_s: float = 0.0  # fault tests only: each classify sleeps this long first (a slow request to kill or wait for)
 
 
@@ -61,7 +62,8 @@ def load_guard(spec: LoadSpec):
     import guard
 
     return guard.load(model=spec.model, pte=spec.pte, dtype=spec.dtype, policy=spec.policy, threshold=spec.threshold,
-                      block_indeterminate=spec.block_indeterminate, calibrated=spec.calibrated)
+                      block_indeterminate=spec.block_indeterminate, calibrated=spec.calibrated,
+                      check_tokenizer=spec.check_tokenizer)
 
 
 def execute(g, sessions: dict, op: str, args: dict, delay_s: float = 0.0):

@@ -79,8 +79,9 @@ class VisionGuard(Guard):
             msgs = with_image_part(msgs)
         elif any(m.image for m in conversation(msgs)):
             raise GuardError("the conversation has an image part but no image was given (pass image=PATH / --image)")
-        extra = self._set_image(image)
-        verdict = super().classify(msgs)
+        with self.lock:  # the image in the runner and the token cache belong together (guard.runtime.classifier)
+            extra = self._set_image(image)
+            verdict = super().classify(msgs)
         verdict.timings.update(extra)
         verdict.latency_ms = (time.perf_counter() - t0) * 1e3
         return verdict

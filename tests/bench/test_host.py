@@ -41,6 +41,13 @@ def test_cli_writes_report_and_compares(tiny_model_dir, tmp_path, capsys):
     text = cmp.with_suffix(".md").read_text()
     assert "## second" in text and text.count("## ") == 2 and cmp.with_suffix(".png").is_file()
     assert json.loads(b.with_suffix(".json").read_text())["label"] == "second"
+    # --compare never overwrites an earlier report (issue 21); its chart has the TTFT, decode and verdict panels
+    before = a.with_suffix(".md").read_bytes()
+    assert main(["bench", "--compare", str(a.with_suffix(".json")), str(b.with_suffix(".json")), "--out", str(a)]) == 0
+    assert a.with_suffix(".md").read_bytes() == before and (tmp_path / "a-2.md").is_file()
+    from PIL import Image
+
+    assert Image.open(tmp_path / "a-2.png").size[0] == 1600  # three panels, 16 inches at 100 dpi
 
 
 @pytest.mark.parametrize("args,msg", [(["--prompt-tokens", "8,x"], "comma-separated"), (["--runs", "0"], "--runs >= 1")])

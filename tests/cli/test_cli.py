@@ -153,9 +153,10 @@ def test_batch_killed_and_resumed(unsafe_dir, tmp_path):
     key = lambda r: r["id"]
     strip = lambda rs: sorted(({k: v for k, v in r.items() if k not in ("latency_ms", "timings")} for r in rs), key=key)
     assert strip(ok) == strip([r for r in map(json.loads, ref.read_text().splitlines()) if "error" not in r])
-    # a third run has nothing left to do
+    # a third run classifies nothing again; it retries the bad lines (issue 21) and still exits 3 for them
     again = run_cli(*args, "--out", str(ref))
-    assert "done: 0 safe, 0 unsafe, 0 indeterminate, 0 bad lines skipped" in again.stdout.decode()
+    assert again.returncode == EXIT_PARTIAL
+    assert f"done: 0 safe, 0 unsafe, 0 indeterminate, {len(errors)} bad lines skipped, 40 already" in again.stdout.decode()
 
 
 def test_stream_mode(unsafe_dir, tiny_model_dir):

@@ -30,7 +30,10 @@ def test_fit_refuses_a_score_that_ranks_backwards():
 
 
 @pytest.mark.parametrize("text,match", [("{", "not a valid calibration"), ('{"a": 1}', "not a valid calibration"),
-                                        ('{"a": -1, "b": 0}', "a must be positive")])
+                                        ('{"a": -1, "b": 0}', r"a must be in \(0, 20\]"),
+                                        ('{"a": 1, "b": -1000}', r"\|b\| at most 20"),  # made every verdict safe
+                                        ('{"a": 1e6, "b": 0}', r"a must be in \(0, 20\]"),
+                                        ('{"a": 1, "b": 1e400}', "unusable calibration")])
 def test_a_bad_calibration_file_is_an_error_not_ignored(tmp_path, text, match):
     (tmp_path / CALIBRATION_FILE).write_text(text)
     with pytest.raises(GuardError, match=match):

@@ -146,13 +146,15 @@ def test_classify_cli_with_pte(fp32_pte, capsys):
 
 
 def test_too_long_conversation_is_refused_and_runner_stays_usable(fp32_pte, tokenizer):
+    from guard.errors import SequenceTooLong
     from guard.runtime.classifier import Guard
     from guard.runtime.pte import PteRunner
 
     r = PteRunner(fp32_pte)
-    g = Guard(r, tokenizer)
-    with pytest.raises(GuardError, match="maximum"):
+    g = Guard(r, tokenizer, long_policy="error")  # the default policy windows it instead (issue 18)
+    with pytest.raises(SequenceTooLong, match="maximum"):
         g.classify("word " * 600)
+    assert Guard(r, tokenizer).classify("word " * 600).truncation
     with pytest.raises(GuardError, match="max_seq_len"):
         r.prefill([1] * 10, MAX_SEQ - 5)
     assert g.classify("hello").decision in ("safe", "unsafe", "indeterminate")

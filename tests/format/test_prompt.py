@@ -53,7 +53,8 @@ CASES = [
      "User", "User: hi\n\nAgent: Hello! How can I help?\n\nUser: Tell me a joke.\nA long one.\n\n"),
     ("parts", [{"role": "user", "content": [{"type": "text", "text": "first"}, {"type": "image"},
                                             {"type": "text", "text": "second "}]}],
-     "User", "User: first\n\nUser: second\n\n"),
+     # one message, one block (issue 21): the HF template's one "User:" block per part let an earlier part go unjudged
+     "User", "User: first\nsecond\n\n"),
 ]
 
 

@@ -95,11 +95,12 @@ def test_prefix_cache_gives_identical_scores(tiny_model_dir):
 
 
 def test_too_long_conversation_is_refused(tiny_model_dir):
-    from guard.errors import GuardError
+    """With the 'error' long-input policy (guard.runtime.long; the default, 'windows', classifies it instead)."""
+    from guard.errors import SequenceTooLong
 
     runner = EagerRunner(tiny_model_dir)
-    with pytest.raises(GuardError, match="maximum"):
-        Guard(runner, runner.tokenizer).classify("word " * 2000)
+    with pytest.raises(SequenceTooLong, match="maximum"):
+        Guard(runner, runner.tokenizer, long_policy="error").classify("word " * 2000)
 
 
 def test_changing_the_category_set_never_uses_a_stale_prefix(tiny_model_dir):

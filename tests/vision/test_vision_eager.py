@@ -142,7 +142,7 @@ def test_cli_jsonl_image_field(tiny_vision, tmp_path, capsys):
              {"id": "e", "prompt": "x", "image": 3}]
     (tmp_path / "in.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
     code, out, err = run_cli(["classify", "--model", str(tiny_vision["dir"]), "--jsonl", str(tmp_path / "in.jsonl"),
-                              "--out", str(tmp_path / "out.jsonl")], capsys)
+                              "--out", str(tmp_path / "out.jsonl"), "--allow-any-path"], capsys)  # b's image is elsewhere
     rows = {r["id"]: r for r in map(json.loads, (tmp_path / "out.jsonl").read_text().splitlines())}
     assert code == 3, err
     assert rows["a"]["decision"] == "safe" and rows["b"]["p_unsafe"] > 0.99 and "decision" in rows["c"]
