@@ -42,15 +42,18 @@ def classify_cmd(pte: str | None) -> list[str]:
 
 def targets(r: dict) -> list[tuple]:
     """(name, measured, target text, met) rows."""
-    m, e, l = r["startup"]["etlite"], r["executorch"], r.get("llama_cpp") or {}
-    c1 = r["classify_1b"]
+    m = r["startup"]["etlite"]
     rows = [
         ("cold `guard classify \"hello\"`, guard-mini, median wall", f"{m['median_wall_s']} s (CPU {m['median_cpu_s']} s)",
          "<= 1.0 s idle", m["median_wall_s"] <= 1.0),
+        ("peak RSS, guard-mini classification (cold process)", f"{m['median_peak_rss_mb']} MB = {m['median_peak_rss_mb'] / r['mini_size_mb']:.2f}x the .pte",
+         "reported", None)]
+    if "executorch" not in r:
+        return rows + [("1B-shape targets", "not measured in this run", "-", None)]
+    e, l, c1 = r["executorch"], r.get("llama_cpp") or {}, r["classify_1b"]
+    rows += [
         ("peak RSS, 1B-shape classification (cold process)", f"{c1['median_peak_rss_mb']} MB = {c1['median_peak_rss_mb'] / e['size_mb']:.2f}x the .pte",
          "<= 1.3x .pte", c1["median_peak_rss_mb"] <= 1.3 * e["size_mb"]),
-        ("peak RSS, guard-mini classification (cold process)", f"{m['median_peak_rss_mb']} MB = {m['median_peak_rss_mb'] / r['mini_size_mb']:.2f}x the .pte",
-         "reported", None),
         ("verdict, 40-token message, head cached", f"{e['verdict_ms']} ms" + (f" ({l['verdict_ms'] / e['verdict_ms']:.2f}x llama.cpp's {l['verdict_ms']} ms)" if l else ""),
          "<= 120 ms and >= 2x llama.cpp", e["verdict_ms"] <= 120 and (not l or l["verdict_ms"] / e["verdict_ms"] >= 2)),
         ("TTFT, 235-token prompt", f"{e['ttft_s']} s", "<= 0.25 s", e["ttft_s"] <= 0.25),
@@ -68,7 +71,7 @@ def markdown(r: dict) -> str:
              f"- machine: {b1.machine_line(env['machine'])}; versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()),
              f"- command: `{r['command']}`",
              f"- load average (1/5/15 min): start {r['load']['start']}, after start-up {r['load']['after_startup']}, "
-             f"after the 1B cold runs {r['load']['after_classify_1b']}, end {r['load']['end']}",
+             f"after the 1B cold runs {r['load'].get('after_classify_1b', '-')}, end {r['load']['end']}",
              f"- {r['load_note']}", "",
              "| target | measured | goal | met |", "|---|---|---|---|"]
     for name, got, goal, ok in targets(r):
@@ -81,6 +84,8 @@ def markdown(r: dict) -> str:
         if key in s:
             x = s[key]
             lines.append(f"| {name} | {x['median_wall_s']} | {x['min_wall_s']} | {x['median_cpu_s']} | {x['median_peak_rss_mb']} | {x['median_load']} |")
+    if "executorch" not in r:
+        return "\n".join(lines + ["", "The 1B-shape part was not run (`--skip-1b`).", ""])
     e, l, c1 = r["executorch"], r.get("llama_cpp"), r["classify_1b"]
     lines += ["", "## Llama Guard 3-1B shape (random weights)", "",
               f"- .pte: {e['size_mb']} MB, {r['pte_name']}; cold `guard classify --pte` median wall {c1['median_wall_s']} s, "
@@ -102,11 +107,14 @@ def chart(r: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    e, s, c1 = r["executorch"], r["startup"], r["classify_1b"]
+    s = r["startup"]
     items = [("cold classify\nguard-mini (s)", s["etlite"]["median_wall_s"], 1.0, BEFORE["startup_s"]),
-             ("1B peak RSS\n/ .pte size", c1["median_peak_rss_mb"] / e["size_mb"], 1.3, BEFORE["peak_rss_mb"] / BEFORE["size_mb"]),
-             ("verdict (ms)", e["verdict_ms"], 120, BEFORE["verdict_ms"]), ("TTFT (s)", e["ttft_s"], 0.25, BEFORE["ttft_s"]),
-             (".pte (MB)", e["size_mb"], 440, BEFORE["size_mb"]), ("1B load (s)", e["load_s"], 1.0, BEFORE["load_s"])]
+             ("cold classify\nguard-mini CPU (s)", s["etlite"]["median_cpu_s"], 1.0, s["python_bindings"]["median_cpu_s"])]
+    if "executorch" in r:
+        e, c1 = r["executorch"], r["classify_1b"]
+        items += [("1B peak RSS\n/ .pte size", c1["median_peak_rss_mb"] / e["size_mb"], 1.3, BEFORE["peak_rss_mb"] / BEFORE["size_mb"]),
+                  ("verdict (ms)", e["verdict_ms"], 120, BEFORE["verdict_ms"]), ("TTFT (s)", e["ttft_s"], 0.25, BEFORE["ttft_s"]),
+                  (".pte (MB)", e["size_mb"], 440, BEFORE["size_mb"]), ("1B load (s)", e["load_s"], 1.0, BEFORE["load_s"])]
     fig, axes = plt.subplots(1, len(items), figsize=(2.3 * len(items), 3.4))
     for ax, (name, now, goal, before) in zip(axes, items):
         ax.bar(["before", "now"], [before, now], color=["#bbbbbb", "#2a7ab9" if now <= goal else "#d9534f"])
@@ -118,32 +126,7 @@ def chart(r: dict, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=int, default=10)
-    ap.add_argument("--work", type=Path, default=Path.home() / ".cache" / "guard" / "bench_1b")
-    ap.add_argument("--llama-cpp", type=Path, default=Path.home() / ".cache" / "guard" / "llama.cpp")
-    ap.add_argument("--skip-llama-cpp", action="store_true")
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "last_mile")
-    a = ap.parse_args()
-    from guard.bench.schema import environment
-    from guard.defaults import mini_dir
-
-    threads = len(os.sched_getaffinity(0))
-    args = argparse.Namespace(chunk=128, chunks="32,8", max_seq_len=1024, group_size=256, embedding_group_size=256,
-                              prune_vocab=True, runs=5, decode_steps=64, threads=threads)
-    hf = b1.checkpoint(a.work)
-    model = b1.pte(a.work, hf, args)  # reused when bench_1b_shape.py exported it already
-    q4 = None if a.skip_llama_cpp else b1.gguf(a.work, hf, a.llama_cpp)
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    r = {"command": "python " + " ".join([os.path.relpath(__file__, ROOT)] + sys.argv[1:]), "environment": environment(threads),
-         "load": {"start": loadavg()}, "pte_name": model.parent.name,
-         "mini_size_mb": round((mini_dir() / "model.pte").stat().st_size / 1e6, 1)}
-    b1.log("cold guard classify on guard-mini")
-    r["startup"] = {"etlite": bs.series(classify_cmd(None), env, a.runs),
-                    "no_snapshot": bs.series(classify_cmd(None), {**env, "GUARD_PREFIX_CACHE": "0"}, 3),
-                    "python_bindings": bs.series(classify_cmd(None), {**env, "GUARD_NO_ETLITE": "1"}, 3)}
-    r["load"]["after_startup"] = loadavg()
+def run_1b(r: dict, model: Path, q4, args, a, env: dict, threads: int) -> None:
     b1.log("cold guard classify on the 1B shape")
     c1 = bs.series(classify_cmd(str(model)), env, 3)
     c1["runs_n"] = 3
@@ -158,6 +141,39 @@ def main() -> int:
     if q4:
         b1.log("llama.cpp")
         r["llama_cpp"] = b1.measure_llama_cpp(a.llama_cpp, q4, r["executorch"], args)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=10)
+    ap.add_argument("--work", type=Path, default=Path.home() / ".cache" / "guard" / "bench_1b")
+    ap.add_argument("--llama-cpp", type=Path, default=Path.home() / ".cache" / "guard" / "llama.cpp")
+    ap.add_argument("--skip-llama-cpp", action="store_true")
+    ap.add_argument("--skip-1b", action="store_true", help="guard-mini start-up only")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "last_mile")
+    a = ap.parse_args()
+    from guard.bench.schema import environment
+    from guard.defaults import mini_dir
+
+    threads = len(os.sched_getaffinity(0))
+    args = argparse.Namespace(chunk=128, chunks="32,8", max_seq_len=1024, group_size=256, embedding_group_size=256,
+                              prune_vocab=True, runs=5, decode_steps=64, threads=threads)
+    model = q4 = None
+    if not a.skip_1b:
+        hf = b1.checkpoint(a.work)
+        model = b1.pte(a.work, hf, args)  # reused when bench_1b_shape.py exported it already
+        q4 = None if a.skip_llama_cpp else b1.gguf(a.work, hf, a.llama_cpp)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    r = {"command": "python " + " ".join([os.path.relpath(__file__, ROOT)] + sys.argv[1:]), "environment": environment(threads),
+         "load": {"start": loadavg()}, "pte_name": model.parent.name if model else None,
+         "mini_size_mb": round((mini_dir() / "model.pte").stat().st_size / 1e6, 1)}
+    b1.log("cold guard classify on guard-mini")
+    r["startup"] = {"etlite": bs.series(classify_cmd(None), env, a.runs),
+                    "no_snapshot": bs.series(classify_cmd(None), {**env, "GUARD_PREFIX_CACHE": "0"}, 3),
+                    "python_bindings": bs.series(classify_cmd(None), {**env, "GUARD_NO_ETLITE": "1"}, 3)}
+    r["load"]["after_startup"] = loadavg()
+    if model:
+        run_1b(r, model, q4, args, a, env, threads)
     r["load"]["end"] = loadavg()
     busy = max(x[0] for x in r["load"].values())
     r["load_note"] = (f"the 1-minute load average reached {busy} on {threads} cores (other helpers' jobs): wall times "

@@ -122,7 +122,7 @@ def test_metadata_is_stored_in_the_pte(fp32_pte, int4_pte, tokenizer):
     assert int4_pte.stat().st_size < fp32_pte.stat().st_size / 4
 
 
-def test_int4_pruned_agrees_with_fp32(fp32_pte, int4_pte, tokenizer):
+def agreement(fp32_pte, int4_pte, tokenizer) -> tuple[int, int, float]:
     from guard.runtime.classifier import Guard
     from guard.runtime.pte import PteRunner
 
@@ -133,8 +133,26 @@ def test_int4_pruned_agrees_with_fp32(fp32_pte, int4_pte, tokenizer):
         a, b = f.classify(content, response), q.classify(content, response)
         same += a.decision == b.decision
         worst = max(worst, abs(a.p_unsafe - b.p_unsafe))
-    print(f"INT4 (8da4w, group 32, pruned) vs fp32: {same}/{len(convs)} same decisions, max |dp_unsafe| = {worst:.3f}")
-    assert same >= 0.8 * len(convs)
+    return same, len(convs), worst
+
+
+def test_int4_pruned_agrees_with_fp32(fp32_pte, int4_pte, tokenizer):
+    same, n, worst = agreement(fp32_pte, int4_pte, tokenizer)
+    print(f"INT4 (8da4w, group 32, pruned) vs fp32: {same}/{n} same decisions, max |dp_unsafe| = {worst:.3f}")
+    assert same >= 0.8 * n
+
+
+def test_int4_with_coarse_embedding_groups_agrees_with_fp32(decisive_dir, fp32_pte, tokenizer, tmp_path):
+    """The 1B-shape recipe's embedding scales (one fp16 scale per 256 values there; here per 64-wide row, the
+    coarsest the tiny model allows) keep the agreement of the group-32 embedding."""
+    from guard.export import ExportConfig, export_model
+    from guard.quantize import QuantConfig
+
+    cfg = ExportConfig(max_seq_len=MAX_SEQ, chunk=CHUNK, prune_vocab=True,
+                       quant=QuantConfig("8da4w", group_size=32, embedding_group_size=64))
+    same, n, worst = agreement(fp32_pte, export_model(decisive_dir, tmp_path, cfg), tokenizer)
+    print(f"INT4 (8da4w, group 32, embedding group 64, pruned) vs fp32: {same}/{n} same decisions, max |dp_unsafe| = {worst:.3f}")
+    assert same >= 0.8 * n
 
 
 def test_classify_cli_with_pte(fp32_pte, capsys):

@@ -89,3 +89,46 @@ def test_plan_covers_the_tokens_with_little_padding():
     assert plan(1, sizes) == [1] and plan(128, sizes) == [128] and sum(plan(97, sizes)) < 128
     assert plan(97, [64, 1]) == [64, 64]  # an old file (prefill only): padded as before
     assert plan(65, [64, 1]) == [64, 1]
+
+
+@pytest.mark.slow
+def test_policy_head_snapshot_gives_the_same_verdicts_and_holds_no_message(small_pte, tmp_path, monkeypatch):
+    """A fresh guard writes the policy head's snapshot (guard.runtime.prefix), the next fresh guard restores it:
+    same margins as computing everything. The file is the same whatever the message (only the head is in it); a
+    damaged file is ignored and rewritten."""
+    import guard
+    import guard.defaults
+
+    if not _etlite_available():
+        pytest.skip("etlite cannot be built here: snapshots need it")
+    monkeypatch.setattr(guard.defaults, "HOME", tmp_path)
+    msgs = ["hello", "How do I pick a lock?", "hello"]
+
+    def run(first, env=None):
+        if env:
+            monkeypatch.setenv("GUARD_PREFIX_CACHE", env)
+        g = guard.load(pte=str(small_pte))
+        vs = [g.classify(m) for m in [first] + msgs]
+        monkeypatch.delenv("GUARD_PREFIX_CACHE", raising=False)
+        return vs
+
+    plain = run("secret one", "0")
+    assert "head_snapshot" not in plain[0].timings and not list(tmp_path.rglob("*.kv"))
+    written = run("secret one")
+    files = list(tmp_path.rglob("*.kv"))
+    assert written[0].timings["head_snapshot"] == "written" and len(files) == 1
+    first_bytes = files[0].read_bytes()
+    restored = run("secret one")
+    assert restored[0].timings["head_snapshot"] == "restored"
+    for vs in (written, restored):
+        assert [v.decision for v in vs] == [v.decision for v in plain]
+        assert max(abs(a.margin - b.margin) for a, b in zip(vs, plain)) < 1e-4
+    files[0].unlink()
+    run("another secret, longer than the first one")
+    assert files[0].read_bytes() == first_bytes  # the message never reaches the file
+    damaged = bytearray(first_bytes)
+    damaged[-1] ^= 0xFF
+    files[0].write_bytes(bytes(damaged))
+    again = run("secret one")
+    assert again[0].timings["head_snapshot"] == "written" and abs(again[0].margin - plain[0].margin) < 1e-4
+    assert files[0].read_bytes() == first_bytes
