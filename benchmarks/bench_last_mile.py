@@ -84,6 +84,13 @@ def markdown(r: dict) -> str:
         if key in s:
             x = s[key]
             lines.append(f"| {name} | {x['median_wall_s']} | {x['min_wall_s']} | {x['median_cpu_s']} | {x['median_peak_rss_mb']} | {x['median_load']} |")
+    if "mini_bench" in r:
+        lines += ["", "## guard-mini, `guard bench` (40-token message, 3 runs), before and now in this run", "",
+                  "| build | .pte MB | load ms | TTFT ms (prompt tokens) | decode tok/s | verdict ms, head cached | load avg |",
+                  "|---|---|---|---|---|---|---|"]
+        for x in r["mini_bench"]:
+            lines.append(f"| {x['label']} | {x['size_mb']} | {x['load_ms']} | {x['ttft_ms']} ({x['prompt_tokens']}) | "
+                         f"{x['decode_tok_s']} | {x['verdict_ms']} | {x['load_avg']} |")
     if "executorch" not in r:
         return "\n".join(lines + ["", "The 1B-shape part was not run (`--skip-1b`).", ""])
     e, l, c1 = r["executorch"], r.get("llama_cpp"), r["classify_1b"]
@@ -126,6 +133,20 @@ def chart(r: dict, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def mini_bench(pte: str, env: dict, label: str, out: Path) -> dict:
+    """`guard bench` on a guard-mini .pte in a subprocess (so GUARD_NO_ETLITE applies): the 40-token message's medians."""
+    import subprocess
+
+    cmd = [sys.executable, "-m", "guard", "bench", "--pte", pte, "--runs", "3", "--prompt-tokens", "40", "--decode-tokens", "32",
+           "--trust-tokenizer", "--label", label, "--out", str(out)]
+    subprocess.run(cmd, env=env, check=True, capture_output=True)
+    doc = json.loads(out.with_suffix(".json").read_text())
+    s = doc["summary"]["40"]
+    return {"label": label, "pte": pte, "size_mb": round(Path(pte).stat().st_size / 1e6, 1), "load_ms": s["model_load_ms"]["median"],
+            "ttft_ms": s["ttft_ms"]["median"], "decode_tok_s": s["decode_tok_s"]["median"], "verdict_ms": s["verdict_ms"]["median"],
+            "prompt_tokens": s["num_prompt_tokens"], "load_avg": doc["machine"]["load_avg"]}
+
+
 def run_1b(r: dict, model: Path, q4, args, a, env: dict, threads: int) -> None:
     b1.log("cold guard classify on the 1B shape")
     c1 = bs.series(classify_cmd(str(model)), env, 3)
@@ -150,6 +171,8 @@ def main() -> int:
     ap.add_argument("--llama-cpp", type=Path, default=Path.home() / ".cache" / "guard" / "llama.cpp")
     ap.add_argument("--skip-llama-cpp", action="store_true")
     ap.add_argument("--skip-1b", action="store_true", help="guard-mini start-up only")
+    ap.add_argument("--mini-before", metavar="PTE", help="guard-mini as main builds it: `guard bench` side by side, "
+                    "run on executorch's Python bindings (the runtime before)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "last_mile")
     a = ap.parse_args()
     from guard.bench.schema import environment
@@ -172,6 +195,13 @@ def main() -> int:
                     "no_snapshot": bs.series(classify_cmd(None), {**env, "GUARD_PREFIX_CACHE": "0"}, 3),
                     "python_bindings": bs.series(classify_cmd(None), {**env, "GUARD_NO_ETLITE": "1"}, 3)}
     r["load"]["after_startup"] = loadavg()
+    if a.mini_before:
+        b1.log("guard bench: guard-mini before (bindings, old file) and now")
+        tmp = a.out.parent / "last_mile_mini"
+        r["mini_bench"] = [mini_bench(a.mini_before, {**env, "GUARD_NO_ETLITE": "1"}, "before: main's file, Python bindings", tmp),
+                           mini_bench(str(mini_dir() / "model.pte"), env, "now: this branch's file, etlite", tmp)]
+        for suffix in (".json", ".md", ".png"):
+            tmp.with_suffix(suffix).unlink(missing_ok=True)
     if model:
         run_1b(r, model, q4, args, a, env, threads)
     r["load"]["end"] = loadavg()

@@ -131,7 +131,22 @@ struct Model {
   std::unique_ptr<MmapLoader> loader;
   std::unique_ptr<Program> program;
   HeapAllocator method_alloc, temp_alloc;
-  std::vector<std::vector<uint8_t>> arenas;
+  // Planned arenas as anonymous mappings: zero pages cost no memory until written, so the 1,152-slot KV cache and
+  // the largest method's scratch only count for the pages a request touches (a std::vector zero-filled them all).
+  struct Arena {
+    uint8_t* data = nullptr;
+    size_t size = 0;
+    Arena(size_t n) : size(n) {
+      void* p = n ? mmap(nullptr, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0) : MAP_FAILED;
+      data = p == MAP_FAILED ? nullptr : static_cast<uint8_t*>(p);
+    }
+    ~Arena() {
+      if (data) munmap(data, size);
+    }
+    Arena(const Arena&) = delete;
+    Arena& operator=(const Arena&) = delete;
+  };
+  std::vector<std::unique_ptr<Arena>> arenas;
   std::vector<Span<uint8_t>> spans;
   std::unique_ptr<HierarchicalAllocator> planned;
   std::unique_ptr<MemoryManager> memory;
@@ -200,8 +215,11 @@ void* etl_open(const char* path, int weight_cache, const char* packed_path, char
       sizes[b] = std::max(sizes[b], s);
     }
   }
-  for (size_t s : sizes) m->arenas.emplace_back(s);  // zero-filled: unwritten cache slots hold zeros
-  for (auto& a : m->arenas) m->spans.emplace_back(a.data(), a.size());
+  for (size_t s : sizes) {  // zero-filled: unwritten cache slots hold zeros
+    m->arenas.push_back(std::make_unique<Model::Arena>(s));
+    if (s && !m->arenas.back()->data) return say(err, n, "cannot allocate the model's planned memory"), nullptr;
+  }
+  for (auto& a : m->arenas) m->spans.emplace_back(a->data, a->size);
   m->planned = std::make_unique<HierarchicalAllocator>(Span<Span<uint8_t>>(m->spans.data(), m->spans.size()));
   m->memory = std::make_unique<MemoryManager>(&m->method_alloc, m->planned.get(), &m->temp_alloc);
   return m.release();
@@ -237,8 +255,8 @@ int etl_num_arenas(void* h) { return static_cast<int>(static_cast<Model*>(h)->ar
 
 uint8_t* etl_arena(void* h, int i, size_t* size) {
   auto& a = static_cast<Model*>(h)->arenas.at(i);
-  *size = a.size();
-  return a.data();
+  *size = a->size;
+  return a->data;
 }
 
 int etl_num_methods(void* h) { return static_cast<int>(static_cast<Model*>(h)->names.size()); }
