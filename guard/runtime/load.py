@@ -46,7 +46,7 @@ def open_runner(source: Source, dtype: str = "fp32", check_tokenizer: bool = Tru
         if "vision_encoder" in program.method_names:  # Llama Guard 3 Vision: docs/vision.md
             from guard.vision.pte import VisionPteRunner
 
-            return VisionPteRunner(source.path, program=program)
+            return VisionPteRunner(source.path, program=program, check_tokenizer=check_tokenizer)
         return PteRunner(source.path, program=program, check_tokenizer=check_tokenizer)
     from guard.model.checkpoint import model_type
 
