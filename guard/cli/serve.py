@@ -3,6 +3,8 @@ streaming-moderation sessions, Prometheus metrics). docs/serve.md"""
 
 from __future__ import annotations
 
+HELP = "serve moderation over HTTP: OpenAI /v1/moderations and chat completions, llama-stack run-shield (docs/serve.md)"
+
 import os
 import sys
 
