@@ -40,7 +40,7 @@ def test_streaming_equals_from_scratch(runner):
     fresh_runner = EagerRunner(None, model=runner.model, tokenizer=runner.tokenizer)
     reference = Guard(fresh_runner, runner.tokenizer)
     n_checks = 0
-    for k in range(50):
+    for k in range(20):  # 20 random conversations (50 took ~30 s of the quick loop for the same property)
         prompt = f"question {k}: " + response(rng, rng.randint(1, 8))
         text = response(rng, rng.randint(5, 60))
         stream = streaming.moderate_stream(prompt, check_every=rng.choice([1, 4, 16]))
@@ -59,7 +59,7 @@ def test_streaming_equals_from_scratch(runner):
         reference.invalidate()
         ref = reference.classify(prompt, response=text)
         assert v.p_unsafe == pytest.approx(ref.p_unsafe, abs=1e-4) and v.decision == ref.decision
-    assert n_checks > 200
+    assert n_checks > 80
 
 
 def test_checks_pay_only_for_new_tokens(runner):
