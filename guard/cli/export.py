@@ -3,6 +3,8 @@ tokenizer.json beside it, for the ExecuTorch runtime with XNNPACK; optional INT4
 
 from __future__ import annotations
 
+HELP = "export a Hugging Face Llama Guard directory to an ExecuTorch model.pte (XNNPACK, optional INT4)"
+
 from guard.cli.common import add_model_argument, model_of
 
 

@@ -62,6 +62,14 @@ class ModelArgs:
             setattr(args, k, v)
         return args
 
+    def to_hf(self) -> dict:
+        """from_hf's inverse: the Llama config.json fields (``max_seq_len`` as ``max_position_embeddings``)."""
+        return {"hidden_size": self.dim, "num_hidden_layers": self.n_layers, "num_attention_heads": self.n_heads,
+                "num_key_value_heads": self.n_kv_heads, "intermediate_size": self.hidden_dim,
+                "vocab_size": self.vocab_size, "rms_norm_eps": self.norm_eps, "rope_theta": self.rope_theta,
+                "rope_scaling": self.rope_scaling, "tie_word_embeddings": self.tie_embeddings,
+                "max_position_embeddings": self.max_seq_len}
+
 
 def inv_freq(args: ModelArgs) -> torch.Tensor:
     """RoPE inverse frequencies [head_dim/2], with Llama 3 scaling when the config asks for it."""

@@ -51,7 +51,8 @@ def open_runner(source: Source, dtype: str = "fp32", check_tokenizer: bool = Tru
                 from guard.vision.pte import VisionPteRunner
 
                 # its methods take extra tensor inputs: it runs on executorch's Python bindings
-                return VisionPteRunner(source.path, program=None if hasattr(program, "step") else program)
+                return VisionPteRunner(source.path, program=None if hasattr(program, "step") else program,
+                                       check_tokenizer=check_tokenizer)
             return PteRunner(source.path, program=program, check_tokenizer=check_tokenizer)
         finally:
             drop_prefetch(source.path.parent)  # unused when loading failed early

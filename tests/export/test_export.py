@@ -260,3 +260,19 @@ def test_model_matches_transformers_with_tied_embeddings_and_llama3_rope(tmp_pat
             out = m(torch.tensor([part + [0] * (16 - len(part))]), torch.arange(pos, pos + 16), torch.tensor([len(part) - 1]))
             pos += len(part)
     assert (out[0] - ref).abs().max() < 1e-4
+
+
+@pytest.mark.slow
+def test_int4_export_prints_no_third_party_warnings(decisive_dir, tmp_path):
+    """torch/torchao/ExecuTorch warnings stay out of normal output (issue 21); GUARD_DEBUG=1 would show them."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "GUARD_DEBUG"}
+    r = subprocess.run([sys.executable, "-m", "guard", "export", "--model", str(decisive_dir), "--out", str(tmp_path),
+                        "--quant", "8da4w", "--group-size", "32", "--max-seq-len", "128", "--chunk", "32"],
+                       capture_output=True, text=True, env=env, timeout=900)
+    assert r.returncode == 0, r.stderr[-2000:]
+    noise = [line for line in r.stderr.splitlines() if "Warning" in line or "warn(" in line]
+    assert noise == [], noise[:5]
