@@ -55,6 +55,8 @@ def main() -> int:
     ap.add_argument("--pte", help="a .pte instead of the default model (guard-mini)")
     ap.add_argument("--compare-bindings", type=int, default=0, metavar="N",
                     help="also time N runs on executorch's Python bindings (GUARD_NO_ETLITE=1: torch)")
+    ap.add_argument("--compare-no-snapshot", type=int, default=0, metavar="N",
+                    help="also time N runs without the policy-head snapshot (GUARD_PREFIX_CACHE=0)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "bench_startup")
     args = ap.parse_args()
     cmd = [sys.executable, "-m", "guard", "classify", *(["--pte", args.pte] if args.pte else []), "hello"]
@@ -64,6 +66,8 @@ def main() -> int:
          "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {platform.release()}",
          "python": platform.python_version(), "load_before": [round(x, 2) for x in os.getloadavg()]}
     r["etlite"] = series(cmd, env, args.runs)
+    if args.compare_no_snapshot:
+        r["no_snapshot"] = series(cmd, {**env, "GUARD_PREFIX_CACHE": "0"}, args.compare_no_snapshot)
     if args.compare_bindings:
         r["python_bindings"] = series(cmd, {**env, "GUARD_NO_ETLITE": "1"}, args.compare_bindings)
     r["load_after"] = [round(x, 2) for x in os.getloadavg()]
@@ -76,7 +80,8 @@ def main() -> int:
              "wall time grows with the load; CPU time much less)", "",
              "| runtime path | median wall (s) | min wall (s) | median CPU user+sys (s) | peak RSS (MB) | median load |",
              "|---|---|---|---|---|---|"]
-    for key, name in (("etlite", "etlite (ctypes, no torch)"), ("python_bindings", "executorch Python bindings (torch)")):
+    for key, name in (("etlite", "etlite (ctypes, no torch) + policy-head snapshot"), ("no_snapshot", "etlite, no snapshot (GUARD_PREFIX_CACHE=0)"),
+                      ("python_bindings", "executorch Python bindings (torch)")):
         if key in r:
             s = r[key]
             lines.append(f"| {name} | {s['median_wall_s']} | {s['min_wall_s']} | {s['median_cpu_s']} | "
