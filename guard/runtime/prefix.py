@@ -11,7 +11,7 @@ runner holds nothing else. Pages that are all zero are not stored.
 
 The file is keyed by the .pte's path, size and mtime, the etlite build and the head's token ids, and carries a
 CRC-32 of its contents; anything that does not match is ignored (the head is prefilled as before) and rewritten.
-GUARD_PREFIX_CACHE=0 turns snapshots off.
+GUARD_PREFIX_CACHE=0 turns snapshots off; the newest 16 files are kept.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from pathlib import Path
 
 MAGIC = b"GKV1"
 PAGE = 4096
+KEEP = 16  # snapshots kept per GUARD_HOME (the newest; one per .pte build, policy and role in use)
 
 
 def enabled() -> bool:
@@ -55,7 +56,19 @@ def save(arenas: list, path: Path, n_tokens: int) -> Path:
     payload = b"".join(parts)
     header = json.dumps({"arenas": table, "tokens": n_tokens, "crc32": zlib.crc32(payload)}).encode()
     path.parent.mkdir(parents=True, exist_ok=True)
-    return write_atomic(path, MAGIC + len(header).to_bytes(4, "little") + header + payload)
+    write_atomic(path, MAGIC + len(header).to_bytes(4, "little") + header + payload)
+    prune(path.parent)
+    return path
+
+
+def prune(folder: Path, keep: int = KEEP) -> None:
+    """Delete all but the ``keep`` newest snapshots (a re-exported .pte leaves its old ones behind)."""
+    try:
+        files = sorted(folder.glob("*.kv"), key=lambda f: f.stat().st_mtime, reverse=True)
+        for f in files[keep:]:
+            f.unlink(missing_ok=True)
+    except OSError:
+        pass
 
 
 def restore(arenas: list, path: Path) -> bool:
