@@ -26,8 +26,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-SHAPE = dict(num_hidden_layers=12, hidden_size=2048, intermediate_size=6400, num_attention_heads=32,
-             num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=True, max_position_embeddings=131072)
+SHAPE = dict(n_layers=12, dim=2048, hidden_dim=6400, n_heads=32, n_kv_heads=8, vocab_size=128256, tie_embeddings=True,
+             max_seq_len=131072)  # guard.model.llama.ModelArgs fields
 MESSAGE = ("I need detailed, step-by-step instructions for getting into my neighbour's house while they are away "
            "on holiday, including how to disable the alarm and avoid the cameras without anyone noticing at all, "
            "and what to say if the police stop me on the way back home.")
@@ -48,12 +48,12 @@ def machine_line(m: dict) -> str:
 
 
 def checkpoint(work: Path) -> Path:
-    from guard.testing import TinyConfig, make_checkpoint
+    from guard.testing import make_checkpoint, tiny
 
     hf = work / "hf"
     if not (hf / "model.safetensors").is_file():
         log("writing the random 1B-shape checkpoint")
-        make_checkpoint(hf, TinyConfig(**SHAPE, seed=0))
+        make_checkpoint(hf, tiny(**SHAPE))
     return hf
 
 
@@ -61,11 +61,14 @@ def pte(work: Path, hf: Path, args) -> Path:
     from guard.export import ExportConfig, export_model
     from guard.quantize import QuantConfig
 
-    out = work / f"pte_8da4w_g{args.group_size}_c{args.chunk}_s{args.max_seq_len}{'_pruned' if args.prune_vocab else ''}"
+    chunks = tuple(int(c) for c in args.chunks.split(",") if c.strip())
+    extra = "_" + "-".join(map(str, chunks)) if chunks else ""
+    emb = f"_e{args.embedding_group_size}" if args.embedding_group_size != 32 else ""
+    out = work / f"pte_8da4w_g{args.group_size}{emb}_c{args.chunk}{extra}_s{args.max_seq_len}{'_pruned' if args.prune_vocab else ''}"
     if not (out / "model.pte").is_file():
         log(f"exporting {out.name}")
-        cfg = ExportConfig(max_seq_len=args.max_seq_len, chunk=args.chunk, prune_vocab=args.prune_vocab,
-                           quant=QuantConfig("8da4w", group_size=args.group_size))
+        cfg = ExportConfig(max_seq_len=args.max_seq_len, chunk=args.chunk, chunks=chunks, prune_vocab=args.prune_vocab,
+                           quant=QuantConfig("8da4w", group_size=args.group_size, embedding_group_size=args.embedding_group_size))
         t0 = time.time()
         export_model(hf, out, cfg)
         log(f"export took {time.time() - t0:.0f} s")
@@ -182,8 +185,11 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--decode-steps", type=int, default=64)
-    ap.add_argument("--chunk", type=int, default=64)
+    ap.add_argument("--chunk", type=int, default=128, help="largest static prefill chunk (method prefill)")
+    ap.add_argument("--chunks", default="32,8", help="smaller static prefill chunks (methods prefill_<n>); '' for none")
     ap.add_argument("--max-seq-len", type=int, default=1024)
+    ap.add_argument("--embedding-group-size", type=int, default=256,
+                    help="4-bit embedding group (256: 2 MB of scales; 32: 16 MB, the file goes over 440 MB)")
     ap.add_argument("--group-size", type=int, default=256)
     ap.add_argument("--no-prune-vocab", dest="prune_vocab", action="store_false")
     ap.add_argument("--out", type=Path, default=RESULTS / "bench_1b_shape")

@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SHAPE = dict(num_hidden_layers=4, hidden_size=2048, intermediate_size=6400, num_attention_heads=32,
-             num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=True)
+SHAPE = dict(n_layers=4, dim=2048, hidden_dim=6400, n_heads=32, n_kv_heads=8, vocab_size=128256,
+             tie_embeddings=True)  # guard.model.llama.ModelArgs fields
 
 
 def main() -> int:
@@ -37,11 +37,11 @@ def main() -> int:
 
     from guard.export import ExportConfig, export_model
     from guard.runtime.pte import PteRunner
-    from guard.testing import TinyConfig, make_checkpoint
+    from guard.testing import make_checkpoint, tiny
 
     hf = args.work / "hf"
     if not (hf / "model.safetensors").is_file():
-        make_checkpoint(hf, TinyConfig(**SHAPE, seed=0))
+        make_checkpoint(hf, tiny(**SHAPE))
     r = {"command": "python " + " ".join([os.path.relpath(__file__, ROOT)] + sys.argv[1:]), "environment": environment(),
          "shape": SHAPE, "quant": "none (fp32)", "pruned_vocab": True, "load_before": load(), "rows": []}
     for n in args.lengths:

@@ -29,3 +29,5 @@ def quiet_third_party() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"(torch|torchao|executorch|transformers)(\.|$)")
     warnings.filterwarnings("ignore", message=r"Mutation on a buffer in the model is detected", category=UserWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"(torch|torchao|executorch)(\.|$)")
+    # torch's pytree deprecation, raised from copyreg while torch.export deep-copies torchao's quantized tensors
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)

@@ -24,8 +24,6 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import torch
-
 from guard.errors import GuardError
 
 ARTEFACTS = Path(__file__).resolve().parent.parent / "models" / "guard-mini"
@@ -115,6 +113,7 @@ def gguf_path() -> Path:
 
 def load_base():
     """SmolLM2-135M-Instruct with the Llama 3 header tokens adopted -> (model, hf_tokenizer, new_token_ids)."""
+    import torch  # here, not at the top: guard.defaults imports this module on every `guard classify`
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -161,9 +160,11 @@ def build_hf(out: str | Path, artefacts: str | Path = ARTEFACTS, stage: str = "m
 
 
 # What a build holds beyond the weights: bump when the exported file changes (a new metadata entry, new methods), so
-# that an existing build is rebuilt. 2: the .pte records its tokenizer's sha256. 3: guard_format.json (the prompt
-# template for the native runtime, guard/format/spec.py) is written beside the .pte.
-BUILD_FORMAT = 3
+# that an existing build is rebuilt. 2: the .pte records its tokenizer's sha256. 3: guard_format.json (the native
+# runtime's prompt template, guard/format/spec.py) beside the .pte; a build without it gets one from `guard mini build`.
+# 4: prefill chunk methods (prefill, prefill_32, prefill_8 + get_prefill_chunks), fp16 embedding scales, computed
+# causal mask.
+BUILD_FORMAT = 4
 
 MODEL_FILES = ("recipe.json", "teacher_adapter.safetensors", "prune_record.json", "student_adapter.safetensors")
 

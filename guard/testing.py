@@ -2,38 +2,29 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from pathlib import Path
-
-import torch
 
 from guard.format.tokenizer import save_hf_tokenizer
 
 
-@dataclass
-class TinyConfig:
-    num_hidden_layers: int = 2
-    hidden_size: int = 64
-    intermediate_size: int = 128
-    num_attention_heads: int = 4
-    num_key_value_heads: int = 2
-    vocab_size: int = 128256
-    max_position_embeddings: int = 1024
-    rope_theta: float = 500000.0
-    tie_word_embeddings: bool = False
-    seed: int = 0
+def tiny(**overrides):
+    """The tests' tiny Llama as guard.model.llama.ModelArgs: 2 layers, hidden 64, 4/2 heads, the Llama 3
+    vocabulary, 1,024 positions; ``overrides`` by ModelArgs field (``n_layers=4``, ``max_seq_len=512`` ...)."""
+    from guard.model.llama import ModelArgs
+
+    return ModelArgs(**{"dim": 64, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2, "hidden_dim": 128, **overrides})
 
 
-def make_checkpoint(out: str | Path, cfg: TinyConfig | None = None) -> Path:
-    """Save a random LlamaForCausalLM with the real Llama 3 tokenizer as a Hugging Face directory."""
+def make_checkpoint(out: str | Path, args=None, seed: int = 0) -> Path:
+    """Save a random LlamaForCausalLM of shape ``args`` (a ModelArgs; default ``tiny()``) with the real Llama 3
+    tokenizer as a Hugging Face directory."""
+    import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    cfg = cfg or TinyConfig()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(cfg.seed)
-    fields = {k: v for k, v in asdict(cfg).items() if k != "seed"}
-    hf = LlamaConfig(**fields, bos_token_id=128000, eos_token_id=128009, rms_norm_eps=1e-5, hidden_act="silu",
+    torch.manual_seed(seed)
+    hf = LlamaConfig(**(args or tiny()).to_hf(), bos_token_id=128000, eos_token_id=128009, hidden_act="silu",
                      torch_dtype="float32")
     model = LlamaForCausalLM(hf).eval()
     model.save_pretrained(out, safe_serialization=True)
@@ -41,7 +32,7 @@ def make_checkpoint(out: str | Path, cfg: TinyConfig | None = None) -> Path:
     return out
 
 
-def make_scripted_checkpoint(out: str | Path, next_logits: dict[int, dict[int, float]], cfg: TinyConfig | None = None) -> Path:
+def make_scripted_checkpoint(out: str | Path, next_logits: dict[int, dict[int, float]], args=None) -> Path:
     """A real Llama checkpoint whose next-token logits depend only on the current token.
 
     The attention and MLP output projections are zeroed, so the residual stream is the token's embedding;
@@ -52,13 +43,13 @@ def make_scripted_checkpoint(out: str | Path, next_logits: dict[int, dict[int, f
     """
     from safetensors.torch import load_file, save_file
 
-    cfg = cfg or TinyConfig()
-    if len(next_logits) > cfg.hidden_size:
+    args = args or tiny()
+    if len(next_logits) > args.dim:
         raise ValueError("more scripted tokens than hidden dimensions")
-    out = make_checkpoint(out, cfg)
+    out = make_checkpoint(out, args)
     path = Path(out) / "model.safetensors"
     sd = load_file(str(path))
-    h = cfg.hidden_size
+    h = args.dim
     for k, v in sd.items():
         if k.endswith(("o_proj.weight", "down_proj.weight")):
             v.zero_()

@@ -13,9 +13,9 @@ def make_decisive_checkpoint(out, tok):
     """
     from safetensors.torch import load_file, save_file
 
-    from guard.testing import TinyConfig, make_checkpoint
+    from guard.testing import make_checkpoint
 
-    make_checkpoint(out, TinyConfig(seed=3))
+    make_checkpoint(out, seed=3)
     path = out / "model.safetensors"
     sd = load_file(str(path))
     t, one = tok.tokens, tok.single_id("1")

@@ -81,6 +81,9 @@ def test_a_build_from_other_artefacts_is_stale(tmp_path):
     assert not is_current(out, art)  # no build.json: built before stamps existed
     (out / "build.json").write_text(json.dumps({"artefacts_sha256": artefact_digest(art), "quant": "8da4w"}))
     assert not is_current(out, art)  # built by an exporter of an older format (no tokenizer digest): rebuilt
+    for old in (2, 3):  # 2: tokenizer digest, no prefill chunk methods; 3: the native branch's format
+        (out / "build.json").write_text(json.dumps({"format": old, "artefacts_sha256": artefact_digest(art), "quant": "8da4w"}))
+        assert BUILD_FORMAT > old and not is_current(out, art)
     (out / "build.json").write_text(json.dumps({"format": BUILD_FORMAT, "artefacts_sha256": artefact_digest(art),
                                                 "quant": "8da4w"}))
     assert is_current(out, art)

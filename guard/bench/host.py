@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import json
+import os
 import resource
 import shutil
 import tempfile
@@ -94,7 +95,8 @@ def _one(guard, image: dict, n_msg: int, load_ms: float, decode_tokens: int) -> 
     for _ in range(decode_tokens):
         logits = runner.decode(token, pos)
         pos += 1
-        token = int(torch.argmax(logits)) if runner.output_ids is None else runner.output_ids[int(torch.argmax(logits))]
+        top = int(logits.argmax())
+        token = top if runner.output_ids is None else runner.output_ids[top]
     decode_ms = (time.perf_counter() - d0) * 1e3
     guard.invalidate()
     guard.classify(message(tok, 8), **image)  # the loaded guard has its policy head cached
@@ -115,6 +117,8 @@ def run_bench(model: str | None = None, cfg: BenchConfig | None = None, progress
     guard.bench.schema)."""
     from guard.runtime.load import resolve
 
+    # TTFT is the prefill of the whole prompt on an empty cache: no policy-head snapshot (guard.runtime.prefix)
+    os.environ["GUARD_PREFIX_CACHE"] = "0"
     cfg = cfg or BenchConfig()
     source = resolve(model)
     records = []

@@ -8,21 +8,10 @@ import sys
 
 from guard.errors import EXIT_ERROR, EXIT_INTERNAL, GuardError
 
-# name -> module under guard.cli; each module has add_arguments(parser) and run(args) -> exit code
-COMMANDS = {
-    "classify": ("classify", "classify a prompt, a response or a conversation (exit 0 safe, 10 unsafe, 11 indeterminate)"),
-    "bench": ("bench", "measure load time, time to first token, prefill/decode tok/s and verdict latency"),
-    "demo": ("demo", "the main job: classify sample prompts and responses with the default model and time it"),
-    "export": ("export", "export a Hugging Face Llama Guard directory to an ExecuTorch model.pte (XNNPACK, optional INT4)"),
-    "data": ("data", "build labelled train/dev/test JSONL from the public moderation datasets (docs/data.md)"),
-    "eval": ("eval", "evaluate one or two models (dir or .pte) on labelled JSONL: P/R/F1/FPR/AUPRC, per category, agreement, latency"),
-    "calibrate": ("calibrate", "fit p_unsafe's scale (Platt) on labelled dev data; writes calibration.json beside the model"),
-    "prune": ("prune", "remove decoder blocks and MLP neurons by measured importance (writes a new HF dir + prune_record.json)"),
-    "distill": ("distill", "train a pruned student toward a teacher guard: KL over guard tokens + CE, optional QAT 8da4w, resumable"),
-    "mini": ("mini", "build guard-mini, the default model, from its committed artefacts (models/guard-mini/)"),
-    "serve": ("serve", "serve moderation over HTTP: OpenAI /v1/moderations and chat completions, llama-stack run-shield (docs/serve.md)"),
-    "tiny-model": ("tiny", "write a tiny random Llama Guard-format checkpoint with the real Llama 3 tokenizer"),
-}
+# each command is a module guard/cli/<name>.py ("-" as "_"): HELP (its line in `guard --help`), add_arguments(parser)
+# and run(args) -> exit code
+COMMANDS = ("classify", "bench", "demo", "export", "data", "eval", "calibrate", "prune", "distill", "mini", "serve",
+            "tiny-model")
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -41,9 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="guard", description="On-device Llama Guard 3-style safety moderation.", epilog=EXIT_CODES)
     p.add_argument("--version", action="version", version=f"guard {__version__} (ondevice-llamaguard)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, (module, help_) in COMMANDS.items():
-        mod = importlib.import_module(f"guard.cli.{module}")
-        sp = sub.add_parser(name, help=help_, description=mod.__doc__.strip() if mod.__doc__ else help_,
+    for name in COMMANDS:
+        mod = importlib.import_module(f"guard.cli.{name.replace('-', '_')}")
+        sp = sub.add_parser(name, help=mod.HELP, description=mod.__doc__.strip() if mod.__doc__ else mod.HELP,
                             epilog=getattr(mod, "EPILOG", ERRORS), formatter_class=argparse.RawDescriptionHelpFormatter)
         mod.add_arguments(sp)
         sp.set_defaults(_run=mod.run)

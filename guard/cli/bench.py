@@ -4,6 +4,8 @@ host, on an Android phone over adb (--device android), or comparing saved runs (
 
 from __future__ import annotations
 
+HELP = "measure load time, time to first token, prefill/decode tok/s and verdict latency"
+
 from pathlib import Path
 
 from guard.cli.common import add_model_arguments, model_of

@@ -3,6 +3,8 @@ dev data and write calibration.json beside the .pte / inside the directory, wher
 
 from __future__ import annotations
 
+HELP = "fit p_unsafe's scale (Platt) on labelled dev data; writes calibration.json beside the model"
+
 import json
 import sys
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+HELP = "classify a prompt, a response or a conversation (exit 0 safe, 10 unsafe, 11 indeterminate)"
+
 import json
 import sys
 from pathlib import Path

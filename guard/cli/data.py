@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+HELP = "build labelled train/dev/test JSONL from the public moderation datasets (docs/data.md)"
+
 import json
 
 

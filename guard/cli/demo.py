@@ -6,6 +6,8 @@ harmful response flagged, and a refusal to a harmful request passed (the respons
 says what a good guard answers; guard-mini's misses are shown, not hidden (KNOWN_MISSES).
 """
 
+HELP = "the main job: classify sample prompts and responses with the default model and time it"
+
 from guard.cli.common import add_model_argument, model_of
 
 ABOUT = ("guard-mini is a 115M-parameter demonstration guard (SmolLM2-135M taught the Llama Guard 3 prompt and "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+HELP = "train a pruned student toward a teacher guard: KL over guard tokens + CE, optional QAT 8da4w, resumable"
+
 import json
 
 

@@ -3,6 +3,8 @@ per source, agreement between two models, latency. Writes STEM.json and STEM.md 
 
 from __future__ import annotations
 
+HELP = "evaluate one or two models (dir or .pte) on labelled JSONL: P/R/F1/FPR/AUPRC, per category, agreement, latency"
+
 from guard.cli.common import add_model_arguments, add_policy_arguments, command_line, load_guard, model_of
 
 

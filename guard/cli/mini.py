@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+HELP = "build guard-mini, the default model, from its committed artefacts (models/guard-mini/)"
+
 
 def add_arguments(p) -> None:
     p.add_argument("action", choices=("build", "path"), help="build: rebuild from models/guard-mini/; path: print where it lives")

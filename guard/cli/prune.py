@@ -3,6 +3,8 @@ measured on calibration texts or by an explicit list; writes a new directory wit
 
 from __future__ import annotations
 
+HELP = "remove decoder blocks and MLP neurons by measured importance (writes a new HF dir + prune_record.json)"
+
 import json
 
 from guard.cli.common import add_model_argument, model_of

@@ -3,6 +3,8 @@ streaming-moderation sessions, Prometheus metrics). docs/serve.md"""
 
 from __future__ import annotations
 
+HELP = "serve moderation over HTTP: OpenAI /v1/moderations and chat completions, llama-stack run-shield (docs/serve.md)"
+
 import os
 import sys
 
@@ -28,6 +30,9 @@ def add_arguments(p):
     p.add_argument("--body-timeout", type=float, default=10.0, help="seconds to receive a whole body, 408 after (default 10)")
     p.add_argument("--max-input-chars", type=int, default=32_000, help="longest text per input, 400 above (default 32000)")
     p.add_argument("--max-inputs", type=int, default=32, help="most strings in one moderation request (default 32)")
+    p.add_argument("--max-image-bytes", type=int, default=4 << 20,
+                   help="largest image (a data: URL in /v1/moderations, vision guards only) after base64 decoding, "
+                        "400 above (default 4 MiB; --max-body applies first)")
     p.add_argument("--graceful-timeout", type=float, default=30.0, help="on SIGTERM/Ctrl-C, seconds for requests in flight to finish (default 30)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     add_policy_arguments(p)
@@ -42,7 +47,7 @@ def config_from_args(args):
 
     if args.workers < 1:
         raise GuardError(f"--workers must be at least 1, got {args.workers}")
-    for name in ("max_queue", "max_body", "max_input_chars", "max_inputs"):
+    for name in ("max_queue", "max_body", "max_input_chars", "max_inputs", "max_image_bytes"):
         if getattr(args, name) < 1:
             raise GuardError(f"--{name.replace('_', '-')} must be at least 1")
     for name in ("timeout", "body_timeout"):
@@ -73,7 +78,7 @@ def config_from_args(args):
     return ServeConfig(spec=spec, model_id=model_id, workers=args.workers, mode=args.worker_mode,
                        max_queue=args.max_queue, timeout=args.timeout, max_body=args.max_body,
                        body_timeout=args.body_timeout, max_input_chars=args.max_input_chars, max_inputs=args.max_inputs,
-                       api_key=args.api_key or None, env=env)
+                       max_image_bytes=args.max_image_bytes, api_key=args.api_key or None, env=env)
 
 
 def exposure_warning(host: str, api_key: str | None) -> str | None:

@@ -1,8 +1,10 @@
 """Export stage: a Llama (guard.model.llama) -> model.pte for the ExecuTorch runtime with XNNPACK.
 
-One program, two methods sharing the KV-cache buffers (``share_mutable_buffers``):
-``prefill(tokens[1, chunk], pos[chunk], last[1])`` for a padded chunk and ``decode(tokens[1, 1], pos[1], last[1])``.
-Both return the logits of one position only. Metadata lives in constant methods (see metadata.py).
+One program whose methods share the KV-cache buffers (``share_mutable_buffers``):
+``prefill(tokens[1, chunk], pos[chunk], last[1])`` for a padded chunk, ``prefill_<n>`` for each smaller static chunk
+in ``ExportConfig.chunks`` (the runtime picks sizes per remaining tokens, so little is padded), and
+``decode(tokens[1, 1], pos[1], last[1])``. All return the logits of one position only. The weights are stored once
+(XNNPACK's named data is keyed by content). Metadata lives in constant methods (see metadata.py).
 """
 
 from __future__ import annotations
@@ -12,23 +14,27 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 from guard.errors import GuardError
-from guard.quantize import QuantConfig
 
 log = logging.getLogger(__name__)
+
+
+def _default_quant():
+    from guard.quantize import QuantConfig  # torch: kept out of `import guard.export.metadata` (the runtime's path)
+
+    return QuantConfig()
 
 
 @dataclass
 class ExportConfig:
     max_seq_len: int = 1024  # positions a conversation may use (prompt + verdict)
-    chunk: int = 64  # static prefill chunk; shorter inputs are padded
+    chunk: int = 128  # the largest static prefill chunk (method `prefill`)
+    chunks: tuple[int, ...] = (32, 8)  # smaller static chunks (methods prefill_<n>); () for `prefill` only
     prune_vocab: bool = False  # keep only the guard's output tokens
     # Store the KV cache's zero initial state in the .pte. Off by default, like ExecuTorch's llama export: the runtime
     # allocates planned memory zeroed, and with this on, prefill measured ~4x slower in the pip runtime.
     zero_cache: bool = False
-    quant: QuantConfig = field(default_factory=QuantConfig)
+    quant: "QuantConfig" = field(default_factory=_default_quant)  # noqa: F821 (guard.quantize.QuantConfig)
 
     def check(self) -> None:
         self.quant.check()
@@ -36,6 +42,12 @@ class ExportConfig:
             raise GuardError(f"max_seq_len must be in [16, 131072], got {self.max_seq_len}")
         if not 1 <= self.chunk <= self.max_seq_len:
             raise GuardError(f"prefill chunk must be in [1, max_seq_len], got {self.chunk}")
+        if any(c < 2 for c in self.chunks):
+            raise GuardError(f"extra prefill chunks must be at least 2 tokens (decode does 1), got {list(self.chunks)}")
+
+    def sizes(self) -> list[int]:
+        """Every static prefill size, largest first (extra chunks not smaller than ``chunk`` are dropped)."""
+        return sorted({self.chunk, *(c for c in self.chunks if c < self.chunk)}, reverse=True)
 
 
 def export_model(model_dir: str | Path, out_dir: str | Path, config: ExportConfig, report: dict | None = None) -> Path:
@@ -95,6 +107,8 @@ def export_pte(model, config: ExportConfig, path: str | Path, tok=None, report: 
     """Prune/quantize ``model`` (a guard.model.Transformer, modified in place) and write it as a .pte.
 
     ``tokenizer_sha256``: the digest of the tokenizer.json that will sit beside it (export_model passes it)."""
+    import torch
+
     from guard.export import metadata
     from guard.format.prompt import FORMAT_VERSION
     from guard.format.tokenizer import Tokenizer
@@ -110,13 +124,11 @@ def export_pte(model, config: ExportConfig, path: str | Path, tok=None, report: 
                          f"{config.max_seq_len}, {config.chunk}")
     model = prepare(model, config, tok).eval()
     C = config.chunk
-    methods = {
-        "prefill": (model, (torch.zeros(1, C, dtype=torch.long), torch.arange(C), torch.tensor([C - 1]))),
-        "decode": (model, (torch.zeros(1, 1, dtype=torch.long), torch.tensor([0]), torch.tensor([0]))),
-    }
+    methods = {metadata.chunk_method(c, C): (model, (torch.zeros(1, c, dtype=torch.long), torch.arange(c), torch.tensor([c - 1])))
+               for c in config.sizes() + [1]}
     meta = metadata.build(tok.tokens, max_seq_len=config.max_seq_len, chunk=C, vocab_size=a.vocab_size,
                           output_ids=model.output_ids, prompt_format=FORMAT_VERSION,
-                          quant_scheme=config.quant.scheme, group_size=config.quant.group_size,
+                          quant_scheme=config.quant.scheme, group_size=config.quant.group_size, chunks=config.sizes(),
                           tokenizer_sha256=tokenizer_sha256)
     return lower(methods, meta, path, report, zero_cache=config.zero_cache)
 
@@ -125,6 +137,7 @@ def lower(methods: dict, meta: dict, path: str | Path, report: dict | None = Non
     """Export each named method (name -> (module, example inputs)), lower them to XNNPACK as one program whose
     methods share their mutable buffers (the caches), with ``meta`` as constant methods, and write it atomically.
     ``report`` receives each method's delegation."""
+    import torch
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import EdgeCompileConfig, ExecutorchBackendConfig, to_edge_transform_and_lower
     from executorch.exir.passes import MemoryPlanningPass

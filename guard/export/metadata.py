@@ -34,6 +34,12 @@ def file_digest(path: str | Path) -> str:
 VISION_FORMAT = "guard-vision-pte-1"
 VISION_REQUIRED = REQUIRED + ("get_tile_size", "get_max_tiles", "get_image_token_id")
 VISION_METHODS = ("vision_encoder",) + METHODS
+CHUNKS = "get_prefill_chunks"  # optional: every static prefill size, largest first (the largest is `prefill`)
+
+
+def chunk_method(size: int, main: int) -> str:
+    """The method that prefills ``size`` tokens: decode (1), prefill (the main chunk) or prefill_<size>."""
+    return "decode" if size == 1 else "prefill" if size == main else f"prefill_{size}"
 
 
 def guard_vocab(tok: Tokenizer, max_code: int = 99) -> list[int]:
@@ -50,9 +56,11 @@ def guard_vocab(tok: Tokenizer, max_code: int = 99) -> list[int]:
 
 
 def build(tokens: GuardTokens, *, max_seq_len: int, chunk: int, vocab_size: int, output_ids: list[int] | None,
-          prompt_format: str, quant_scheme: str, group_size: int, tokenizer_sha256: str | None = None) -> dict:
+          prompt_format: str, quant_scheme: str, group_size: int, chunks: list[int] | None = None,
+          tokenizer_sha256: str | None = None) -> dict:
     meta = {
         MARKER: PTE_FORMAT, "get_max_seq_len": max_seq_len, "get_prefill_chunk": chunk, "get_vocab_size": vocab_size,
+        CHUNKS: sorted(set(chunks or [chunk]), reverse=True),
         "get_output_ids": list(output_ids) if output_ids else [-1],  # [-1]: full vocabulary
         "get_prompt_format": prompt_format, "get_quant_scheme": quant_scheme, "get_group_size": group_size,
         "get_eos_ids": [tokens.eot],  # the name ExecuTorch's own runners read

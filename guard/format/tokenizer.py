@@ -51,6 +51,13 @@ def convert_tiktoken(model_path: Path):
 
 
 @lru_cache(maxsize=4)
+def _saved_json(model_path: str) -> str:
+    """tokenizer.json's text as ``Tokenizer.save`` writes it, built once per process (each test checkpoint writes
+    one: parsing and re-serialising the 128k-token vocabulary took ~2 s a checkpoint)."""
+    return convert_tiktoken(Path(model_path)).to_str(pretty=True)
+
+
+@lru_cache(maxsize=4)
 def _converted_json(model_path: str) -> str:
     from transformers.convert_slow_tokenizer import TikTokenConverter
 
@@ -62,9 +69,8 @@ def _converted_json(model_path: str) -> str:
 
 def save_hf_tokenizer(out_dir: Path, model_path: Path | None = None) -> None:
     """Write tokenizer.json and tokenizer_config.json for the real Llama 3 tokenizer into ``out_dir``."""
-    tok = convert_tiktoken(model_path or llama_models_tokenizer_path())
     out_dir = Path(out_dir)
-    tok.save(str(out_dir / "tokenizer.json"))
+    (out_dir / "tokenizer.json").write_text(_saved_json(str(model_path or llama_models_tokenizer_path())), "utf-8")
     cfg = {
         "tokenizer_class": "PreTrainedTokenizerFast",
         "bos_token": BOS,

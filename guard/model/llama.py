@@ -62,6 +62,14 @@ class ModelArgs:
             setattr(args, k, v)
         return args
 
+    def to_hf(self) -> dict:
+        """from_hf's inverse: the Llama config.json fields (``max_seq_len`` as ``max_position_embeddings``)."""
+        return {"hidden_size": self.dim, "num_hidden_layers": self.n_layers, "num_attention_heads": self.n_heads,
+                "num_key_value_heads": self.n_kv_heads, "intermediate_size": self.hidden_dim,
+                "vocab_size": self.vocab_size, "rms_norm_eps": self.norm_eps, "rope_theta": self.rope_theta,
+                "rope_scaling": self.rope_scaling, "tie_word_embeddings": self.tie_embeddings,
+                "max_position_embeddings": self.max_seq_len}
+
 
 def inv_freq(args: ModelArgs) -> torch.Tensor:
     """RoPE inverse frequencies [head_dim/2], with Llama 3 scaling when the config asks for it."""
@@ -168,12 +176,17 @@ class Block(nn.Module):
 
 def positions(args: ModelArgs) -> dict[str, torch.Tensor]:
     """The position tables every decoder shares: RoPE cos/sin [L, 1, head_dim] (HF rotate_half layout) and the
-    additive causal mask [L, L], L = cache_len."""
-    ang = torch.outer(torch.arange(args.cache_len, dtype=torch.float32), inv_freq(args))
-    ang = torch.cat([ang, ang], dim=-1).unsqueeze(1)
-    causal = torch.ones(args.cache_len, args.cache_len, dtype=torch.bool).tril()
-    return {"rope_cos": ang.cos(), "rope_sin": ang.sin(),
-            "mask": torch.zeros(causal.shape).masked_fill(~causal, float("-inf"))}
+    positions as float vectors (query [L, 1], key [1, L]), L = cache_len, from which ``causal_bias`` computes the
+    mask. An [L, L] mask table would be 5.3 MB of the file at L = 1152."""
+    t = torch.arange(args.cache_len, dtype=torch.float32)
+    ang = torch.cat([torch.outer(t, inv_freq(args))] * 2, dim=-1).unsqueeze(1)
+    return {"rope_cos": ang.cos(), "rope_sin": ang.sin(), "query_pos": t.view(-1, 1).clone(), "key_pos": t.view(1, -1).clone()}
+
+
+def causal_bias(query_pos: torch.Tensor, key_pos: torch.Tensor) -> torch.Tensor:
+    """[T, 1] query positions, [1, L] key positions -> [T, L] additive bias: 0 for keys 0..p, -1e30 after (softmax
+    gives them exactly 0, as -inf would, and a masked 0 * -1e30 stays finite). sub/clamp/mul go to XNNPACK."""
+    return (key_pos - query_pos).clamp(0.0, 1.0) * -1e30
 
 
 class Transformer(nn.Module):
@@ -199,7 +212,7 @@ class Transformer(nn.Module):
     def run(self, tokens, pos, last, extra: tuple) -> torch.Tensor:
         x = self.embed_tokens(tokens)
         cos, sin = self.rope_cos.index_select(0, pos), self.rope_sin.index_select(0, pos)
-        mask = self.mask.index_select(0, pos)  # [T, L]: row p lets a query see keys 0..p
+        mask = causal_bias(self.query_pos.index_select(0, pos), self.key_pos)  # [T, L]: a query at p sees keys 0..p
         for i, layer in enumerate(self.layers):
             x = self.block(i, layer, x, cos, sin, mask, pos, extra)
         x = self.norm(x.index_select(1, last))  # only the last real position goes through the head

@@ -22,13 +22,15 @@ class QuantConfig:
     scheme: str = "none"  # one of SCHEMES
     group_size: int = 256  # INT4 weight group (Llama Guard 3-1B-INT4 uses 256)
     embedding_bits: int = 4  # 0 keeps the embedding fp32
-    embedding_group_size: int = 32
+    embedding_group_size: int = 32  # 256 at the 1B shape: 2 MB of fp16 scales instead of 16 (docs/export.md)
 
     def check(self) -> None:
         if self.scheme not in SCHEMES:
             raise GuardError(f"unknown quantization scheme {self.scheme!r} (choose from {', '.join(SCHEMES)})")
         if self.group_size <= 0 or self.group_size % 32:
             raise GuardError(f"group size must be a positive multiple of 32, got {self.group_size}")
+        if self.embedding_group_size <= 0 or self.embedding_group_size % 2:
+            raise GuardError(f"embedding group size must be a positive even number, got {self.embedding_group_size}")
         if self.embedding_bits not in (0, 4):
             raise GuardError(f"embedding bits must be 0 or 4, got {self.embedding_bits}")
 
@@ -67,7 +69,7 @@ class Embedding4bit(nn.Module):
         super().__init__()
         self.group_size = group_size
         self.register_buffer("weight", packed)  # [vocab, dim/2] uint8
-        self.register_buffer("scales", scales)  # [vocab, dim/group] fp32
+        self.register_buffer("scales", scales)  # [vocab, dim/group] fp16
 
     @classmethod
     @torch.no_grad()
@@ -77,8 +79,10 @@ class Embedding4bit(nn.Module):
         if d % group_size or d % 2:
             raise GuardError(f"embedding group size {group_size} does not divide the embedding width {d}")
         g = w.view(v, d // group_size, group_size)
-        scales = (g.abs().amax(-1) / 7.0).clamp(min=1e-8)  # symmetric: [-7, 7] used, -8 reachable
-        q = (g / scales.unsqueeze(-1)).round().clamp(-8, 7).to(torch.int8).view(v, d)
+        # symmetric: [-7, 7] used, -8 reachable. Scales are stored fp16 (half the 33 MB of fp32 scales at the 1B
+        # shape); the values are quantized against the fp16-rounded scales, so dequantization matches exactly.
+        scales = (g.abs().amax(-1) / 7.0).clamp(min=1e-6).half().clamp(min=2 ** -24)
+        q = (g / scales.float().unsqueeze(-1)).round().clamp(-8, 7).to(torch.int8).view(v, d)
         u = (q + 8).to(torch.uint8).view(v, d // 2, 2)
         return cls(u[..., 0] * 16 + u[..., 1], scales, group_size)
 

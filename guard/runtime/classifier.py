@@ -12,8 +12,6 @@ from __future__ import annotations
 import threading
 import time
 
-import torch
-
 from guard.format.categories import Policy
 from guard.errors import GuardError
 from guard.format.prompt import as_messages, conversation, encode, role_of
@@ -21,6 +19,7 @@ from guard.runtime.runner import Runner, column
 from guard.format.tokenizer import Tokenizer
 from guard.format.verdict import INDETERMINATE, SAFE, UNSAFE, Hit, Verdict, p_unsafe, parse
 
+Logits = object  # a 1-D float array: numpy (PteRunner) or torch (EagerRunner); argmax() and [i] are all that is used
 MAX_CATEGORY_TOKENS = 24  # "S1,S2,...": 2 tokens per code plus end of turn
 
 
@@ -99,7 +98,7 @@ class Guard:
         with self.lock:
             self._cached = []
 
-    def _feed(self, ids: list[int]) -> tuple[torch.Tensor, int]:
+    def _feed(self, ids: list[int]) -> tuple["Logits", int]:
         """Prefill ``ids`` reusing the longest prefix already in the cache; -> (last logits, tokens reused).
 
         The policy head is shared by every request with the same categories and role, so it is computed once;
@@ -114,6 +113,20 @@ class Guard:
         logits = self.runner.prefill(ids[keep:], keep)
         self._cached = list(ids)
         return logits, keep
+
+    def _start_from_head(self, head: list[int]) -> str | None:
+        """A runner that has computed nothing yet starts from the policy head's snapshot on disk, or prefills the
+        head alone and writes one, so the next process skips it (guard.runtime.prefix; PteRunner through etlite)."""
+        r = self.runner
+        if self._cached or not head or not getattr(r, "prefix_snapshots", False) or not r.pristine:
+            return None
+        how = "restored"
+        if not r.restore_prefix(head):
+            r.prefill(head, 0)
+            r.save_prefix(head)
+            how = "written"
+        self._cached = list(head)
+        return how
 
     def classify(self, content, response: str | None = None) -> Verdict:
         t0 = time.perf_counter()
@@ -132,16 +145,19 @@ class Guard:
         ids = tokens.ids + [t.blank]
         with self.lock:  # the runner's KV cache and the record of what it holds: one request at a time
             s = time.perf_counter()
+            snapshot = self._start_from_head(tokens.head)
             logits, reused = self._feed(ids)
             timings = {"prefill_ms": (time.perf_counter() - s) * 1e3, "reused_tokens": reused,
                        "prefilled_tokens": len(ids) - reused}
+            if snapshot:  # the policy head came from (or went to) its snapshot on disk: guard.runtime.prefix
+                timings["head_snapshot"] = snapshot
             verdict = self._verdict(logits, len(ids))
         verdict.role, verdict.prompt_tokens = role_of(msgs), n_head + n_body
         verdict.timings = timings
         verdict.latency_ms = (time.perf_counter() - t0) * 1e3
         return verdict
 
-    def _verdict(self, logits: torch.Tensor, pos: int) -> Verdict:
+    def _verdict(self, logits, pos: int) -> Verdict:
         c = self._cols
         ls, lu = float(logits[c["safe"]]), float(logits[c["unsafe"]])
         score = self.calibration.p_unsafe(lu - ls) if self.calibration else p_unsafe(ls, lu)
@@ -150,9 +166,9 @@ class Guard:
         v.calibration = self.calibration.describe() if self.calibration else None
         return v
 
-    def _decide(self, logits: torch.Tensor, pos: int, score: float) -> Verdict:
+    def _decide(self, logits, pos: int, score: float) -> Verdict:
         t, c = self.tokenizer.tokens, self._cols
-        top = int(torch.argmax(logits))
+        top = int(logits.argmax())
         if top not in (c["safe"], c["unsafe"]):
             token = self._token_of(top)
             return self.make_verdict(INDETERMINATE, [], score, raw=token, reason=f"first token is {token!r}, not safe/unsafe")
@@ -165,7 +181,7 @@ class Guard:
         self._cached += forced
         pos += len(forced)
         for _ in range(MAX_CATEGORY_TOKENS):
-            nxt = self._token_of(int(torch.argmax(logits)), as_id=True)
+            nxt = self._token_of(int(logits.argmax()), as_id=True)
             if nxt == t.eot:
                 break
             out.append(nxt)

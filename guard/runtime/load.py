@@ -38,16 +38,24 @@ def open_runner(source: Source, dtype: str = "fp32", check_tokenizer: bool = Tru
 
     ``check_tokenizer=False`` accepts a tokenizer.json beside a .pte that differs from the one it was exported with.
     The .pte's header is checked before the runtime sees it, and stderr is not muted while it loads (a failure's
-    log goes into the one-line error; only XNNPACK's cpuinfo probes are hidden)."""
+    log goes into the one-line error; only XNNPACK's cpuinfo probes are hidden). Text models run through etlite
+    (no torch import) when it is available; vision models on executorch's Python bindings."""
     if source.kind == "pte":
-        from guard.runtime.pte import PteRunner, load_program
+        from guard.runtime.pte import PteRunner, drop_prefetch, open_program, prefetch_tokenizer
 
-        program = load_program(source.path)
-        if "vision_encoder" in program.method_names:  # Llama Guard 3 Vision: docs/vision.md
-            from guard.vision.pte import VisionPteRunner
+        if (source.path.parent / "tokenizer.json").is_file():
+            prefetch_tokenizer(source.path.parent)  # parsed while the runtime library loads
+        try:
+            program = open_program(source.path)  # etlite (no torch) when available: guard.runtime.pte
+            if "vision_encoder" in program.method_names:  # Llama Guard 3 Vision: docs/vision.md
+                from guard.vision.pte import VisionPteRunner
 
-            return VisionPteRunner(source.path, program=program)
-        return PteRunner(source.path, program=program, check_tokenizer=check_tokenizer)
+                # its methods take extra tensor inputs: it runs on executorch's Python bindings
+                return VisionPteRunner(source.path, program=None if hasattr(program, "step") else program,
+                                       check_tokenizer=check_tokenizer)
+            return PteRunner(source.path, program=program, check_tokenizer=check_tokenizer)
+        finally:
+            drop_prefetch(source.path.parent)  # unused when loading failed early
     from guard.model.checkpoint import model_type
 
     if model_type(source.path) == "mllama":

@@ -1,21 +1,33 @@
-"""PteRunner: a guard .pte run by the ExecuTorch runtime (XNNPACK), implementing guard.runtime.runner.Runner."""
+"""PteRunner: a guard .pte run by the ExecuTorch runtime (XNNPACK), implementing guard.runtime.runner.Runner.
+
+Two ways into the runtime, same results:
+- guard.runtime.etlite (text models, default): a small C library over the runtime's C++ API, through ctypes. No
+  torch import, so `guard classify` starts without torch/exir; the .pte is mmapped and XNNPACK's weight cache is
+  on, so every prefill method and decode share one packed copy of the weights. Logits are float32 numpy arrays.
+- executorch's Python bindings (``load_program``; vision models, whose methods take extra tensor inputs, and the
+  fallback when etlite cannot be compiled or GUARD_NO_ETLITE=1): torch tensors.
+
+Prefill of any length is split into the static chunk methods the file has (``get_prefill_chunks``, e.g. 128, 32
+and 8, plus decode for single tokens), choosing the split with the least computed tokens plus a per-call overhead
+(``plan``); files from before chunk methods have ``prefill`` only and are padded to ``get_prefill_chunk``.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import sys
+from functools import lru_cache
 from pathlib import Path
 
-import torch
-
 from guard.errors import BadModelFile, GuardError, SequenceTooLong
-from guard.export.metadata import MARKER, METHODS, PTE_FORMAT, REQUIRED, TOKEN_KEYS, TOKENIZER_DIGEST, file_digest
-
+from guard.export.metadata import (CHUNKS, MARKER, METHODS, PTE_FORMAT, REQUIRED, TOKEN_KEYS, TOKENIZER_DIGEST,
+                                   chunk_method, file_digest)
 
 PTE_IDENTIFIER = b"ET12"  # the flatbuffer file identifier of ExecuTorch programs (bytes 4..8)
 EXTENDED_MAGIC = b"eh00"  # ExecuTorch's extended header, at bytes 8..12 (exir/_serialize/_program.py)
 MIN_PTE_BYTES = 64  # ExecuTorch reads this many head bytes to find the headers
+CALL_OVERHEAD = 10  # a call costs about as much as this many extra tokens (weights are read once per call)
 
 
 @contextlib.contextmanager
@@ -65,9 +77,14 @@ def threads_from_env() -> int:
 
 
 def set_threads(n: int | None = None) -> int:
-    """XNNPACK's threadpool size: GUARD_THREADS, else every available core."""
+    """XNNPACK's threadpool size: GUARD_THREADS, else every available core. Set before methods are loaded."""
+    from guard.runtime import etlite
+
     n = n or threads_from_env() or len(os.sched_getaffinity(0))
+    lib = etlite.library()
     with quiet_stderr():
+        if lib is not None:
+            return lib.etl_threads(n)
         from executorch.extension.pybindings import portable_lib
 
         if portable_lib._threadpool_get_thread_count() != n:
@@ -111,7 +128,7 @@ def check_pte_file(path: Path) -> None:
 
 
 def load_program(path: Path):
-    """The ExecuTorch program at ``path`` (opened once; the runners take it as is). The header is checked first
+    """The ExecuTorch program at ``path`` through executorch's Python bindings (imports torch). The header is checked first
     (check_pte_file); the runtime's own log of a failure goes into the one-line BadModelFile."""
     check_pte_file(path)
     from executorch.runtime import Runtime
@@ -136,6 +153,46 @@ def load_program(path: Path):
     return program
 
 
+def packed_cache_path(path: Path) -> str | None:
+    """GUARD_PACKED_CACHE=1 (experimental): ask XNNPACK to keep the packed weights in a file under
+    GUARD_HOME/etlite/packed for later processes (the 1.4.1 runtime did not write one; docs/export.md)."""
+    if os.environ.get("GUARD_PACKED_CACHE", "0") == "0":
+        return None
+    import hashlib
+
+    from guard.defaults import HOME
+
+    st = path.stat()
+    key = hashlib.sha256(f"{path.resolve()}\0{st.st_size}\0{st.st_mtime_ns}".encode()).hexdigest()[:20]
+    d = HOME / "etlite" / "packed"
+    d.mkdir(parents=True, exist_ok=True)
+    return str(d / f"{key}.xnnpacked")
+
+
+def open_program(path: Path):
+    """The program through etlite (no torch) when it is available, else ``load_program``."""
+    from guard.runtime import etlite
+
+    check_pte_file(path)
+    lib = etlite.library()
+    if lib is None:
+        return load_program(path)
+    cache = os.environ.get("GUARD_WEIGHT_CACHE", "1") != "0"
+    try:
+        return etlite.Program(lib, path, weight_cache=cache, packed_cache=packed_cache_path(path) if cache else None)
+    except RuntimeError:
+        raise BadModelFile(f"{path} is not a loadable ExecuTorch program (truncated or corrupt?)") from None
+
+
+def method_names(path: str | Path) -> set[str]:
+    """The method names of a .pte (header only; empty for a file that is not a program)."""
+    try:
+        with quiet_stderr():
+            return set(open_program(Path(path)).method_names)
+    except GuardError:
+        return set()
+
+
 def read_metadata(program, path: Path, keys, hint: str) -> dict:
     """The constant methods ``keys`` of a loaded program, each executed once; a missing one names ``hint``."""
     names = program.method_names
@@ -144,10 +201,10 @@ def read_metadata(program, path: Path, keys, hint: str) -> dict:
         if key not in names:
             raise BadModelFile(f"{path} lacks metadata {key}; {hint}")
         try:
-            out = program.load_method(key).execute([])
+            out = program.constant(key) if hasattr(program, "constant") else list(program.load_method(key).execute([]))
         except Exception:
             raise BadModelFile(f"cannot read metadata {key} from {path}") from None
-        meta[key] = list(out) if key == "get_output_ids" else out[0]
+        meta[key] = list(out) if key in ("get_output_ids", CHUNKS) else out[0]
     return meta
 
 
@@ -185,6 +242,72 @@ def check_tokenizer_digest(program, path: Path, trust: bool = False) -> None:
                            "(Python: check_tokenizer=False)")
 
 
+_PREFETCH: dict = {}  # folder -> (thread, box): tokenizer.json parsed while the runtime library loads
+
+
+def prefetch_tokenizer(folder: Path) -> None:
+    """Start parsing ``folder``'s tokenizer on a thread (guard.runtime.load calls this before loading the runtime
+    library: both release the GIL, so on two cores they overlap); ``tokenizer_of`` takes the result."""
+    import threading
+
+    from guard.format.tokenizer import Tokenizer
+
+    box: dict = {}
+
+    def parse():
+        try:
+            box["tok"] = Tokenizer.from_dir(folder)
+        except Exception as e:  # re-raised by tokenizer_of, on the caller's thread
+            box["error"] = e
+
+    t = threading.Thread(target=parse, name="guard-tokenizer", daemon=True)
+    _PREFETCH[str(folder)] = (t, box)
+    t.start()
+
+
+def drop_prefetch(folder: Path) -> None:
+    _PREFETCH.pop(str(folder), None)
+
+
+def tokenizer_of(folder: Path):
+    """The tokenizer in ``folder``: the prefetched one when prefetch_tokenizer started it, else parsed now."""
+    from guard.format.tokenizer import Tokenizer
+
+    got = _PREFETCH.pop(str(folder), None)
+    if got is None:
+        return Tokenizer.from_dir(folder)
+    t, box = got
+    t.join()
+    if "error" in box:
+        raise box["error"]
+    return box["tok"]
+
+
+@lru_cache(maxsize=4096)
+def _best(n: int, sizes: tuple[int, ...]) -> tuple[int, tuple[int, ...]]:
+    """Cheapest split of n tokens into calls of the given static sizes (the last call may be padded)."""
+    best = None
+    for s in sizes:
+        if s >= n:
+            cand = (s + CALL_OVERHEAD, (s,))
+        else:
+            cost, rest = _best(n - s, sizes)
+            cand = (cost + s + CALL_OVERHEAD, (s,) + rest)
+        if best is None or cand[0] < best[0]:
+            best = cand
+    return best
+
+
+def plan(n: int, sizes: list[int]) -> list[int]:
+    """Call sizes for prefilling n tokens: largest chunks while they are full, then the cheapest mix for the rest."""
+    sizes = tuple(sorted(set(sizes), reverse=True))
+    big, calls = sizes[0], []
+    while n > 2 * big:
+        calls.append(big)
+        n -= big
+    return calls + list(_best(n, sizes)[1])
+
+
 class PteRunner:
     """Runner over a .pte written by guard.export; the tokenizer is read from tokenizer.json beside it, and must be
     the one recorded at export (``check_tokenizer=False`` trusts another).
@@ -202,15 +325,19 @@ class PteRunner:
         self._load(Path(path), tokenizer, program)
 
     def _load(self, path: Path, tokenizer, program) -> None:
+        import threading
+
         from guard.format.prompt import FORMAT_VERSION
-        from guard.format.tokenizer import Tokenizer
 
         self.path = path
-        program = program or load_program(path)
+        text_only = type(self)._extra is PteRunner._extra  # extra tensor inputs need the Python bindings
+        program = program or (open_program(path) if text_only else load_program(path))
+        self._etl = hasattr(program, "step")
         names = program.method_names
         if MARKER not in names:
             raise BadModelFile(f"{path} is not a guard model (no {MARKER} method); export it with `guard export`")
-        meta = read_metadata(program, path, self.REQUIRED, "re-export it with `guard export`")
+        meta = read_metadata(program, path, self.REQUIRED + ((CHUNKS,) if CHUNKS in names else ()),
+                             "re-export it with `guard export`")
         if meta[MARKER] != self.FORMAT:
             raise BadModelFile(f"{path} has format {meta[MARKER]!r}; this runtime reads {self.FORMAT!r}")
         if meta["get_prompt_format"] != FORMAT_VERSION:
@@ -223,21 +350,50 @@ class PteRunner:
         from guard.format import spec
 
         spec.check(path)  # a guard_format.json beside it (for the native runtime) must be this template
-        self.tokenizer = tokenizer or check_tokenizer(Tokenizer.from_dir(path.parent), meta, path)
         self.max_seq_len = int(meta["get_max_seq_len"])
         self.chunk = int(meta["get_prefill_chunk"])
+        self.chunks = sorted({int(c) for c in meta.get(CHUNKS, [self.chunk])} | {1}, reverse=True)
+        self._chunk_names = {c: chunk_method(c, self.chunk) for c in self.chunks}
+        missing = [m for m in self._chunk_names.values() if m not in names]
+        if missing:
+            raise BadModelFile(f"{path} lacks the {missing[0]} method its metadata names; re-export it")
         ids = [int(i) for i in meta["get_output_ids"]]
         self.output_ids = None if ids == [-1] else ids
+        self._width = len(ids) if self.output_ids else int(meta["get_vocab_size"])
         self.name = f"{self.KIND}:{meta['get_quant_scheme']}"
         self.threads = set_threads()
+        # The methods load (XNNPACK packs the weights) on a thread while the tokenizer is parsed here: etlite's calls
+        # release the GIL, so on two cores the two overlap.
+        box: dict = {}
+        worker = threading.Thread(target=self._load_methods, args=(program, path, box), name="guard-pte-load")
+        worker.start()
         try:
-            with quiet_stderr():
-                self.methods = {m: program.load_method(m) for m in self.METHODS}
-        except Exception:
-            raise BadModelFile(f"cannot load the model methods from {path} (truncated or corrupt?)") from None
-        self._prefill, self._decode = self.methods["prefill"], self.methods["decode"]
+            tok = tokenizer or check_tokenizer(tokenizer_of(path.parent), meta, path)
+        except GuardError as e:
+            tok, box["tok_error"] = None, e
+        import numpy  # noqa: F401  (the logits' type; imported while the methods load, not at the first step)
+
+        worker.join()
+        for key in ("error", "tok_error"):  # the model's own problems are reported first
+            if key in box:
+                raise box[key]
+        self.tokenizer = tok
         self._program = program
+        self.pristine = True  # nothing computed yet: the cache holds no request (guard.runtime.prefix)
         self._setup(program, meta)
+
+    def _load_methods(self, program, path: Path, box: dict) -> None:
+        try:
+            names = set(self.METHODS) | set(self._chunk_names.values())
+            with quiet_stderr():
+                if self._etl:
+                    for m in sorted(names):
+                        program.load(m)
+                    self.methods = {}
+                else:
+                    self.methods = {m: program.load_method(m) for m in sorted(names)}
+        except Exception:
+            box["error"] = BadModelFile(f"cannot load the model methods from {path} (truncated or corrupt?)")
 
     def _setup(self, program, meta: dict) -> None:
         """Hook: read a subclass's own metadata and methods."""
@@ -253,25 +409,67 @@ class PteRunner:
         if start_pos < 0 or start_pos + n > self.max_seq_len:
             raise SequenceTooLong(f"positions {start_pos}..{start_pos + n - 1} exceed the model's max_seq_len {self.max_seq_len}")
 
-    def prefill(self, tokens: list[int], start_pos: int) -> torch.Tensor:
-        """Write positions start_pos.. in chunks of ``chunk`` (the last one padded); logits of the last token."""
+    @property
+    def prefix_snapshots(self) -> bool:
+        """Policy-head snapshots on disk are available (etlite, GUARD_PREFIX_CACHE not 0): guard.runtime.prefix."""
+        from guard.runtime import prefix
+
+        return self._etl and prefix.enabled()
+
+    def _snapshot_path(self, head: list[int]):
+        from guard.runtime import etlite, prefix
+
+        return prefix.snapshot_path(self.path, ",".join(etlite.BUILT), head)
+
+    def restore_prefix(self, head: list[int]) -> bool:
+        """Load the snapshot of ``head`` into a pristine runner; True when positions 0..len(head)-1 now hold it."""
+        from guard.runtime import prefix
+
+        if not (self.pristine and self.prefix_snapshots and head):
+            return False
+        ok = prefix.restore(self._program.arenas(), self._snapshot_path(head))
+        self.pristine = not ok
+        return ok
+
+    def save_prefix(self, head: list[int]) -> None:
+        """Snapshot the runner right after a pristine runner prefilled exactly ``head`` (and nothing else)."""
+        from guard.runtime import prefix
+
+        if self.prefix_snapshots and head:
+            try:
+                prefix.save(self._program.arenas(), self._snapshot_path(head), len(head))
+            except OSError:  # a read-only or full GUARD_HOME: the next process prefills the head again
+                pass
+
+    def _run(self, size: int, part: list[int], pos: int):
+        self.pristine = False
+        n, name = len(part), self._chunk_names[size]
+        padded = part + [0] * (size - n)
+        if self._etl:
+            try:
+                return self._program.step(name, padded, list(range(pos, pos + size)), n - 1, self._width)
+            except RuntimeError as e:
+                raise GuardError(f"the model failed to run ({e})") from None
+        import torch
+
+        x = torch.tensor([padded], dtype=torch.long)
+        return self.methods[name].execute([x, torch.arange(pos, pos + size), torch.tensor([n - 1]), *self._extra(pos, size)])[0][0]
+
+    def prefill(self, tokens: list[int], start_pos: int):
+        """Write positions start_pos.. in static chunks (``plan``); -> logits of the last token (numpy through
+        etlite, torch through the Python bindings)."""
         if not tokens:
             raise GuardError("prefill needs at least one token")
         self._check(len(tokens), start_pos)
         self._on_tokens(tokens, start_pos)
-        C, pos, out = self.chunk, start_pos, None
-        for i in range(0, len(tokens), C):
-            part = tokens[i:i + C]
-            n = len(part)
-            if n == 1 and out is not None or len(tokens) == 1:
-                return self.decode(part[0], pos)
-            x = torch.tensor([part + [0] * (C - n)], dtype=torch.long)
-            out = self._prefill.execute([x, torch.arange(pos, pos + C), torch.tensor([n - 1]), *self._extra(pos, C)])[0]
-            pos += n
-        return out[0]
+        i, out = 0, None
+        for size in plan(len(tokens), self.chunks):
+            part = tokens[i:i + size]
+            out = self._run(size, part, start_pos + i)
+            i += len(part)
+        return out
 
-    def decode(self, token: int, pos: int) -> torch.Tensor:
+    def decode(self, token: int, pos: int):
         self._check(1, pos)
         self._on_tokens([token], pos)
-        x = torch.tensor([[token]], dtype=torch.long)
-        return self._decode.execute([x, torch.tensor([pos]), torch.tensor([0]), *self._extra(pos, 1)])[0][0]
+        return self._run(1, [int(token)], pos)

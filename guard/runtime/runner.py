@@ -1,15 +1,14 @@
 """The runner interface shared by the eager (transformers) and ExecuTorch backends.
 
 A runner owns one KV cache. ``prefill(tokens, start_pos)`` writes positions ``start_pos ..`` and returns the
-logits of the last position; positions below ``start_pos`` keep whatever was last written there, which is what
+logits of the last position (a 1-D float array: numpy from PteRunner, torch from EagerRunner; callers use only
+``argmax()`` and indexing); positions below ``start_pos`` keep whatever was last written there, which is what
 makes prefix caching work. Logits cover ``output_ids`` (the pruned output vocabulary) or the full vocabulary.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
-
-import torch
+from typing import Any, Protocol
 
 
 class Runner(Protocol):
@@ -17,9 +16,9 @@ class Runner(Protocol):
     output_ids: list[int] | None  # logit column -> token id; None means the full vocabulary
     name: str
 
-    def prefill(self, tokens: list[int], start_pos: int) -> torch.Tensor: ...
+    def prefill(self, tokens: list[int], start_pos: int) -> Any: ...
 
-    def decode(self, token: int, pos: int) -> torch.Tensor: ...
+    def decode(self, token: int, pos: int) -> Any: ...
 
 
 def column(runner: Runner, token_id: int) -> int | None:

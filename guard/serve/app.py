@@ -21,6 +21,7 @@ from starlette.exceptions import HTTPException
 
 from guard.errors import GuardError
 from guard.serve import schemas as S
+from guard.serve.images import MAX_IMAGE_BYTES, image_bytes
 from guard.serve.metrics import Metrics
 from guard.serve.middleware import LimitsMiddleware, MetricsMiddleware, error_response
 from guard.serve.openai_map import guard_text, llama_guard_block, moderation_result
@@ -43,6 +44,7 @@ class ServeConfig:
     body_timeout: float = 10.0  # seconds to receive a whole body: 408 after (slowloris)
     max_input_chars: int = 32_000  # per text: 400 above
     max_inputs: int = 32  # strings in one moderation request / messages in one conversation
+    max_image_bytes: int = MAX_IMAGE_BYTES  # decoded data: URL image in /v1/moderations (vision guards): 400 above
     max_sessions: int = 256
     session_idle_s: float = 300.0
     api_key: str | None = None
@@ -153,16 +155,39 @@ def create_app(config: ServeConfig, pool: Pool | None = None) -> FastAPI:
     def text_of(content, where: str) -> str:
         if isinstance(content, str):
             return check_text(content, where)
-        texts = []
+        return parts_of(content, where, images=False)[0]
+
+    def parts_of(content: list, where: str, images: bool) -> tuple[str, bytes | None]:
+        """Content parts -> (their text joined, the image's bytes or None). Images only where ``images``."""
+        texts, image = [], None
         for i, part in enumerate(content):
+            at = f"{where}[{i}]"
             if isinstance(part, S.ImageURLPart) or (isinstance(part, dict) and part.get("type") != "text"):
-                raise ApiError(400, f"{where}[{i}]: only text parts are accepted: the model is text-only",
-                               code="unsupported_content", param=f"{where}[{i}]")
+                image = image_of(part, at, images, image)
+                continue
             t = part.text if isinstance(part, S.TextPart) else part.get("text")
             if not isinstance(t, str):
-                raise ApiError(400, f"{where}[{i}]: a text part needs a string 'text'", param=f"{where}[{i}]")
+                raise ApiError(400, f"{at}: a text part needs a string 'text'", param=at)
             texts.append(t)
-        return check_text("\n".join(texts), where)
+        if image is not None and not "".join(texts).strip():
+            raise ApiError(400, f"{where}: an image needs a text part too (Llama Guard 3 Vision judges a user turn's "
+                                "text with its image)", code="invalid_value", param=where)
+        return check_text("\n".join(texts), where), image
+
+    def image_of(part, at: str, images: bool, earlier: bytes | None) -> bytes:
+        if not isinstance(part, S.ImageURLPart) or not state["pool"].vision:
+            why = "the model is text-only" if not state["pool"].vision else "image_url parts go to /v1/moderations"
+            raise ApiError(400, f"{at}: only text parts are accepted: {why}", code="unsupported_content", param=at)
+        if not images:
+            raise ApiError(400, f"{at}: image parts are accepted by /v1/moderations only", code="unsupported_content",
+                           param=at)
+        if earlier is not None:
+            raise ApiError(400, f"{at}: at most one image per input (Llama Guard 3 Vision judges one image)",
+                           code="invalid_value", param=at)
+        try:
+            return image_bytes(part.image_url.url, config.max_image_bytes)
+        except ValueError as e:
+            raise ApiError(400, f"{at}.image_url.url: {e}", code="invalid_image", param=f"{at}.image_url.url") from None
 
     def conversation(messages, where: str = "messages") -> tuple[list[dict], object]:
         """OpenAI/llama-stack messages -> (guard messages, policy or None). System messages are not classified."""
@@ -192,8 +217,9 @@ def create_app(config: ServeConfig, pool: Pool | None = None) -> FastAPI:
 
     @app.post("/v1/moderations", response_model=S.ModerationResponse, responses=errors, tags=["OpenAI"])
     async def moderations(body: S.ModerationRequest):
-        """OpenAI's moderation endpoint. A list of strings gives one result each; a list of parts gives one."""
-        inp = body.input
+        """OpenAI's moderation endpoint. A list of strings gives one result each; a list of parts gives one. An
+        ``image_url`` part (a data: URL; vision guards only) is judged with the text parts."""
+        inp, image = body.input, None
         if isinstance(inp, str):
             texts = [check_text(inp, "input")]
         elif not inp:
@@ -203,10 +229,13 @@ def create_app(config: ServeConfig, pool: Pool | None = None) -> FastAPI:
                 raise ApiError(400, f"input: at most {config.max_inputs} strings per request", param="input")
             texts = [check_text(t, f"input[{i}]") for i, t in enumerate(inp)]
         else:
-            texts = [text_of(inp, "input")]
-        verdicts = await run_jobs([("classify", {"messages": [{"role": "user", "content": t}]}) for t in texts])
+            text, image = parts_of(inp, "input", images=True)
+            texts = [text]
+        job = {"image": image} if image is not None else {}
+        verdicts = await run_jobs([("classify", {"messages": [{"role": "user", "content": t}], **job}) for t in texts])
+        types = ("text", "image") if image is not None else ("text",)
         return {"id": "modr-" + secrets.token_hex(12), "model": config.model_id,
-                "results": [moderation_result(v) for v in verdicts]}
+                "results": [moderation_result(v, types) for v in verdicts]}
 
     @app.post("/v1/safety/run-shield", response_model=S.RunShieldResponse, responses=errors, tags=["llama-stack"])
     async def run_shield(body: S.RunShieldRequest):

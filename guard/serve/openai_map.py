@@ -37,6 +37,8 @@ S_TO_OPENAI: dict[str, tuple[str, ...]] = {
     "S13": (),  # Elections
     "S14": (),  # Code Interpreter Abuse
 }
+# the keys OpenAI's schema lets carry "image" in category_applied_input_types (the others are text-only there)
+IMAGE_KEYS = frozenset({"self-harm", "self-harm/instructions", "self-harm/intent", "sexual", "violence", "violence/graphic"})
 UNMAPPED_CODES = tuple(c for c, keys in S_TO_OPENAI.items() if not keys)
 COVERED_KEYS = frozenset(k for keys in S_TO_OPENAI.values() for k in keys) | {"illicit", "hate/threatening"}
 
@@ -50,8 +52,9 @@ def keys_for(codes) -> set[str]:
     return keys
 
 
-def moderation_result(verdict: dict, input_type: str = "text") -> dict:
-    """One ``results[]`` entry from a verdict dict (``Verdict.to_dict()``)."""
+def moderation_result(verdict: dict, input_types: tuple[str, ...] = ("text",)) -> dict:
+    """One ``results[]`` entry from a verdict dict (``Verdict.to_dict()``). ``input_types`` ("text", "image"):
+    what was judged; "image" is listed only under the keys OpenAI's schema allows it for (IMAGE_KEYS)."""
     codes = [h["code"] for h in verdict["categories"]]
     keys = keys_for(codes) if verdict["decision"] == "unsafe" else set()
     p = float(verdict["p_unsafe"])
@@ -59,7 +62,8 @@ def moderation_result(verdict: dict, input_type: str = "text") -> dict:
         "flagged": bool(verdict["blocked"]),
         "categories": {k: k in keys for k in OPENAI_KEYS},
         "category_scores": {k: (p if k in keys else 0.0) for k in OPENAI_KEYS},
-        "category_applied_input_types": {k: ([input_type] if k in COVERED_KEYS else []) for k in OPENAI_KEYS},
+        "category_applied_input_types": {k: ([t for t in input_types if t == "text" or k in IMAGE_KEYS]
+                                              if k in COVERED_KEYS else []) for k in OPENAI_KEYS},
         "llama_guard": llama_guard_block(verdict),
     }
 

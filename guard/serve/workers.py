@@ -71,12 +71,17 @@ def execute(g, sessions: dict, op: str, args: dict, delay_s: float = 0.0):
     if op == "classify":
         if delay_s:
             time.sleep(delay_s)
-        policy = args.get("policy")
+        policy, image = args.get("policy"), args.get("image")
+        if image is not None and not g.vision:
+            from guard.errors import GuardError
+
+            raise GuardError("an image needs a vision guard (Llama Guard 3 Vision); this model is text-only")
+        kw = {"image": image} if image is not None else {}
         if policy is None:
-            return g.classify(args["messages"]).to_dict()
+            return g.classify(args["messages"], **kw).to_dict()
         saved, g.policy = g.policy, policy  # a client-rendered template with its own categories
         try:
-            return g.classify(args["messages"]).to_dict()
+            return g.classify(args["messages"], **kw).to_dict()
         finally:
             g.policy = saved
     if op == "stream_open":
@@ -131,7 +136,7 @@ def child_main(conn, spec: LoadSpec, env: dict) -> None:
     except Exception as e:
         conn.send(("load_failed", f"{type(e).__name__}: {e}"))
         return
-    conn.send(("ready", os.getpid()))
+    conn.send(("ready", os.getpid(), g.vision))
     sessions: dict = {}
     while True:
         try:
@@ -187,6 +192,7 @@ class Pool:
         self.pids: list[int | None] = [None] * workers
         self._procs: list = [None] * workers
         self.on_job_done = None  # callback(op, seconds, result_or_None) for metrics
+        self.vision = False  # the loaded guards take images (set when a worker has loaded)
 
     # --- lifecycle -----------------------------------------------------------------------------------------
     def start(self, timeout: float = 600) -> None:
@@ -311,7 +317,9 @@ class Pool:
             # transformers' rotary embedding reads this thread-local; in a fresh thread it was seen to be invalid
             # ("RuntimeError: unsupported scalarType"). Setting it makes the thread's state defined.
             torch.set_autocast_dtype("cpu", torch.bfloat16)
-            return {"guard": load_guard(self.spec), "sessions": {}}
+            g = load_guard(self.spec)
+            self.vision = g.vision
+            return {"guard": g, "sessions": {}}
 
     def _spawn(self, i: int):
         import multiprocessing as mp
@@ -325,7 +333,7 @@ class Pool:
         if msg[0] != "ready":
             p.kill()
             raise RuntimeError(msg[1])
-        self.pids[i], self._procs[i] = p.pid, p
+        self.pids[i], self._procs[i], self.vision = p.pid, p, msg[2]
         return {"proc": p, "conn": parent}
 
     def _call(self, i: int, state, job: Job):

@@ -1,6 +1,6 @@
 """VisionGuard: the text Guard plus one image per conversation (Llama Guard 3 Vision).
 
-``classify(content, response=None, image=PATH)`` loads and preprocesses the image, encodes it once in the
+``classify(content, response=None, image=PATH or BYTES)`` loads and preprocesses the image, encodes it once in the
 runner (eager or .pte), puts an image part in the first user turn (so the prompt carries ``<|image|>``), and
 returns the same Verdict as the text guard, with ``timings["image_encode_ms"]`` and ``timings["image"]``.
 The Guard's token-prefix cache is dropped whenever the image changes: after ``<|image|>`` every position
@@ -51,7 +51,7 @@ class VisionGuard(Guard):
         self._image_key: str | None = None  # what the runner currently holds ("" = no image)
 
     def _set_image(self, image) -> dict:
-        """Load + encode ``image`` (a path, or None for text only) if it differs from the runner's."""
+        """Load + encode ``image`` (a path, an image file's bytes, or None for text only) if it differs from the runner's."""
         if image is None:
             key, inputs, info = "", None, None
         else:
@@ -68,11 +68,11 @@ class VisionGuard(Guard):
         if image is None:
             return {}
         return {"image_load_ms": load_ms, "image_encode_ms": encode_ms, "image_cached": False,
-                "image": {"path": str(Path(image)), "size": list(info.size), "format": info.format, "mode": info.mode,
+                "image": {"path": info.path, "size": list(info.size), "format": info.format, "mode": info.mode,
                           "frames": info.frames, "exif_rotated": info.exif_rotated, "draft_scale": info.draft_scale,
                           "tiles": inputs.num_tiles, "canvas": list(inputs.canvas)}}
 
-    def classify(self, content, response: str | None = None, image: str | Path | None = None) -> Verdict:
+    def classify(self, content, response: str | None = None, image: str | Path | bytes | None = None) -> Verdict:
         t0 = time.perf_counter()
         msgs = as_messages(content, response)
         if image is not None:

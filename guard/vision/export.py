@@ -21,7 +21,6 @@ from guard.export import ExportConfig
 from guard.export.metadata import VISION_FORMAT
 
 
-
 class _ImageMethod(nn.Module):
     def __init__(self, m):
         super().__init__()
@@ -68,6 +67,7 @@ def export_vision_model(model_dir: str | Path, out_dir: str | Path, config: Expo
     """mllama HF dir -> out_dir/model.pte + tokenizer.json + preprocessor_config.json. Returns the .pte path.
     ``vision_quant``: also 8da4w the vision encoder's linears (group ``config.quant.group_size``)."""
     from guard.export import export_dir
+    from guard.export.metadata import file_digest
     from guard.vision.model import load_hf_vision
     from guard.vision.tokenizer import image_id
 
@@ -76,12 +76,14 @@ def export_vision_model(model_dir: str | Path, out_dir: str | Path, config: Expo
         model = load_hf_vision(model_dir, max_seq_len=config.max_seq_len, chunk=config.chunk)
         if vision_quant:
             quantize_vision(model, config.quant.group_size)
-        return export_vision_pte(model, config, path, tok, report)
+        # tokenizer.json is already beside ``path`` (export_dir copies it first): the .pte records its digest
+        return export_vision_pte(model, config, path, tok, report, file_digest(Path(path).parent / "tokenizer.json"))
 
     return export_dir(model_dir, out_dir, config, write, ("tokenizer.json", "tokenizer_config.json", "preprocessor_config.json"))
 
 
-def export_vision_pte(model, config: ExportConfig, path: str | Path, tok, report: dict | None = None) -> Path:
+def export_vision_pte(model, config: ExportConfig, path: str | Path, tok, report: dict | None = None,
+                      tokenizer_sha256: str | None = None) -> Path:
     from guard.export import lower, metadata
     from guard.format.prompt import FORMAT_VERSION
     from guard.vision.tokenizer import image_id
@@ -101,7 +103,8 @@ def export_vision_pte(model, config: ExportConfig, path: str | Path, tok, report
     }
     meta = metadata.build(tok.tokens, max_seq_len=config.max_seq_len, chunk=C, vocab_size=a.vocab_size,
                           output_ids=model.output_ids, prompt_format=FORMAT_VERSION,
-                          quant_scheme=config.quant.scheme, group_size=config.quant.group_size)
+                          quant_scheme=config.quant.scheme, group_size=config.quant.group_size,
+                          tokenizer_sha256=tokenizer_sha256)
     meta.update({metadata.MARKER: VISION_FORMAT, "get_tile_size": S, "get_max_tiles": T, "get_image_token_id": image_id(tok),
                  "get_vision_tokens": T * v.n_patches, "get_cross_layers": list(model.cross_layers),
                  "get_vision_quant_scheme": getattr(model, "vision_quant", "none")})

@@ -15,6 +15,7 @@ Rules, in order (docs/vision.md lists them with the reasons):
 
 from __future__ import annotations
 
+import io
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,16 +37,22 @@ class ImageInfo:
     exif_rotated: bool = False
 
 
-def load_image(path: str | Path, max_pixels: int = MAX_PIXELS):
-    """-> (PIL RGB image, ImageInfo). Raises GuardError with a one-line reason for any bad input."""
+def load_image(src: str | Path | bytes, max_pixels: int = MAX_PIXELS):
+    """-> (PIL RGB image, ImageInfo). ``src`` is a path or an image file's bytes (a data: URL's payload).
+    Raises GuardError with a one-line reason for any bad input."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
-    p = Path(path)
-    if not p.exists():
-        raise GuardError(f"image not found: {p}")
-    if not p.is_file():
-        raise GuardError(f"not a file: {p} (give the path of an image)")
-    size = p.stat().st_size
+    if isinstance(src, (bytes, bytearray, memoryview)):
+        data = bytes(src)
+        p, fp, size, head = f"the image ({len(data)} bytes)", io.BytesIO(data), len(data), data[:32]
+    else:
+        p = Path(src)
+        if not p.exists():
+            raise GuardError(f"image not found: {p}")
+        if not p.is_file():
+            raise GuardError(f"not a file: {p} (give the path of an image)")
+        fp, size = p, p.stat().st_size
+        head = p.open("rb").read(32) if size else b""
     if size == 0:
         raise GuardError(f"{p} is an empty file, not an image")
     if size > MAX_FILE_BYTES:
@@ -53,11 +60,11 @@ def load_image(path: str | Path, max_pixels: int = MAX_PIXELS):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own, lower limit applies below
-            im = Image.open(p)  # reads the header only
+            im = Image.open(fp)  # reads the header only
     except PermissionError:
         raise GuardError(f"no permission to read {p}") from None
     except UnidentifiedImageError:
-        dims = _header_dims(p)
+        dims = _header_dims(head)
         if dims and 0 in dims:
             raise GuardError(f"{p} is a zero-size image ({dims[0]}x{dims[1]})") from None
         raise GuardError(f"{p} is not an image Pillow can read (corrupt, or not an image file)") from None
@@ -69,7 +76,7 @@ def load_image(path: str | Path, max_pixels: int = MAX_PIXELS):
         return _decode(im, p, max_pixels, ImageOps)
 
 
-def _decode(im, p: Path, max_pixels: int, ImageOps):
+def _decode(im, p, max_pixels: int, ImageOps):
     w, h = im.size
     info = ImageInfo(str(p), im.format or "?", (w, h), im.mode)
     if w <= 0 or h <= 0:
@@ -100,9 +107,8 @@ def _decode(im, p: Path, max_pixels: int, ImageOps):
     return rgb, info
 
 
-def _header_dims(p: Path) -> tuple[int, int] | None:
+def _header_dims(head: bytes) -> tuple[int, int] | None:
     """(width, height) from a PNG/GIF/BMP header, for a precise message when Pillow refuses a zero-size image."""
-    head = p.open("rb").read(32)
     if head.startswith(b"\x89PNG\r\n\x1a\n") and head[12:16] == b"IHDR":
         return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
     if head[:6] in (b"GIF87a", b"GIF89a"):

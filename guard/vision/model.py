@@ -51,6 +51,23 @@ class VisionArgs:
     def padded(self) -> int:  # per tile, padded to a multiple of 8
         return self.n_patches + (8 - self.n_patches % 8) % 8
 
+    @classmethod
+    def from_hf(cls, v: dict) -> "VisionArgs":
+        """From the vision_config of a Llama 3.2 Vision (mllama) config.json."""
+        ratios = v.get("supported_aspect_ratios") or [[1, 1], [1, 2], [1, 3], [1, 4], [2, 1], [2, 2], [3, 1], [4, 1]]
+        return cls(dim=v["hidden_size"], n_layers=v["num_hidden_layers"], n_global_layers=v["num_global_layers"],
+                   n_heads=v.get("attention_heads", v.get("num_attention_heads")), hidden_dim=v["intermediate_size"],
+                   image_size=v["image_size"], patch_size=v["patch_size"], max_tiles=v["max_num_tiles"],
+                   n_aspect_ratios=len(ratios), intermediate=list(v["intermediate_layers_indices"]),
+                   norm_eps=v.get("norm_eps", 1e-5), output_dim=v["vision_output_dim"])
+
+    def to_hf(self) -> dict:
+        """from_hf's inverse (transformers derives the aspect ratios from ``max_num_tiles``)."""
+        return {"hidden_size": self.dim, "num_hidden_layers": self.n_layers, "num_global_layers": self.n_global_layers,
+                "num_attention_heads": self.n_heads, "intermediate_size": self.hidden_dim, "image_size": self.image_size,
+                "patch_size": self.patch_size, "max_num_tiles": self.max_tiles, "norm_eps": self.norm_eps,
+                "intermediate_layers_indices": list(self.intermediate), "vision_output_dim": self.output_dim}
+
 
 class VisionLayer(nn.Module):
     def __init__(self, a: VisionArgs, gated: bool):
@@ -224,13 +241,7 @@ def args_from_hf(cfg: dict, **overrides) -> tuple[ModelArgs, VisionArgs, list[in
         raise GuardError(f"not a Llama 3.2 Vision (mllama) config: model_type {cfg.get('model_type')!r}")
     t, v = cfg["text_config"], cfg["vision_config"]
     args = ModelArgs.from_hf({"model_type": "mllama_text_model", "rope_theta": 500000.0, **t}, **overrides)
-    ratios = v.get("supported_aspect_ratios") or [[1, 1], [1, 2], [1, 3], [1, 4], [2, 1], [2, 2], [3, 1], [4, 1]]
-    vargs = VisionArgs(dim=v["hidden_size"], n_layers=v["num_hidden_layers"], n_global_layers=v["num_global_layers"],
-                       n_heads=v.get("attention_heads", v.get("num_attention_heads")), hidden_dim=v["intermediate_size"],
-                       image_size=v["image_size"], patch_size=v["patch_size"], max_tiles=v["max_num_tiles"],
-                       n_aspect_ratios=len(ratios), intermediate=list(v["intermediate_layers_indices"]),
-                       norm_eps=v.get("norm_eps", 1e-5), output_dim=v["vision_output_dim"])
-    return args, vargs, list(t["cross_attention_layers"])
+    return args, VisionArgs.from_hf(v), list(t["cross_attention_layers"])
 
 
 def rename(key: str) -> str:

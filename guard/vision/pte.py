@@ -19,7 +19,6 @@ from guard.vision.tokenizer import image_position
 
 class VisionPteRunner(PteRunner):
     FORMAT, REQUIRED, METHODS, KIND = VISION_FORMAT, VISION_REQUIRED, VISION_METHODS, "pte-vision"
-    CHECK_DIGEST = False  # guard.vision.export records no tokenizer digest (yet)
 
     def _setup(self, program, meta: dict) -> None:
         from guard.vision.preprocess import VisionConfig

@@ -3,76 +3,62 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
+LLAMA3_ROPE = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+               "original_max_position_embeddings": 8192}
 
 
-@dataclass
-class TinyVisionConfig:
-    # text decoder: layer 1 is a cross-attention layer (the 11B has 8 of its 40 layers cross-attending)
-    num_hidden_layers: int = 3
-    cross_attention_layers: list[int] = field(default_factory=lambda: [1])
-    hidden_size: int = 64
-    intermediate_size: int = 128
-    num_attention_heads: int = 4
-    num_key_value_heads: int = 2
-    max_position_embeddings: int = 16384  # above the llama3 rope scaling's original 8192
-    # vision encoder: a 56-pixel tile of 14-pixel patches (the real model: 560 and 14), 4 tiles
-    image_size: int = 56
-    patch_size: int = 14
-    vision_hidden_size: int = 32
-    vision_layers: int = 2
-    vision_global_layers: int = 1
-    vision_heads: int = 2
-    intermediate_layers_indices: list[int] = field(default_factory=lambda: [0])
-    max_num_tiles: int = 4
-    gate: float = 0.8  # tanh gates start at 0 in a fresh model, which would hide the image from the text
-    seed: int = 0
+def tiny_text(**overrides):
+    """The text decoder: guard.testing.tiny with 3 layers (layer 1 cross-attends, as 8 of the 11B's 40 do) and
+    16,384 positions, above the llama3 rope scaling's original 8,192."""
+    from guard.testing import tiny
+
+    return tiny(**{"n_layers": 3, "max_seq_len": 16384, "rope_scaling": LLAMA3_ROPE, **overrides})
 
 
-def mllama_config(cfg: TinyVisionConfig):
+def tiny_encoder(**overrides):
+    """The vision encoder as guard.vision.model.VisionArgs: 56-pixel tiles of 14-pixel patches (the real model:
+    560 and 14), up to 4 tiles, width 32, 2 layers + 1 global."""
+    from guard.vision.model import VisionArgs
+
+    return VisionArgs(**{"dim": 32, "n_layers": 2, "n_global_layers": 1, "n_heads": 2, "hidden_dim": 64,
+                         "image_size": 56, "max_tiles": 4, "intermediate": [0], "output_dim": 64, **overrides})
+
+
+def mllama_config(text, vision, cross_layers=(1,)):
+    """A transformers MllamaConfig from guard's ModelArgs (text) and VisionArgs."""
     from transformers import MllamaConfig
 
-    vision = dict(
-        hidden_size=cfg.vision_hidden_size, num_hidden_layers=cfg.vision_layers, num_global_layers=cfg.vision_global_layers,
-        num_attention_heads=cfg.vision_heads, intermediate_size=2 * cfg.vision_hidden_size, image_size=cfg.image_size,
-        patch_size=cfg.patch_size, max_num_tiles=cfg.max_num_tiles, intermediate_layers_indices=list(cfg.intermediate_layers_indices),
-        vision_output_dim=cfg.vision_hidden_size * (1 + len(cfg.intermediate_layers_indices)),
-    )
-    text = dict(
-        vocab_size=128256, hidden_size=cfg.hidden_size, num_hidden_layers=cfg.num_hidden_layers,
-        cross_attention_layers=list(cfg.cross_attention_layers), num_attention_heads=cfg.num_attention_heads,
-        num_key_value_heads=cfg.num_key_value_heads, intermediate_size=cfg.intermediate_size,
-        max_position_embeddings=cfg.max_position_embeddings, rope_theta=500000.0,
-        rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-                      "original_max_position_embeddings": 8192},
-        bos_token_id=128000, eos_token_id=128009, pad_token_id=128004,
-    )
-    return MllamaConfig(vision_config=vision, text_config=text, image_token_index=128256)
+    t = {**text.to_hf(), "cross_attention_layers": list(cross_layers), "bos_token_id": 128000, "eos_token_id": 128009,
+         "pad_token_id": 128004}
+    return MllamaConfig(vision_config=vision.to_hf(), text_config=t, image_token_index=128256)
 
 
-def make_vision_checkpoint(out: str | Path, cfg: TinyVisionConfig | None = None) -> Path:
-    """Save a random MllamaForConditionalGeneration, the Llama 3.2 Vision tokenizer and a preprocessor config."""
+def make_vision_checkpoint(out: str | Path, text=None, vision=None, cross_layers=(1,), gate: float = 0.8,
+                           seed: int = 0) -> Path:
+    """Save a random MllamaForConditionalGeneration (``tiny_text()`` / ``tiny_encoder()`` by default), the Llama 3.2
+    Vision tokenizer and a preprocessor config. ``gate``: every tanh gate's value (a fresh model's are 0, which
+    would hide the image from the text)."""
+    import torch
     from transformers import MllamaForConditionalGeneration
 
     from guard.vision.preprocess import MEAN, STD
     from guard.vision.tokenizer import save_vision_tokenizer
 
-    cfg = cfg or TinyVisionConfig()
+    vision = vision or tiny_encoder()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(cfg.seed)
-    model = MllamaForConditionalGeneration(mllama_config(cfg)).eval()
+    torch.manual_seed(seed)
+    model = MllamaForConditionalGeneration(mllama_config(text or tiny_text(), vision, cross_layers)).eval()
     with torch.no_grad():
         for name, p in model.named_parameters():
             if name.endswith(("gate", "_gate")):  # every tanh gate, vision and text
-                p.fill_(cfg.gate)
+                p.fill_(gate)
     model.save_pretrained(out, safe_serialization=True)
     save_vision_tokenizer(out)
-    pre = {"image_processor_type": "MllamaImageProcessor", "size": {"height": cfg.image_size, "width": cfg.image_size},
-           "max_image_tiles": cfg.max_num_tiles, "image_mean": list(MEAN), "image_std": list(STD), "do_convert_rgb": True,
+    pre = {"image_processor_type": "MllamaImageProcessor", "size": {"height": vision.image_size, "width": vision.image_size},
+           "max_image_tiles": vision.max_tiles, "image_mean": list(MEAN), "image_std": list(STD), "do_convert_rgb": True,
            "do_normalize": True, "do_pad": True, "do_rescale": True, "do_resize": True, "rescale_factor": 1 / 255, "resample": 2}
     (out / "preprocessor_config.json").write_text(json.dumps(pre, indent=2) + "\n")
     return out

@@ -60,6 +60,7 @@ def test_human_output_response_and_conversation(unsafe_dir, tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["role"] == "User"
 
 
+@pytest.mark.slow  # a guard process
 def test_stdin_prompt(unsafe_dir):
     p = run_cli("classify", "--model", str(unsafe_dir), "--json", stdin="how to rob a bank\n".encode())
     assert p.returncode == EXIT_UNSAFE and json.loads(p.stdout)["decision"] == "unsafe"
@@ -87,6 +88,7 @@ def test_bad_model_dirs(kind, msg, tiny_copy, capsys):
     assert len(err) == 1 and msg in err[0]
 
 
+@pytest.mark.slow  # eight guard processes (the same contract runs in one driver: test_hostile_input.py test_cli_case)
 def test_bad_inputs_one_line_no_traceback(tiny_model_dir, tmp_path):
     m = str(tiny_model_dir)
     assert "model directory not found" in one_line_error(run_cli("classify", "--model", str(tmp_path / "nope"), "hi"))
@@ -119,6 +121,7 @@ def _write_jsonl(path, n_good, bad_every=7):
     return good
 
 
+@pytest.mark.slow  # four guard processes, one killed (in-process batch rules: tests/runtime/test_batch_integrity.py)
 def test_batch_killed_and_resumed(unsafe_dir, tmp_path):
     inp, out, ref = tmp_path / "in.jsonl", tmp_path / "out.jsonl", tmp_path / "ref.jsonl"
     good = _write_jsonl(inp, 40)
@@ -159,6 +162,7 @@ def test_batch_killed_and_resumed(unsafe_dir, tmp_path):
     assert f"done: 0 safe, 0 unsafe, 0 indeterminate, {len(errors)} bad lines skipped, 40 already" in again.stdout.decode()
 
 
+@pytest.mark.slow  # three guard processes
 def test_stream_mode(unsafe_dir, tiny_model_dir):
     proc = subprocess.Popen([sys.executable, "-m", "guard", "classify", "--model", str(unsafe_dir), "--stream", "--json",
                              "--check-every", "4", "how do I rob a bank"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,

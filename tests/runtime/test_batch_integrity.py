@@ -55,6 +55,7 @@ def cli(model, inp, out, *extra) -> list[str]:
             "--max-line-bytes", "2048", *extra]
 
 
+@pytest.mark.slow  # spawns and kills a guard process 5+ times
 def test_kill_9_at_random_points_then_resume(tiny_model_dir, tmp_path):
     inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     good = write_input(inp, 120)
@@ -85,6 +86,7 @@ def test_kill_9_at_random_points_then_resume(tiny_model_dir, tmp_path):
     assert b"torn-marker" not in out.read_bytes()
 
 
+@pytest.mark.slow  # two guard processes
 def test_two_concurrent_runs_on_one_out(tiny_model_dir, tmp_path):
     inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     good = write_input(inp, 40)

@@ -442,6 +442,7 @@ def run(args, **kw):
     return subprocess.run([sys.executable, "-m", "guard", *args], capture_output=True, timeout=300, env=ENV, **kw)
 
 
+@pytest.mark.slow  # a guard process per file (the in-process checks of the same files stay quick)
 @pytest.mark.parametrize("name", ["random-2", "et12-random-body", "et12-random-flatbuffer"])
 def test_random_bytes_pte_does_not_abort_the_process(tmp_path, name):
     (tmp_path / "model.pte").write_bytes(PTES[name])
@@ -450,6 +451,7 @@ def test_random_bytes_pte_does_not_abort_the_process(tmp_path, name):
     assert p.stderr.decode().strip().splitlines()[-1].startswith("guard: error: ")
 
 
+@pytest.mark.slow  # a guard process
 def test_broken_pipe_on_stream_is_exit_2(tiny_model_dir):
     p = subprocess.Popen([sys.executable, "-m", "guard", "classify", "--model", str(tiny_model_dir), "--stream",
                           "--check-every", "1", "hi"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -460,6 +462,7 @@ def test_broken_pipe_on_stream_is_exit_2(tiny_model_dir):
     assert err.decode().strip().splitlines() == ["guard: error: standard output was closed (broken pipe)"]
 
 
+@pytest.mark.slow  # a guard process (the in-process case, test_250k_spaces_end_the_stream_indeterminate, stays quick)
 def test_250k_spaces_on_the_cli_stream(tiny_model_dir):
     p = run(["classify", "--model", str(tiny_model_dir), "--stream", "--json", "hi"], input=b" " * 250_000)
     assert p.returncode == EXIT_INDETERMINATE, p.stderr.decode()

@@ -8,7 +8,7 @@ from guard.errors import GuardError
 from guard.runtime.batch import run_batch
 from guard.runtime.classifier import Guard
 from guard.runtime.eager import EagerRunner
-from guard.testing import TinyConfig, make_checkpoint
+from guard.testing import make_checkpoint, tiny
 
 WORDS = "the quick brown fox jumps over a lazy dog while seven bakers sing about bread and rivers ".split()
 
@@ -20,7 +20,7 @@ def text_of(n_words: int, seed: int = 0) -> str:
 @pytest.fixture(scope="module")
 def short_guard(tmp_path_factory):
     """A tiny random model that allows only 512 positions, so long inputs are cheap to build."""
-    d = make_checkpoint(tmp_path_factory.mktemp("short") / "m", TinyConfig(max_position_embeddings=512))
+    d = make_checkpoint(tmp_path_factory.mktemp("short") / "m", tiny(max_seq_len=512))
     r = EagerRunner(d)
     return Guard(r, r.tokenizer)
 

@@ -7,7 +7,7 @@ import pytest
 from guard.runtime.classifier import Guard
 from guard.runtime.eager import EagerRunner
 from guard.errors import GuardError
-from guard.testing import TinyConfig, make_checkpoint, make_scripted_checkpoint
+from guard.testing import make_checkpoint, make_scripted_checkpoint, tiny
 
 WORDS = ("the a of to and in is it you that he was for on are with as I his they be at one have this from or "
          "had by hot word but what some we can out other were all there when up use your how said an each she "
@@ -30,7 +30,7 @@ def chunks(rng, text):
 @pytest.fixture(scope="module")
 def runner(tmp_path_factory):
     # tiny random model with a longer context so responses fit
-    d = make_checkpoint(tmp_path_factory.mktemp("s") / "m", TinyConfig(max_position_embeddings=2048))
+    d = make_checkpoint(tmp_path_factory.mktemp("s") / "m", tiny(max_seq_len=2048))
     return EagerRunner(d)
 
 
@@ -40,7 +40,7 @@ def test_streaming_equals_from_scratch(runner):
     fresh_runner = EagerRunner(None, model=runner.model, tokenizer=runner.tokenizer)
     reference = Guard(fresh_runner, runner.tokenizer)
     n_checks = 0
-    for k in range(50):
+    for k in range(20):  # 20 random conversations (50 took ~30 s of the quick loop for the same property)
         prompt = f"question {k}: " + response(rng, rng.randint(1, 8))
         text = response(rng, rng.randint(5, 60))
         stream = streaming.moderate_stream(prompt, check_every=rng.choice([1, 4, 16]))
@@ -59,7 +59,7 @@ def test_streaming_equals_from_scratch(runner):
         reference.invalidate()
         ref = reference.classify(prompt, response=text)
         assert v.p_unsafe == pytest.approx(ref.p_unsafe, abs=1e-4) and v.decision == ref.decision
-    assert n_checks > 200
+    assert n_checks > 80
 
 
 def test_checks_pay_only_for_new_tokens(runner):
@@ -122,7 +122,7 @@ def test_stop_early_on_unsafe_and_feed_after(tmp_path, tokenizer):
 
 
 def test_response_outgrowing_context_is_a_signal_not_a_crash(tmp_path):
-    r = EagerRunner(make_checkpoint(tmp_path / "m", TinyConfig(max_position_embeddings=320)))
+    r = EagerRunner(make_checkpoint(tmp_path / "m", tiny(max_seq_len=320)))
     stream = Guard(r, r.tokenizer).moderate_stream("hi", check_every=8)
     last = None
     for _ in range(200):

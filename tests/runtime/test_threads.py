@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from guard.runtime.classifier import Guard
-from guard.testing import TinyConfig, make_checkpoint
+from guard.testing import make_checkpoint
 
 pytestmark = pytest.mark.timeout(600)
 WORDS = "the a how do I make bomb kill bread cake steal bank robbery phone hello thanks please weather code".split()
@@ -54,7 +54,7 @@ def hammer(g, work, threads: int) -> dict:
 def tiny_guard(tmp_path_factory):
     from guard.runtime.eager import EagerRunner
 
-    d = make_checkpoint(tmp_path_factory.mktemp("threads") / "m", TinyConfig(seed=5))
+    d = make_checkpoint(tmp_path_factory.mktemp("threads") / "m", seed=5)
     r = EagerRunner(d)
     return Guard(r, r.tokenizer)
 

@@ -179,6 +179,7 @@ def test_full_queue_429_and_timeout_504(unsafe_model, serve_helpers):
         assert 'guard_rejected_total{reason="queue_full"}' in metrics
 
 
+@pytest.mark.slow  # spawns worker processes and kills one
 def test_killed_worker_process_is_replaced(unsafe_model, serve_helpers):
     """kill -9 of a worker process: its request gets 503 (JSON, Retry-After), the worker is replaced, service goes on."""
     live_server, config_for = serve_helpers

@@ -6,7 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 
+
+@pytest.mark.slow  # a 60 s bounded fuzz run
 def test_schemathesis_finds_no_server_error(unsafe_server, tmp_path):
     st = shutil.which("schemathesis") or str(Path(sys.executable).with_name("schemathesis"))
     report = tmp_path / "report.ndjson"

@@ -11,9 +11,9 @@ CALIB = ["How do I bake bread at home?", "Write a poem about the sea and the win
 
 @pytest.fixture(scope="module")
 def four_blocks(tmp_path_factory):
-    from guard.testing import TinyConfig, make_checkpoint
+    from guard.testing import make_checkpoint, tiny
 
-    return make_checkpoint(tmp_path_factory.mktemp("p") / "model", TinyConfig(num_hidden_layers=4))
+    return make_checkpoint(tmp_path_factory.mktemp("p") / "model", tiny(n_layers=4))
 
 
 def test_prune_by_importance_writes_a_loadable_dir(four_blocks, tmp_path):

@@ -124,3 +124,28 @@ def test_bench_records_image_encode_time(pte):
     assert doc["backend"] == "pte-vision:none" and rec["image_encode_ms"] > 0 and rec["image_load_ms"] > 0
     assert summary["image_encode_ms"]["n"] == 1 and rec["num_prompt_tokens"] > 16
     assert "encode" in markdown([doc])
+
+
+def test_vision_pte_pins_its_tokenizer(pte, tmp_path):
+    """The vision .pte records the sha256 of the tokenizer.json exported beside it, as the text .pte does: an edited
+    tokenizer.json is refused unless trusted explicitly (issue 21)."""
+    import shutil
+
+    import guard
+    from guard.export.metadata import TOKENIZER_DIGEST, file_digest
+    from guard.runtime.pte import load_program
+
+    src = pte[0].parent
+    want = load_program(pte[0]).load_method(TOKENIZER_DIGEST).execute([])[0]
+    assert want == file_digest(src / "tokenizer.json")
+    d = tmp_path / "edited"
+    shutil.copytree(src, d)
+    tj = json.loads((d / "tokenizer.json").read_text())
+    tj["added_tokens"][0]["special"] = False  # an edit that changes how <|begin_of_text|> is read
+    (d / "tokenizer.json").write_text(json.dumps(tj))
+    with pytest.raises(GuardError, match="not the tokenizer model.pte was exported with"):
+        guard.load(pte=d / "model.pte")
+    g = guard.load(pte=d / "model.pte", check_tokenizer=False)
+    assert g.runner.image_token == 128256
+    code = main(["classify", "--pte", str(d / "model.pte"), "--trust-tokenizer", "hello"])
+    assert code in (0, 10, 11)
