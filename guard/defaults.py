@@ -48,10 +48,13 @@ def default_model(build: bool = True) -> tuple[str, Path, str]:
         ready = False
     if ready and build:
         from guard.mini import build as build_mini
+        from guard.mini import build_lock
 
-        why = "its artefacts changed" if (mini / "model.pte").is_file() else "once"
-        print(f"guard: building guard-mini from {ARTEFACTS} into {mini} ({why}, a few minutes)", file=sys.stderr)
-        build_mini(mini)
+        with build_lock(mini):  # another process may be building it now: wait, then use its build
+            if not is_current(mini, ARTEFACTS):
+                why = "its artefacts changed" if (mini / "model.pte").is_file() else "once"
+                print(f"guard: building guard-mini from {ARTEFACTS} into {mini} ({why}, a few minutes)", file=sys.stderr)
+                build_mini(mini)
         return "pte", mini / "model.pte", "guard-mini (.pte, 8da4w)"
     if (mini / "model.pte").is_file():
         return "pte", mini / "model.pte", "guard-mini (.pte, 8da4w) built from OLDER artefacts: run `guard mini build`"

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -217,6 +218,23 @@ def artefact_stat(artefacts: str | Path = ARTEFACTS) -> dict:
             st = p.stat()
             out[name] = [st.st_size, st.st_mtime_ns]
     return out
+
+
+@contextmanager
+def build_lock(out: str | Path):
+    """One build of OUT at a time across processes (``fcntl.flock`` on OUT/.build.lock): a second caller waits for
+    the first, then finds the build current instead of writing the same files at the same time."""
+    import fcntl
+    import os
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out / ".build.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def is_current(out: str | Path, artefacts: str | Path = ARTEFACTS) -> bool:

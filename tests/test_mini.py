@@ -150,3 +150,18 @@ def test_freshness_check_hashes_only_when_the_artefacts_changed(tmp_path, monkey
     assert mini.is_current(out, art) and mini.is_current(out, art)
     (art / "student_adapter.safetensors").write_bytes(b"new weights")
     assert not mini.is_current(out, art)
+
+
+def test_a_build_is_locked_against_a_concurrent_one(tmp_path):
+    """Two processes that find guard-mini stale (guard.load's default, `guard mini build`) do not build it at once."""
+    import subprocess
+    import sys
+
+    from guard.mini import build_lock
+
+    probe = [sys.executable, "-c", "import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDWR); "
+             "fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)", str(tmp_path / ".build.lock")]
+    with build_lock(tmp_path):
+        r = subprocess.run(probe, capture_output=True, text=True)
+        assert r.returncode != 0 and "BlockingIOError" in r.stderr
+    assert subprocess.run(probe).returncode == 0

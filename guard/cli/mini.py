@@ -20,7 +20,7 @@ def run(args) -> int:
 
     from guard.defaults import check_home, mini_dir
     from guard.errors import GuardError
-    from guard.mini import ARTEFACTS, build, is_current, sync_calibration
+    from guard.mini import ARTEFACTS, build, build_lock, is_current, sync_calibration
 
     out = Path(args.out) if args.out else (check_home(), mini_dir())[1]  # before a minutes-long build
     if out.exists() and not out.is_dir():
@@ -34,18 +34,19 @@ def run(args) -> int:
         print(build_hf(out / "teacher", args.artefacts or ARTEFACTS, stage="teacher"))
         return 0
     art = args.artefacts or ARTEFACTS
-    if is_current(out, art) and not args.force:
-        from guard.format import spec
+    with build_lock(out):  # one build at a time; a concurrent one is waited for, then found current
+        if is_current(out, art) and not args.force:
+            from guard.format import spec
 
-        note = "; calibration.json updated" if sync_calibration(out, art) else ""
-        if not (out / spec.FILE).is_file():  # built before the native runtime's template file existed
-            spec.write(out)
-            note += f"; {spec.FILE} written"
-        print(f"guard-mini already built from these artefacts: {out / 'model.pte'}{note} (--force rebuilds)")
-        return 0
-    if (out / "model.pte").is_file() and not args.force:
-        print(f"guard-mini at {out} was built from other artefacts (or before build.json existed): rebuilding")
-    t0 = time.time()
-    pte = build(out, art, quant=not args.no_quant)
-    print(f"guard-mini: {pte} ({pte.stat().st_size / 1e6:.1f} MB) and {out / 'hf'} built in {time.time() - t0:.0f} s")
+            note = "; calibration.json updated" if sync_calibration(out, art) else ""
+            if not (out / spec.FILE).is_file():  # built before the native runtime's template file existed
+                spec.write(out)
+                note += f"; {spec.FILE} written"
+            print(f"guard-mini already built from these artefacts: {out / 'model.pte'}{note} (--force rebuilds)")
+            return 0
+        if (out / "model.pte").is_file() and not args.force:
+            print(f"guard-mini at {out} was built from other artefacts (or before build.json existed): rebuilding")
+        t0 = time.time()
+        pte = build(out, art, quant=not args.no_quant)
+        print(f"guard-mini: {pte} ({pte.stat().st_size / 1e6:.1f} MB) and {out / 'hf'} built in {time.time() - t0:.0f} s")
     return 0
