@@ -180,7 +180,9 @@ static std::unique_ptr<Model> load_model(const std::string& path) {
   for (size_t i = 0; i < m->program->num_methods(); ++i) names.push_back(m->program->get_method_name(i).get());
   auto has = [&](const std::string& n) { return std::find(names.begin(), names.end(), n) != names.end(); };
   if (!has(kMarker)) fail(path + " is not a guard model (no " + kMarker + " method); export it with `guard export`");
-  for (const char* key : kRequired) {
+  std::vector<const char*> keys(std::begin(kRequired), std::end(kRequired));
+  if (has(kChunks)) keys.push_back(kChunks);
+  for (const char* key : keys) {
     if (!has(key)) fail(path + " lacks metadata " + key + "; re-export it with `guard export`");
     std::vector<EValue> out = m->run(key, {});
     if (out.empty()) fail(std::string("cannot read metadata ") + key + " from the .pte");

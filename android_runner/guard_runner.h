@@ -22,6 +22,8 @@ inline constexpr const char* kRequired[] = {
     "get_guard_format", "get_max_seq_len", "get_prefill_chunk", "get_vocab_size", "get_output_ids",
     "get_prompt_format", "get_quant_scheme", "get_group_size", "get_bos_id", "get_eot_id", "get_safe_id",
     "get_unsafe_id", "get_newline_id", "get_blank_id", "get_s_id"};
+// Read when present (guard/export/metadata.py CHUNKS; older files lack it): every static prefill size, a list.
+inline constexpr const char* kChunks = "get_prefill_chunks";
 // guard/bench/schema.py, guard/bench/host.py, guard/classifier.py, guard/bench/prompts.py
 inline constexpr const char* kSchema = "guard-bench-1";
 inline constexpr int kDecodeTokens = 16;

@@ -305,6 +305,7 @@ Json Meta::json() const {  // as PteRunner.meta: the required keys, get_output_i
     const auto& vals = values.at(key);
     out.add(key, std::string(key) == "get_output_ids" ? Json::array(vals) : vals.at(0));
   }
+  if (values.count(kChunks)) out.add(kChunks, Json::array(values.at(kChunks)));
   return out;
 }
 
