@@ -70,25 +70,18 @@ def test_a_stream_and_classify_calls_on_one_guard_do_not_corrupt_each_other(tiny
     work = prompts(60, seed=1)
     reference = {i: key(tiny_guard.classify(c)) for i, c in enumerate(work)}
     text = " ".join(random.Random(2).choice(WORDS) for _ in range(120))
-    expected = []
-    s = tiny_guard.moderate_stream("tell me a story", check_every=8)
-    for k in range(0, len(text), 7):
-        v = s.feed(text[k:k + 7])
-        if v is not None:
-            expected.append(key(v))
-    expected.append(key(s.close()))
 
-    got, streamed = {}, []
-
-    def stream():
+    def stream(out):
         s = tiny_guard.moderate_stream("tell me a story", check_every=8)
         for k in range(0, len(text), 7):
             v = s.feed(text[k:k + 7])
             if v is not None:
-                streamed.append(key(v))
-        streamed.append(key(s.close()))
+                out.append(key(v))
+        out.append(key(s.close()))
 
-    t = threading.Thread(target=stream)
+    expected, got, streamed = [], {}, []
+    stream(expected)
+    t = threading.Thread(target=stream, args=(streamed,))
     t.start()
     got = hammer(tiny_guard, work, 3)
     t.join()
