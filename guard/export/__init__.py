@@ -34,6 +34,9 @@ class ExportConfig:
     # Store the KV cache's zero initial state in the .pte. Off by default, like ExecuTorch's llama export: the runtime
     # allocates planned memory zeroed, and with this on, prefill measured ~4x slower in the pip runtime.
     zero_cache: bool = False
+    # Processes that trace and lower the methods side by side (each method is lowered on its own; lowering is
+    # single-threaded Python). 0: one per core, at most one per method. The program written is the same.
+    workers: int = 0
     quant: "QuantConfig" = field(default_factory=_default_quant)  # noqa: F821 (guard.quantize.QuantConfig)
 
     def check(self) -> None:
@@ -42,6 +45,8 @@ class ExportConfig:
             raise GuardError(f"max_seq_len must be in [16, 131072], got {self.max_seq_len}")
         if not 1 <= self.chunk <= self.max_seq_len:
             raise GuardError(f"prefill chunk must be in [1, max_seq_len], got {self.chunk}")
+        if self.workers < 0:
+            raise GuardError(f"workers must be 0 (auto) or a positive count, got {self.workers}")
         if any(c < 2 for c in self.chunks):
             raise GuardError(f"extra prefill chunks must be at least 2 tokens (decode does 1), got {list(self.chunks)}")
 
@@ -130,24 +135,22 @@ def export_pte(model, config: ExportConfig, path: str | Path, tok=None, report: 
                           output_ids=model.output_ids, prompt_format=FORMAT_VERSION,
                           quant_scheme=config.quant.scheme, group_size=config.quant.group_size, chunks=config.sizes(),
                           tokenizer_sha256=tokenizer_sha256)
-    return lower(methods, meta, path, report, zero_cache=config.zero_cache)
+    return lower(methods, meta, path, report, zero_cache=config.zero_cache, workers=config.workers)
 
 
-def lower(methods: dict, meta: dict, path: str | Path, report: dict | None = None, zero_cache: bool = False) -> Path:
+def lower(methods: dict, meta: dict, path: str | Path, report: dict | None = None, zero_cache: bool = False,
+          workers: int = 0) -> Path:
     """Export each named method (name -> (module, example inputs)), lower them to XNNPACK as one program whose
     methods share their mutable buffers (the caches), with ``meta`` as constant methods, and write it atomically.
-    ``report`` receives each method's delegation."""
-    import torch
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-    from executorch.exir import EdgeCompileConfig, ExecutorchBackendConfig, to_edge_transform_and_lower
+    ``report`` receives each method's delegation. ``workers``: see ExportConfig.workers (guard.export.parallel)."""
+    from executorch.exir import EdgeCompileConfig, EdgeProgramManager, ExecutorchBackendConfig
     from executorch.exir.passes import MemoryPlanningPass
 
+    from guard.export.parallel import lower_methods
     from guard.fsutil import write_atomic
 
-    with torch.no_grad():
-        progs = {name: torch.export.export(mod, ex, strict=True) for name, (mod, ex) in methods.items()}
-    edge = to_edge_transform_and_lower(progs, partitioner=[XnnpackPartitioner()], constant_methods=meta,
-                                       compile_config=EdgeCompileConfig(_check_ir_validity=False))
+    progs = lower_methods(methods, workers)
+    edge = EdgeProgramManager(progs, constant_methods=meta, compile_config=EdgeCompileConfig(_check_ir_validity=False))
     report = {} if report is None else report
     report["delegation"] = {name: delegation(edge.exported_program(name)) for name in progs}
     for name, d in report["delegation"].items():
