@@ -102,7 +102,8 @@ def python_verdicts(pte: Path, requests: list[dict]) -> list[dict]:
     for req in requests:
         key = json.dumps(req["options"], sort_keys=True)
         if key not in guards:
-            guards[key] = Guard(runner, runner.tokenizer, python_policy(req["options"]), calibration=load(pte))
+            guards[key] = Guard(runner, runner.tokenizer, python_policy(req["options"]), calibration=load(pte),
+                                long_policy=req["options"].get("long_policy"))
         if key != last:  # one runner, several guards: each must forget what another cached
             for g in guards.values():
                 g.invalidate()
@@ -184,7 +185,8 @@ def test_command_line_bad_input(native_build, tiny_biased_pte, tmp_path):
         "guard_format.json": [cli, "--pte", str(no_format / "model.pte"), "hi"],
         "is not the tokenizer model.pte was exported with": [cli, "--pte", str(edited), "hi"],
         "empty text": [cli, "--pte", str(tiny_biased_pte), "  \n"],
-        "more than the model's maximum": [cli, "--pte", str(tiny_biased_pte), "word " * 2000],
+        "more than the model's maximum": [cli, "--pte", str(tiny_biased_pte), "--long-policy", "error", "word " * 2000],
+        "unknown long-input policy 'middle'": [cli, "--pte", str(tiny_biased_pte), "--long-policy", "middle", "hi"],
         "unknown category code": [cli, "--pte", str(tiny_biased_pte), "--categories", "S99", "hi"],
     }
     for expect, cmd in cases.items():
