@@ -197,26 +197,22 @@ def test_command_line_bad_input(native_build, tiny_biased_pte, tmp_path):
     assert trusted.returncode in (0, 10, 11) and json.loads(trusted.stdout)["decision"], trusted.stderr
 
 
-def test_streaming_matches_python(native_build, tiny_biased_pte):
-    """C API streaming (through guard_parity's sibling, the JUnit test covers Java): same checks as guard's Stream."""
-    import ctypes
-
+def python_stream(pte: Path, prompt: str, pieces: list[bytes], check_every: int) -> list[dict]:
+    """Guard.moderate_stream's verdicts for the pieces fed one by one, then close()."""
     from guard.eval.calibrate import load
     from guard.runtime.classifier import Guard
     from guard.runtime.pte import PteRunner
 
-    chunks = ["Sure", ", here ", "is how ", "you bake ", "bread: mix flour ", "and water, ", "then wait. 😀", " Done."]
-    data = "".join(chunks).encode()
-    cuts = [0]
-    for c in chunks:
-        cuts.append(cuts[-1] + len(c.encode()))
-    cuts[-2] -= 2  # split the emoji's UTF-8 bytes across two feeds
-    pieces = [data[a:b] for a, b in zip(cuts, cuts[1:])]
-    runner = PteRunner(tiny_biased_pte)
-    stream = Guard(runner, runner.tokenizer, calibration=load(tiny_biased_pte)).moderate_stream("How do I bake bread?", check_every=4)
-    want = [v.to_dict() for v in (stream.feed(p) for p in pieces) if v is not None] + [stream.close().to_dict()]
+    runner = PteRunner(pte)
+    stream = Guard(runner, runner.tokenizer, calibration=load(pte)).moderate_stream(prompt, check_every=check_every)
+    return [v.to_dict() for v in (stream.feed(p) for p in pieces) if v is not None] + [stream.close().to_dict()]
 
-    lib = ctypes.CDLL(str(native_build / "libguard.so"))
+
+def c_api_stream(build: Path, pte: Path, prompt: str, pieces: list[bytes], check_every: int) -> list[dict]:
+    """The same through libguard.so's C API (guard_stream_open/feed/close); feed after close must be an error."""
+    import ctypes
+
+    lib = ctypes.CDLL(str(build / "libguard.so"))
     lib.guard_create.restype = lib.guard_stream_open.restype = ctypes.c_void_p
     lib.guard_stream_feed.restype = lib.guard_stream_close.restype = ctypes.c_void_p
     lib.guard_create.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.POINTER(ctypes.c_void_p)]
@@ -225,15 +221,15 @@ def test_streaming_matches_python(native_build, tiny_biased_pte):
         _fields_ = [("role", ctypes.c_char_p), ("text", ctypes.c_char_p), ("len", ctypes.c_size_t)]
 
     err = ctypes.c_void_p()
-    g = lib.guard_create(str(tiny_biased_pte).encode(), None, ctypes.byref(err))
+    g = lib.guard_create(str(pte).encode(), None, ctypes.byref(err))
     assert g, ctypes.string_at(err.value)
     lib.guard_stream_open.argtypes = [ctypes.c_void_p, ctypes.POINTER(Msg), ctypes.c_size_t, ctypes.c_int, ctypes.POINTER(ctypes.c_void_p)]
     lib.guard_stream_feed.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t, ctypes.POINTER(ctypes.c_void_p)]
     lib.guard_stream_close.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p)]
     lib.guard_free_string.argtypes = [ctypes.c_void_p]
     lib.guard_stream_free.argtypes = lib.guard_destroy.argtypes = [ctypes.c_void_p]
-    msgs = (Msg * 1)(Msg(b"user", b"How do I bake bread?", len(b"How do I bake bread?")))
-    s = lib.guard_stream_open(g, msgs, 1, 4, ctypes.byref(err))
+    msgs = (Msg * 1)(Msg(b"user", prompt.encode(), len(prompt.encode())))
+    s = lib.guard_stream_open(g, msgs, 1, check_every, ctypes.byref(err))
     assert s, ctypes.string_at(err.value)
     got = []
     for piece in pieces:
@@ -250,6 +246,20 @@ def test_streaming_matches_python(native_build, tiny_biased_pte):
     lib.guard_free_string(err.value)
     lib.guard_stream_free(s)
     lib.guard_destroy(g)
+    return got
+
+
+def test_streaming_matches_python(native_build, tiny_biased_pte):
+    """C API streaming (through guard_parity's sibling, the JUnit test covers Java): same checks as guard's Stream."""
+    chunks = ["Sure", ", here ", "is how ", "you bake ", "bread: mix flour ", "and water, ", "then wait. 😀", " Done."]
+    data = "".join(chunks).encode()
+    cuts = [0]
+    for c in chunks:
+        cuts.append(cuts[-1] + len(c.encode()))
+    cuts[-2] -= 2  # split the emoji's UTF-8 bytes across two feeds
+    pieces = [data[a:b] for a, b in zip(cuts, cuts[1:])]
+    want = python_stream(tiny_biased_pte, "How do I bake bread?", pieces, 4)
+    got = c_api_stream(native_build, tiny_biased_pte, "How do I bake bread?", pieces, 4)
     assert len(got) == len(want) >= 3
     for a, b in zip(got, want):
         assert (a["decision"], a["prompt_tokens"], a["raw"]) == (b["decision"], b["prompt_tokens"], b["raw"])
