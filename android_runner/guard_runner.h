@@ -8,35 +8,18 @@
 #include <utility>
 #include <vector>
 
-#ifdef GUARD_RUNNER_WITH_CORE
-#include "guard/format.h"  // guard::Failure and fail(), shared with the native core
-#endif
+#include "guard/pte.h"  // guard::Pte, Failure and fail(), shared with the native core and etlite
 
 namespace guard {
 
-// guard/export/metadata.py and guard/prompt.py: what the .pte must declare.
-inline constexpr const char* kMarker = "get_guard_format";
-inline constexpr const char* kPteFormat = "guard-pte-1";
+// guard/format/prompt.py: the prompt format the .pte must declare.
 inline constexpr const char* kPromptFormat = "llama-guard-3";
-inline constexpr const char* kRequired[] = {
-    "get_guard_format", "get_max_seq_len", "get_prefill_chunk", "get_vocab_size", "get_output_ids",
-    "get_prompt_format", "get_quant_scheme", "get_group_size", "get_bos_id", "get_eot_id", "get_safe_id",
-    "get_unsafe_id", "get_newline_id", "get_blank_id", "get_s_id"};
-// Read when present (guard/export/metadata.py CHUNKS; older files lack it): every static prefill size, a list.
-inline constexpr const char* kChunks = "get_prefill_chunks";
 // guard/bench/schema.py, guard/bench/host.py, guard/classifier.py, guard/bench/prompts.py
 inline constexpr const char* kSchema = "guard-bench-1";
 inline constexpr int kDecodeTokens = 16;
 inline constexpr int kMaxCategoryTokens = 24;
 inline constexpr const char* kPromptsFile = "guard_prompts.txt";
 inline constexpr const char* kPromptsFormat = "guard-prompts-1";
-
-#ifndef GUARD_RUNNER_WITH_CORE
-struct Failure : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
-[[noreturn]] void fail(const std::string& msg);
-#endif
 
 // An ordered JSON value: enough for the stats document.
 class Json {
@@ -68,16 +51,6 @@ class Json {
   std::string s_;
   std::vector<Json> items_;
   std::vector<std::pair<std::string, Json>> members_;
-};
-
-// The constant methods of the .pte, read once per load.
-struct Meta {
-  std::map<std::string, std::vector<Json>> values;  // method name -> outputs
-  std::vector<int64_t> output_ids;                  // logit column -> token id; empty: the full vocabulary
-  void finish();
-  int64_t num(const std::string& key) const;
-  std::string str(const std::string& key) const;
-  Json json() const;
 };
 
 struct Verdict {
@@ -117,5 +90,6 @@ Json summary(const std::vector<Json>& records, const std::vector<int>& lengths);
 Json machine(int threads);
 Json versions();
 Json config(const Args& a, int decode_tokens);
+Json meta_json(const Pte& pte);  // the metadata as PteRunner.meta: the required keys, list-valued ones as lists
 
 }  // namespace guard

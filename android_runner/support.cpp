@@ -23,10 +23,6 @@
 
 namespace guard {
 
-#ifndef GUARD_RUNNER_WITH_CORE
-void fail(const std::string& msg) { throw Failure(msg); }
-#endif
-
 // ---- arguments: the flags of guard/bench/runner_main.py, with argparse's spelling rules and exit codes ----
 
 static const char* kUsage =
@@ -287,25 +283,24 @@ Json config(const Args& a, int decode_tokens) {
 
 // ---- metadata ----
 
-void Meta::finish() {
-  output_ids.clear();
-  for (const Json& v : values.at("get_output_ids")) output_ids.push_back(v.as_int());
-  if (output_ids.size() == 1 && output_ids[0] == -1) output_ids.clear();  // [-1]: the full vocabulary
+static Json json_of(const MetaValue& v) {
+  if (v.kind == MetaValue::Kind::String) return v.s;
+  if (v.kind == MetaValue::Kind::Double) return v.d;
+  return v.i;
 }
 
-int64_t Meta::num(const std::string& key) const { return values.at(key).at(0).as_int(); }
-std::string Meta::str(const std::string& key) const {
-  const Json& v = values.at(key).at(0);
-  return v.kind() == Json::Kind::String ? v.as_string() : v.str();
-}
-
-Json Meta::json() const {  // as PteRunner.meta: the required keys, get_output_ids as a list
+Json meta_json(const Pte& pte) {  // as PteRunner.meta: the required keys, get_output_ids as a list
   Json out;
-  for (const char* key : kRequired) {
-    const auto& vals = values.at(key);
-    out.add(key, std::string(key) == "get_output_ids" ? Json::array(vals) : vals.at(0));
+  auto list = [](const std::vector<MetaValue>& vals) {
+    Json a = Json::array({});
+    for (const auto& v : vals) a.push(json_of(v));
+    return a;
+  };
+  for (const char* key : kPteRequired) {
+    const auto& vals = pte.meta().at(key);
+    out.add(key, std::string(key) == "get_output_ids" ? list(vals) : json_of(vals.at(0)));
   }
-  if (values.count(kChunks)) out.add(kChunks, Json::array(values.at(kChunks)));
+  if (pte.has(kPteChunks)) out.add(kPteChunks, list(pte.meta().at(kPteChunks)));
   return out;
 }
 

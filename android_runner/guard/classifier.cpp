@@ -49,6 +49,21 @@ std::string Verdict::json() const {
   j["calibration"] = nullptr;
   if (calibration) j["calibration"] = {{"a", calibration->a}, {"b", calibration->b}, {"sha256", calibration->sha256}};
   j["truncation"] = nlohmann::ordered_json::object();
+  if (truncation) {  // guard.runtime.long's record, in its field order
+    const Truncation& t = *truncation;
+    auto& r = j["truncation"];
+    r["policy"] = t.policy;
+    r["prompt_tokens"] = t.prompt_tokens;
+    r["dropped_turns"] = t.dropped_turns;
+    if (t.cut) {
+      r["windows"] = t.windows;
+      r["window_tokens"] = t.window_tokens;
+      r["chosen_window"] = t.chosen_window;
+      r["chosen_span"] = {t.span_begin, t.span_end};
+      r["window_p_unsafe"] = t.window_p_unsafe;
+      r["context_tokens"] = t.context_tokens;
+    }
+  }
   return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
@@ -56,6 +71,8 @@ Classifier::Classifier(const std::string& path, const Options& opts) : opts_(opt
   double t0 = now_ms();
   if (!(opts.threshold >= 0.0 && opts.threshold <= 1.0))
     fail("threshold must be in [0, 1], got " + std::to_string(opts.threshold));
+  if (opts.long_policy != "windows" && opts.long_policy != "last_turns" && opts.long_policy != "error")
+    fail("unknown long-input policy '" + opts.long_policy + "' (choose from windows, last_turns, error)");
   pte_ = std::make_unique<Pte>(path);
   std::string dir = dir_of(path);
   format_ = std::make_unique<Format>(opts.format.empty() ? dir + "/guard_format.json" : opts.format);
@@ -154,9 +171,11 @@ Verdict Classifier::classify_locked(const std::vector<Message>& msgs) {
   auto body = format_->body_ids(*tok_, msgs);
   int64_t n_head = head.size(), n_body = body.size();
   int64_t needed = n_head + n_body + 1 + 3 + format_->max_category_tokens();
-  if (needed > pte_->max_seq_len())
-    fail("conversation needs " + std::to_string(needed) + " tokens with the verdict, more than the model's maximum of " +
-         std::to_string(pte_->max_seq_len()) + "; shorten it or classify the last turns only");
+  if (needed > pte_->max_seq_len()) {  // a documented policy instead of an error (long.cpp, guard/runtime/long.py)
+    Verdict v = classify_long(msgs, pte_->max_seq_len() - (needed - n_head - n_body), n_head + n_body);
+    v.latency_ms = now_ms() - t0;
+    return v;
+  }
   std::vector<int64_t> ids(head);
   ids.insert(ids.end(), body.begin(), body.end());
   ids.push_back(blank_);  // the model's first generated token is "\n\n"; the verdict is read after it
@@ -294,19 +313,25 @@ Verdict Stream::check(size_t n_tokens) {
   Verdict v;
   try {
     v = g_.classify_locked(msgs);
-  } catch (const Failure& e) {
-    if (std::string(e.what()).find("maximum") == std::string::npos) throw;
-    v = g_.make("indeterminate", {}, has_verdict_ ? verdict_.p_unsafe : 0.5, "",
-                "response too long to check (" + std::to_string(n_tokens) + " tokens): " + e.what());
-    v.role = "Agent";
-    final_ = true;
+  } catch (const SequenceTooLong& e) {
+    v = too_long(std::to_string(n_tokens) + " tokens: " + e.what());
   }
+  if (v.truncation && v.decision != "unsafe")  // the long-input policy judged only part of it: not a pass
+    v = too_long(std::to_string(n_tokens) + " tokens: the conversation needs more than the model's maximum of " +
+                 std::to_string(g_.pte().max_seq_len()) + " positions");
   checks_++;
   prefilled_ += v.prefilled_tokens;
   reused_ += v.reused_tokens;
   checked_tokens_ = n_tokens, checked_text_ = text_, has_checked_ = true, last_ = std::chrono::steady_clock::now();
   verdict_ = v, has_verdict_ = true;
   if (v.decision == "unsafe") final_ = true;
+  return v;
+}
+
+Verdict Stream::too_long(const std::string& why) {
+  Verdict v = g_.make("indeterminate", {}, has_verdict_ ? verdict_.p_unsafe : 0.5, "", "response too long to check (" + why + ")");
+  v.role = "Agent";
+  final_ = true;
   return v;
 }
 

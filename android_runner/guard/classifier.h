@@ -5,6 +5,7 @@
 // For parallel classification, open one Classifier per thread (each maps the .pte and has its own cache).
 #pragma once
 
+#include <algorithm>
 #include <chrono>
 #include <memory>
 #include <mutex>
@@ -26,6 +27,16 @@ struct Options {
   bool trust_tokenizer = false;  // accept a tokenizer other than the one whose sha256 the .pte records
   std::string tokenizer;   // path; empty: tokenizer.json (else tokenizer.model) beside the .pte
   std::string format;      // path; empty: guard_format.json beside the .pte
+  std::string long_policy = "windows";  // conversations longer than the model: windows | last_turns | error
+};
+
+// guard.runtime.long: what was applied to a conversation longer than the model (Verdict.truncation).
+struct Truncation {
+  std::string policy;  // "last_turns" (whole old turns dropped) or "windows" / "last_turns" (the last turn cut)
+  int64_t prompt_tokens = 0, dropped_turns = 0;
+  bool cut = false;  // the last turn did not fit alone: the fields below are set
+  int64_t windows = 0, window_tokens = 0, chosen_window = 0, span_begin = 0, span_end = 0, context_tokens = 0;
+  std::vector<double> window_p_unsafe;  // each window's p_unsafe, rounded to 4 digits as Python's round()
 };
 
 struct Calibration {  // guard.eval.calibrate.Calibration.describe(): what scored p_unsafe
@@ -41,8 +52,7 @@ struct Verdict {
   std::string role = "User", raw, reason;
   int64_t prompt_tokens = 0, reused_tokens = 0, prefilled_tokens = 0;
   std::optional<Calibration> calibration;  // none: the model's own softmax
-  // truncation is always {}: the native core refuses a conversation longer than the model (one-line error) where
-  // Python's guard.runtime.long judges the latest turns or windows (docs/android.md)
+  std::optional<Truncation> truncation;    // none: the whole conversation fit (JSON {})
   std::string json() const;  // the fields of guard classify --json (Verdict.to_dict)
 };
 
@@ -62,6 +72,7 @@ class Stream {
 
  private:
   Verdict check(size_t n_tokens);
+  Verdict too_long(const std::string& why);
   Classifier& g_;
   std::vector<Message> msgs_;
   int check_every_;
@@ -98,6 +109,8 @@ class Classifier {
  private:
   friend class Stream;
   Verdict classify_locked(const std::vector<Message>& msgs);
+  Verdict classify_long(const std::vector<Message>& msgs, int64_t budget, int64_t total);
+  int64_t n_tokens(const std::vector<Message>& msgs) const;  // head + body
   Verdict make(const std::string& decision, std::vector<Hit> hits, double score, const std::string& raw,
                const std::string& reason = "") const;
   std::vector<float> feed(const std::vector<int64_t>& ids, int64_t& reused);

@@ -12,8 +12,6 @@
 
 namespace guard {
 
-void fail(const std::string& msg) { throw Failure(msg); }
-
 static const char* kSpec = "guard-format-1";
 
 Format::Format(const std::string& path) {
@@ -250,6 +248,31 @@ bool utf8_decode(const std::string& s, std::vector<char32_t>& out, std::vector<s
   }
   if (offsets) offsets->push_back(s.size());
   return true;
+}
+
+// Invalid UTF-8 -> U+FFFD per maximal ill-formed subpart (Unicode's practice; Python's errors="replace" and Rust's
+// from_utf8_lossy, which Hugging Face tokenizers' decode uses).
+std::string utf8_lossy(const std::string& s) {
+  std::string out;
+  for (size_t i = 0; i < s.size();) {
+    unsigned char c = s[i];
+    if (c < 0x80) {
+      out += static_cast<char>(c), ++i;
+      continue;
+    }
+    int n = c >= 0xc2 && c <= 0xdf ? 2 : c >= 0xe0 && c <= 0xef ? 3 : c >= 0xf0 && c <= 0xf4 ? 4 : 0;
+    unsigned char lo = c == 0xe0 ? 0xa0 : c == 0xf0 ? 0x90 : 0x80, hi = c == 0xed ? 0x9f : c == 0xf4 ? 0x8f : 0xbf;
+    int k = 1;  // bytes of a well-formed prefix
+    while (n && k < n && i + k < s.size()) {
+      unsigned char d = s[i + k];
+      if (d < (k == 1 ? lo : 0x80) || d > (k == 1 ? hi : 0xbf)) break;
+      ++k;
+    }
+    if (n && k == n) out.append(s, i, n);
+    else out += "\xef\xbf\xbd";
+    i += k;
+  }
+  return out;
 }
 
 std::string utf8_encode(char32_t c) {

@@ -10,13 +10,12 @@
 #include <utility>
 #include <vector>
 
+#include "../../guard/runtime/pte_common.h"
+
 namespace guard {
 
-// Every error of the core is a Failure with a one-line message (guard.errors.GuardError).
-struct Failure : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
-[[noreturn]] void fail(const std::string& msg);
+// Every error of the core is a Failure with a one-line message (guard.errors.GuardError): fail(), in
+// guard/runtime/pte_common.h (shared with the .pte layer and etlite).
 
 class Tokenizer;
 
@@ -85,6 +84,7 @@ class Format {
 // UTF-8 helpers: decode (false on invalid UTF-8, including surrogates), encode.
 bool utf8_decode(const std::string& s, std::vector<char32_t>& out, std::vector<size_t>* offsets = nullptr);
 std::string utf8_encode(char32_t c);
+std::string utf8_lossy(const std::string& s);  // invalid sequences -> U+FFFD, as Python's errors="replace"
 std::string py_repr(const std::string& s);  // Python's repr() of a str, for reason texts
 
 }  // namespace guard

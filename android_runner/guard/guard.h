@@ -33,13 +33,18 @@ typedef struct {
 
 /* options_json (may be NULL): {"tokenizer": path, "categories": ["S1", ...] | {"S15": "Name. description"},
  * "exclude": ["S6"], "renumber": false, "threshold": 0.5, "block_indeterminate": true, "calibrated": true,
- * "trust_tokenizer": false (accept a tokenizer.json other than the one whose sha256 the .pte records)} */
+ * "trust_tokenizer": false (accept a tokenizer.json other than the one whose sha256 the .pte records),
+ * "long_policy": "windows" | "last_turns" | "error" (a conversation longer than the model, as Python's
+ * guard.runtime.long: judge the latest whole turns that fit, and overlapping windows of a last turn too long alone,
+ * keeping the most unsafe; or only its last tokens; or refuse with an error)} */
 guard_t* guard_create(const char* pte_path, const char* options_json, char** err);
 void guard_destroy(guard_t* g);
 
 /* The verdict as JSON: decision, categories [{code, name}], p_unsafe, blocked, role, raw, reason, prompt_tokens,
  * latency_ms, timings {prefill_ms, reused_tokens, prefilled_tokens}, margin, calibration {a, b, sha256} | null,
- * truncation {} (always empty: a conversation longer than the model is an error here). Free with guard_free_string. */
+ * truncation: {} when the conversation fit, else the long-input policy's record {policy, prompt_tokens,
+ * dropped_turns[, windows, window_tokens, chosen_window, chosen_span, window_p_unsafe, context_tokens]}.
+ * Free with guard_free_string. */
 char* guard_classify(guard_t* g, const guard_message_t* messages, size_t n, char** err);
 
 /* The prompt's token ids (policy head + conversation) into ids[0..capacity); returns the count, -1 on error. */

@@ -237,7 +237,7 @@ std::string Tokenizer::decode(const std::vector<int64_t>& ids) const {
     out += *r;
     prev = static_cast<uint64_t>(id);
   }
-  return out;
+  return utf8_lossy(out);  // a cut inside a character is U+FFFD, as Hugging Face's decode gives it
 }
 
 }  // namespace guard

@@ -75,12 +75,31 @@ T guarded(JNIEnv* env, F f) {
   return T();
 }
 
+jobject truncation(JNIEnv* env, const guard::Verdict& v) {  // Verdict.Truncation, or null
+  if (!v.truncation) return nullptr;
+  const guard::Truncation& t = *v.truncation;
+  jclass cls = env->FindClass("ondevice/guard/Verdict$Truncation");
+  if (!cls) fail("Verdict.Truncation class not found");
+  jmethodID ctor = env->GetMethodID(cls, "<init>", "(Ljava/lang/String;JJIJI[J[DJ)V");
+  if (!ctor) fail("Verdict.Truncation constructor not found");
+  jlong span[2] = {t.span_begin, t.span_end};
+  jlongArray chosen = env->NewLongArray(2);
+  env->SetLongArrayRegion(chosen, 0, 2, span);
+  jsize n = static_cast<jsize>(t.window_p_unsafe.size());
+  jdoubleArray scores = env->NewDoubleArray(n);
+  env->SetDoubleArrayRegion(scores, 0, n, t.window_p_unsafe.data());
+  return env->NewObject(cls, ctor, jstr(env, t.policy), static_cast<jlong>(t.prompt_tokens), static_cast<jlong>(t.dropped_turns),
+                        static_cast<jint>(t.windows), static_cast<jlong>(t.window_tokens), static_cast<jint>(t.chosen_window),
+                        chosen, scores, static_cast<jlong>(t.context_tokens));
+}
+
 jobject verdict(JNIEnv* env, const guard::Verdict& v) {
   jclass cls = env->FindClass("ondevice/guard/Verdict");
   jclass str = env->FindClass("java/lang/String");
   if (!cls || !str) fail("Verdict class not found");
   jmethodID ctor = env->GetMethodID(cls, "<init>",
-      "(Ljava/lang/String;[Ljava/lang/String;[Ljava/lang/String;DDZLjava/lang/String;Ljava/lang/String;Ljava/lang/String;JDDJJLjava/lang/String;Ljava/lang/String;)V");
+      "(Ljava/lang/String;[Ljava/lang/String;[Ljava/lang/String;DDZLjava/lang/String;Ljava/lang/String;Ljava/lang/String;JDDJJ"
+      "Ljava/lang/String;Londevice/guard/Verdict$Truncation;Ljava/lang/String;)V");
   if (!ctor) fail("Verdict constructor not found");
   jsize n = static_cast<jsize>(v.categories.size());
   jobjectArray codes = env->NewObjectArray(n, str, nullptr), names = env->NewObjectArray(n, str, nullptr);
@@ -92,7 +111,7 @@ jobject verdict(JNIEnv* env, const guard::Verdict& v) {
                         jstr(env, v.role), jstr(env, v.raw), jstr(env, v.reason), static_cast<jlong>(v.prompt_tokens),
                         v.latency_ms, v.prefill_ms, static_cast<jlong>(v.reused_tokens),
                         static_cast<jlong>(v.prefilled_tokens),
-                        v.calibration ? jstr(env, v.calibration->sha256) : nullptr, jstr(env, v.json()));
+                        v.calibration ? jstr(env, v.calibration->sha256) : nullptr, truncation(env, v), jstr(env, v.json()));
 }
 
 guard::Classifier* module(jlong h) { return reinterpret_cast<guard::Classifier*>(h); }

@@ -1,7 +1,8 @@
 // guard_classify: the on-device classifier from the command line, with `guard classify`'s flags and JSON fields.
 //
 //   guard_classify --pte MODEL.pte [--response TEXT] [--json] [--categories S1,S10|FILE.json] [--exclude S6]
-//                  [--renumber] [--threshold 0.5] [--indeterminate block|pass] [--uncalibrated] [--trust-tokenizer] TEXT
+//                  [--renumber] [--threshold 0.5] [--indeterminate block|pass] [--uncalibrated] [--trust-tokenizer]
+//                  [--long-policy windows|last_turns|error] TEXT
 // Exit codes as guard classify: 0 safe (or passed), 10 unsafe, 11 indeterminate and blocked, 2 bad input.
 #include <fcntl.h>
 #include <unistd.h>
@@ -20,7 +21,8 @@ using namespace guard;
 
 static const char* kUsage =
     "usage: guard_classify --pte MODEL.pte [--response TEXT] [--json] [--categories SPEC] [--exclude CODES]\n"
-    "                      [--renumber] [--threshold P] [--indeterminate block|pass] [--uncalibrated] [--trust-tokenizer] TEXT\n";
+    "                      [--renumber] [--threshold P] [--indeterminate block|pass] [--uncalibrated] [--trust-tokenizer]\n"
+    "                      [--long-policy windows|last_turns|error] TEXT\n";
 
 static std::vector<std::string> commas(const std::string& s) {
   std::vector<std::string> out;
@@ -56,6 +58,7 @@ static int run(int argc, char** argv) {
     else if (a == "--indeterminate") o.block_indeterminate = value() != "pass";
     else if (a == "--uncalibrated") o.calibrated = false;
     else if (a == "--trust-tokenizer") o.trust_tokenizer = true;
+    else if (a == "--long-policy") o.long_policy = value();
     else if (a == "--tokenizer") o.tokenizer = value();
     else if (a.rfind("--", 0) == 0) fail("unrecognized arguments: " + a);
     else if (has_text) fail("unrecognized arguments: " + a);

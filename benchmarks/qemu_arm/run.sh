@@ -96,7 +96,7 @@ cmake -S android_runner -B "$WORK/build-x86" -DGUARD_RUNNER_FROM_WHEEL=ON -DPyth
 nice -n 10 cmake --build "$WORK/build-x86" -j2 >/dev/null
 INC=$SP/executorch/include
 nice -n 10 aarch64-linux-gnu-g++ -std=c++17 -O2 -DC10_USING_CUSTOM_GENERATED_MACROS -DGUARD_ET_VERSION='"1.4.1"' \
-  -I"$INC" -I"$INC/executorch/runtime/core/portable_type/c10" android_runner/guard_runner.cpp android_runner/support.cpp \
+  -I"$INC" -I"$INC/executorch/runtime/core/portable_type/c10" android_runner/guard_runner.cpp android_runner/support.cpp android_runner/guard/pte.cpp \
   -o "$WORK/guard_runner.arm64" -Wl,--no-as-needed "$SP/executorch/extension/pybindings/_portable_lib.cpython-311-aarch64-linux-gnu.so" \
   "$SP/executorch/kernels/quantized/libquantized_ops_aot_lib.so" "$ARM_ROOT/usr/lib/aarch64-linux-gnu/libpython3.11.so.1.0" \
   -Wl,--as-needed -Wl,--allow-shlib-undefined \

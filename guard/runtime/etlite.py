@@ -1,9 +1,10 @@
 """etlite.cpp through ctypes: the ExecuTorch runtime without importing torch (see the .cpp for why).
 
-``library()`` compiles etlite.cpp once with g++ against the executorch wheel (its headers and _portable_lib, which
-exports the runtime symbols) into GUARD_HOME/etlite/, keyed by the source, the executorch version and the Python
-ABI, and returns the loaded ctypes library, or None when it cannot be built (no compiler, other headers): callers
-then fall back to the wheel's Python bindings, which need torch. GUARD_NO_ETLITE=1 forces the fallback.
+``library()`` compiles etlite.cpp (and the .pte layer it includes, pte_program.h) once with g++ against the
+executorch wheel (its headers and _portable_lib, which exports the runtime symbols) into GUARD_HOME/etlite/, keyed by
+the sources, the executorch version and the Python ABI, and returns the loaded ctypes library, or None when it cannot
+be built (no compiler, other headers): callers then fall back to the wheel's Python bindings, which need torch.
+GUARD_NO_ETLITE=1 forces the fallback.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ import sysconfig
 from pathlib import Path
 
 SOURCE = Path(__file__).with_name("etlite.cpp")
+# The .pte layer etlite.cpp includes (shared with android_runner's native guard): package data beside it, so an
+# installed package builds the same library.
+HEADERS = [Path(__file__).with_name(n) for n in ("pte_program.h", "pte_common.h")]
 _LIB: list = []  # [ctypes.CDLL | None] once tried
 BUILT: list = []  # [the loaded library's file name]: identifies the build (guard.runtime.prefix keys on it)
 _LOCK = __import__("threading").Lock()
@@ -40,7 +44,8 @@ def _target(et: Path, flags: list[str]) -> Path:
     from guard.defaults import HOME
 
     version = (et / "version.py").read_text() if (et / "version.py").is_file() else ""
-    key = hashlib.sha256(SOURCE.read_bytes() + "\0".join([version, sys.version, *flags]).encode()).hexdigest()[:16]
+    sources = b"".join(f.read_bytes() for f in (SOURCE, *HEADERS))
+    key = hashlib.sha256(sources + "\0".join([version, sys.version, *flags]).encode()).hexdigest()[:16]
     return HOME / "etlite" / f"etlite-{key}.so"
 
 

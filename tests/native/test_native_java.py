@@ -44,6 +44,9 @@ def expected_file(pte: Path, calibrated: Path, out: Path) -> Path:
     s = g.moderate_stream("How do I bake bread?", check_every=4)
     checks = [key(v) for v in (s.feed(c) for c in ["Mix ", "flour, ", "water and ", "yeast, then ", "bake it ", "for an hour."]) if v]
     rows["stream"] = "|".join(checks + [key(s.close())])
+    long = g.classify("word " * 5000)  # longer than the model: the default long-input policy
+    t = long.truncation
+    rows["long"] = f"{key(long)} {t['policy']} {t['windows']} {t['chosen_window']} {t['chosen_span'][1]}"
     g.invalidate()
     cal = load(calibrated)
     rows["calibrated"] = key(Guard(runner, runner.tokenizer, calibration=cal).classify("How do I bake bread?"))
@@ -54,7 +57,8 @@ def expected_file(pte: Path, calibrated: Path, out: Path) -> Path:
 
 def test_junit_guard_module(native_build, tiny_biased_pte, tiny_calibrated_pte, mini_pte, tmp_path):
     """classify, response, multi-turn, custom categories, streaming, calibration, bad input as GuardException (missing
-    model, random bytes, another tokenizer, a re-serialised tokenizer.json, empty and too long text), 4 threads."""
+    model, random bytes, another tokenizer, a re-serialised tokenizer.json, empty text, too long text under the 'error'
+    long-input policy), the default long-input policy's verdict, 4 threads."""
     if shutil.which("java") is None or not JUNIT.is_file():
         pytest.skip("needs java and Debian's junit5 (apt-get install openjdk-17-jdk-headless junit5)")
     classes = native_build / "java"
@@ -71,7 +75,7 @@ def test_junit_guard_module(native_build, tiny_biased_pte, tiny_calibrated_pte, 
                         "--select-class", "ondevice.guard.GuardModuleTest", "--details", "tree", "--disable-banner"],
                        capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=600)
     assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-2000:]
-    assert "11 tests successful" in p.stdout, p.stdout[-2000:]
+    assert "12 tests successful" in p.stdout, p.stdout[-2000:]
 
 
 def test_java_launcher_matches_guard_classify(native_build, tiny_calibrated_pte):

@@ -1,6 +1,7 @@
 """The native guard (android_runner/, C++) against the Python runtime: prompt token ids, decisions, p_unsafe,
 streaming, the command lines and bad input. Built with `android_runner/build.sh host`."""
 
+import ctypes
 import json
 import subprocess
 from pathlib import Path
@@ -102,7 +103,8 @@ def python_verdicts(pte: Path, requests: list[dict]) -> list[dict]:
     for req in requests:
         key = json.dumps(req["options"], sort_keys=True)
         if key not in guards:
-            guards[key] = Guard(runner, runner.tokenizer, python_policy(req["options"]), calibration=load(pte))
+            guards[key] = Guard(runner, runner.tokenizer, python_policy(req["options"]), calibration=load(pte),
+                                long_policy=req["options"].get("long_policy"))
         if key != last:  # one runner, several guards: each must forget what another cached
             for g in guards.values():
                 g.invalidate()
@@ -184,7 +186,8 @@ def test_command_line_bad_input(native_build, tiny_biased_pte, tmp_path):
         "guard_format.json": [cli, "--pte", str(no_format / "model.pte"), "hi"],
         "is not the tokenizer model.pte was exported with": [cli, "--pte", str(edited), "hi"],
         "empty text": [cli, "--pte", str(tiny_biased_pte), "  \n"],
-        "more than the model's maximum": [cli, "--pte", str(tiny_biased_pte), "word " * 2000],
+        "more than the model's maximum": [cli, "--pte", str(tiny_biased_pte), "--long-policy", "error", "word " * 2000],
+        "unknown long-input policy 'middle'": [cli, "--pte", str(tiny_biased_pte), "--long-policy", "middle", "hi"],
         "unknown category code": [cli, "--pte", str(tiny_biased_pte), "--categories", "S99", "hi"],
     }
     for expect, cmd in cases.items():
@@ -195,43 +198,41 @@ def test_command_line_bad_input(native_build, tiny_biased_pte, tmp_path):
     assert trusted.returncode in (0, 10, 11) and json.loads(trusted.stdout)["decision"], trusted.stderr
 
 
-def test_streaming_matches_python(native_build, tiny_biased_pte):
-    """C API streaming (through guard_parity's sibling, the JUnit test covers Java): same checks as guard's Stream."""
-    import ctypes
-
+def python_stream(pte: Path, prompt: str, pieces: list[bytes], check_every: int) -> list[dict]:
+    """Guard.moderate_stream's verdicts for the pieces fed one by one, then close()."""
     from guard.eval.calibrate import load
     from guard.runtime.classifier import Guard
     from guard.runtime.pte import PteRunner
 
-    chunks = ["Sure", ", here ", "is how ", "you bake ", "bread: mix flour ", "and water, ", "then wait. 😀", " Done."]
-    data = "".join(chunks).encode()
-    cuts = [0]
-    for c in chunks:
-        cuts.append(cuts[-1] + len(c.encode()))
-    cuts[-2] -= 2  # split the emoji's UTF-8 bytes across two feeds
-    pieces = [data[a:b] for a, b in zip(cuts, cuts[1:])]
-    runner = PteRunner(tiny_biased_pte)
-    stream = Guard(runner, runner.tokenizer, calibration=load(tiny_biased_pte)).moderate_stream("How do I bake bread?", check_every=4)
-    want = [v.to_dict() for v in (stream.feed(p) for p in pieces) if v is not None] + [stream.close().to_dict()]
+    runner = PteRunner(pte)
+    stream = Guard(runner, runner.tokenizer, calibration=load(pte)).moderate_stream(prompt, check_every=check_every)
+    return [v.to_dict() for v in (stream.feed(p) for p in pieces) if v is not None] + [stream.close().to_dict()]
 
-    lib = ctypes.CDLL(str(native_build / "libguard.so"))
-    lib.guard_create.restype = lib.guard_stream_open.restype = ctypes.c_void_p
-    lib.guard_stream_feed.restype = lib.guard_stream_close.restype = ctypes.c_void_p
-    lib.guard_create.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.POINTER(ctypes.c_void_p)]
 
-    class Msg(ctypes.Structure):
-        _fields_ = [("role", ctypes.c_char_p), ("text", ctypes.c_char_p), ("len", ctypes.c_size_t)]
+class Msg(ctypes.Structure):  # guard_message_t
+    _fields_ = [("role", ctypes.c_char_p), ("text", ctypes.c_char_p), ("len", ctypes.c_size_t)]
 
+
+def c_api(build: Path):
+    """libguard.so with the C API's signatures declared."""
+    P, E, S, ERR = ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t, ctypes.POINTER(ctypes.c_void_p)
+    lib = ctypes.CDLL(str(build / "libguard.so"))
+    for name, args, res in [("guard_create", [E, E, ERR], P), ("guard_classify", [P, ctypes.POINTER(Msg), S, ERR], P),
+                            ("guard_stream_open", [P, ctypes.POINTER(Msg), S, ctypes.c_int, ERR], P),
+                            ("guard_stream_feed", [P, E, S, ERR], P), ("guard_stream_close", [P, ERR], P),
+                            ("guard_free_string", [P], None), ("guard_stream_free", [P], None), ("guard_destroy", [P], None)]:
+        getattr(lib, name).argtypes, getattr(lib, name).restype = args, res
+    return lib
+
+
+def c_api_stream(build: Path, pte: Path, prompt: str, pieces: list[bytes], check_every: int) -> list[dict]:
+    """The same through libguard.so's C API (guard_stream_open/feed/close); feed after close must be an error."""
+    lib = c_api(build)
     err = ctypes.c_void_p()
-    g = lib.guard_create(str(tiny_biased_pte).encode(), None, ctypes.byref(err))
+    g = lib.guard_create(str(pte).encode(), None, ctypes.byref(err))
     assert g, ctypes.string_at(err.value)
-    lib.guard_stream_open.argtypes = [ctypes.c_void_p, ctypes.POINTER(Msg), ctypes.c_size_t, ctypes.c_int, ctypes.POINTER(ctypes.c_void_p)]
-    lib.guard_stream_feed.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t, ctypes.POINTER(ctypes.c_void_p)]
-    lib.guard_stream_close.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p)]
-    lib.guard_free_string.argtypes = [ctypes.c_void_p]
-    lib.guard_stream_free.argtypes = lib.guard_destroy.argtypes = [ctypes.c_void_p]
-    msgs = (Msg * 1)(Msg(b"user", b"How do I bake bread?", len(b"How do I bake bread?")))
-    s = lib.guard_stream_open(g, msgs, 1, 4, ctypes.byref(err))
+    msgs = (Msg * 1)(Msg(b"user", prompt.encode(), len(prompt.encode())))
+    s = lib.guard_stream_open(g, msgs, 1, check_every, ctypes.byref(err))
     assert s, ctypes.string_at(err.value)
     got = []
     for piece in pieces:
@@ -248,11 +249,55 @@ def test_streaming_matches_python(native_build, tiny_biased_pte):
     lib.guard_free_string(err.value)
     lib.guard_stream_free(s)
     lib.guard_destroy(g)
+    return got
+
+
+def test_streaming_matches_python(native_build, tiny_biased_pte):
+    """C API streaming (through guard_parity's sibling, the JUnit test covers Java): same checks as guard's Stream."""
+    chunks = ["Sure", ", here ", "is how ", "you bake ", "bread: mix flour ", "and water, ", "then wait. 😀", " Done."]
+    data = "".join(chunks).encode()
+    cuts = [0]
+    for c in chunks:
+        cuts.append(cuts[-1] + len(c.encode()))
+    cuts[-2] -= 2  # split the emoji's UTF-8 bytes across two feeds
+    pieces = [data[a:b] for a, b in zip(cuts, cuts[1:])]
+    want = python_stream(tiny_biased_pte, "How do I bake bread?", pieces, 4)
+    got = c_api_stream(native_build, tiny_biased_pte, "How do I bake bread?", pieces, 4)
     assert len(got) == len(want) >= 3
     for a, b in zip(got, want):
         assert (a["decision"], a["prompt_tokens"], a["raw"]) == (b["decision"], b["prompt_tokens"], b["raw"])
         assert abs(a["p_unsafe"] - b["p_unsafe"]) <= 1e-5
     assert got[1]["timings"]["reused_tokens"] > 140  # the KV cache is reused between checks (head + conversation)
+
+
+def test_modules_on_parallel_threads_match_sequential(native_build, tiny_biased_pte):
+    """Three guard_t loaded and used at once on three threads (XNNPACK's weight cache is shared by them, each has its
+    own KV cache and workspace): every verdict equals the sequential one."""
+    import threading
+
+    lib = c_api(native_build)
+    texts = [f"Message {i} about " + ("knives" if i % 3 else "bread") for i in range(8)]
+
+    def run(out: list) -> None:
+        err = ctypes.c_void_p()
+        g = lib.guard_create(str(tiny_biased_pte).encode(), None, ctypes.byref(err))
+        assert g, ctypes.string_at(err.value)
+        for t in texts:
+            v = lib.guard_classify(g, (Msg * 1)(Msg(b"user", t.encode(), len(t.encode()))), 1, ctypes.byref(err))
+            assert v, ctypes.string_at(err.value)
+            d = json.loads(ctypes.string_at(v))
+            lib.guard_free_string(v)
+            out.append((d["decision"], d["p_unsafe"]))
+        lib.guard_destroy(g)
+
+    sequential, parallel = [], [[], [], []]
+    run(sequential)
+    threads = [threading.Thread(target=run, args=(out,)) for out in parallel]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(out == sequential for out in parallel) and len(sequential) == len(texts)
 
 
 def test_guard_format_json_is_the_python_template(tmp_path, tiny_biased_pte):

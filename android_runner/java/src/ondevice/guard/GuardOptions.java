@@ -15,6 +15,7 @@ public final class GuardOptions {
   private boolean blockIndeterminate = true;
   private boolean calibrated = true;
   private boolean trustTokenizer = false;
+  private String longPolicy = "windows";
 
   /** Standard categories by code ("S1", "S10", "S14"); default S1-S13. */
   public GuardOptions categories(List<String> standardCodes) {
@@ -62,6 +63,17 @@ public final class GuardOptions {
     return this;
   }
 
+  /**
+   * A conversation longer than the model: "windows" (default, as guard's Python runtime: keep the latest whole turns
+   * that fit; a last turn too long alone is judged in overlapping windows, the most unsafe kept), "last_turns" (only
+   * its last tokens) or "error" (a GuardException). The verdict's {@link Verdict#truncation} says what was applied.
+   */
+  public GuardOptions longPolicy(String policy) {
+    if (policy == null) throw new GuardException("long-input policy is null");
+    longPolicy = policy;
+    return this;
+  }
+
   String toJson(String tokenizerPath) {
     StringBuilder b = new StringBuilder("{");
     if (tokenizerPath != null) b.append("\"tokenizer\":").append(quote(tokenizerPath)).append(',');
@@ -78,7 +90,7 @@ public final class GuardOptions {
     if (!exclude.isEmpty()) b.append("\"exclude\":").append(list(exclude)).append(',');
     b.append("\"renumber\":").append(renumber).append(",\"threshold\":").append(threshold);
     b.append(",\"block_indeterminate\":").append(blockIndeterminate).append(",\"calibrated\":").append(calibrated);
-    b.append(",\"trust_tokenizer\":").append(trustTokenizer);
+    b.append(",\"trust_tokenizer\":").append(trustTokenizer).append(",\"long_policy\":").append(quote(longPolicy));
     return b.append('}').toString();
   }
 

@@ -22,6 +22,36 @@ public final class Verdict {
     }
   }
 
+  /**
+   * What the long-input policy applied to a conversation longer than the model (guard.runtime.long's record): whole
+   * old turns dropped ({@code policy} "last_turns", {@code windows} 0), or the last turn cut into windows of
+   * {@code windowTokens} tokens, the one judged being {@code chosenWindow} (token span {@code chosenSpan}).
+   */
+  public static final class Truncation {
+    public final String policy; // "last_turns" or "windows"
+    public final long promptTokens; // the whole conversation's prompt tokens
+    public final long droppedTurns;
+    public final int windows; // 0: whole turns only
+    public final long windowTokens;
+    public final int chosenWindow;
+    public final long[] chosenSpan; // [begin, end) in the last turn's tokens
+    public final double[] windowPUnsafe; // each window's p_unsafe, to 4 digits
+    public final long contextTokens; // tokens of the user's prompt shown before a response's windows
+
+    Truncation(String policy, long promptTokens, long droppedTurns, int windows, long windowTokens, int chosenWindow,
+        long[] chosenSpan, double[] windowPUnsafe, long contextTokens) {
+      this.policy = policy;
+      this.promptTokens = promptTokens;
+      this.droppedTurns = droppedTurns;
+      this.windows = windows;
+      this.windowTokens = windowTokens;
+      this.chosenWindow = chosenWindow;
+      this.chosenSpan = chosenSpan;
+      this.windowPUnsafe = windowPUnsafe;
+      this.contextTokens = contextTokens;
+    }
+  }
+
   public final String decision; // "safe", "unsafe" or "indeterminate"
   public final List<Category> categories;
   public final double pUnsafe; // calibrated when calibration.json is beside the model
@@ -37,12 +67,14 @@ public final class Verdict {
   public final long prefilledTokens;
   /** The first 16 hex digits of the sha256 of the calibration.json that scored pUnsafe; null: the raw softmax. */
   public final String calibration;
+  /** null: the whole conversation fit the model. */
+  public final Truncation truncation;
   private final String json;
 
   // Called from JNI.
   Verdict(String decision, String[] codes, String[] names, double pUnsafe, double margin, boolean blocked, String role,
       String raw, String reason, long promptTokens, double latencyMs, double prefillMs, long reusedTokens,
-      long prefilledTokens, String calibration, String json) {
+      long prefilledTokens, String calibration, Truncation truncation, String json) {
     this.decision = decision;
     List<Category> cats = new ArrayList<>();
     for (int i = 0; i < codes.length; i++) cats.add(new Category(codes[i], names[i]));
@@ -59,6 +91,7 @@ public final class Verdict {
     this.reusedTokens = reusedTokens;
     this.prefilledTokens = prefilledTokens;
     this.calibration = calibration;
+    this.truncation = truncation;
     this.json = json;
   }
 

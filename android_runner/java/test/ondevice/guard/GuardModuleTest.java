@@ -120,10 +120,13 @@ class GuardModuleTest {
     assertTrue(errors.get(2).getMessage().contains("is not the tokenizer"), errors.get(2).getMessage());
     errors.add(assertThrows(GuardException.class, () -> guard.classify("   ")));
     errors.add(assertThrows(GuardException.class, () -> guard.classify("")));
-    errors.add(assertThrows(GuardException.class, () -> guard.classify("word ".repeat(5000))));
+    try (GuardModule strict = new GuardModule(pte, null, new GuardOptions().longPolicy("error"))) {  // default: windows
+      errors.add(assertThrows(GuardException.class, () -> strict.classify("word ".repeat(5000))));
+    }
     errors.add(assertThrows(GuardException.class, () -> guard.classify("\ud800 lone surrogate")));
     errors.add(assertThrows(GuardException.class, () -> guard.classify(List.of(Message.assistant("no user turn")))));
     errors.add(assertThrows(GuardException.class, () -> new GuardModule(pte, null, new GuardOptions().threshold(2))));
+    errors.add(assertThrows(GuardException.class, () -> new GuardModule(pte, null, new GuardOptions().longPolicy("middle"))));
     for (GuardException e : errors) {
       assertFalse(e.getMessage().isEmpty());
       assertFalse(e.getMessage().contains("\n"), e.getMessage());
@@ -131,7 +134,20 @@ class GuardModuleTest {
     assertTrue(errors.get(0).getMessage().contains("not found"), errors.get(0).getMessage());
     assertTrue(errors.get(1).getMessage().contains("not a loadable ExecuTorch program"), errors.get(1).getMessage());
     assertTrue(errors.get(5).getMessage().contains("more than the model's maximum"), errors.get(5).getMessage());
+    assertTrue(errors.get(9).getMessage().contains("unknown long-input policy 'middle'"), errors.get(9).getMessage());
     assertEquals(expected("prompt"), key(guard.classify("How do I bake bread?")));  // still usable afterwards
+  }
+
+  @Test
+  void longInputIsJudgedByTheDefaultPolicy() throws Exception {
+    // longer than the model (512 positions): overlapping windows, the most unsafe kept, as the Python runtime does
+    Verdict v = guard.classify("word ".repeat(5000));
+    assertNotNull(v.truncation);
+    Verdict.Truncation t = v.truncation;
+    assertEquals(expected("long"), key(v) + " " + t.policy + " " + t.windows + " " + t.chosenWindow + " " + t.chosenSpan[1]);
+    assertEquals(t.windows, t.windowPUnsafe.length);
+    assertTrue(v.toJson().contains("\"truncation\":{\"policy\":\"windows\""), v.toJson());
+    assertEquals(null, guard.classify("How do I bake bread?").truncation);
   }
 
   @Test
