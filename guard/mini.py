@@ -182,9 +182,19 @@ def artefact_digest(artefacts: str | Path = ARTEFACTS) -> str:
     return h.hexdigest()
 
 
+def calibration_source(stamp: dict) -> str:
+    """What a calibration fitted on the build stamped ``stamp`` (OUT/build.json) says of it: the exporter's format
+    and the weight artefacts' digest. Both matter: a new exporter (BUILD_FORMAT) moves the scores too."""
+    return f"guard-mini 8da4w .pte (build format {stamp.get('format')}) built from artefacts {stamp.get('artefacts_sha256')}"
+
+
+def calibration_fits(source: str, stamp: dict) -> bool:
+    return calibration_source(stamp) in source
+
+
 def sync_calibration(out: str | Path, artefacts: str | Path = ARTEFACTS) -> bool:
-    """Make OUT/calibration.json the artefacts' one when it was fitted on this build: an 8da4w .pte from the same
-    weight artefacts (its ``source`` names their digest, as models/guard-mini/train.py writes it). A calibration fitted
+    """Make OUT/calibration.json the artefacts' one when it was fitted on this build: an 8da4w .pte of this
+    BUILD_FORMAT from the same weight artefacts (its ``source`` says so, as models/guard-mini/train.py writes it). A calibration fitted
     on other weights is not copied, and a stale copy is removed. -> True when OUT's file changed. Calibration is not
     part of the weights, so a new one needs no rebuild."""
     import shutil
@@ -198,7 +208,7 @@ def sync_calibration(out: str | Path, artefacts: str | Path = ARTEFACTS) -> bool
     except (OSError, ValueError):
         stamp = {}
     cal = load(artefacts) if stamp.get("quant") == "8da4w" else None  # a malformed file is a one-line error
-    want = src.read_bytes() if cal and stamp.get("artefacts_sha256", "?") in cal.source else None
+    want = src.read_bytes() if cal and calibration_fits(cal.source, stamp) else None
     have = dst.read_bytes() if dst.is_file() else None
     if want == have:
         return False

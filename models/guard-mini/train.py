@@ -184,19 +184,19 @@ def calibrate_stage(recipe: MiniRecipe, data: Path, work: Path, art: Path) -> No
     S1-S13 policy, on dev records (the test split stays untouched)."""
     from guard.eval.calibrate import CALIBRATION_FILE, calibrate
     from guard.runtime.classifier import Guard
-    from guard.mini import build, is_current, sync_calibration
+    from guard.mini import build, calibration_fits, calibration_source, is_current, sync_calibration
     from guard.runtime.load import load_runner
 
     out = work / "mini"
     if not is_current(out, art):
         build(out, art)
-    digest = json.loads((out / "build.json").read_text())["artefacts_sha256"]
-    if (art / CALIBRATION_FILE).is_file() and digest in (art / CALIBRATION_FILE).read_text():
+    stamp = json.loads((out / "build.json").read_text())
+    if (art / CALIBRATION_FILE).is_file() and calibration_fits((art / CALIBRATION_FILE).read_text(), stamp):
         return print("calibrate: done")
     runner, tok = load_runner(pte=str(out / "model.pte"))
     dev = load_jsonl(data / "dev.jsonl")[recipe.calib:]  # the dev records pruning did not measure importance on
     cal, report = calibrate(Guard(runner, tok), dev, source=f"dev records {recipe.calib}.. of {data / 'dev.jsonl'}, default "
-                            f"S1-S13 policy, guard-mini 8da4w .pte built from artefacts {digest}")
+                            f"S1-S13 policy, {calibration_source(stamp)}")
     cal.save(art / CALIBRATION_FILE)
     sync_calibration(out, art)  # the build above was made before this fit: put the new calibration beside its .pte
     print(f"calibrate: a={cal.a:.4f} b={cal.b:+.4f}", json.dumps(report))
