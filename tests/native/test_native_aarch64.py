@@ -28,7 +28,7 @@ pytestmark = pytest.mark.slow
 B = ROOT / "android_runner" / "build-aarch64"
 # aarch64 (C++) against x86 (Python): the runtime's kernels round differently across architectures, so the margin
 # (log-odds, before calibration) differs. Measured: tiny guard max 0.024 (40 conversations), guard-mini 0.40-0.56
-# (3 prompts). A tolerance per model, twice the measured; a first token within it of a tie may differ.
+# (3 prompts; p_unsafe up to 0.033 with its calibration). A tolerance per model, twice the measured; a first token within it of a tie may differ.
 TINY_MARGIN_TOL = 0.05
 MINI_MARGIN_TOL = 1.0
 
