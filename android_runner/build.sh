@@ -5,7 +5,8 @@
 #                                          #   build-host/{libguard.so, libguard_jni.so, guard_classify, guard_parity,
 #                                          #   guard_runner, guard-java, java/guard.jar}
 #   bash android_runner/build.sh aarch64   # cross build for aarch64 Linux (aarch64-linux-gnu-g++, the aarch64
-#                                          #   executorch wheel from PyPI); run under qemu-user (docs/android.md);
+#                                          #   executorch wheel from PyPI); run under qemu-user in the userland of
+#                                          #   tools/arm64_userland.sh (docs/android.md);
 #                                          #   GUARD_AARCH64=tokens: only the static guard_tokens (no wheel)
 #   bash android_runner/build.sh android   # libguard_jni.so for arm64-v8a with the Android NDK + guard.aar
 #                                          #   (NOT BUILT HERE: no NDK is reachable from this machine)
@@ -95,8 +96,10 @@ aarch64)
   #   guard_tokens   the tokenizer and prompt core (format, tokenizer, pytorch/tokenizers) linked statically: runs
   #                  under plain qemu-user with no aarch64 userland (tests/native/test_native_aarch64.py);
   #   guard_classify, guard_parity, libguard.so   the whole core against the executorch aarch64 wheel's runtime
-  #                  (_portable_lib); running them needs an aarch64 userland with the wheel's Python and torch
-  #                  libraries (benchmarks/qemu_arm/run.sh builds one in $ARM_ROOT). GUARD_AARCH64=tokens skips them.
+  #                  (_portable_lib); running them needs libpython3.11 and torch's aarch64 libraries:
+  #                  tools/arm64_userland.sh assembles a light userland for qemu-user (its `run` wrapper; the
+  #                  RUNPATH below is its layout, and benchmarks/qemu_arm/run.sh's chroot). GUARD_AARCH64=tokens
+  #                  skips them.
   command -v aarch64-linux-gnu-g++ >/dev/null || { log "needs aarch64-linux-gnu-g++ (apt-get install g++-aarch64-linux-gnu)"; exit 1; }
   TOK=$(build_tokenizers tokenizers-aarch64 -DCMAKE_SYSTEM_NAME=Linux -DCMAKE_SYSTEM_PROCESSOR=aarch64 \
     -DCMAKE_C_COMPILER=aarch64-linux-gnu-gcc -DCMAKE_CXX_COMPILER=aarch64-linux-gnu-g++)
@@ -105,9 +108,13 @@ aarch64)
   SRC=$CACHE/pytorch_tokenizers-$TOK_VERSION
   TOKINC="-I$SRC/include -I$SRC/third-party/json/single_include -I$SRC/third-party/re2 -I$SRC/third-party/abseil-cpp"
   TOKLIBS="-Wl,--whole-archive $TOK/libregex_lookahead.a -Wl,--no-whole-archive -Wl,--start-group $(find "$TOK" -name '*.a' ! -name libregex_lookahead.a | tr '\n' ' ') -Wl,--end-group"
-  log "cross-compiling guard_tokens (static) into $B"
-  nice -n 10 aarch64-linux-gnu-g++ -std=c++17 -O2 -DTK_LOG_LEVEL=2 -DGUARD_TOKENS_ONLY $TOKINC "$HERE/tools/guard_parity.cpp" \
-    "$HERE/guard/format.cpp" "$HERE/guard/tokenizer.cpp" -o "$B/guard_tokens" -static $TOKLIBS -lpthread
+  # Incremental: an output newer than every source (guard/, tools/, this script) is kept.
+  current() { [ -f "$1" ] && [ -z "$(find "$HERE/guard" "$HERE/tools" "$HERE/build.sh" -newer "$1" -print -quit)" ]; }
+  if ! current "$B/guard_tokens"; then
+    log "cross-compiling guard_tokens (static) into $B"
+    nice -n 10 aarch64-linux-gnu-g++ -std=c++17 -O2 -DTK_LOG_LEVEL=2 -DGUARD_TOKENS_ONLY $TOKINC "$HERE/tools/guard_parity.cpp" \
+      "$HERE/guard/format.cpp" "$HERE/guard/tokenizer.cpp" -o "$B/guard_tokens" -static $TOKLIBS -lpthread
+  fi
   if [ "${GUARD_AARCH64:-all}" = tokens ]; then
     log "built: $B/guard_tokens (aarch64, static)"
     exit 0
@@ -127,14 +134,18 @@ aarch64)
   mkdir -p "$B/inc" && cp /usr/include/pthreadpool.h "$B/inc/"
   RPATH=/opt/venv/lib/python3.11/site-packages/executorch/extension/pybindings:/opt/venv/lib/python3.11/site-packages/executorch/kernels/quantized:/opt/venv/lib/python3.11/site-packages/torch/lib
   LIBS="-Wl,--no-as-needed $ET/extension/pybindings/_portable_lib.cpython-311-aarch64-linux-gnu.so $ET/kernels/quantized/libquantized_ops_aot_lib.so -Wl,--as-needed -Wl,--allow-shlib-undefined -Wl,-rpath,$RPATH"
+  if current "$B/libguard.so" && current "$B/guard_parity" && current "$B/guard_classify"; then
+    log "up to date: $B"
+    exit 0
+  fi
   log "cross-compiling the core against the executorch aarch64 wheel into $B"
-  for f in format tokenizer pte classifier capi; do
+  for f in format tokenizer pte classifier long capi; do
     nice -n 10 aarch64-linux-gnu-g++ $CXXFLAGS -c "$HERE/guard/$f.cpp" -o "$B/$f.o"
   done
   for t in guard_classify guard_parity; do
-    nice -n 10 aarch64-linux-gnu-g++ $CXXFLAGS "$HERE/tools/$t.cpp" "$B"/{format,tokenizer,pte,classifier}.o -o "$B/$t" $TOKLIBS $LIBS
+    nice -n 10 aarch64-linux-gnu-g++ $CXXFLAGS "$HERE/tools/$t.cpp" "$B"/{format,tokenizer,pte,classifier,long}.o -o "$B/$t" $TOKLIBS $LIBS
   done
-  nice -n 10 aarch64-linux-gnu-g++ $CXXFLAGS -shared "$B"/{format,tokenizer,pte,classifier,capi}.o -o "$B/libguard.so" $TOKLIBS $LIBS
+  nice -n 10 aarch64-linux-gnu-g++ $CXXFLAGS -shared "$B"/{format,tokenizer,pte,classifier,long,capi}.o -o "$B/libguard.so" $TOKLIBS $LIBS
   log "built: $B/guard_tokens $B/guard_classify $B/guard_parity $B/libguard.so (aarch64)"
   ;;
 android)
