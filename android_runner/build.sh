@@ -26,6 +26,12 @@ TOK_VERSION=1.0.1
 TOK_SHA256=19938c0efd5348fb0589610094c1c6bf6e055b20889f6250068d2b552a0b137b
 log() { echo "[build.sh] $*" >&2; }
 mkdir -p "$CACHE"
+# One build at a time per cache: concurrent callers (parallel test workers, two shells) share the tokenizer build and
+# the output folders. A second caller waits here, then finds the work done.
+if command -v flock >/dev/null; then
+  exec 9>"$CACHE/.build.lock"
+  flock 9
+fi
 
 fetch_tokenizers() {  # -> $CACHE/pytorch_tokenizers-1.0.1 (sources)
   local sdist=$CACHE/sdist/pytorch_tokenizers-$TOK_VERSION.tar.gz src=$CACHE/pytorch_tokenizers-$TOK_VERSION
