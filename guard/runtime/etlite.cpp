@@ -43,8 +43,10 @@ extern "C" {
 // (optional): keep the packed weights in that file for later processes.
 void* etl_open(const char* path, int weight_cache, const char* packed_path, char* err, size_t n) {
   return guarded(err, n, static_cast<void*>(nullptr), [&]() -> void* {
-    guard::set_xnnpack_options(weight_cache != 0, weight_cache ? 2 : 0, packed_path);
-    return new guard::PteProgram(path);
+    guard::set_xnnpack_options(weight_cache != 0, weight_cache ? 2 : 0);
+    auto* p = new guard::PteProgram(path);
+    if (weight_cache && packed_path && *packed_path) p->set_packed_path(packed_path);
+    return static_cast<void*>(p);
   });
 }
 

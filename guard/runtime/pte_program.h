@@ -14,6 +14,7 @@
 #pragma once
 
 #include <executorch/extension/tensor/tensor.h>
+#include <executorch/runtime/backend/backend_options_map.h>
 #include <executorch/runtime/backend/interface.h>
 #include <executorch/runtime/backend/options.h>
 #include <executorch/runtime/core/hierarchical_allocator.h>
@@ -135,28 +136,19 @@ inline void runtime_init_once() {
 
 // XNNPACK's backend options, for the methods loaded after this call. weight_cache: one packed copy of each weight for
 // all methods. workspace_mode: 0 one activation workspace per delegate call site, 1 per program, 2 one for the process
-// (its calls then run one at a time). packed_path (optional, with weight_cache): keep the packed weights in that file
-// (MAP_SHARED) for later processes.
-inline void set_xnnpack_options(bool weight_cache, int workspace_mode, const char* packed_path = nullptr) {
+// (its calls then run one at a time). A packed-weight file is a per-program option (PteProgram::set_packed_path).
+inline void set_xnnpack_options(bool weight_cache, int workspace_mode) {
   using executorch::runtime::BackendOption;
   runtime_init_once();
   auto* backend = executorch::runtime::get_backend_class("XnnpackBackend");
   if (!backend) return;
-  BackendOption opts[3];
+  BackendOption opts[2];
   strcpy(opts[0].key, "weight_cache_enabled");
   opts[0].value = weight_cache;
   strcpy(opts[1].key, "workspace_sharing_mode");
   opts[1].value = workspace_mode;
-  size_t n = 2;
-  if (weight_cache && packed_path && *packed_path) {
-    std::array<char, executorch::runtime::kMaxOptionValueLength> v{};
-    strncpy(v.data(), packed_path, v.size() - 1);
-    strcpy(opts[2].key, "packed_cache_path");
-    opts[2].value = v;
-    n = 3;
-  }
   executorch::runtime::BackendOptionContext ctx;
-  (void)backend->set_option(ctx, executorch::runtime::Span<BackendOption>(opts, n));
+  (void)backend->set_option(ctx, executorch::runtime::Span<BackendOption>(opts, 2));
 }
 
 // XNNPACK's current weight_cache_enabled (1/0), or -1 when it cannot be read.
@@ -219,10 +211,26 @@ class PteProgram {
   bool has(const std::string& name) const { return std::find(names_.begin(), names_.end(), name) != names_.end(); }
   const std::vector<std::unique_ptr<Arena>>& arenas() const { return arenas_; }
 
+  // Keep XNNPACK's packed weights in ``path`` (MAP_SHARED, with the weight cache on): the methods loaded after this
+  // call pack into it, and a later process that names the same file maps them instead of packing (the lookup is by
+  // weight name and ukernel). XNNPACK 1.4.1 reads packed_cache_path only as a per-load runtime spec, so it is passed
+  // to every load_method. A path too long for an option value means no packed file. Returns whether it is set.
+  bool set_packed_path(const std::string& path) {
+    std::array<char, executorch::runtime::kMaxOptionValueLength> v{};
+    if (path.empty() || path.size() >= v.size()) return has_packed_ = false;
+    std::copy(path.begin(), path.end(), v.begin());
+    strcpy(packed_opt_.key, "packed_cache_path");
+    packed_opt_.value = v;
+    has_packed_ = backend_opts_.set_options("XnnpackBackend",
+                                            executorch::runtime::Span<executorch::runtime::BackendOption>(&packed_opt_, 1)) ==
+                  executorch::runtime::Error::Ok;
+    return has_packed_;
+  }
+
   executorch::runtime::Method& method(const std::string& name) {
     auto it = methods_.find(name);
     if (it != methods_.end()) return *it->second;
-    auto m = program_->load_method(name.c_str(), memory_.get());
+    auto m = program_->load_method(name.c_str(), memory_.get(), nullptr, nullptr, has_packed_ ? &backend_opts_ : nullptr);
     if (!m.ok())
       fail("cannot load the " + name + " method from the model (error " + std::to_string(int(m.error())) +
            "; truncated or corrupt?)");
@@ -280,6 +288,9 @@ class PteProgram {
   std::vector<executorch::runtime::Span<uint8_t>> spans_;
   std::unique_ptr<executorch::runtime::HierarchicalAllocator> planned_;
   std::unique_ptr<executorch::runtime::MemoryManager> memory_;
+  executorch::runtime::BackendOption packed_opt_;  // declared before methods_: it outlives the loaded methods
+  executorch::runtime::LoadBackendOptionsMap backend_opts_;
+  bool has_packed_ = false;
   std::map<std::string, std::unique_ptr<executorch::runtime::Method>> methods_;
   std::vector<std::string> names_;
 };
