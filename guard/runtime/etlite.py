@@ -16,7 +16,9 @@ import sys
 import sysconfig
 from pathlib import Path
 
-SOURCE = Path(__file__).with_name("etlite.cpp")
+# GUARD_ETLITE_SOURCE (development): build this copy of etlite.cpp instead, e.g. to measure a change to it; the build
+# is keyed by the source's bytes like the packaged one.
+SOURCE = Path(os.environ.get("GUARD_ETLITE_SOURCE") or Path(__file__).with_name("etlite.cpp"))
 _LIB: list = []  # [ctypes.CDLL | None] once tried
 BUILT: list = []  # [the loaded library's file name]: identifies the build (guard.runtime.prefix keys on it)
 _LOCK = __import__("threading").Lock()

@@ -153,22 +153,6 @@ def load_program(path: Path):
     return program
 
 
-def packed_cache_path(path: Path) -> str | None:
-    """GUARD_PACKED_CACHE=1 (experimental): ask XNNPACK to keep the packed weights in a file under
-    GUARD_HOME/etlite/packed for later processes (the 1.4.1 runtime did not write one; docs/export.md)."""
-    if os.environ.get("GUARD_PACKED_CACHE", "0") == "0":
-        return None
-    import hashlib
-
-    from guard.defaults import HOME
-
-    st = path.stat()
-    key = hashlib.sha256(f"{path.resolve()}\0{st.st_size}\0{st.st_mtime_ns}".encode()).hexdigest()[:20]
-    d = HOME / "etlite" / "packed"
-    d.mkdir(parents=True, exist_ok=True)
-    return str(d / f"{key}.xnnpacked")
-
-
 def open_program(path: Path):
     """The program through etlite (no torch) when it is available, else ``load_program``."""
     from guard.runtime import etlite
@@ -177,11 +161,16 @@ def open_program(path: Path):
     lib = etlite.library()
     if lib is None:
         return load_program(path)
+    from guard.runtime import packed
+
     cache = os.environ.get("GUARD_WEIGHT_CACHE", "1") != "0"
+    pk, publish = packed.choose(path, ",".join(etlite.BUILT)) if cache else (None, None)
     try:
-        return etlite.Program(lib, path, weight_cache=cache, packed_cache=packed_cache_path(path) if cache else None)
+        program = etlite.Program(lib, path, weight_cache=cache, packed_cache=pk)
     except RuntimeError:
         raise BadModelFile(f"{path} is not a loadable ExecuTorch program (truncated or corrupt?)") from None
+    program.packed = (pk, publish)  # published by PteRunner once every method is loaded (guard.runtime.packed)
+    return program
 
 
 def method_names(path: str | Path) -> set[str]:
@@ -390,6 +379,9 @@ class PteRunner:
                     for m in sorted(names):
                         program.load(m)
                     self.methods = {}
+                    from guard.runtime import packed
+
+                    packed.publish(*getattr(program, "packed", (None, None)))
                 else:
                     self.methods = {m: program.load_method(m) for m in sorted(names)}
         except Exception:
