@@ -72,6 +72,15 @@ def publish(path: str | None, final: Path | None) -> None:
         pass
 
 
+def discard(path: str | None, final: Path | None) -> None:
+    """A load that failed: remove this process's partial file (never a published one)."""
+    if path and final:
+        try:
+            Path(path).unlink(missing_ok=True)
+        except OSError:
+            pass
+
+
 def prune(d: Path, keep: int = KEEP) -> None:
     files = sorted(d.glob("*.xnnpacked"), key=lambda p: p.stat().st_mtime, reverse=True)
     for p in files[keep:]:

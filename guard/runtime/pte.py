@@ -385,6 +385,10 @@ class PteRunner:
                 else:
                     self.methods = {m: program.load_method(m) for m in sorted(names)}
         except Exception:
+            if self._etl:
+                from guard.runtime import packed
+
+                packed.discard(*getattr(program, "packed", (None, None)))
             box["error"] = BadModelFile(f"cannot load the model methods from {path} (truncated or corrupt?)")
 
     def _setup(self, program, meta: dict) -> None:

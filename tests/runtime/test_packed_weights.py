@@ -28,6 +28,12 @@ def test_written_under_a_private_name_then_published(home, tmp_path):
     packed.publish(path, final)
     assert final.read_bytes() == b"packed" and not os.path.exists(path)
     assert packed.choose(pte, "etlite-a.so") == (str(final), None)  # later processes map the published file
+    packed.discard(str(final), None)  # a failed load never removes a published file
+    assert final.exists()
+    tmp, _ = packed.choose(pte, "etlite-b.so")
+    open(tmp, "wb").write(b"partial")
+    packed.discard(tmp, _)
+    assert not os.path.exists(tmp)
     assert packed.choose(pte, "etlite-b.so")[1] is not None  # another etlite build: another file
     pte.write_bytes(b"y" * 101)  # a re-exported model: another file
     assert packed.choose(pte, "etlite-a.so")[1] is not None
