@@ -239,8 +239,13 @@ def prefetch_tokenizer(folder: Path) -> None:
     library: both release the GIL, so on two cores they overlap); ``tokenizer_of`` takes the result."""
     import threading
 
+    import tokenizers  # noqa: F401  (imported here, not on the thread: see below)
+
     from guard.format.tokenizer import Tokenizer
 
+    # Modules are imported on this thread before the parse starts: an import on the thread raced the caller's
+    # imports (dataclasses reads sys.modules["typing"] without the import lock, and saw it half-initialised while
+    # the thread imported tokenizers -> typing: "partially initialized module 'typing'", ~1 load in 8).
     box: dict = {}
 
     def parse():
