@@ -68,6 +68,7 @@ def pte(work: Path, hf: Path, args) -> Path:
     if not (out / "model.pte").is_file():
         log(f"exporting {out.name}")
         cfg = ExportConfig(max_seq_len=args.max_seq_len, chunk=args.chunk, chunks=chunks, prune_vocab=args.prune_vocab,
+                           workers=getattr(args, "workers", 0),
                            quant=QuantConfig("8da4w", group_size=args.group_size, embedding_group_size=args.embedding_group_size))
         t0 = time.time()
         export_model(hf, out, cfg)
@@ -119,12 +120,17 @@ def measure_pte(path: Path, args) -> dict:
     doc = run_bench(str(path), BenchConfig(runs=args.runs, warmup=1, prompt_tokens=[n_msg], decode_tokens=args.decode_steps))
     s, meta = doc["summary"][str(n_msg)], doc["metadata"]
     med = lambda k: s[k]["median"]  # noqa: E731
+    runs = [r for r in doc["runs"] if not r["warmup"]]
+    first = doc["runs"][0]  # the warm-up: this process's first load (etlite's library loaded with it)
     return {
-        "load_s": round(med("model_load_ms") / 1e3, 2), "threads": doc["machine"]["threads"], "chunk": meta["get_prefill_chunk"],
+        "load_s": round(med("model_load_ms") / 1e3, 2),
+        "load_cpu_s": round(statistics.median(r["model_load_cpu_ms"] for r in runs) / 1e3, 2),
+        "first_load_s": round(first["model_load_ms"] / 1e3, 2), "first_load_cpu_s": round(first["model_load_cpu_ms"] / 1e3, 2),
+        "threads": doc["machine"]["threads"], "chunk": meta["get_prefill_chunk"],
         "max_seq_len": meta["get_max_seq_len"], "pruned_vocab": meta["get_output_ids"] != [-1], "n_head": len(p.head),
         "n_body": len(p.body) + 1, "n_message": n_msg, "n_full": s["num_prompt_tokens"], "ttft_s": round(med("ttft_ms") / 1e3, 3),
         "prefill_tok_s": med("prefill_tok_s"), "decode_tok_s": med("decode_tok_s"), "verdict_ms": med("verdict_ms"),
-        "verdict_prefilled_tokens": statistics.median(r["verdict_prefilled_tokens"] for r in doc["runs"] if not r["warmup"]),
+        "verdict_prefilled_tokens": statistics.median(r["verdict_prefilled_tokens"] for r in runs),
         "size_mb": round(path.stat().st_size / 1e6, 1), "peak_rss_mb": med("peak_rss_mb"), "bench": doc["config"],
     }
 
@@ -184,6 +190,8 @@ def main() -> int:
     ap.add_argument("--skip-llama-cpp", action="store_true")
     ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--workers", type=int, default=0, help="export: processes lowering the methods (0: one per core; "
+                    "each holds its share of the lowered weights, ~GBs on this shape)")
     ap.add_argument("--decode-steps", type=int, default=64)
     ap.add_argument("--chunk", type=int, default=128, help="largest static prefill chunk (method prefill)")
     ap.add_argument("--chunks", default="32,8", help="smaller static prefill chunks (methods prefill_<n>); '' for none")

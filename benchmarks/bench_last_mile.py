@@ -36,8 +36,54 @@ def loadavg() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
+LOAD_CHILD = """
+import json, resource, sys, time
+import numpy, tokenizers
+import guard.eval.calibrate, guard.format.prompt, guard.runtime.load, guard.runtime.pte
+from guard.runtime import etlite
+etlite.library()  # the runtime library and the modules, loaded before the clock starts (as in `guard bench`)
+cpu = lambda: sum(resource.getrusage(resource.RUSAGE_SELF)[:2])
+c0, t0 = cpu(), time.perf_counter()
+g = guard.runtime.load.load(pte=sys.argv[1])
+print(json.dumps({"wall_s": round(time.perf_counter() - t0, 3), "cpu_s": round(cpu() - c0, 3)}))
+"""
+
+
+def load_series(model: Path, env: dict, runs: int) -> dict:
+    """guard.load of the .pte in fresh processes (after one unmeasured run), the runtime library and the modules
+    already loaded: wall and CPU (user + sys, all threads): the tokenizer parse, the program and its methods."""
+    import statistics
+    import subprocess
+
+    def one():
+        out = subprocess.run([sys.executable, "-c", LOAD_CHILD, str(model)], env=env, check=True, capture_output=True,
+                             text=True).stdout
+        return {**json.loads(out.strip().splitlines()[-1]), "load_1min": loadavg()[0]}
+
+    one()
+    rows = [one() for _ in range(runs)]
+    return {"median_wall_s": round(statistics.median(r["wall_s"] for r in rows), 3),
+            "median_cpu_s": round(statistics.median(r["cpu_s"] for r in rows), 3), "runs": rows}
+
+
+def etlite_source() -> str:
+    """Which etlite.cpp the runs use (its sha256)."""
+    import hashlib
+
+    from guard.runtime import etlite
+
+    src = etlite.SOURCE
+    name = os.path.relpath(src, ROOT) if src.resolve().is_relative_to(ROOT) else str(src)
+    return f"{name} (sha256 {hashlib.sha256(src.read_bytes()).hexdigest()[:12]})"
+
+
 def classify_cmd(pte: str | None) -> list[str]:
     return [sys.executable, "-m", "guard", "classify", *(["--pte", pte] if pte else []), "hello"]
+
+
+def rss_ratio(rss_mib: float, size_mb: float) -> float:
+    """Peak RSS over file size in one unit: ru_maxrss is KiB (the "MB" columns are KiB / 1024, MiB), sizes are 10^6."""
+    return rss_mib * 1.048576 / size_mb
 
 
 def targets(r: dict) -> list[tuple]:
@@ -46,21 +92,22 @@ def targets(r: dict) -> list[tuple]:
     rows = [
         ("cold `guard classify \"hello\"`, guard-mini, median wall", f"{m['median_wall_s']} s (CPU {m['median_cpu_s']} s)",
          "<= 1.0 s idle", m["median_wall_s"] <= 1.0),
-        ("peak RSS, guard-mini classification (cold process)", f"{m['median_peak_rss_mb']} MB = {m['median_peak_rss_mb'] / r['mini_size_mb']:.2f}x the .pte",
+        ("peak RSS, guard-mini classification (cold process)", f"{m['median_peak_rss_mb']} MiB = {rss_ratio(m['median_peak_rss_mb'], r['mini_size_mb']):.2f}x the .pte",
          "reported", None)]
     if "executorch" not in r:
         return rows + [("1B-shape targets", "not measured in this run", "-", None)]
     e, l, c1 = r["executorch"], r.get("llama_cpp") or {}, r["classify_1b"]
     rows += [
-        ("peak RSS, 1B-shape classification (cold process)", f"{c1['median_peak_rss_mb']} MB = {c1['median_peak_rss_mb'] / e['size_mb']:.2f}x the .pte",
-         "<= 1.3x .pte", c1["median_peak_rss_mb"] <= 1.3 * e["size_mb"]),
+        ("peak RSS, 1B-shape classification (cold process)", f"{c1['median_peak_rss_mb']} MiB = {rss_ratio(c1['median_peak_rss_mb'], e['size_mb']):.2f}x the .pte",
+         "<= 1.3x .pte", rss_ratio(c1["median_peak_rss_mb"], e["size_mb"]) <= 1.3),
         ("verdict, 40-token message, head cached", f"{e['verdict_ms']} ms" + (f" ({l['verdict_ms'] / e['verdict_ms']:.2f}x llama.cpp's {l['verdict_ms']} ms)" if l else ""),
          "<= 120 ms and >= 2x llama.cpp", e["verdict_ms"] <= 120 and (not l or l["verdict_ms"] / e["verdict_ms"] >= 2)),
         ("TTFT, 235-token prompt", f"{e['ttft_s']} s", "<= 0.25 s", e["ttft_s"] <= 0.25),
         ("decode", f"{e['decode_tok_s']} tok/s" + (f" (llama.cpp {l['decode_tok_s']})" if l else ""),
          f">= {BEFORE['decode_tok_s']} (issue 22, before)", e["decode_tok_s"] >= BEFORE["decode_tok_s"]),
         ("1B-shape .pte size", f"{e['size_mb']} MB", "<= 440 MB", e["size_mb"] <= 440),
-        ("1B-shape model load", f"{e['load_s']} s", "<= 1.0 s", e["load_s"] <= 1.0),
+        ("1B-shape model load (in-process `guard bench`, median)", f"{e['load_s']} s (CPU {e.get('load_cpu_s', '-')} s)",
+         "<= 1.0 s", e["load_s"] <= 1.0),
     ]
     return rows
 
@@ -69,7 +116,7 @@ def markdown(r: dict) -> str:
     env = r["environment"]
     lines = ["# Issue 22, the last mile: every target in one run", "",
              f"- machine: {b1.machine_line(env['machine'])}; versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()),
-             f"- command: `{r['command']}`",
+             f"- command: `{r['command']}`; etlite: {r.get('etlite_source', 'guard/runtime/etlite.cpp')}",
              f"- load average (1/5/15 min): start {r['load']['start']}, after start-up {r['load']['after_startup']}, "
              f"after the 1B cold runs {r['load'].get('after_classify_1b', '-')}, end {r['load']['end']}",
              f"- {r['load_note']}", "",
@@ -78,7 +125,7 @@ def markdown(r: dict) -> str:
         lines.append(f"| {name} | {got} | {goal} | {'-' if ok is None else 'yes' if ok else 'no'} |")
     s = r["startup"]
     lines += ["", "## Start-up (guard-mini, each run a new process)", "",
-              "| path | median wall (s) | min wall (s) | median CPU (s) | peak RSS (MB) | median load |", "|---|---|---|---|---|---|"]
+              "| path | median wall (s) | min wall (s) | median CPU (s) | peak RSS (MiB) | median load |", "|---|---|---|---|---|---|"]
     for key, name in (("etlite", "etlite + policy-head snapshot (default)"), ("no_snapshot", "etlite, GUARD_PREFIX_CACHE=0"),
                       ("python_bindings", "executorch Python bindings, GUARD_NO_ETLITE=1 (before)")):
         if key in s:
@@ -96,8 +143,10 @@ def markdown(r: dict) -> str:
     e, l, c1 = r["executorch"], r.get("llama_cpp"), r["classify_1b"]
     lines += ["", "## Llama Guard 3-1B shape (random weights)", "",
               f"- .pte: {e['size_mb']} MB, {r['pte_name']}; cold `guard classify --pte` median wall {c1['median_wall_s']} s, "
-              f"CPU {c1['median_cpu_s']} s, peak RSS {c1['median_peak_rss_mb']} MB ({c1['runs_n']} runs)",
-              f"- in-process (`guard bench` timing, torch imported by the harness): load {e['load_s']} s, peak RSS {e['peak_rss_mb']} MB",
+              f"CPU {c1['median_cpu_s']} s, peak RSS {c1['median_peak_rss_mb']} MiB ({c1['runs_n']} runs)"
+              + (lambda x: f"; without the packed-weight file (GUARD_PACKED_CACHE=0): wall {x['median_wall_s']} s, CPU "
+                 f"{x['median_cpu_s']} s, peak RSS {x['median_peak_rss_mb']} MiB" if x else "")(r.get("classify_1b_no_packed")),
+              f"- in-process (`guard bench` timing, torch imported by the harness): load {e['load_s']} s, peak RSS {e['peak_rss_mb']} MiB",
               "", "| metric | .pte (this run) | llama.cpp Q4_0 (this run) | .pte / llama.cpp | issue 22 before |", "|---|---|---|---|---|"]
     for name, key, is_time in (("TTFT 235 tokens (s)", "ttft_s", True), ("prefill (tok/s)", "prefill_tok_s", False),
                                ("decode (tok/s)", "decode_tok_s", False), ("verdict, 40-token message (ms)", "verdict_ms", True)):
@@ -105,6 +154,15 @@ def markdown(r: dict) -> str:
         lines.append(f"| {name} | {e[key]} | {l[key] if l else '-'} | {ratio} | {BEFORE.get(key, '-')} |")
     lines += ["", f"The verdict prefilled {e['verdict_prefilled_tokens']} tokens after the cached head, in the chunk plan "
               f"{r['verdict_plan']}.", ""]
+    if "load_1b" in r:
+        lines += ["## 1B-shape model load (`guard.load(pte=...)` in a fresh process, runtime library and modules loaded)", "",
+                  "| XNNPACK weights | median wall (s) | median CPU (s) | runs |", "|---|---|---|---|"]
+        for key, name in (("packed_file", "mapped from the packed-weight file (default)"),
+                          ("no_packed_file", "packed at load, GUARD_PACKED_CACHE=0 (before)")):
+            x = r["load_1b"][key]
+            lines.append(f"| {name} | {x['median_wall_s']} | {x['median_cpu_s']} | {len(x['runs'])} |")
+        lines += ["", f"In-process (`guard bench`): warm-up load {e.get('first_load_s', '-')} s (CPU {e.get('first_load_cpu_s', '-')} s), "
+                  f"median of the measured loads {e['load_s']} s (CPU {e.get('load_cpu_s', '-')} s).", ""]
     return "\n".join(lines)
 
 
@@ -119,7 +177,7 @@ def chart(r: dict, path: Path) -> None:
              ("cold classify\nguard-mini CPU (s)", s["etlite"]["median_cpu_s"], 1.0, s["python_bindings"]["median_cpu_s"])]
     if "executorch" in r:
         e, c1 = r["executorch"], r["classify_1b"]
-        items += [("1B peak RSS\n/ .pte size", c1["median_peak_rss_mb"] / e["size_mb"], 1.3, BEFORE["peak_rss_mb"] / BEFORE["size_mb"]),
+        items += [("1B peak RSS\n/ .pte size", rss_ratio(c1["median_peak_rss_mb"], e["size_mb"]), 1.3, BEFORE["peak_rss_mb"] / BEFORE["size_mb"]),
                   ("verdict (ms)", e["verdict_ms"], 120, BEFORE["verdict_ms"]), ("TTFT (s)", e["ttft_s"], 0.25, BEFORE["ttft_s"]),
                   (".pte (MB)", e["size_mb"], 440, BEFORE["size_mb"]), ("1B load (s)", e["load_s"], 1.0, BEFORE["load_s"])]
     fig, axes = plt.subplots(1, len(items), figsize=(2.3 * len(items), 3.4))
@@ -152,7 +210,11 @@ def run_1b(r: dict, model: Path, q4, args, a, env: dict, threads: int) -> None:
     c1 = bs.series(classify_cmd(str(model)), env, 3)
     c1["runs_n"] = 3
     r["classify_1b"] = c1
+    r["classify_1b_no_packed"] = bs.series(classify_cmd(str(model)), {**env, "GUARD_PACKED_CACHE": "0"}, 3)
     r["load"]["after_classify_1b"] = loadavg()
+    b1.log("1B shape: model load in fresh processes, with and without XNNPACK's packed-weight file")
+    r["load_1b"] = {"packed_file": load_series(model, env, 5),
+                    "no_packed_file": load_series(model, {**env, "GUARD_PACKED_CACHE": "0"}, 3)}
     b1.log("1B shape: load, TTFT, decode, verdict")
     os.environ["GUARD_THREADS"] = str(threads)
     r["executorch"] = b1.measure_pte(model, args)
@@ -189,7 +251,7 @@ def main() -> int:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     r = {"command": "python " + " ".join([os.path.relpath(__file__, ROOT)] + sys.argv[1:]), "environment": environment(threads),
          "load": {"start": loadavg()}, "pte_name": model.parent.name if model else None,
-         "mini_size_mb": round((mini_dir() / "model.pte").stat().st_size / 1e6, 1)}
+         "mini_size_mb": round((mini_dir() / "model.pte").stat().st_size / 1e6, 1), "etlite_source": etlite_source()}
     b1.log("cold guard classify on guard-mini")
     r["startup"] = {"etlite": bs.series(classify_cmd(None), env, a.runs),
                     "no_snapshot": bs.series(classify_cmd(None), {**env, "GUARD_PREFIX_CACHE": "0"}, 3),

@@ -92,6 +92,20 @@ def set_threads(n: int | None = None) -> int:
         return portable_lib._threadpool_get_thread_count()
 
 
+def release_free_heap() -> None:
+    """Give the C heap's free pages back to the system (glibc's malloc_trim; elsewhere nothing). Parsing Llama 3's
+    tokenizer.json frees ~85 MB of temporaries that glibc keeps mapped; with the packed-weight file nothing reuses
+    them, so the 1B shape's peak RSS was 666 MB instead of 583 (docs/export.md). Costs a few ms."""
+    import ctypes
+
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (AttributeError, OSError):
+        return
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    trim(0)
+
+
 def check_pte_file(path: Path) -> None:
     """Refuse what is not an ExecuTorch program before the runtime sees it.
 
@@ -153,22 +167,6 @@ def load_program(path: Path):
     return program
 
 
-def packed_cache_path(path: Path) -> str | None:
-    """GUARD_PACKED_CACHE=1 (experimental): ask XNNPACK to keep the packed weights in a file under
-    GUARD_HOME/etlite/packed for later processes (the 1.4.1 runtime did not write one; docs/export.md)."""
-    if os.environ.get("GUARD_PACKED_CACHE", "0") == "0":
-        return None
-    import hashlib
-
-    from guard.defaults import HOME
-
-    st = path.stat()
-    key = hashlib.sha256(f"{path.resolve()}\0{st.st_size}\0{st.st_mtime_ns}".encode()).hexdigest()[:20]
-    d = HOME / "etlite" / "packed"
-    d.mkdir(parents=True, exist_ok=True)
-    return str(d / f"{key}.xnnpacked")
-
-
 def open_program(path: Path):
     """The program through etlite (no torch) when it is available, else ``load_program``."""
     from guard.runtime import etlite
@@ -177,11 +175,16 @@ def open_program(path: Path):
     lib = etlite.library()
     if lib is None:
         return load_program(path)
+    from guard.runtime import packed
+
     cache = os.environ.get("GUARD_WEIGHT_CACHE", "1") != "0"
+    pk, publish = packed.choose(path, ",".join(etlite.BUILT)) if cache else (None, None)
     try:
-        return etlite.Program(lib, path, weight_cache=cache, packed_cache=packed_cache_path(path) if cache else None)
+        program = etlite.Program(lib, path, weight_cache=cache, packed_cache=pk)
     except RuntimeError:
         raise BadModelFile(f"{path} is not a loadable ExecuTorch program (truncated or corrupt?)") from None
+    program.packed = (pk, publish)  # published by PteRunner once every method is loaded (guard.runtime.packed)
+    return program
 
 
 def method_names(path: str | Path) -> set[str]:
@@ -250,8 +253,13 @@ def prefetch_tokenizer(folder: Path) -> None:
     library: both release the GIL, so on two cores they overlap); ``tokenizer_of`` takes the result."""
     import threading
 
+    import tokenizers  # noqa: F401  (imported here, not on the thread: see below)
+
     from guard.format.tokenizer import Tokenizer
 
+    # Modules are imported on this thread before the parse starts: an import on the thread raced the caller's
+    # imports (dataclasses reads sys.modules["typing"] without the import lock, and saw it half-initialised while
+    # the thread imported tokenizers -> typing: "partially initialized module 'typing'", ~1 load in 8).
     box: dict = {}
 
     def parse():
@@ -377,6 +385,7 @@ class PteRunner:
         for key in ("error", "tok_error"):  # the model's own problems are reported first
             if key in box:
                 raise box[key]
+        release_free_heap()
         self.tokenizer = tok
         self._program = program
         self.pristine = True  # nothing computed yet: the cache holds no request (guard.runtime.prefix)
@@ -390,9 +399,16 @@ class PteRunner:
                     for m in sorted(names):
                         program.load(m)
                     self.methods = {}
+                    from guard.runtime import packed
+
+                    packed.publish(*getattr(program, "packed", (None, None)))
                 else:
                     self.methods = {m: program.load_method(m) for m in sorted(names)}
         except Exception:
+            if self._etl:
+                from guard.runtime import packed
+
+                packed.discard(*getattr(program, "packed", (None, None)))
             box["error"] = BadModelFile(f"cannot load the model methods from {path} (truncated or corrupt?)")
 
     def _setup(self, program, meta: dict) -> None:

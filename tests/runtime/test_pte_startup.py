@@ -132,3 +132,19 @@ def test_policy_head_snapshot_gives_the_same_verdicts_and_holds_no_message(small
     again = run("secret one")
     assert again[0].timings["head_snapshot"] == "written" and abs(again[0].margin - plain[0].margin) < 1e-4
     assert files[0].read_bytes() == first_bytes
+
+
+def test_tokenizer_prefetch_imports_on_the_callers_thread(tmp_path):
+    """prefetch_tokenizer imports tokenizers (and typing) before its thread starts: an import on the thread raced the
+    caller's imports ("partially initialized module 'typing'" from dataclasses, about one load in eight)."""
+    script = r"""
+import sys, threading
+threading.Thread.start = lambda self: None  # the parse thread never runs: only the caller's imports count
+from guard.runtime.pte import prefetch_tokenizer
+assert "tokenizers" not in sys.modules
+prefetch_tokenizer(sys.argv[1])
+print("tokenizers" in sys.modules and "typing" in sys.modules)
+"""
+    out = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "True"
