@@ -58,3 +58,19 @@ def save_atomic(model, tokenizer, out: str | Path, record: dict | None = None, r
 
             save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / name))
     return out
+
+
+def file_key(path: Path, *extra: str) -> "hashlib._Hash":
+    """sha256 over a file's identity (resolved path, size, mtime, inode) and ``extra``: the key of a cache derived
+    from that file (policy-head snapshots, packed weights), which a rewritten file no longer matches."""
+    import hashlib
+
+    st = path.stat()
+    return hashlib.sha256("\0".join([str(path.resolve()), str(st.st_size), str(st.st_mtime_ns), str(st.st_ino), *extra]).encode())
+
+
+def keep_newest(folder: Path, pattern: str, keep: int) -> None:
+    """Delete all but the ``keep`` most recently modified files of ``folder`` matching ``pattern``."""
+    files = sorted(folder.glob(pattern), key=lambda f: f.stat().st_mtime, reverse=True)
+    for f in files[keep:]:
+        f.unlink(missing_ok=True)

@@ -14,7 +14,6 @@ the etlite library beside it.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from pathlib import Path
@@ -35,9 +34,9 @@ def folder() -> Path:
 
 
 def final_path(pte: Path, build: str) -> Path:
-    st = pte.stat()
-    key = hashlib.sha256(f"{pte.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ino}\0{build}".encode()).hexdigest()[:24]
-    return folder() / f"{key}.xnnpacked"
+    from guard.fsutil import file_key
+
+    return folder() / f"{file_key(pte, build).hexdigest()[:24]}.xnnpacked"
 
 
 def choose(pte: Path, build: str) -> tuple[str | None, Path | None]:
@@ -82,9 +81,9 @@ def discard(path: str | None, final: Path | None) -> None:
 
 
 def prune(d: Path, keep: int = KEEP) -> None:
-    files = sorted(d.glob("*.xnnpacked"), key=lambda p: p.stat().st_mtime, reverse=True)
-    for p in files[keep:]:
-        p.unlink(missing_ok=True)
+    from guard.fsutil import keep_newest
+
+    keep_newest(d, "*.xnnpacked", keep)
     now = time.time()
     for p in d.glob("*.tmp"):  # a process killed while loading
         if now - p.stat().st_mtime > STALE_TMP_S:

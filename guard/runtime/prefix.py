@@ -16,7 +16,6 @@ GUARD_PREFIX_CACHE=0 turns snapshots off; the newest 16 files are kept.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import zlib
@@ -34,8 +33,9 @@ def enabled() -> bool:
 def snapshot_path(pte: Path, build: str, head: list[int]) -> Path:
     from guard.defaults import HOME
 
-    st = pte.stat()
-    h = hashlib.sha256(f"{pte.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ino}\0{build}\0".encode())
+    from guard.fsutil import file_key
+
+    h = file_key(pte, build, "")
     h.update(",".join(map(str, head)).encode())
     return HOME / "etlite" / "prefix" / f"{h.hexdigest()[:32]}.kv"
 
@@ -63,10 +63,10 @@ def save(arenas: list, path: Path, n_tokens: int) -> Path:
 
 def prune(folder: Path, keep: int = KEEP) -> None:
     """Delete all but the ``keep`` newest snapshots (a re-exported .pte leaves its old ones behind)."""
+    from guard.fsutil import keep_newest
+
     try:
-        files = sorted(folder.glob("*.kv"), key=lambda f: f.stat().st_mtime, reverse=True)
-        for f in files[keep:]:
-            f.unlink(missing_ok=True)
+        keep_newest(folder, "*.kv", keep)
     except OSError:
         pass
 
