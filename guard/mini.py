@@ -62,6 +62,10 @@ class MiniRecipe:
     # whole sources never used for training, checkpoint choice or tuning (split 'heldout' of `guard data build`);
     # train.py refuses a training file that contains any of them
     heldout_sources: tuple[str, ...] = ()
+    # continue an earlier build instead of training from the base: its artefacts folder (teacher, prune record and
+    # student adapters are taken from it; the refine stage then trains on). Relative paths are from the recipe's folder.
+    init_from: str | None = None
+    refine_alpha: float | None = None  # the refine stage's CE weight (None: alpha); 1.0 is plain fine-tuning, no teacher
 
     @property
     def teacher_rank(self) -> tuple[int, float]:
@@ -85,6 +89,8 @@ def refine_records(records: list[dict], recipe: MiniRecipe) -> list[dict]:
     sample) as replay, so the focus sources make up half the mix instead of their share of the training split."""
     import random
 
+    if not recipe.refine_sources:  # no focus: the whole training split
+        return list(records)
     focus = [r for r in records if r.get("source") in recipe.refine_sources]
     rest = [r for r in records if r.get("source") not in recipe.refine_sources]
     if not focus:
@@ -140,12 +146,14 @@ def apply_adapter(model, path: Path, recipe: MiniRecipe, rows: list[int], teache
 
 
 def build_hf(out: str | Path, artefacts: str | Path = ARTEFACTS, stage: str = "mini") -> Path:
-    """Write the teacher (stage='teacher') or guard-mini (stage='mini') as a Hugging Face directory."""
+    """Write the teacher (stage='teacher'), the pruned teacher before the student's adapters (stage='pruned') or
+    guard-mini (stage='mini') as a Hugging Face directory."""
     from guard.fsutil import save_atomic
     from guard.train.prune import apply_record
 
     a = Path(artefacts)
-    need = ["recipe.json", "teacher_adapter.safetensors"] + (["prune_record.json", "student_adapter.safetensors"] if stage == "mini" else [])
+    need = ["recipe.json", "teacher_adapter.safetensors"] + (["prune_record.json"] if stage != "teacher" else []) + (
+        ["student_adapter.safetensors"] if stage == "mini" else [])
     missing = [n for n in need if not (a / n).is_file()]
     if missing:
         raise GuardError(f"guard-mini artefacts missing in {a}: {', '.join(missing)}")
@@ -153,8 +161,10 @@ def build_hf(out: str | Path, artefacts: str | Path = ARTEFACTS, stage: str = "m
     model, tok, rows = load_base()
     apply_adapter(model, a / "teacher_adapter.safetensors", recipe, rows, teacher=True)
     record = {"stage": "teacher", "artefacts": str(a), "recipe": asdict(recipe)}
-    if stage == "mini":
+    if stage != "teacher":
         apply_record(model, json.loads((a / "prune_record.json").read_text()))
+        record["stage"] = "pruned"
+    if stage == "mini":
         apply_adapter(model, a / "student_adapter.safetensors", recipe, rows)
         record["stage"] = "guard-mini"
     return save_atomic(model, tok, out, record, "guard_mini.json")

@@ -26,7 +26,9 @@ def test_artefacts_are_small_and_complete():
     recipe = MiniRecipe.load(ARTEFACTS / "recipe.json")
     record = json.loads((ARTEFACTS / "prune_record.json").read_text())
     assert len(record["removed_blocks"]) == recipe.drop_blocks and record["mlp_width_after"] == recipe.mlp_width
-    assert recipe == MiniRecipe()  # the built-in recipe is the one that made the committed artefacts
+    # v5 continues v4 (models/guard-mini/v4/, made by the built-in recipe) on the whole training split
+    assert recipe.init_from == "v4" and MiniRecipe.load(ARTEFACTS / "v4" / "recipe.json") == MiniRecipe()
+    assert recipe.refine_steps > 0 and recipe.refine_sources == () and recipe.heldout_sources
     from guard.eval.calibrate import load
     from guard.mini import artefact_digest
 
@@ -126,6 +128,26 @@ def test_refine_records_oversample_the_named_sources():
     assert len({r["id"] for r in mix}) == 20 and mix == refine_records(recs, recipe)  # no repeats; seeded
     with pytest.raises(GuardError, match="no training records"):
         refine_records(recs, MiniRecipe(refine_steps=5, refine_sources=("toxigen",)))
+
+
+def test_refine_without_named_sources_uses_the_whole_split():
+    from guard.mini import refine_records
+
+    recs = [{"id": i, "source": "dolly" if i % 2 else "advbench"} for i in range(10)]
+    assert refine_records(recs, MiniRecipe(refine_steps=5, refine_sources=())) == recs
+
+
+def test_init_from_names_an_earlier_build(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("mini_train_init", ARTEFACTS / "train.py")
+    train = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train)
+    shipped = MiniRecipe.load(ARTEFACTS / "recipe.json")
+    assert train.init_dir(shipped, ARTEFACTS) == (ARTEFACTS / "v4").resolve()
+    assert train.init_dir(MiniRecipe(), ARTEFACTS) is None
+    with pytest.raises(SystemExit, match="no guard-mini artefacts"):
+        train.init_dir(MiniRecipe(init_from="nowhere"), tmp_path)
 
 
 def test_recipe_files_from_before_the_refine_stage_have_none(tmp_path):

@@ -30,18 +30,19 @@ NEG = torch.finfo(torch.float32).min  # transformers' mask value (finite: 0 * NE
 
 @dataclass
 class VisionArgs:
-    dim: int = 1280
-    n_layers: int = 32
-    n_global_layers: int = 8
-    n_heads: int = 16
-    hidden_dim: int = 5120
-    image_size: int = 560  # tile side
-    patch_size: int = 14
-    max_tiles: int = 4
-    n_aspect_ratios: int = 8
-    intermediate: list[int] = field(default_factory=lambda: [3, 7, 15, 23, 30])
-    norm_eps: float = 1e-5
-    output_dim: int = 7680
+    # defaults: Llama 3.2 11B Vision's encoder; the comment names the vision_config key each field is read from
+    dim: int = 1280  # hidden_size
+    n_layers: int = 32  # num_hidden_layers: the local (per-tile) encoder
+    n_global_layers: int = 8  # num_global_layers: gated layers over all tiles
+    n_heads: int = 16  # attention_heads
+    hidden_dim: int = 5120  # intermediate_size (MLP)
+    image_size: int = 560  # image_size: a tile's side in pixels
+    patch_size: int = 14  # patch_size
+    max_tiles: int = 4  # max_num_tiles
+    n_aspect_ratios: int = 8  # len(supported_aspect_ratios)
+    intermediate: list[int] = field(default_factory=lambda: [3, 7, 15, 23, 30])  # intermediate_layers_indices
+    norm_eps: float = 1e-5  # norm_eps
+    output_dim: int = 7680  # vision_output_dim: what the cross-attention layers of the text model read
 
     @property
     def n_patches(self) -> int:  # per tile, with the class token

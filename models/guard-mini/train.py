@@ -60,9 +60,25 @@ def training_records(recipe: MiniRecipe, data: Path) -> list[dict]:
     return rows
 
 
+def init_dir(recipe: MiniRecipe, art: Path) -> Path | None:
+    """The earlier build this recipe continues (recipe.init_from, relative to the artefacts folder), or None."""
+    if not recipe.init_from:
+        return None
+    d = (art / recipe.init_from).resolve()
+    if not (d / "student_adapter.safetensors").is_file():
+        sys.exit(f"init_from {d}: no guard-mini artefacts there (student_adapter.safetensors)")
+    return d
+
+
+def inherit(src: Path, art: Path, name: str) -> None:
+    if src.resolve() != art.resolve():
+        shutil.copy(src / name, art / name)
+
+
 def teacher(recipe: MiniRecipe, data: Path, work: Path, art: Path) -> None:
     """LoRA fine-tuning of the base. Resumes from WORK/teacher.ckpt/ckpt.pt (model + optimizer), else from the
-    committable snapshot ART/teacher_resume.safetensors (adapters + step; AdamW moments restart from zero)."""
+    committable snapshot ART/teacher_resume.safetensors (adapters + step; AdamW moments restart from zero).
+    With recipe.init_from: the earlier build's teacher, rebuilt from its artefacts."""
     from safetensors import safe_open
     from safetensors.torch import load_file
 
@@ -70,6 +86,10 @@ def teacher(recipe: MiniRecipe, data: Path, work: Path, art: Path) -> None:
 
     if (art / "teacher_adapter.safetensors").is_file() and (work / "teacher").is_dir():
         return print("teacher: done")
+    if (src := init_dir(recipe, art)) is not None:
+        inherit(src, art, "teacher_adapter.safetensors")
+        build_hf(work / "teacher", src, stage="teacher")
+        return print(f"teacher: taken from {src}")
     model, tok, rows = load_base()
     r, alpha = recipe.teacher_rank
     add_lora(model, LoraConfig(r=r, alpha=alpha, train_embeddings=tuple(rows)))
@@ -112,6 +132,10 @@ def teacher(recipe: MiniRecipe, data: Path, work: Path, art: Path) -> None:
 def prune_stage(recipe: MiniRecipe, data: Path, work: Path, art: Path) -> None:
     if (work / "pruned").is_dir():
         return print("prune: done")
+    if (src := init_dir(recipe, art)) is not None:
+        inherit(src, art, "prune_record.json")
+        build_hf(work / "pruned", src, stage="pruned")
+        return print(f"prune: taken from {src}")
     dev = load_jsonl(data / "dev.jsonl")[: recipe.calib]
     calib = [render(r["messages"]) for r in dev]  # real guard prompts, template tokens included
     record = prune(work / "teacher", work / "pruned", PruneConfig(drop_blocks=recipe.drop_blocks, mlp_width=recipe.mlp_width,
@@ -122,17 +146,18 @@ def prune_stage(recipe: MiniRecipe, data: Path, work: Path, art: Path) -> None:
 
 
 def _distil(recipe: MiniRecipe, records: list[dict], work: Path, art: Path, name: str, train: TrainConfig,
-            init_adapter: Path | None = None) -> dict:
+            init_adapter: Path | None = None, alpha: float | None = None) -> dict:
     """LoRA + QAT distillation of the pruned student toward the teacher into WORK/NAME (checkpoints in NAME.ckpt);
     its adapters become the artefacts' student_adapter.safetensors."""
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(work / "pruned"))
     rows = tuple(range(BASE_VOCAB, len(tok)))  # the tokens the teacher stage added
-    cfg = DistillConfig(train, alpha=recipe.alpha, qat_group_size=recipe.group_size,
+    alpha = recipe.alpha if alpha is None else alpha
+    cfg = DistillConfig(train, alpha=alpha, qat_group_size=recipe.group_size,
                         lora=LoraConfig(r=recipe.lora_r, alpha=recipe.lora_alpha, train_embeddings=rows),
                         init_adapter=str(init_adapter) if init_adapter else None)
-    rec = distill(work / "pruned", work / "teacher", records, work / name, cfg, work=work / f"{name}.ckpt",
+    rec = distill(work / "pruned", work / "teacher" if alpha < 1 else None, records, work / name, cfg, work=work / f"{name}.ckpt",
                   policy=policies(recipe.policies))
     shutil.copy(work / name / "adapter.safetensors", art / "student_adapter.safetensors")
     return rec
@@ -141,6 +166,10 @@ def _distil(recipe: MiniRecipe, records: list[dict], work: Path, art: Path, name
 def distill_stage(recipe: MiniRecipe, data: Path, work: Path, art: Path) -> None:
     if (work / "student").is_dir():
         return print("distil: done")
+    if (src := init_dir(recipe, art)) is not None:  # the earlier build's adapters: the refine stage continues them
+        (work / "student").mkdir(parents=True)
+        shutil.copy(src / "student_adapter.safetensors", work / "student" / "adapter.safetensors")
+        return print(f"distil: taken from {src}")
     train = TrainConfig(steps=recipe.student_steps, lr=recipe.student_lr, accum=recipe.accum, save_every=10, bf16=False,
                         seed=recipe.seed + 1, decay_from=recipe.student_decay_from)
     rec = _distil(recipe, training_records(recipe, data), work, art, "student", train)
@@ -156,7 +185,8 @@ def refine_stage(recipe: MiniRecipe, data: Path, work: Path, art: Path) -> None:
     records = refine_records(training_records(recipe, data), recipe)
     train = TrainConfig(steps=recipe.refine_steps, lr=recipe.refine_lr, accum=recipe.accum, save_every=10, bf16=False,
                         seed=recipe.seed + 2, decay_from=0)
-    rec = _distil(recipe, records, work, art, "refined", train, init_adapter=work / "student" / "adapter.safetensors")
+    rec = _distil(recipe, records, work, art, "refined", train, init_adapter=work / "student" / "adapter.safetensors",
+                  alpha=recipe.refine_alpha)
     print(f"refine: {len(records)} records,", rec["summary"])
 
 

@@ -24,7 +24,7 @@ def test_next_recipe_names_heldout_sources_and_teacher_rank():
     assert set(r.heldout_sources) == {"harmfulq", "trustllm_misuse", "coconot_contrast"}
     assert r.teacher_rank == (64, 128.0) and (r.lora_r, r.lora_alpha) == (8, 16.0)
     shipped = MiniRecipe.load(ARTEFACTS / "recipe.json")
-    assert shipped.teacher_rank == (shipped.lora_r, shipped.lora_alpha) and shipped.heldout_sources == ()
+    assert shipped.teacher_rank == (shipped.lora_r, shipped.lora_alpha) and shipped.heldout_sources == r.heldout_sources
 
 
 def test_training_refuses_heldout_sources(tmp_path):
