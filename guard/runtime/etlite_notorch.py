@@ -1,0 +1,172 @@
+"""etlite without libtorch: a private copy of the wheel's _portable_lib that does not load torch's libraries.
+
+The executorch wheel's _portable_lib (the runtime etlite links against) lists libtorch_python, libtorch and
+libtorch_cpu as DT_NEEDED for its pybind layer, so loading etlite mapped libtorch_cpu (~50 MiB resident) and ran its
+static initialisers, though no Python torch was imported. What the runtime really takes from those libraries:
+pthreadpool (XNNPACK's thread pool, from libtorch_cpu), BLAS (sgemm_ ..., libtorch_cpu), four at::Tensor / pybind
+functions of the bindings, and the quantized embedding kernel (libquantized_ops_aot_lib.so, which registers itself
+with torch's dispatcher and so needs libtorch). cpuinfo, the c10 symbols and a few newer libstdc++ functions come
+from libc10.so (1.5 MB, no static work), which stays.
+
+``prepare`` writes the copy into etlite's cache directory with those three DT_NEEDED entries, its SONAME and its
+RUNPATH removed (libc10 and the QNN runtime library, which holds ExecuTorch's core, are loaded by path before it:
+``preload``), and returns the symbols etlite must define in their place (etlite_pool.cpp, etlite_notorch.cpp);
+``check`` verifies the built etlite defines them all. Anything unexpected (another ELF layout, a new torch symbol in
+a future wheel) raises, and guard.runtime.etlite falls back to linking the wheel's _portable_lib as before.
+
+The copy has no SONAME, so nothing else binds to it by name: executorch's Python bindings (and the quantized kernels
+library they load) keep using the wheel's own _portable_lib; both runtimes can live in one process.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+import struct
+from pathlib import Path
+
+DROPPED = ("libtorch_python.so", "libtorch.so", "libtorch_cpu.so")
+KEPT = ("libc10.so",)  # in torch/lib; the QNN library is in backends/qualcomm
+DT_NULL, DT_NEEDED, DT_STRTAB, DT_SONAME, DT_RPATH, DT_RUNPATH = 0, 1, 5, 14, 15, 29
+
+
+class ElfError(RuntimeError):
+    pass
+
+
+def supported() -> bool:
+    return platform.system() == "Linux" and platform.machine() == "x86_64"
+
+
+def _header(data: bytes) -> tuple:
+    if data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
+        raise ElfError("not a little-endian ELF64 file")
+    phoff, shoff = struct.unpack_from("<QQ", data, 0x20)
+    phentsize, phnum, shentsize, shnum = struct.unpack_from("<HHHH", data, 0x36)
+    return phoff, phentsize, phnum, shoff, shentsize, shnum
+
+
+def _segments(data: bytes) -> list:
+    phoff, phentsize, phnum, *_ = _header(data)
+    return [struct.unpack_from("<IIQQQQQQ", data, phoff + i * phentsize) for i in range(phnum)]
+
+
+def _offset(data: bytes, vaddr: int) -> int:
+    for p_type, _, off, va, _, filesz, _, _ in _segments(data):
+        if p_type == 1 and va <= vaddr < va + filesz:
+            return off + vaddr - va
+    raise ElfError(f"address {vaddr:#x} is in no loaded segment")
+
+
+def _dynamic(data: bytes) -> tuple[int, list]:
+    """-> (file offset of the dynamic array, [(tag, value)] up to and without DT_NULL)."""
+    dyn = [s for s in _segments(data) if s[0] == 2]
+    if len(dyn) != 1:
+        raise ElfError("no single PT_DYNAMIC segment")
+    off, size = dyn[0][2], dyn[0][5]
+    entries = []
+    for i in range(size // 16):
+        tag, val = struct.unpack_from("<qQ", data, off + 16 * i)
+        if tag == DT_NULL:
+            break
+        entries.append((tag, val))
+    return off, entries
+
+
+def _string(data: bytes, at: int) -> str:
+    return data[at:data.index(b"\0", at)].decode()
+
+
+def needed(path: Path) -> list[str]:
+    data = Path(path).read_bytes()
+    _, entries = _dynamic(data)
+    strtab = _offset(data, dict(entries)[DT_STRTAB])
+    return [_string(data, strtab + v) for t, v in entries if t == DT_NEEDED]
+
+
+def symbols(path: Path) -> tuple[set, set]:
+    """-> (defined, undefined) dynamic symbol names (versions ignored)."""
+    data = Path(path).read_bytes()
+    _, _, _, shoff, shentsize, shnum = _header(data)
+    sections = [struct.unpack_from("<IIQQQQIIQQ", data, shoff + i * shentsize) for i in range(shnum)]
+    defined, undefined = set(), set()
+    for _, sh_type, _, _, off, size, link, _, _, entsize in sections:
+        if sh_type != 11:  # SHT_DYNSYM
+            continue
+        strtab = sections[link][4]
+        for i in range(1, size // (entsize or 24)):
+            name, info, _, shndx = struct.unpack_from("<IBBH", data, off + i * 24)
+            if name and info >> 4 in (1, 2):  # global or weak
+                (defined if shndx else undefined).add(_string(data, strtab + name))
+    return defined, undefined
+
+
+def strip_needed(src: Path, dst: Path, drop: tuple) -> None:
+    """Copy src to dst without the DT_NEEDED entries in drop, DT_SONAME and DT_RPATH/DT_RUNPATH (the later entries
+    move up; the freed slots become DT_NULL), like `patchelf --remove-needed`."""
+    data = bytearray(Path(src).read_bytes())
+    off, entries = _dynamic(data)
+    strtab = _offset(data, dict(entries)[DT_STRTAB])
+    names = [_string(data, strtab + v) if t == DT_NEEDED else None for t, v in entries]
+    if not set(drop) <= set(names):
+        raise ElfError(f"{Path(src).name} does not list {sorted(set(drop) - set(names))}")
+    keep = [(t, v) for (t, v), n in zip(entries, names)
+            if n not in drop and t not in (DT_SONAME, DT_RPATH, DT_RUNPATH)]
+    for i in range(len(entries) + 1):
+        struct.pack_into("<qQ", data, off + 16 * i, *(keep[i] if i < len(keep) else (DT_NULL, 0)))
+    tmp = Path(dst).with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_bytes(bytes(data))
+    tmp.chmod(0o755)
+    tmp.replace(dst)
+
+
+def _loaded(name: str) -> Path | None:
+    """The path of a library this process has mapped (/proc/self/maps), by file name prefix."""
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        path = line.split(maxsplit=5)[-1] if line.count(" ") >= 5 else ""
+        if Path(path).name.startswith(name):
+            return Path(path)
+    return None
+
+
+def paths(et: Path) -> dict:
+    torch_lib = et.parent / "torch" / "lib"
+    return {"torch_lib": torch_lib, "c10": torch_lib / "libc10.so",
+            "qnn": et / "backends" / "qualcomm" / "libqnn_executorch_backend.so"}
+
+
+def prepare(portable: Path, et: Path, out: Path) -> set:
+    """Write the torch-free copy of ``portable`` to ``out`` (unless present); -> the symbols etlite must define."""
+    if not supported():
+        raise ElfError(f"only x86-64 Linux ({platform.system()} {platform.machine()})")
+    p = paths(et)
+    dropped = [p["torch_lib"] / n for n in DROPPED]
+    if set(needed(portable)) & set(DROPPED) != set(DROPPED):
+        raise ElfError(f"{portable.name} does not need {DROPPED}")
+    from_torch = set()
+    _, undefined = symbols(portable)
+    for lib in dropped:
+        from_torch |= undefined & symbols(lib)[0]
+    ctypes.CDLL("libstdc++.so.6")
+    stdcxx = _loaded("libstdc++.so")
+    kept = set()
+    for lib in [p["c10"], p["qnn"], *([stdcxx] if stdcxx else [])]:
+        kept |= symbols(lib)[0]
+    if not out.is_file():
+        strip_needed(portable, out, DROPPED)
+    return from_torch - kept
+
+
+def check(etlite: Path, required: set) -> None:
+    missing = required - symbols(etlite)[0]
+    if missing:
+        raise ElfError(f"etlite lacks {len(missing)} symbol(s) the runtime took from libtorch, e.g. "
+                       f"{sorted(missing)[:3]}")
+
+
+def preload(et: Path) -> None:
+    """Load libc10 and the QNN library (ExecuTorch's core) by path, so the copy's DT_NEEDED names resolve to them."""
+    p = paths(et)
+    for lib in (p["c10"], p["qnn"]):
+        ctypes.CDLL(str(lib))
