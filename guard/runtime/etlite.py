@@ -55,14 +55,17 @@ def _target(et: Path, flags: list[str], sources: list[Path]) -> Path:
     return HOME / "etlite" / f"etlite-{key}.so"
 
 
-def _runtime_copy(et: Path, portable: Path) -> Path:
-    """Where the torch-free copy of _portable_lib goes (guard.runtime.etlite_notorch), keyed like the build."""
+def _runtime_copies(et: Path, portable: Path) -> tuple[Path, Path]:
+    """Where the torch-free copies of _portable_lib and of ExecuTorch's core go (guard.runtime.etlite_notorch), keyed
+    by the executorch version and the runtime file."""
     from guard.defaults import HOME
+    from guard.runtime import etlite_notorch
 
     version = (et / "version.py").read_text() if (et / "version.py").is_file() else ""
     st = portable.stat()
-    key = hashlib.sha256("\0".join([version, sys.version, str(st.st_size), str(st.st_mtime_ns)]).encode())
-    return HOME / "etlite" / f"etlite-rt-{key.hexdigest()[:16]}.so"
+    parts = [etlite_notorch.LAYOUT, version, sys.version, str(st.st_size), str(st.st_mtime_ns)]
+    k = hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
+    return HOME / "etlite" / f"etlite-rt-{k}.so", HOME / "etlite" / f"etlite-core-{k}.so"
 
 
 def build(et: Path | None = None, quiet: bool = True, notorch: bool = False) -> Path:
@@ -81,12 +84,13 @@ def build(et: Path | None = None, quiet: bool = True, notorch: bool = False) -> 
     if notorch:
         from guard.runtime import etlite_notorch
 
-        rt = _runtime_copy(et, p["portable"])
+        rt, core = _runtime_copies(et, p["portable"])
         rt.parent.mkdir(parents=True, exist_ok=True)
-        required = etlite_notorch.prepare(p["portable"], et, rt)
+        required = etlite_notorch.prepare(p["portable"], et, rt, core)
         sources += NOTORCH_SOURCES
         flags += ["-DETLITE_NOTORCH", f'-DETLITE_TORCH_CPU="{torch_lib / "libtorch_cpu.so"}"', "-pthread",
-                  f"-L{rt.parent}", "-Wl,--no-as-needed", f"-l:{rt.name}", "-Wl,--as-needed", "-Wl,-rpath,$ORIGIN"]
+                  f"-L{rt.parent}", "-Wl,--no-as-needed", f"-l:{rt.name}", f"-l:{core.name}", "-Wl,--as-needed",
+                  "-Wl,-rpath,$ORIGIN"]
     else:
         flags += ["-Wl,--no-as-needed", str(p["portable"]), "-Wl,--as-needed", f"-Wl,-rpath,{p['portable'].parent}"]
     flags += [f"-Wl,-rpath-link,{torch_lib}", f"-Wl,-rpath-link,{et / 'backends' / 'qualcomm'}",
@@ -130,8 +134,8 @@ def notorch_wanted() -> bool:
 def _load(et: Path, notorch: bool):
     path = build(et, notorch=notorch)
     if notorch:
-        # libc10 and the QNN library (ExecuTorch's core) by path first: the copy names them without a search path.
-        # embedding_4bit is etlite's own there (etlite_notorch.cpp).
+        # libc10 by path first: the runtime copy names it without a search path. embedding_4bit is etlite's own
+        # there (etlite_notorch.cpp).
         from guard.runtime import etlite_notorch
 
         etlite_notorch.preload(et)

@@ -8,14 +8,17 @@ functions of the bindings, and the quantized embedding kernel (libquantized_ops_
 with torch's dispatcher and so needs libtorch). cpuinfo, the c10 symbols and a few newer libstdc++ functions come
 from libc10.so (1.5 MB, no static work), which stays.
 
-``prepare`` writes the copy into etlite's cache directory with those three DT_NEEDED entries, its SONAME and its
-RUNPATH removed (libc10 and the QNN runtime library, which holds ExecuTorch's core, are loaded by path before it:
-``preload``), and returns the symbols etlite must define in their place (etlite_pool.cpp, etlite_notorch.cpp);
-``check`` verifies the built etlite defines them all. Anything unexpected (another ELF layout, a new torch symbol in
-a future wheel) raises, and guard.runtime.etlite falls back to linking the wheel's _portable_lib as before.
+``prepare`` writes two copies into etlite's cache directory: _portable_lib without those three DT_NEEDED entries and
+without libqnn_executorch_backend.so, and that QNN library (which holds ExecuTorch's core: the backend registry, the
+PAL), both without SONAME and RUNPATH. etlite links both (runtime first, as the wheel orders them); libc10 is loaded
+by path before (``preload``). It returns the symbols etlite must define in place of libtorch's (etlite_pool.cpp,
+etlite_notorch.cpp); ``check`` verifies the built etlite defines them all. Anything unexpected (another ELF layout, a
+new torch symbol in a future wheel) raises, and guard.runtime.etlite falls back to linking the wheel's _portable_lib.
 
-The copy has no SONAME, so nothing else binds to it by name: executorch's Python bindings (and the quantized kernels
-library they load) keep using the wheel's own _portable_lib; both runtimes can live in one process.
+Neither copy has a SONAME, so nothing else binds to them by name: executorch's Python bindings (and the quantized
+kernels library they load) keep the wheel's own runtime and core, with their own backend and kernel registries;
+both runtimes live in one process without sharing state, in either order (the private core copy matters when the
+bindings come first: the wheel's core is then bound into the quantized library's scope, which etlite must not see).
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ import struct
 from pathlib import Path
 
 DROPPED = ("libtorch_python.so", "libtorch.so", "libtorch_cpu.so")
-KEPT = ("libc10.so",)  # in torch/lib; the QNN library is in backends/qualcomm
+LAYOUT = "2"  # part of the copies' cache key: bump when what prepare writes changes
+QNN = "libqnn_executorch_backend.so"  # ExecuTorch's core in the wheel; etlite links a private copy
 DT_NULL, DT_NEEDED, DT_STRTAB, DT_SONAME, DT_RPATH, DT_RUNPATH = 0, 1, 5, 14, 15, 29
 
 
@@ -136,8 +140,9 @@ def paths(et: Path) -> dict:
             "qnn": et / "backends" / "qualcomm" / "libqnn_executorch_backend.so"}
 
 
-def prepare(portable: Path, et: Path, out: Path) -> set:
-    """Write the torch-free copy of ``portable`` to ``out`` (unless present); -> the symbols etlite must define."""
+def prepare(portable: Path, et: Path, out: Path, core: Path) -> set:
+    """Write the torch-free copy of ``portable`` to ``out`` and the core copy to ``core`` (unless present); -> the
+    symbols etlite must define."""
     if not supported():
         raise ElfError(f"only x86-64 Linux ({platform.system()} {platform.machine()})")
     p = paths(et)
@@ -153,8 +158,10 @@ def prepare(portable: Path, et: Path, out: Path) -> set:
     kept = set()
     for lib in [p["c10"], p["qnn"], *([stdcxx] if stdcxx else [])]:
         kept |= symbols(lib)[0]
+    if not core.is_file():
+        strip_needed(p["qnn"], core, ())
     if not out.is_file():
-        strip_needed(portable, out, DROPPED)
+        strip_needed(portable, out, (*DROPPED, QNN))
     return from_torch - kept
 
 
@@ -166,7 +173,6 @@ def check(etlite: Path, required: set) -> None:
 
 
 def preload(et: Path) -> None:
-    """Load libc10 and the QNN library (ExecuTorch's core) by path, so the copy's DT_NEEDED names resolve to them."""
-    p = paths(et)
-    for lib in (p["c10"], p["qnn"]):
-        ctypes.CDLL(str(lib))
+    """Load libc10 by path, so the runtime copy's DT_NEEDED libc10.so resolves to torch's (the one `import torch`
+    loads too)."""
+    ctypes.CDLL(str(paths(et)["c10"]))
