@@ -32,14 +32,14 @@ BUILT: list = []  # [the loaded library's file name]: identifies the build (guar
 _LOCK = __import__("threading").Lock()
 
 
-def _executorch_dir() -> Path | None:
+def executorch_dir() -> Path | None:
     import importlib.util
 
     spec = importlib.util.find_spec("executorch")
     return Path(list(spec.submodule_search_locations)[0]) if spec and spec.submodule_search_locations else None
 
 
-def _paths(et: Path) -> dict:
+def wheel_paths(et: Path) -> dict:
     suffix = sysconfig.get_config_var("EXT_SUFFIX")
     return {"portable": et / "extension" / "pybindings" / f"_portable_lib{suffix}",
             "quantized": et / "kernels" / "quantized" / "libquantized_ops_aot_lib.so",
@@ -73,8 +73,8 @@ def build(et: Path | None = None, quiet: bool = True, notorch: bool = False) -> 
 
     notorch: link a copy of _portable_lib that does not load libtorch (guard.runtime.etlite_notorch), with the
     pthreadpool, embedding_4bit and stub definitions of NOTORCH_SOURCES; raises when that cannot be done safely."""
-    et = et or _executorch_dir()
-    p = _paths(et)
+    et = et or executorch_dir()
+    p = wheel_paths(et)
     inc = p["include"]
     flags = ["-O2", "-std=c++17", "-shared", "-fPIC", f"-I{inc}", f"-I{inc / 'executorch/runtime/core/portable_type/c10'}",
              "-DC10_USING_CUSTOM_GENERATED_MACROS"]
@@ -144,7 +144,7 @@ def _load(et: Path, notorch: bool):
         # etlite needs _portable_lib (the runtime, XNNPACK, portable kernels; loading it maps libtorch_cpu but
         # imports no Python torch); the quantized kernels (embedding_4bit) register into it when loaded.
         lib = ctypes.CDLL(str(path))
-        ctypes.CDLL(str(_paths(et)["quantized"]))
+        ctypes.CDLL(str(wheel_paths(et)["quantized"]))
     BUILT.append(path.name)
     return lib
 
@@ -153,7 +153,7 @@ def _library():
     # ctypes releases the GIL while loading, so this can overlap with the tokenizer (PteRunner).
     lib = None
     if not os.environ.get("GUARD_NO_ETLITE"):
-        et = _executorch_dir()
+        et = executorch_dir()
         for notorch in ([True] if notorch_wanted() else []) + [False]:
             try:
                 lib = _load(et, notorch)

@@ -89,6 +89,11 @@ def needed(path: Path) -> list[str]:
     return [_string(data, strtab + v) for t, v in entries if t == DT_NEEDED]
 
 
+def tags(path: Path) -> list[int]:
+    """The d_tag of every dynamic entry (DT_NULL excluded)."""
+    return [t for t, _ in _dynamic(Path(path).read_bytes())[1]]
+
+
 def symbols(path: Path) -> tuple[set, set]:
     """-> (defined, undefined) dynamic symbol names (versions ignored)."""
     data = Path(path).read_bytes()

@@ -15,7 +15,7 @@ TORCH_LIBS = ("libtorch_cpu.so", "libtorch.so", "libtorch_python.so")
 
 
 def _portable() -> Path:
-    return etlite._paths(etlite._executorch_dir())["portable"]
+    return etlite.wheel_paths(etlite.executorch_dir())["portable"]
 
 
 def test_strip_needed_removes_torch_soname_runpath(tmp_path):
@@ -26,11 +26,11 @@ def test_strip_needed_removes_torch_soname_runpath(tmp_path):
     left = etlite_notorch.needed(out)
     assert not set(TORCH_LIBS) & set(left)
     assert "libc10.so" in left and "libqnn_executorch_backend.so" in left
-    data = out.read_bytes()
-    _, entries = etlite_notorch._dynamic(data)
-    tags = [t for t, _ in entries]
+    tags = etlite_notorch.tags(out)
+    assert etlite_notorch.DT_SONAME in etlite_notorch.tags(src)
     assert etlite_notorch.DT_SONAME not in tags and etlite_notorch.DT_RUNPATH not in tags
-    assert len(data) == src.stat().st_size  # entries move up in place; nothing else changes
+    assert len(tags) == len(etlite_notorch.tags(src)) - 5  # three libraries, SONAME, RUNPATH
+    assert out.stat().st_size == src.stat().st_size  # entries move up in place; nothing else changes
     assert etlite_notorch.symbols(out) == etlite_notorch.symbols(src)
 
 
@@ -40,7 +40,7 @@ def test_strip_needed_refuses_a_library_not_listed(tmp_path):
 
 
 def test_check_names_a_missing_symbol(tmp_path):
-    lib = etlite._paths(etlite._executorch_dir())["quantized"]
+    lib = etlite.wheel_paths(etlite.executorch_dir())["quantized"]
     with pytest.raises(etlite_notorch.ElfError, match="pthreadpool_create"):
         etlite_notorch.check(lib, {"pthreadpool_create"})
 
@@ -51,7 +51,7 @@ def test_build_defines_every_symbol_taken_from_libtorch(tmp_path, monkeypatch):
     calls); the built etlite defines all of it, and links the copy, not the wheel's _portable_lib."""
     if not etlite_notorch.supported():
         pytest.skip("x86-64 Linux only")
-    et = etlite._executorch_dir()
+    et = etlite.executorch_dir()
     required = etlite_notorch.prepare(_portable(), et, tmp_path / "rt.so", tmp_path / "core.so")
     assert {"pthreadpool_create", "pthreadpool_parallelize_2d_tile_2d_dynamic", "sgemm_"} <= required
     path = etlite.build(et, notorch=True)
