@@ -79,14 +79,9 @@ def build(et: Path | None = None, quiet: bool = True, notorch: bool = False) -> 
     flags = ["-O2", "-std=c++17", "-shared", "-fPIC", f"-I{inc}", f"-I{inc / 'executorch/runtime/core/portable_type/c10'}",
              "-DC10_USING_CUSTOM_GENERATED_MACROS"]
     sources = [SOURCE]
-    required: set = set()
     torch_lib = et.parent / "torch" / "lib"
     if notorch:
-        from guard.runtime import etlite_notorch
-
         rt, core = _runtime_copies(et, p["portable"])
-        rt.parent.mkdir(parents=True, exist_ok=True)
-        required = etlite_notorch.prepare(p["portable"], et, rt, core)
         sources += NOTORCH_SOURCES
         flags += ["-DETLITE_NOTORCH", f'-DETLITE_TORCH_CPU="{torch_lib / "libtorch_cpu.so"}"', "-pthread",
                   f"-L{rt.parent}", "-Wl,--no-as-needed", f"-l:{rt.name}", f"-l:{core.name}", "-Wl,--as-needed",
@@ -99,9 +94,15 @@ def build(et: Path | None = None, quiet: bool = True, notorch: bool = False) -> 
     rejected = out.with_suffix(".rejected")
     if rejected.is_file():
         raise RuntimeError(f"{out.name} was built without a symbol the runtime needs (see {rejected.name})")
-    if out.is_file():
+    if out.is_file() and (not notorch or (rt.is_file() and core.is_file())):
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
+    if notorch:
+        from guard.runtime import etlite_notorch
+
+        required = etlite_notorch.prepare(p["portable"], et, rt, core)
+        if out.is_file():  # the copies were removed, the build is current
+            return out
     tmp = out.with_suffix(f".{os.getpid()}.tmp")
     r = subprocess.run(["g++", *map(str, sources), "-o", str(tmp), *flags], capture_output=True, text=True)
     if r.returncode != 0:

@@ -24,9 +24,11 @@ bindings come first: the wheel's core is then bound into the quantized library's
 from __future__ import annotations
 
 import ctypes
+import mmap
 import os
 import platform
 import struct
+from contextlib import contextmanager
 from pathlib import Path
 
 DROPPED = ("libtorch_python.so", "libtorch.so", "libtorch_cpu.so")
@@ -78,25 +80,37 @@ def _dynamic(data: bytes) -> tuple[int, list]:
     return off, entries
 
 
-def _string(data: bytes, at: int) -> str:
-    return data[at:data.index(b"\0", at)].decode()
+def _string(data, at: int) -> str:
+    return data[at:data.find(b"\0", at)].decode()
+
+
+@contextmanager
+def _mapped(path: Path):
+    """The file read-only mapped (libtorch_cpu.so is 430 MB: read, not copied into the heap)."""
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        yield data
 
 
 def needed(path: Path) -> list[str]:
-    data = Path(path).read_bytes()
-    _, entries = _dynamic(data)
-    strtab = _offset(data, dict(entries)[DT_STRTAB])
-    return [_string(data, strtab + v) for t, v in entries if t == DT_NEEDED]
+    with _mapped(path) as data:
+        _, entries = _dynamic(data)
+        strtab = _offset(data, dict(entries)[DT_STRTAB])
+        return [_string(data, strtab + v) for t, v in entries if t == DT_NEEDED]
 
 
 def tags(path: Path) -> list[int]:
     """The d_tag of every dynamic entry (DT_NULL excluded)."""
-    return [t for t, _ in _dynamic(Path(path).read_bytes())[1]]
+    with _mapped(path) as data:
+        return [t for t, _ in _dynamic(data)[1]]
 
 
 def symbols(path: Path) -> tuple[set, set]:
     """-> (defined, undefined) dynamic symbol names (versions ignored)."""
-    data = Path(path).read_bytes()
+    with _mapped(path) as data:
+        return _symbols(data)
+
+
+def _symbols(data) -> tuple[set, set]:
     _, _, _, shoff, shentsize, shnum = _header(data)
     sections = [struct.unpack_from("<IIQQQQIIQQ", data, shoff + i * shentsize) for i in range(shnum)]
     defined, undefined = set(), set()
@@ -147,7 +161,7 @@ def paths(et: Path) -> dict:
 
 def prepare(portable: Path, et: Path, out: Path, core: Path) -> set:
     """Write the torch-free copy of ``portable`` to ``out`` and the core copy to ``core`` (unless present); -> the
-    symbols etlite must define."""
+    symbols etlite must define. Reads libtorch's symbol tables: only when etlite is (re)built."""
     if not supported():
         raise ElfError(f"only x86-64 Linux ({platform.system()} {platform.machine()})")
     p = paths(et)
