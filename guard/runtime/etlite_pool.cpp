@@ -39,7 +39,8 @@ struct Pool {
   std::mutex call;  // one parallelize_* at a time, like pthreadpool
   std::mutex m;
   std::condition_variable wake, done;
-  uint64_t generation = 0;
+  uint64_t generation = 0;  // one per call
+  uint64_t closed = 0;      // the call the caller has finished: workers waking later stay out of it
   bool stop = false;
   // The current call.
   Body body = nullptr;
@@ -47,7 +48,7 @@ struct Pool {
   size_t items = 0;
   uint32_t flags = 0;
   std::atomic<size_t> next{0};
-  size_t busy = 0;  // workers still on the current call
+  size_t entered = 0;  // workers inside the current call
 };
 
 void work(Pool* p, size_t thread) {
@@ -57,6 +58,8 @@ void work(Pool* p, size_t thread) {
   if (p->flags & kDisableDenormals) _mm_setcsr(csr);
 }
 
+// A worker joins a call only while it is open, so the caller never waits for a thread the scheduler has not run yet
+// (on a loaded machine that wait cost more than the work).
 void worker(Pool* p, size_t thread) {
   uint64_t seen = 0;
   for (;;) {
@@ -65,10 +68,12 @@ void worker(Pool* p, size_t thread) {
       p->wake.wait(lock, [&] { return p->stop || p->generation != seen; });
       if (p->stop) return;
       seen = p->generation;
+      if (p->closed == seen) continue;
+      p->entered++;
     }
     work(p, thread);
     std::lock_guard<std::mutex> lock(p->m);
-    if (--p->busy == 0) p->done.notify_one();
+    if (--p->entered == 0) p->done.notify_one();
   }
 }
 
@@ -86,13 +91,13 @@ void run(Pool* p, uint32_t flags, size_t items, Body body, const void* job) {
     std::lock_guard<std::mutex> lock(p->m);
     p->body = body, p->job = job, p->items = items, p->flags = flags;
     p->next.store(0, std::memory_order_relaxed);
-    p->busy = p->workers.size();
     p->generation++;
   }
   p->wake.notify_all();
   work(p, 0);
   std::unique_lock<std::mutex> lock(p->m);
-  p->done.wait(lock, [&] { return p->busy == 0; });
+  p->closed = p->generation;
+  p->done.wait(lock, [&] { return p->entered == 0; });
 }
 
 // f(thread, item) through run().
