@@ -177,3 +177,146 @@ def test_current_build_reads_no_symbol_tables(monkeypatch):
 
     monkeypatch.setattr(etlite_notorch, "prepare", fail)
     assert etlite.build(et, notorch=True) == path
+
+
+POOL_TEST = r"""
+// Every parallelize_* variant of etlite_pool.cpp covers each cell of its grid exactly once, with thread ids below
+// the pool's count and FTZ/DAZ set inside the call only when asked.
+#include <xmmintrin.h>
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <vector>
+extern "C" {
+void* pthreadpool_create(size_t);
+void pthreadpool_destroy(void*);
+size_t pthreadpool_get_threads_count(void*);
+#define P(name, ...) void name(void*, void*, void*, __VA_ARGS__, uint32_t);
+P(pthreadpool_parallelize_1d, size_t)
+P(pthreadpool_parallelize_1d_with_thread, size_t)
+P(pthreadpool_parallelize_1d_tile_1d, size_t, size_t)
+P(pthreadpool_parallelize_1d_tile_1d_dynamic_with_thread, size_t, size_t)
+P(pthreadpool_parallelize_2d, size_t, size_t)
+P(pthreadpool_parallelize_2d_tile_1d_dynamic_with_thread, size_t, size_t, size_t)
+P(pthreadpool_parallelize_2d_tile_2d, size_t, size_t, size_t, size_t)
+P(pthreadpool_parallelize_2d_tile_2d_dynamic_with_thread, size_t, size_t, size_t, size_t)
+P(pthreadpool_parallelize_3d, size_t, size_t, size_t)
+P(pthreadpool_parallelize_3d_tile_1d_with_thread, size_t, size_t, size_t, size_t)
+P(pthreadpool_parallelize_3d_tile_2d, size_t, size_t, size_t, size_t, size_t)
+P(pthreadpool_parallelize_3d_tile_2d_dynamic_with_thread, size_t, size_t, size_t, size_t, size_t)
+P(pthreadpool_parallelize_4d, size_t, size_t, size_t, size_t)
+P(pthreadpool_parallelize_4d_tile_2d, size_t, size_t, size_t, size_t, size_t, size_t)
+P(pthreadpool_parallelize_5d, size_t, size_t, size_t, size_t, size_t)
+P(pthreadpool_parallelize_5d_tile_2d, size_t, size_t, size_t, size_t, size_t, size_t, size_t)
+P(pthreadpool_parallelize_6d_tile_2d, size_t, size_t, size_t, size_t, size_t, size_t, size_t, size_t)
+}
+struct Grid {
+  size_t r[6];
+  size_t threads;
+  bool ftz;
+  std::vector<std::atomic<int>> hits;
+  std::atomic<int> bad{0};
+  Grid(std::initializer_list<size_t> d, size_t t, bool f) : threads(t), ftz(f), hits(1) {
+    size_t n = 1, i = 0;
+    for (size_t x : d) r[i++] = x, n *= x;
+    for (; i < 6; i++) r[i] = 1;
+    hits = std::vector<std::atomic<int>>(n);
+  }
+  // cells [s[k], s[k] + c[k]) of each dimension
+  void mark(size_t th, const size_t* s, const size_t* c) {
+    if (th >= threads) bad++;
+    if (((_mm_getcsr() & 0x8040) == 0x8040) != ftz) bad++;
+    for (size_t a = s[0]; a < s[0] + c[0]; a++) for (size_t b = s[1]; b < s[1] + c[1]; b++)
+    for (size_t d = s[2]; d < s[2] + c[2]; d++) for (size_t e = s[3]; e < s[3] + c[3]; e++)
+    for (size_t f = s[4]; f < s[4] + c[4]; f++) for (size_t g = s[5]; g < s[5] + c[5]; g++)
+      hits[((((a * r[1] + b) * r[2] + d) * r[3] + e) * r[4] + f) * r[5] + g]++;
+  }
+  bool ok() { for (auto& h : hits) if (h != 1) return false; return bad == 0; }
+};
+#define G static_cast<Grid*>(ctx)
+static const size_t one[6] = {1, 1, 1, 1, 1, 1};
+using Call = void (*)(void* pool, Grid* g, uint32_t flags);
+struct Case { const char* name; std::initializer_list<size_t> dims; Call call; };
+int main() {
+  const Case cases[] = {
+    {"1d", {37}, [](void* p, Grid* g, uint32_t f) {
+      pthreadpool_parallelize_1d(p, (void*)+[](void* ctx, size_t i) { size_t s[6] = {i}; G->mark(0, s, one); }, g, 37, f); }},
+    {"1d_with_thread", {37}, [](void* p, Grid* g, uint32_t f) {
+      pthreadpool_parallelize_1d_with_thread(p, (void*)+[](void* ctx, size_t t, size_t i) { size_t s[6] = {i}; G->mark(t, s, one); }, g, 37, f); }},
+    {"1d_tile_1d", {37}, [](void* p, Grid* g, uint32_t f) {
+      pthreadpool_parallelize_1d_tile_1d(p, (void*)+[](void* ctx, size_t i, size_t n) {
+        size_t s[6] = {i}, c[6] = {n, 1, 1, 1, 1, 1}; G->mark(0, s, c); }, g, 37, 5, f); }},
+    {"1d_tile_1d_dynamic_with_thread", {37}, [](void* p, Grid* g, uint32_t f) {
+      pthreadpool_parallelize_1d_tile_1d_dynamic_with_thread(p, (void*)+[](void* ctx, size_t t, size_t i, size_t n) {
+        size_t s[6] = {i}, c[6] = {n, 1, 1, 1, 1, 1}; G->mark(t, s, c); }, g, 37, 4, f); }},
+    {"2d", {5, 7}, [](void* p, Grid* g, uint32_t f) {
+      pthreadpool_parallelize_2d(p, (void*)+[](void* ctx, size_t i, size_t j) { size_t s[6] = {i, j}; G->mark(0, s, one); }, g, 5, 7, f); }},
+    {"2d_tile_1d_dynamic_with_thread", {5, 11}, [](void* p, Grid* g, uint32_t f) {
+      pthreadpool_parallelize_2d_tile_1d_dynamic_with_thread(p, (void*)+[](void* ctx, size_t t, size_t i, size_t j, size_t n) {
+        size_t s[6] = {i, j}, c[6] = {1, n, 1, 1, 1, 1}; G->mark(t, s, c); }, g, 5, 11, 3, f); }},
+    {"2d_tile_2d", {9, 11}, [](void* p, Grid* g, uint32_t f) {
+      pthreadpool_parallelize_2d_tile_2d(p, (void*)+[](void* ctx, size_t i, size_t j, size_t ni, size_t nj) {
+        size_t s[6] = {i, j}, c[6] = {ni, nj, 1, 1, 1, 1}; G->mark(0, s, c); }, g, 9, 11, 2, 3, f); }},
+    {"2d_tile_2d_dynamic_with_thread", {9, 11}, [](void* p, Grid* g, uint32_t f) {
+      pthreadpool_parallelize_2d_tile_2d_dynamic_with_thread(p, (void*)+[](void* ctx, size_t t, size_t i, size_t j, size_t ni, size_t nj) {
+        size_t s[6] = {i, j}, c[6] = {ni, nj, 1, 1, 1, 1}; G->mark(t, s, c); }, g, 9, 11, 4, 3, f); }},
+    {"3d", {3, 4, 5}, [](void* p, Grid* g, uint32_t f) {
+      pthreadpool_parallelize_3d(p, (void*)+[](void* ctx, size_t i, size_t j, size_t k) {
+        size_t s[6] = {i, j, k}; G->mark(0, s, one); }, g, 3, 4, 5, f); }},
+    {"3d_tile_1d_with_thread", {3, 4, 7}, [](void* p, Grid* g, uint32_t f) {
+      pthreadpool_parallelize_3d_tile_1d_with_thread(p, (void*)+[](void* ctx, size_t t, size_t i, size_t j, size_t k, size_t n) {
+        size_t s[6] = {i, j, k}, c[6] = {1, 1, n, 1, 1, 1}; G->mark(t, s, c); }, g, 3, 4, 7, 3, f); }},
+    {"3d_tile_2d", {3, 5, 7}, [](void* p, Grid* g, uint32_t f) {
+      pthreadpool_parallelize_3d_tile_2d(p, (void*)+[](void* ctx, size_t i, size_t j, size_t k, size_t nj, size_t nk) {
+        size_t s[6] = {i, j, k}, c[6] = {1, nj, nk, 1, 1, 1}; G->mark(0, s, c); }, g, 3, 5, 7, 2, 3, f); }},
+    {"3d_tile_2d_dynamic_with_thread", {3, 5, 7}, [](void* p, Grid* g, uint32_t f) {
+      pthreadpool_parallelize_3d_tile_2d_dynamic_with_thread(p, (void*)+[](void* ctx, size_t t, size_t i, size_t j, size_t k, size_t nj, size_t nk) {
+        size_t s[6] = {i, j, k}, c[6] = {1, nj, nk, 1, 1, 1}; G->mark(t, s, c); }, g, 3, 5, 7, 2, 4, f); }},
+    {"4d", {2, 3, 4, 5}, [](void* p, Grid* g, uint32_t f) {
+      pthreadpool_parallelize_4d(p, (void*)+[](void* ctx, size_t i, size_t j, size_t k, size_t l) {
+        size_t s[6] = {i, j, k, l}; G->mark(0, s, one); }, g, 2, 3, 4, 5, f); }},
+    {"4d_tile_2d", {2, 3, 5, 7}, [](void* p, Grid* g, uint32_t f) {
+      pthreadpool_parallelize_4d_tile_2d(p, (void*)+[](void* ctx, size_t i, size_t j, size_t k, size_t l, size_t nk, size_t nl) {
+        size_t s[6] = {i, j, k, l}, c[6] = {1, 1, nk, nl, 1, 1}; G->mark(0, s, c); }, g, 2, 3, 5, 7, 2, 3, f); }},
+    {"5d", {2, 3, 2, 3, 4}, [](void* p, Grid* g, uint32_t f) {
+      pthreadpool_parallelize_5d(p, (void*)+[](void* ctx, size_t i, size_t j, size_t k, size_t l, size_t m) {
+        size_t s[6] = {i, j, k, l, m}; G->mark(0, s, one); }, g, 2, 3, 2, 3, 4, f); }},
+    {"5d_tile_2d", {2, 3, 2, 5, 7}, [](void* p, Grid* g, uint32_t f) {
+      pthreadpool_parallelize_5d_tile_2d(p, (void*)+[](void* ctx, size_t i, size_t j, size_t k, size_t l, size_t m, size_t nl, size_t nm) {
+        size_t s[6] = {i, j, k, l, m}, c[6] = {1, 1, 1, nl, nm, 1}; G->mark(0, s, c); }, g, 2, 3, 2, 5, 7, 2, 3, f); }},
+    {"6d_tile_2d", {2, 2, 3, 2, 5, 7}, [](void* p, Grid* g, uint32_t f) {
+      pthreadpool_parallelize_6d_tile_2d(p, (void*)+[](void* ctx, size_t i, size_t j, size_t k, size_t l, size_t m, size_t n, size_t nm, size_t nn) {
+        size_t s[6] = {i, j, k, l, m, n}, c[6] = {1, 1, 1, 1, nm, nn}; G->mark(0, s, c); }, g, 2, 2, 3, 2, 5, 7, 2, 3, f); }},
+  };
+  int failures = 0;
+  for (size_t threads : {0, 1, 2, 3}) {  // 0: no pool (serial on the caller)
+    void* pool = threads ? pthreadpool_create(threads) : nullptr;
+    if (pool && pthreadpool_get_threads_count(pool) != threads) { printf("FAIL threads_count\n"); failures++; }
+    for (int ftz = 0; ftz < 2; ftz++)
+      for (const Case& c : cases) {
+        Grid g(c.dims, threads ? threads : 1, ftz);
+        c.call(pool, &g, ftz);
+        if (!g.ok()) { printf("FAIL %s threads=%zu ftz=%d\n", c.name, threads, ftz); failures++; }
+      }
+    if (_mm_getcsr() & 0x8040) { printf("FAIL FTZ/DAZ left set\n"); failures++; }
+    if (pool) pthreadpool_destroy(pool);
+  }
+  printf("%s\n", failures ? "FAILED" : "OK");
+  return failures != 0;
+}
+"""
+
+
+@pytest.mark.slow
+def test_pool_covers_every_cell_once(tmp_path):
+    """etlite_pool.cpp against pthreadpool's contract: each variant visits every cell of its grid exactly once
+    (tiles, remainders, 1-3 threads, no pool), thread ids stay below the count, FTZ/DAZ only when asked."""
+    src = tmp_path / "pool_test.cpp"
+    src.write_text(POOL_TEST)
+    exe = tmp_path / "pool_test"
+    pool = Path(etlite.__file__).with_name("etlite_pool.cpp")
+    r = subprocess.run(["g++", "-O1", "-std=c++17", "-pthread", str(src), str(pool), "-o", str(exe)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = subprocess.run([str(exe)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip().endswith("OK"), out.stdout[-2000:]
