@@ -320,3 +320,33 @@ def test_pool_covers_every_cell_once(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     out = subprocess.run([str(exe)], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip().endswith("OK"), out.stdout[-2000:]
+
+
+BLAS_SCRIPT = r"""
+import ctypes, json
+from pathlib import Path
+from guard.runtime import etlite
+lib = etlite.library()
+maps = lambda: {Path(l.split(maxsplit=5)[-1].strip()).name for l in open("/proc/self/maps") if l.count(" ") >= 5}
+before = "libtorch_cpu.so" in maps()
+f, i = ctypes.c_float, ctypes.c_int
+a, b, c = (f * 4)(1, 2, 3, 4), (f * 4)(5, 6, 7, 8), (f * 4)()
+n, one, zero = i(2), f(1), f(0)
+lib.sgemm_(b"N", b"N", ctypes.byref(n), ctypes.byref(n), ctypes.byref(n), ctypes.byref(one), a, ctypes.byref(n), b,
+           ctypes.byref(n), ctypes.byref(zero), c, ctypes.byref(n), ctypes.c_size_t(1), ctypes.c_size_t(1))
+print(json.dumps({"built": etlite.BUILT, "before": before, "after": "libtorch_cpu.so" in maps(), "c": list(c)}))
+"""
+
+
+@pytest.mark.slow
+def test_blas_forwards_to_libtorch_on_first_use():
+    """BLAS (which no guard model calls) still works: the first sgemm_ loads libtorch_cpu and calls its sgemm_."""
+    if not etlite_notorch.supported():
+        pytest.skip("x86-64 Linux only")
+    env = {k: v for k, v in os.environ.items() if k not in ("GUARD_ETLITE_TORCH", "GUARD_NO_ETLITE")}
+    r = subprocess.run([sys.executable, "-c", BLAS_SCRIPT], capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert not out["before"] and out["after"], out
+    # column-major 2x2: [[1,3],[2,4]] @ [[5,7],[6,8]] = [[23,31],[34,46]]
+    assert out["c"] == [23.0, 34.0, 31.0, 46.0], out
