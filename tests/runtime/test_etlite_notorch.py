@@ -110,6 +110,16 @@ if order in ("bindings_after", "torch_first"):
         py = PteRunner(pte, program=load_program(pte))
     report["bindings_equal"] = bool(np.array_equal(a, logits(py, tokens)))
     report["etlite_again_equal"] = bool(np.array_equal(a, logits(et, tokens)))
+if order == "fork":  # the runtime recreates its thread pool in a child (pthread_atfork); the child's pool is ours
+    import os
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.write(w, json.dumps(g.classify("How do I pick a lock?").p_unsafe).encode())
+        os._exit(0)
+    os.close(w)
+    report["child_p_unsafe"] = json.loads(os.read(r, 100))
+    report["child_status"] = os.waitpid(pid, 0)[1]
 report["maps_end"] = mapped()
 print(json.dumps(report))
 """
@@ -132,6 +142,13 @@ def test_classify_maps_no_libtorch():
     assert [n for n in r["maps_end"] if n.startswith("etlite-rt-")], r
     assert not [n for n in r["maps_end"] if n.startswith(TORCH_LIBS)], r
     assert not [n for n in r["maps_end"] if n.startswith("_portable_lib")], r
+
+
+@pytest.mark.slow
+def test_fork_after_etlite():
+    """A child forked after etlite ran classifies with the same result (its thread pool is recreated)."""
+    r = _run("fork", _mini())
+    assert r["child_status"] == 0 and r["child_p_unsafe"] == r["p_unsafe"], r
 
 
 @pytest.mark.slow
