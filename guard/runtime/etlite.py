@@ -92,31 +92,38 @@ def build(et: Path | None = None, quiet: bool = True, notorch: bool = False) -> 
               "-Wl,--allow-shlib-undefined", "-ldl"]
     out = _target(et, flags, sources)
     rejected = out.with_suffix(".rejected")
-    if rejected.is_file():
-        raise RuntimeError(f"{out.name} was built without a symbol the runtime needs (see {rejected.name})")
+    if notorch and rejected.is_file():
+        raise RuntimeError(f"{out.name} could not be built before ({rejected.read_text().strip()[:300]}); remove "
+                           f"{rejected} to retry")
     if out.is_file() and (not notorch or (rt.is_file() and core.is_file())):
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
-    if notorch:
-        from guard.runtime import etlite_notorch
+    if not notorch:
+        _compile(sources, flags, out)
+        return out
+    from guard.runtime import etlite_notorch
 
+    try:  # any failure is kept (the old link is used instead), so later starts do not read and compile again
         required = etlite_notorch.prepare(p["portable"], et, rt, core)
-        if out.is_file():  # the copies were removed, the build is current
-            return out
+        if not out.is_file():  # else only the copies were missing
+            _compile(sources, flags, out, check=lambda tmp: etlite_notorch.check(tmp, required))
+    except Exception as e:
+        rejected.write_text(f"{type(e).__name__}: {e}\n")
+        raise
+    return out
+
+
+def _compile(sources: list[Path], flags: list[str], out: Path, check=None) -> None:
     tmp = out.with_suffix(f".{os.getpid()}.tmp")
     r = subprocess.run(["g++", *map(str, sources), "-o", str(tmp), *flags], capture_output=True, text=True)
-    if r.returncode != 0:
+    try:
+        if r.returncode != 0:
+            raise RuntimeError(f"compiling {SOURCE.name} failed:\n{r.stderr[-2000:]}")
+        if check:
+            check(tmp)
+        tmp.replace(out)
+    finally:
         tmp.unlink(missing_ok=True)
-        raise RuntimeError(f"compiling {SOURCE.name} failed:\n{r.stderr[-2000:]}")
-    if notorch:
-        try:
-            etlite_notorch.check(tmp, required)
-        except Exception as e:  # keep the verdict, so later runs do not compile again
-            rejected.write_text(f"{e}\n")
-            tmp.unlink(missing_ok=True)
-            raise
-    tmp.replace(out)
-    return out
 
 
 def library():

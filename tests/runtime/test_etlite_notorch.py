@@ -367,3 +367,25 @@ def test_blas_forwards_to_libtorch_on_first_use():
     assert not out["before"] and out["after"], out
     # column-major 2x2: [[1,3],[2,4]] @ [[5,7],[6,8]] = [[23,31],[34,46]]
     assert out["c"] == [23.0, 34.0, 31.0, 46.0], out
+
+
+def test_failed_copy_is_remembered(tmp_path, monkeypatch):
+    """A copy that cannot be made marks the build rejected: later starts raise at once (and use the old link)
+    instead of reading libtorch's tables and compiling again."""
+    import guard.defaults
+
+    monkeypatch.setattr(guard.defaults, "HOME", tmp_path)
+    calls = []
+
+    def prepare(*a):
+        calls.append(a)
+        raise etlite_notorch.ElfError("not a little-endian ELF64 file")
+
+    monkeypatch.setattr(etlite_notorch, "prepare", prepare)
+    et = etlite.executorch_dir()
+    with pytest.raises(etlite_notorch.ElfError):
+        etlite.build(et, notorch=True)
+    assert [p.name for p in (tmp_path / "etlite").glob("*.rejected")]
+    with pytest.raises(RuntimeError, match="could not be built before"):
+        etlite.build(et, notorch=True)
+    assert len(calls) == 1
