@@ -139,7 +139,11 @@ def strip_needed(src: Path, dst: Path, drop: tuple) -> None:
     for i in range(len(entries) + 1):
         struct.pack_into("<qQ", data, off + 16 * i, *(keep[i] if i < len(keep) else (DT_NULL, 0)))
     tmp = Path(dst).with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_bytes(bytes(data))
+    with open(tmp, "wb") as f:
+        # Page-sized writes: one 12 MB write leaves the file in large page-cache folios, and faulting the mapped code
+        # in then maps whole folios (the 1B run had 5.4 MiB of the copy's text resident instead of 1.9).
+        for at in range(0, len(data), 4096):
+            f.write(data[at:at + 4096])
     tmp.chmod(0o755)
     tmp.replace(dst)
 
