@@ -176,10 +176,10 @@ def prepare(portable: Path, et: Path, out: Path, core: Path) -> set:
     _, undefined = symbols(portable)
     for lib in dropped:
         from_torch |= undefined & symbols(lib)[0]
-    ctypes.CDLL("libstdc++.so.6")
-    stdcxx = _loaded("libstdc++.so")
+    ctypes.CDLL("libstdc++.so.6")  # and with it libgcc_s: the system libraries the copy resolves against
+    system = [lib for lib in map(_loaded, ("libstdc++.so", "libgcc_s.so", "libm.so", "libc.so")) if lib]
     kept = set()
-    for lib in [p["c10"], p["qnn"], *([stdcxx] if stdcxx else [])]:
+    for lib in [p["c10"], p["qnn"], *system]:
         kept |= symbols(lib)[0]
     if not core.is_file():
         strip_needed(p["qnn"], core, ())
