@@ -14,7 +14,7 @@ command -v "$PY" >/dev/null || PY=python3
 .venv/bin/python -m pip install -q "gguf>=0.10" "accelerate>=1.0"
 # etlite: the small C library PteRunner runs .pte files through (no torch import at start-up; needs g++). Without
 # a compiler this prints a note and the runtime falls back to executorch's Python bindings.
-.venv/bin/python -c "from guard.runtime import etlite; print('etlite:', etlite.build())" || echo "etlite not built (no g++?): .pte files run through executorch's Python bindings"
+.venv/bin/python -c "from guard.runtime import etlite; assert etlite.library(); print('etlite:', etlite.BUILT[0])" || echo "etlite not built (no g++?): .pte files run through executorch's Python bindings"
 # guard-mini, the default model: rebuilt from the committed adapters on SmolLM2's weights, exported to model.pte.
 .venv/bin/guard mini build
 echo "setup done: $(.venv/bin/python -c 'import torch, executorch, torchao, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)' 2>/dev/null)"

@@ -5,6 +5,10 @@ executorch wheel (its headers and _portable_lib, which exports the runtime symbo
 the sources, the executorch version and the Python ABI, and returns the loaded ctypes library, or None when it cannot
 be built (no compiler, other headers): callers then fall back to the wheel's Python bindings, which need torch.
 GUARD_NO_ETLITE=1 forces the fallback.
+
+On x86-64 Linux the library links a private copy of _portable_lib that does not load libtorch (about 50 MiB less
+resident; guard.runtime.etlite_notorch), and falls back to the wheel's _portable_lib (which maps libtorch_cpu) when
+that copy cannot be made or checked; GUARD_ETLITE_TORCH=1 skips the copy.
 """
 
 from __future__ import annotations
@@ -21,55 +25,105 @@ SOURCE = Path(__file__).with_name("etlite.cpp")
 # The .pte layer etlite.cpp includes (shared with android_runner's native guard): package data beside it, so an
 # installed package builds the same library.
 HEADERS = [Path(__file__).with_name(n) for n in ("pte_program.h", "pte_common.h")]
+# The torch-free build's own pthreadpool, embedding_4bit and stubs (guard.runtime.etlite_notorch).
+NOTORCH_SOURCES = [Path(__file__).with_name(n) for n in ("etlite_pool.cpp", "etlite_notorch.cpp")]
 _LIB: list = []  # [ctypes.CDLL | None] once tried
 BUILT: list = []  # [the loaded library's file name]: identifies the build (guard.runtime.prefix keys on it)
 _LOCK = __import__("threading").Lock()
 
 
-def _executorch_dir() -> Path | None:
+def executorch_dir() -> Path | None:
     import importlib.util
 
     spec = importlib.util.find_spec("executorch")
     return Path(list(spec.submodule_search_locations)[0]) if spec and spec.submodule_search_locations else None
 
 
-def _paths(et: Path) -> dict:
+def wheel_paths(et: Path) -> dict:
     suffix = sysconfig.get_config_var("EXT_SUFFIX")
     return {"portable": et / "extension" / "pybindings" / f"_portable_lib{suffix}",
             "quantized": et / "kernels" / "quantized" / "libquantized_ops_aot_lib.so",
             "include": et / "include"}
 
 
-def _target(et: Path, flags: list[str]) -> Path:
+def _target(et: Path, flags: list[str], sources: list[Path]) -> Path:
     from guard.defaults import HOME
 
     version = (et / "version.py").read_text() if (et / "version.py").is_file() else ""
-    sources = b"".join(f.read_bytes() for f in (SOURCE, *HEADERS))
-    key = hashlib.sha256(sources + "\0".join([version, sys.version, *flags]).encode()).hexdigest()[:16]
+    text = b"".join(f.read_bytes() for f in (*sources, *HEADERS))
+    key = hashlib.sha256(text + "\0".join([version, sys.version, *flags]).encode()).hexdigest()[:16]
     return HOME / "etlite" / f"etlite-{key}.so"
 
 
-def build(et: Path | None = None, quiet: bool = True) -> Path:
-    """Compile etlite.cpp (about 20 s) unless the cached build is current; -> the .so path. Raises on failure."""
-    et = et or _executorch_dir()
-    p = _paths(et)
+def _runtime_copies(et: Path, portable: Path) -> tuple[Path, Path]:
+    """Where the torch-free copies of _portable_lib and of ExecuTorch's core go (guard.runtime.etlite_notorch), keyed
+    by the executorch version and the runtime file."""
+    from guard.defaults import HOME
+    from guard.runtime import etlite_notorch
+
+    version = (et / "version.py").read_text() if (et / "version.py").is_file() else ""
+    st = portable.stat()
+    parts = [etlite_notorch.LAYOUT, version, sys.version, str(st.st_size), str(st.st_mtime_ns)]
+    k = hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
+    return HOME / "etlite" / f"etlite-rt-{k}.so", HOME / "etlite" / f"etlite-core-{k}.so"
+
+
+def build(et: Path | None = None, quiet: bool = True, notorch: bool = False) -> Path:
+    """Compile etlite.cpp (about 20 s) unless the cached build is current; -> the .so path. Raises on failure.
+
+    notorch: link a copy of _portable_lib that does not load libtorch (guard.runtime.etlite_notorch), with the
+    pthreadpool, embedding_4bit and stub definitions of NOTORCH_SOURCES; raises when that cannot be done safely."""
+    et = et or executorch_dir()
+    p = wheel_paths(et)
     inc = p["include"]
     flags = ["-O2", "-std=c++17", "-shared", "-fPIC", f"-I{inc}", f"-I{inc / 'executorch/runtime/core/portable_type/c10'}",
-           "-DC10_USING_CUSTOM_GENERATED_MACROS",
-           "-Wl,--no-as-needed", str(p["portable"]), "-Wl,--as-needed",
-           f"-Wl,-rpath,{p['portable'].parent}", f"-Wl,-rpath-link,{et.parent / 'torch' / 'lib'}",
-           f"-Wl,-rpath-link,{et / 'backends' / 'qualcomm'}", "-Wl,--allow-shlib-undefined"]
-    out = _target(et, flags)
-    if out.is_file():
+             "-DC10_USING_CUSTOM_GENERATED_MACROS"]
+    sources = [SOURCE]
+    torch_lib = et.parent / "torch" / "lib"
+    if notorch:
+        rt, core = _runtime_copies(et, p["portable"])
+        sources += NOTORCH_SOURCES
+        flags += ["-DETLITE_NOTORCH", f'-DETLITE_TORCH_CPU="{torch_lib / "libtorch_cpu.so"}"', "-pthread",
+                  f"-L{rt.parent}", "-Wl,--no-as-needed", f"-l:{rt.name}", f"-l:{core.name}", "-Wl,--as-needed",
+                  "-Wl,-rpath,$ORIGIN"]
+    else:
+        flags += ["-Wl,--no-as-needed", str(p["portable"]), "-Wl,--as-needed", f"-Wl,-rpath,{p['portable'].parent}"]
+    flags += [f"-Wl,-rpath-link,{torch_lib}", f"-Wl,-rpath-link,{et / 'backends' / 'qualcomm'}",
+              "-Wl,--allow-shlib-undefined", "-ldl"]
+    out = _target(et, flags, sources)
+    rejected = out.with_suffix(".rejected")
+    if notorch and rejected.is_file():
+        raise RuntimeError(f"{out.name} could not be built before ({rejected.read_text().strip()[:300]}); remove "
+                           f"{rejected} to retry")
+    if out.is_file() and (not notorch or (rt.is_file() and core.is_file())):
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(f".{os.getpid()}.tmp")
-    r = subprocess.run(["g++", str(SOURCE), "-o", str(tmp), *flags], capture_output=True, text=True)
-    if r.returncode != 0:
-        tmp.unlink(missing_ok=True)
-        raise RuntimeError(f"compiling {SOURCE.name} failed:\n{r.stderr[-2000:]}")
-    tmp.replace(out)
+    if not notorch:
+        _compile(sources, flags, out)
+        return out
+    from guard.runtime import etlite_notorch
+
+    try:  # any failure is kept (the old link is used instead), so later starts do not read and compile again
+        required = etlite_notorch.prepare(p["portable"], et, rt, core)
+        if not out.is_file():  # else only the copies were missing
+            _compile(sources, flags, out, check=lambda tmp: etlite_notorch.check(tmp, required))
+    except Exception as e:
+        rejected.write_text(f"{type(e).__name__}: {e}\n")
+        raise
     return out
+
+
+def _compile(sources: list[Path], flags: list[str], out: Path, check=None) -> None:
+    tmp = out.with_suffix(f".{os.getpid()}.tmp")
+    r = subprocess.run(["g++", *map(str, sources), "-o", str(tmp), *flags], capture_output=True, text=True)
+    try:
+        if r.returncode != 0:
+            raise RuntimeError(f"compiling {SOURCE.name} failed:\n{r.stderr[-2000:]}")
+        if check:
+            check(tmp)
+        tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def library():
@@ -78,23 +132,46 @@ def library():
         return _LIB[0] if _LIB else _library()
 
 
+def notorch_wanted() -> bool:
+    """The torch-free runtime copy is tried first (x86-64 Linux) unless GUARD_ETLITE_TORCH=1."""
+    from guard.runtime import etlite_notorch
+
+    return etlite_notorch.supported() and os.environ.get("GUARD_ETLITE_TORCH", "") in ("", "0")
+
+
+def _load(et: Path, notorch: bool):
+    path = build(et, notorch=notorch)
+    if notorch:
+        # libc10 by path first: the runtime copy names it without a search path. embedding_4bit is etlite's own
+        # there (etlite_notorch.cpp).
+        from guard.runtime import etlite_notorch
+
+        etlite_notorch.preload(et)
+        lib = ctypes.CDLL(str(path))
+    else:
+        # etlite needs _portable_lib (the runtime, XNNPACK, portable kernels; loading it maps libtorch_cpu but
+        # imports no Python torch); the quantized kernels (embedding_4bit) register into it when loaded.
+        lib = ctypes.CDLL(str(path))
+        ctypes.CDLL(str(wheel_paths(et)["quantized"]))
+    BUILT.append(path.name)
+    return lib
+
+
 def _library():
+    # ctypes releases the GIL while loading, so this can overlap with the tokenizer (PteRunner).
     lib = None
     if not os.environ.get("GUARD_NO_ETLITE"):
-        try:
-            et = _executorch_dir()
-            path = build(et)
-            # etlite needs _portable_lib (the runtime, XNNPACK, portable kernels; loading it maps libtorch_cpu
-            # but imports no Python torch); the quantized kernels (embedding_4bit) register into it when loaded.
-            # ctypes releases the GIL while loading, so this can overlap with the tokenizer (PteRunner).
-            lib = ctypes.CDLL(str(path))
-            BUILT.append(path.name)
-            ctypes.CDLL(str(_paths(et)["quantized"]))
-            _declare(lib)
-        except Exception as e:  # no compiler or headers: the caller falls back to the Python bindings
-            if os.environ.get("GUARD_DEBUG"):
-                print(f"guard: etlite unavailable ({e}); using executorch's Python bindings", file=sys.stderr)
-            lib = None
+        et = executorch_dir()
+        for notorch in ([True] if notorch_wanted() else []) + [False]:
+            try:
+                lib = _load(et, notorch)
+                _declare(lib)
+                break
+            except Exception as e:  # no compiler or headers: the caller falls back to the Python bindings
+                lib = None
+                if os.environ.get("GUARD_DEBUG"):
+                    what = "etlite's torch-free runtime" if notorch else "etlite"
+                    print(f"guard: {what} unavailable ({e})", file=sys.stderr)
     _LIB.append(lib)
     return lib
 
