@@ -31,10 +31,11 @@ namespace {
 
 constexpr uint32_t kDisableDenormals = 1;
 // Pauses a waiting thread spins before it sleeps (XNNPACK calls the pool once per operator, back to back; a futex wake
-// costs tens of microseconds). 0 until measured on an idle machine: under load 2.7 spinning (8192) made guard-mini's
-// decode slower (76-79 tok/s against 92-116 without).
+// costs tens of microseconds). Measured on the 1B shape, bench_1b_shape.py, 2 threads, load ~1.4: no spin 45.8 tok/s
+// decode, 324 ms verdict; 65536 pauses 68.5 tok/s, 274 ms; libtorch's pthreadpool (GUARD_ETLITE_TORCH=1) 64.2 tok/s,
+// 261 ms. Under heavy load (2.7 on 2 cores) spinning cost guard-mini decode speed (8192: 76-79 against 92-116 tok/s).
 #ifndef ETLITE_POOL_SPIN
-#define ETLITE_POOL_SPIN 0
+#define ETLITE_POOL_SPIN 65536
 #endif
 constexpr int kSpin = ETLITE_POOL_SPIN;
 
