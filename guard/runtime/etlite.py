@@ -49,8 +49,10 @@ def _target(et: Path, flags: list[str]) -> Path:
     return HOME / "etlite" / f"etlite-{key}.so"
 
 
-def build(et: Path | None = None, quiet: bool = True) -> Path:
-    """Compile etlite.cpp (about 20 s) unless the cached build is current; -> the .so path. Raises on failure."""
+def plan(et: Path | None = None) -> tuple[Path, list[str]]:
+    """-> (the library's cache path, the compiler flags) for this interpreter and executorch: what build() compiles
+    with g++. A cross compiler takes the same flags: android_runner/tools/arm64_userland.sh asks an aarch64 Python
+    under qemu for its plan and compiles it there with aarch64-linux-gnu-g++, so that Python finds it built."""
     et = et or _executorch_dir()
     p = _paths(et)
     inc = p["include"]
@@ -59,7 +61,12 @@ def build(et: Path | None = None, quiet: bool = True) -> Path:
            "-Wl,--no-as-needed", str(p["portable"]), "-Wl,--as-needed",
            f"-Wl,-rpath,{p['portable'].parent}", f"-Wl,-rpath-link,{et.parent / 'torch' / 'lib'}",
            f"-Wl,-rpath-link,{et / 'backends' / 'qualcomm'}", "-Wl,--allow-shlib-undefined"]
-    out = _target(et, flags)
+    return _target(et, flags), flags
+
+
+def build(et: Path | None = None, quiet: bool = True) -> Path:
+    """Compile etlite.cpp (about 20 s) unless the cached build is current; -> the .so path. Raises on failure."""
+    out, flags = plan(et)
     if out.is_file():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
