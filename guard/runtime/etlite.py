@@ -4,7 +4,9 @@
 executorch wheel (its headers and _portable_lib, which exports the runtime symbols) into GUARD_HOME/etlite/, keyed by
 the sources, the executorch version and the Python ABI, and returns the loaded ctypes library, or None when it cannot
 be built (no compiler, other headers): callers then fall back to the wheel's Python bindings, which need torch.
-GUARD_NO_ETLITE=1 forces the fallback.
+GUARD_NO_ETLITE=1 forces the fallback. ``plan()`` is the path and flags ``build()`` compiles with; for a Python with
+no compiler (aarch64 under qemu), the same flags with a cross compiler put the library where ``library()`` finds it
+(android_runner/tools/arm64_userland.sh python).
 """
 
 from __future__ import annotations
