@@ -24,7 +24,7 @@
 #                                else defines (no Python code runs)
 # The paths under opt/venv are the RUNPATHs build.sh writes (the layout of benchmarks/qemu_arm's chroot): qemu's -L
 # finds them in ROOT, and everything outside ROOT (the repository, models, /tmp) is the host's.
-# With `python` (steps 8-11, ~60 MB more, 28 MB of downloads):
+# With `python` (steps 8-11: ~100 MB more; 28 MB of .debs and wheels, 9 MB of package lists):
 #   usr/bin/python3.11, usr/lib/python3.11   Debian's arm64 interpreter (3.11, linked statically with libpython, so
 #                                the wheels' Python C API imports resolve to it) and stdlib (python3.11-minimal,
 #                                libpython3.11-minimal, libpython3.11-stdlib) and the libraries its extension modules
