@@ -41,8 +41,9 @@ def arm64_root() -> Path:
 
 
 def python_aarch64(root: Path, pte: Path, reqs: list[dict]) -> list[dict]:
-    """python_verdicts run by the aarch64 Python (this file as a module)."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    """python_verdicts run by the aarch64 Python (this file as a module). XNNPACK packs in memory, as guard_parity
+    does: a packed-weight file would push the host's out of GUARD_HOME (guard.runtime.packed keeps the newest 3)."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), GUARD_PACKED_CACHE="0")
     p = subprocess.run([str(root / "python"), "-m", "tests.native.test_native_aarch64_python", str(pte)], cwd=ROOT, env=env,
                        input="".join(json.dumps(r) + "\n" for r in reqs), capture_output=True, text=True, timeout=3600)
     assert p.returncode == 0, p.stderr[-2000:]
