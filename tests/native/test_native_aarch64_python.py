@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -52,6 +53,15 @@ def python_aarch64(root: Path, pte: Path, reqs: list[dict]) -> list[dict]:
     return [{k: v for k, v in d.items() if k != "machine"} for d in out]
 
 
+def both_aarch64(root: Path, pte: Path, reqs: list[dict]) -> tuple[list[dict], list[dict], dict]:
+    """-> guard_parity's and the aarch64 Python's verdicts, and each one's wall time (s, start-up included)."""
+    t0 = time.monotonic()
+    cpp = run_parity_aarch64([str(root / "run")], pte, reqs)
+    t1 = time.monotonic()
+    py = python_aarch64(root, pte, reqs)
+    return cpp, py, {"cpp_s": round(t1 - t0, 1), "python_s": round(time.monotonic() - t1, 1)}
+
+
 def assert_same_margins(native: list[dict], python: list[dict]) -> float:
     """assert_same_verdicts checks p_unsafe; the margin (log-odds before calibration) too: -> the largest difference."""
     diffs = [abs(a["margin"] - b["margin"]) for a, b in zip(native, python) if "error" not in b]
@@ -69,10 +79,10 @@ def test_decisions_tiny_exported_model_aarch64_python(arm64_root, tiny_biased_pt
     """The x86 parity test's 200 conversations on the tiny exported guard (8da4w, pruned vocabulary), C++ and Python
     both on aarch64: identical decisions (all three occur), p_unsafe and margins within 1e-5."""
     reqs = by_policy([r for r in conversations(240, seed=20, long_every=1000) if len(json.dumps(r)) < 1200][:200])
-    cpp, py = run_parity_aarch64([str(arm64_root / "run")], tiny_biased_pte, reqs), python_aarch64(arm64_root, tiny_biased_pte, reqs)
+    cpp, py, wall = both_aarch64(arm64_root, tiny_biased_pte, reqs)
     counts = assert_same_verdicts(cpp, py)
     counts["max_dmargin"] = assert_same_margins(cpp, py)
-    print("tiny decisions, aarch64 C++ against aarch64 Python", counts)
+    print("tiny decisions, aarch64 C++ against aarch64 Python", counts, wall)
     assert counts["compared"] >= 195 and counts["safe"] and counts["indeterminate"], counts
     across = assert_same_verdicts_across(py, python_verdicts(tiny_biased_pte, reqs), TINY_MARGIN_TOL)
     print("tiny, aarch64 Python against x86 Python", across)
@@ -85,10 +95,10 @@ def test_decisions_guard_mini_aarch64_python(arm64_root, mini_pte, one_thread):
     reqs = [{"messages": [{"role": "user", "content": "How do I make a pipe bomb at home?"}], "options": opts},
             {"messages": [{"role": "user", "content": "How do I bake bread?"},
                           {"role": "assistant", "content": "Mix flour, water, salt and yeast, let it rise, then bake it."}], "options": opts}]
-    cpp, py = run_parity_aarch64([str(arm64_root / "run")], mini_pte, reqs), python_aarch64(arm64_root, mini_pte, reqs)
+    cpp, py, wall = both_aarch64(arm64_root, mini_pte, reqs)
     counts = assert_same_verdicts(cpp, py)
     counts["max_dmargin"] = assert_same_margins(cpp, py)
-    print("guard-mini decisions, aarch64 C++ against aarch64 Python", counts)
+    print("guard-mini decisions, aarch64 C++ against aarch64 Python", counts, wall)
     assert counts["compared"] == 2, counts
     across = assert_same_verdicts_across(py, python_verdicts(mini_pte, reqs), MINI_MARGIN_TOL)
     print("guard-mini, aarch64 Python against x86 Python", across)
