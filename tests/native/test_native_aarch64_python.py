@@ -3,8 +3,10 @@ both on the executorch aarch64 wheel's runtime, in the userland of `android_runn
 (Debian's arm64 python3.11, the runtime's aarch64 wheels, etlite cross-compiled). The same conversations as the x86
 parity test: identical decisions, categories, raw output, and p_unsafe and margin within 1e-5.
 
-Also x86 Python against aarch64 Python on the same requests (printed, and within test_native_aarch64.py's
-cross-architecture tolerances): the cross-architecture gap is the runtime's, not the C++ core's.
+Also x86 Python against aarch64 Python on the same requests (printed, not asserted): the cross-architecture gap is
+the runtime's, not the C++ core's. Measured (15:00 UTC, load 2-5): tiny guard 196 compared + 4 errors on both
+sides, 107 safe, 89 indeterminate, max |d p_unsafe| and |d margin| 0.0, C++ 158 s and Python 125 s of wall time;
+guard-mini's 2 requests: both safe, 0.0, 146 s and 153 s.
 
 Run as a module (`ROOT/python -m tests.native.test_native_aarch64_python PTE`), this file is the aarch64 side: it
 reads requests as JSON lines and prints python_verdicts' verdicts as JSON lines, like guard_parity."""
@@ -20,8 +22,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import ROOT, conversations
-from .test_native_aarch64 import (MINI_MARGIN_TOL, TINY_MARGIN_TOL, assert_same_verdicts_across, qemu,
-                                  run_parity_aarch64)
+from .test_native_aarch64 import qemu, run_parity_aarch64
 from .test_native_parity import assert_same_verdicts, by_policy, python_verdicts
 
 pytestmark = pytest.mark.slow
@@ -69,6 +70,16 @@ def assert_same_margins(native: list[dict], python: list[dict]) -> float:
     return max(diffs)
 
 
+def across_arch(aarch64: list[dict], x86: list[dict]) -> dict:
+    """aarch64 Python against x86 Python, reported (not asserted: the kernels differ, test_native_aarch64.py bounds
+    the gap; decoded category tokens may diverge after many steps)."""
+    pairs = [(a, b) for a, b in zip(aarch64, x86) if "error" not in a and "error" not in b]
+    return {"compared": len(pairs), "decision_differs": sum(a["decision"] != b["decision"] for a, b in pairs),
+            "raw_differs": sum(a["raw"] != b["raw"] for a, b in pairs),
+            "max_dmargin": max(abs(a["margin"] - b["margin"]) for a, b in pairs),
+            "max_dp": max(abs(a["p_unsafe"] - b["p_unsafe"]) for a, b in pairs)}
+
+
 @pytest.fixture()
 def one_thread(monkeypatch):
     """GUARD_THREADS=1 for guard_parity (qemu passes the environment through) and both Pythons: one core each."""
@@ -84,8 +95,7 @@ def test_decisions_tiny_exported_model_aarch64_python(arm64_root, tiny_biased_pt
     counts["max_dmargin"] = assert_same_margins(cpp, py)
     print("tiny decisions, aarch64 C++ against aarch64 Python", counts, wall)
     assert counts["compared"] >= 195 and counts["safe"] and counts["indeterminate"], counts
-    across = assert_same_verdicts_across(py, python_verdicts(tiny_biased_pte, reqs), TINY_MARGIN_TOL)
-    print("tiny, aarch64 Python against x86 Python", across)
+    print("tiny, aarch64 Python against x86 Python", across_arch(py, python_verdicts(tiny_biased_pte, reqs)))
 
 
 def test_decisions_guard_mini_aarch64_python(arm64_root, mini_pte, one_thread):
@@ -100,8 +110,7 @@ def test_decisions_guard_mini_aarch64_python(arm64_root, mini_pte, one_thread):
     counts["max_dmargin"] = assert_same_margins(cpp, py)
     print("guard-mini decisions, aarch64 C++ against aarch64 Python", counts, wall)
     assert counts["compared"] == 2, counts
-    across = assert_same_verdicts_across(py, python_verdicts(mini_pte, reqs), MINI_MARGIN_TOL)
-    print("guard-mini, aarch64 Python against x86 Python", across)
+    print("guard-mini, aarch64 Python against x86 Python", across_arch(py, python_verdicts(mini_pte, reqs)))
 
 
 if __name__ == "__main__":
