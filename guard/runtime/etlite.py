@@ -4,7 +4,9 @@
 executorch wheel (its headers and _portable_lib, which exports the runtime symbols) into GUARD_HOME/etlite/, keyed by
 the sources, the executorch version and the Python ABI, and returns the loaded ctypes library, or None when it cannot
 be built (no compiler, other headers): callers then fall back to the wheel's Python bindings, which need torch.
-GUARD_NO_ETLITE=1 forces the fallback.
+GUARD_NO_ETLITE=1 forces the fallback. ``plan()`` is the path, flags and sources ``build()`` compiles with; for a
+Python with no compiler (aarch64 under qemu), the same flags with a cross compiler put the library where
+``library()`` finds it (android_runner/tools/arm64_userland.sh python).
 
 On x86-64 Linux the library links a private copy of _portable_lib that does not load libtorch (about 50 MiB less
 resident; guard.runtime.etlite_notorch), and falls back to the wheel's _portable_lib (which maps libtorch_cpu) when
@@ -68,11 +70,14 @@ def _runtime_copies(et: Path, portable: Path) -> tuple[Path, Path]:
     return HOME / "etlite" / f"etlite-rt-{k}.so", HOME / "etlite" / f"etlite-core-{k}.so"
 
 
-def build(et: Path | None = None, quiet: bool = True, notorch: bool = False) -> Path:
-    """Compile etlite.cpp (about 20 s) unless the cached build is current; -> the .so path. Raises on failure.
+def plan(et: Path | None = None, notorch: bool = False) -> tuple[Path, list[str], list[Path]]:
+    """-> (the library's cache path, the compiler flags, the sources) that build() compiles with g++ for this
+    interpreter and executorch. A cross compiler takes the same flags: android_runner/tools/arm64_userland.sh asks
+    an aarch64 Python under qemu for its plan (the wheel's link: notorch is x86-64 only) and compiles it there with
+    aarch64-linux-gnu-g++, so that Python finds it built.
 
     notorch: link a copy of _portable_lib that does not load libtorch (guard.runtime.etlite_notorch), with the
-    pthreadpool, embedding_4bit and stub definitions of NOTORCH_SOURCES; raises when that cannot be done safely."""
+    pthreadpool, embedding_4bit and stub definitions of NOTORCH_SOURCES."""
     et = et or executorch_dir()
     p = wheel_paths(et)
     inc = p["include"]
@@ -90,7 +95,17 @@ def build(et: Path | None = None, quiet: bool = True, notorch: bool = False) -> 
         flags += ["-Wl,--no-as-needed", str(p["portable"]), "-Wl,--as-needed", f"-Wl,-rpath,{p['portable'].parent}"]
     flags += [f"-Wl,-rpath-link,{torch_lib}", f"-Wl,-rpath-link,{et / 'backends' / 'qualcomm'}",
               "-Wl,--allow-shlib-undefined", "-ldl"]
-    out = _target(et, flags, sources)
+    return _target(et, flags, sources), flags, sources
+
+
+def build(et: Path | None = None, quiet: bool = True, notorch: bool = False) -> Path:
+    """Compile etlite.cpp (about 20 s) unless the cached build is current; -> the .so path. Raises on failure;
+    with notorch, also when the torch-free link cannot be made safely (plan())."""
+    et = et or executorch_dir()
+    p = wheel_paths(et)
+    out, flags, sources = plan(et, notorch)
+    if notorch:
+        rt, core = _runtime_copies(et, p["portable"])
     rejected = out.with_suffix(".rejected")
     if notorch and rejected.is_file():
         raise RuntimeError(f"{out.name} could not be built before ({rejected.read_text().strip()[:300]}); remove "

@@ -9,8 +9,14 @@ wheel libraries, CUDA stand-ins: ~750 MB built once into ~/.cache/ondevice-llama
 downloads) on a subset (qemu is slow: guard-mini prefills at ~1-3 tokens/s), against Python's Guard on x86: role and
 prompt length identical, decisions, categories and raw output identical except at a tie. Not p_unsafe within 1e-5:
 the runtime's aarch64 kernels round differently from its x86 ones, so margins differ by up to 0.024 log-odds on the
-tiny guard and 0.56 on guard-mini (measured; on x86, C++ and Python agree to 0.0: test_native_parity.py). An
-aarch64 Python to compare against on the same architecture is not part of this userland."""
+tiny guard and 0.56 on guard-mini (measured; on x86, C++ and Python agree to 0.0: test_native_parity.py).
+
+The gap is the runtime's, not the C++ core's: test_native_aarch64_python.py runs Python's Guard on aarch64 too
+(`arm64_userland.sh python`: Debian's arm64 python3.11), where C++ and Python agree to 0.0 on 196 tiny-guard
+conversations and guard-mini's 2 requests, and aarch64 Python differs from x86 Python as this file's C++ does (max
+|d margin| 0.015 (4 conversations; the 200-conversation run diverged in one decoded category tail) on the tiny guard, not yet measured: guard-mini was rebuilt during the run on guard-mini). XNNPACK picks its kernels from the CPU's features: on
+aarch64 alone, qemu's `-cpu max` (i8mm, SVE) instead of neoverse-n1 (dotprod) moves the tiny guard's margins by up
+to 0.020 (8 conversations, guard_parity), as much as x86 against aarch64."""
 
 import json
 import os
@@ -26,8 +32,8 @@ from .test_native_parity import assert_same_ids, by_policy, python_verdicts
 
 pytestmark = pytest.mark.slow
 B = ROOT / "android_runner" / "build-aarch64"
-# aarch64 (C++) against x86 (Python): the runtime's kernels round differently across architectures, so the margin
-# (log-odds, before calibration) differs. Measured: tiny guard max 0.024 (40 conversations), guard-mini 0.40-0.56
+# aarch64 (C++) against x86 (Python): the runtime's kernels round differently across architectures (and across
+# aarch64 CPUs: see the docstring), so the margin (log-odds, before calibration) differs. Measured: tiny guard max 0.024 (40 conversations), guard-mini 0.40-0.56
 # (3 prompts; p_unsafe up to 0.033 with its calibration). A tolerance per model, twice the measured; a first token within it of a tie may differ.
 TINY_MARGIN_TOL = 0.05
 MINI_MARGIN_TOL = 1.0

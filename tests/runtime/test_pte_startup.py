@@ -148,3 +148,18 @@ print("tokenizers" in sys.modules and "typing" in sys.modules)
     out = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "True"
+
+
+def test_etlite_plan_is_what_build_compiles():
+    """etlite.plan() (the path and flags a cross compiler uses: arm64_userland.sh python) is what build() makes."""
+    import sysconfig
+
+    from guard.runtime import etlite
+
+    if not _etlite_available():
+        pytest.skip("etlite cannot be built here (no g++?)")
+    out, flags, sources = etlite.plan()  # the wheel's link (what a cross compiler builds)
+    assert etlite.build() == out and out.is_file() and sources == [etlite.SOURCE]
+    assert etlite.library() is not None and etlite.BUILT[0] in {out.name, etlite.plan(notorch=True)[0].name}
+    suffix = sysconfig.get_config_var("EXT_SUFFIX")
+    assert "-shared" in flags and any(f.endswith(f"_portable_lib{suffix}") for f in flags), flags
