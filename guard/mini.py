@@ -63,7 +63,8 @@ class MiniRecipe:
     # train.py refuses a training file that contains any of them
     heldout_sources: tuple[str, ...] = ()
     # continue an earlier build instead of training from the base: its artefacts folder (teacher, prune record and
-    # student adapters are taken from it; the refine stage then trains on). Relative paths are from the recipe's folder.
+    # student adapters are taken from it; the refine stage then trains on). A relative path is from the artefacts
+    # folder.
     init_from: str | None = None
     refine_alpha: float | None = None  # the refine stage's CE weight (None: alpha); 1.0 is plain fine-tuning, no teacher
 
