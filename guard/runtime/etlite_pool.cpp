@@ -62,7 +62,11 @@ struct Pool {
 void work(Pool* p, size_t thread) {
   unsigned csr = _mm_getcsr();
   if (p->flags & kDisableDenormals) _mm_setcsr(csr | 0x8040);  // FTZ | DAZ
-  for (size_t i; (i = p->next.fetch_add(1, std::memory_order_relaxed)) < p->items;) p->body(p->job, thread, i);
+  // Items are taken in runs of about an eighth of a thread's share: one shared counter per item made the threads
+  // trade its cache line on every small tile.
+  const size_t n = p->items, run = std::max<size_t>(1, n / (p->threads * 8));
+  for (size_t s; (s = p->next.fetch_add(run, std::memory_order_relaxed)) < n;)
+    for (size_t i = s, e = std::min(n, s + run); i < e; i++) p->body(p->job, thread, i);
   if (p->flags & kDisableDenormals) _mm_setcsr(csr);
 }
 
