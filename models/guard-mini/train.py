@@ -88,7 +88,8 @@ def teacher(recipe: MiniRecipe, data: Path, work: Path, art: Path) -> None:
         return print("teacher: done")
     if (src := init_dir(recipe, art)) is not None:
         inherit(src, art, "teacher_adapter.safetensors")
-        build_hf(work / "teacher", src, stage="teacher")
+        if (recipe.alpha if recipe.refine_alpha is None else recipe.refine_alpha) < 1:  # only a distilling refine reads it
+            build_hf(work / "teacher", src, stage="teacher")
         return print(f"teacher: taken from {src}")
     model, tok, rows = load_base()
     r, alpha = recipe.teacher_rank
