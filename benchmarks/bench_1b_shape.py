@@ -64,11 +64,13 @@ def pte(work: Path, hf: Path, args) -> Path:
     chunks = tuple(int(c) for c in args.chunks.split(",") if c.strip())
     extra = "_" + "-".join(map(str, chunks)) if chunks else ""
     emb = f"_e{args.embedding_group_size}" if args.embedding_group_size != 32 else ""
-    out = work / f"pte_8da4w_g{args.group_size}{emb}_c{args.chunk}{extra}_s{args.max_seq_len}{'_pruned' if args.prune_vocab else ''}"
+    span = getattr(args, "attention_span", 64)
+    att = f"_a{span}" if span else ""  # files before the attention span have no suffix
+    out = work / f"pte_8da4w_g{args.group_size}{emb}_c{args.chunk}{extra}{att}_s{args.max_seq_len}{'_pruned' if args.prune_vocab else ''}"
     if not (out / "model.pte").is_file():
         log(f"exporting {out.name}")
         cfg = ExportConfig(max_seq_len=args.max_seq_len, chunk=args.chunk, chunks=chunks, prune_vocab=args.prune_vocab,
-                           workers=getattr(args, "workers", 0),
+                           workers=getattr(args, "workers", 0), attention_span=span,
                            quant=QuantConfig("8da4w", group_size=args.group_size, embedding_group_size=args.embedding_group_size))
         t0 = time.time()
         export_model(hf, out, cfg)
@@ -196,6 +198,8 @@ def main() -> int:
     ap.add_argument("--chunk", type=int, default=128, help="largest static prefill chunk (method prefill)")
     ap.add_argument("--chunks", default="32,8", help="smaller static prefill chunks (methods prefill_<n>); '' for none")
     ap.add_argument("--max-seq-len", type=int, default=1024)
+    ap.add_argument("--attention-span", type=int, default=64,
+                    help="export: attention reads the cache up to each step's end rounded up to N (0: the whole cache)")
     ap.add_argument("--embedding-group-size", type=int, default=256,
                     help="4-bit embedding group (256: 2 MB of scales; 32: 16 MB, the file goes over 440 MB)")
     ap.add_argument("--group-size", type=int, default=256)

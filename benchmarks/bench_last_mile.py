@@ -235,6 +235,7 @@ def main() -> int:
     ap.add_argument("--skip-1b", action="store_true", help="guard-mini start-up only")
     ap.add_argument("--mini-before", metavar="PTE", help="guard-mini as main builds it: `guard bench` side by side, "
                     "run on executorch's Python bindings (the runtime before)")
+    ap.add_argument("--attention-span", type=int, default=64, help="the 1B-shape export's attention span (0: whole cache)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "last_mile")
     a = ap.parse_args()
     from guard.bench.schema import environment
@@ -242,7 +243,7 @@ def main() -> int:
 
     threads = len(os.sched_getaffinity(0))
     args = argparse.Namespace(chunk=128, chunks="32,8", max_seq_len=1024, group_size=256, embedding_group_size=256,
-                              prune_vocab=True, runs=5, decode_steps=64, threads=threads)
+                              prune_vocab=True, runs=5, decode_steps=64, threads=threads, attention_span=a.attention_span)
     model = q4 = None
     if not a.skip_1b:
         hf = b1.checkpoint(a.work)

@@ -176,7 +176,7 @@ def build_hf(out: str | Path, artefacts: str | Path = ARTEFACTS, stage: str = "m
 # runtime's prompt template, guard/format/spec.py) beside the .pte; a build without it gets one from `guard mini build`.
 # 4: prefill chunk methods (prefill, prefill_32, prefill_8 + get_prefill_chunks), fp16 embedding scales, computed
 # causal mask.
-BUILD_FORMAT = 4
+BUILD_FORMAT = 5  # 5: methods attend to a dynamic span of the cache (ExportConfig.attention_span)
 
 MODEL_FILES = ("recipe.json", "teacher_adapter.safetensors", "prune_record.json", "student_adapter.safetensors")
 

@@ -15,7 +15,7 @@ namespace guard {
 // the tokenizer.json the file was exported with (TOKENIZER_DIGEST).
 static const char* kMarker = "get_guard_format";
 static const char* kPteFormat = "guard-pte-1";
-static const char* kOptional[] = {kPteChunks, "get_tokenizer_sha256"};
+static const char* kOptional[] = {kPteChunks, kPteSpan, "get_tokenizer_sha256"};
 static const int64_t kCallOverhead = 10;  // guard.runtime.pte.CALL_OVERHEAD: a call costs about 10 more tokens
 
 static std::atomic<bool> threads_chosen{false};
@@ -81,6 +81,10 @@ Pte::Pte(const std::string& path) {
     chunk_names_[c] = c == 1 ? "decode" : c == chunk_ ? "prefill" : "prefill_" + std::to_string(c);
     if (!p.has(chunk_names_[c])) fail(path + " lacks the " + chunk_names_[c] + " method its metadata names; re-export it");
   }
+  span_ = has(kPteSpan) ? num(kPteSpan) : 0;
+  if (span_ < 0) fail(path + " names an attention span of " + std::to_string(span_) + "; re-export it");
+  if (span_ > 0)
+    for (int64_t k = 0; k < max_seq_len_; ++k) keys_.push_back(static_cast<float>(k));
   for (const auto& [c, name] : chunk_names_) p.method(name);  // XNNPACK packs the weights now, not at the first call
 }
 
@@ -123,8 +127,11 @@ std::vector<float> Pte::run(int64_t size, const int64_t* tokens, size_t n, int64
   x.resize(size, 0);
   for (int64_t k = 0; k < size; ++k) p[k] = pos + k;
   size_t v = 0;
+  // As guard.runtime.pte.PteRunner._keys: the real tokens' end rounded up to the span step, at most max_seq_len.
+  int64_t end = pos + static_cast<int64_t>(n);
+  int S = span_ > 0 ? static_cast<int>(std::min(max_seq_len_, (end + span_ - 1) / span_ * span_)) : 0;
   const float* logits = program_->step(chunk_names_.at(size), x.data(), p.data(), static_cast<int>(size),
-                                       static_cast<int64_t>(n) - 1, v);
+                                       static_cast<int64_t>(n) - 1, v, S > 0 ? keys_.data() : nullptr, S);
   return std::vector<float>(logits, logits + v);
 }
 

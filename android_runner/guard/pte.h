@@ -20,6 +20,8 @@ inline constexpr const char* kPteRequired[] = {
     "get_prompt_format", "get_quant_scheme", "get_group_size", "get_bos_id", "get_eot_id", "get_safe_id",
     "get_unsafe_id", "get_newline_id", "get_blank_id", "get_s_id"};
 inline constexpr const char* kPteChunks = "get_prefill_chunks";
+// guard.export.metadata.SPAN: steps take keys[1, S] (positions 0..S-1, S the step's end rounded up to this) as well
+inline constexpr const char* kPteSpan = "get_attention_span";
 
 class PteProgram;
 
@@ -46,7 +48,8 @@ class Pte {
   std::map<std::string, std::vector<MetaValue>> meta_;
   std::vector<int64_t> output_ids_, chunks_;
   std::map<int64_t, std::string> chunk_names_;
-  int64_t chunk_ = 0, max_seq_len_ = 0;
+  int64_t chunk_ = 0, max_seq_len_ = 0, span_ = 0;
+  std::vector<float> keys_;  // 0, 1, ..., max_seq_len - 1: the key positions a step passes a prefix of
 };
 
 // guard.runtime.pte.plan: call sizes for prefilling n tokens with the static sizes `sizes` (largest first).

@@ -22,6 +22,9 @@ def add_arguments(p):
     p.add_argument("--chunks", default="32,8", metavar="N,N",
                    help="smaller static prefill chunks, methods prefill_<n> (default 32,8; '' for none); the runtime "
                         "splits each prefill into the sizes that waste least")
+    p.add_argument("--attention-span", type=int, default=64, metavar="N",
+                   help="attention reads only the cache slots up to each step's end, rounded up to a multiple of N "
+                        "(default 64; 0 attends to the whole cache, as files before it did)")
     p.add_argument("--workers", type=int, default=0, metavar="N",
                    help="processes lowering the methods side by side (default 0: one per core, at most one per method)")
     p.add_argument("--quant-vision", action="store_true", help="vision (mllama) models: also 8da4w the vision encoder's linears")
@@ -43,6 +46,7 @@ def run(args) -> int:
     except ValueError:
         raise GuardError(f"--chunks must be comma-separated integers, not {args.chunks!r}") from None
     cfg = ExportConfig(max_seq_len=args.max_seq_len, chunk=args.chunk, chunks=chunks, prune_vocab=args.prune_vocab, workers=args.workers,
+                       attention_span=args.attention_span,
                        quant=QuantConfig(args.quant, group_size=args.group_size,
                                          embedding_group_size=args.embedding_group_size))
     t0 = time.perf_counter()

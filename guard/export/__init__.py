@@ -3,7 +3,8 @@
 One program whose methods share the KV-cache buffers (``share_mutable_buffers``):
 ``prefill(tokens[1, chunk], pos[chunk], last[1])`` for a padded chunk, ``prefill_<n>`` for each smaller static chunk
 in ``ExportConfig.chunks`` (the runtime picks sizes per remaining tokens, so little is padded), and
-``decode(tokens[1, 1], pos[1], last[1])``. All return the logits of one position only. The weights are stored once
+``decode(tokens[1, 1], pos[1], last[1])``, each with a fourth input ``keys[1, S]`` when ``ExportConfig.attention_span``
+is set (attention reads cache slots 0..S-1 only). All return the logits of one position only. The weights are stored once
 (XNNPACK's named data is keyed by content). Metadata lives in constant methods (see metadata.py).
 """
 
@@ -37,6 +38,10 @@ class ExportConfig:
     # Processes that trace and lower the methods side by side (each method is lowered on its own; lowering is
     # single-threaded Python). 0: one per core, at most one per method. The program written is the same.
     workers: int = 0
+    # Attention reads only cache slots 0..S-1: every method takes key positions ``keys[1, S]`` (a dynamic dimension,
+    # S <= max_seq_len) and the runtime passes the step's end rounded up to a multiple of this, so a step at position
+    # p costs O(p) attention instead of O(max_seq_len). 0: attend to the whole cache (the signature before it).
+    attention_span: int = 64
     quant: "QuantConfig" = field(default_factory=_default_quant)  # noqa: F821 (guard.quantize.QuantConfig)
 
     def check(self) -> None:
@@ -47,6 +52,8 @@ class ExportConfig:
             raise GuardError(f"prefill chunk must be in [1, max_seq_len], got {self.chunk}")
         if self.workers < 0:
             raise GuardError(f"workers must be 0 (auto) or a positive count, got {self.workers}")
+        if not 0 <= self.attention_span <= self.max_seq_len:
+            raise GuardError(f"attention_span must be 0 (whole cache) or in [1, max_seq_len], got {self.attention_span}")
         if any(c < 2 for c in self.chunks):
             raise GuardError(f"extra prefill chunks must be at least 2 tokens (decode does 1), got {list(self.chunks)}")
 
@@ -128,14 +135,26 @@ def export_pte(model, config: ExportConfig, path: str | Path, tok=None, report: 
         raise GuardError(f"model built for max_seq_len={a.max_seq_len}, chunk={a.chunk}; config says "
                          f"{config.max_seq_len}, {config.chunk}")
     model = prepare(model, config, tok).eval()
-    C = config.chunk
-    methods = {metadata.chunk_method(c, C): (model, (torch.zeros(1, c, dtype=torch.long), torch.arange(c), torch.tensor([c - 1])))
-               for c in config.sizes() + [1]}
+    C, span = config.chunk, config.attention_span
+    methods = {metadata.chunk_method(c, C): method_inputs(model, c, config.max_seq_len, span) for c in config.sizes() + [1]}
     meta = metadata.build(tok.tokens, max_seq_len=config.max_seq_len, chunk=C, vocab_size=a.vocab_size,
                           output_ids=model.output_ids, prompt_format=FORMAT_VERSION,
                           quant_scheme=config.quant.scheme, group_size=config.quant.group_size, chunks=config.sizes(),
-                          tokenizer_sha256=tokenizer_sha256)
+                          tokenizer_sha256=tokenizer_sha256, attention_span=span)
     return lower(methods, meta, path, report, zero_cache=config.zero_cache, workers=config.workers)
+
+
+def method_inputs(model, c: int, max_seq_len: int, span: int) -> tuple:
+    """(module, example inputs[, dynamic shapes]) of the method that prefills ``c`` tokens: tokens, pos, last and,
+    with an attention span, the key positions ``keys[1, S]`` whose S is dynamic up to ``max_seq_len``."""
+    import torch
+
+    ex = (torch.zeros(1, c, dtype=torch.long), torch.arange(c), torch.tensor([c - 1]))
+    if not span:
+        return model, ex
+    S = max(2, min(max_seq_len, c + span))  # an example length; any S in [2, max_seq_len] runs
+    keys = torch.arange(S, dtype=torch.float32).view(1, -1)
+    return model, ex + (keys,), (None, None, None, {1: torch.export.Dim("keys", min=2, max=max_seq_len)})
 
 
 def lower(methods: dict, meta: dict, path: str | Path, report: dict | None = None, zero_cache: bool = False,

@@ -35,6 +35,9 @@ VISION_FORMAT = "guard-vision-pte-1"
 VISION_REQUIRED = REQUIRED + ("get_tile_size", "get_max_tiles", "get_image_token_id")
 VISION_METHODS = ("vision_encoder",) + METHODS
 CHUNKS = "get_prefill_chunks"  # optional: every static prefill size, largest first (the largest is `prefill`)
+# optional: the methods take a fourth input keys[1, S] (positions 0..S-1, S dynamic up to max_seq_len) and attend to
+# those cache slots only; the value is the step the runtime rounds S up to. Absent or 0: three inputs, whole cache.
+SPAN = "get_attention_span"
 
 
 def chunk_method(size: int, main: int) -> str:
@@ -57,7 +60,7 @@ def guard_vocab(tok: Tokenizer, max_code: int = 99) -> list[int]:
 
 def build(tokens: GuardTokens, *, max_seq_len: int, chunk: int, vocab_size: int, output_ids: list[int] | None,
           prompt_format: str, quant_scheme: str, group_size: int, chunks: list[int] | None = None,
-          tokenizer_sha256: str | None = None) -> dict:
+          tokenizer_sha256: str | None = None, attention_span: int = 0) -> dict:
     meta = {
         MARKER: PTE_FORMAT, "get_max_seq_len": max_seq_len, "get_prefill_chunk": chunk, "get_vocab_size": vocab_size,
         CHUNKS: sorted(set(chunks or [chunk]), reverse=True),
@@ -68,4 +71,6 @@ def build(tokens: GuardTokens, *, max_seq_len: int, chunk: int, vocab_size: int,
     meta.update({f"get_{k}_id": getattr(tokens, k) for k in TOKEN_KEYS})
     if tokenizer_sha256:
         meta[TOKENIZER_DIGEST] = tokenizer_sha256
+    if attention_span:
+        meta[SPAN] = attention_span
     return meta

@@ -31,13 +31,14 @@ def worker_count(requested: int, n_methods: int) -> int:
 
 
 def lower_one_process(methods: dict) -> dict:
-    """name -> (module, example inputs) => name -> lowered edge ExportedProgram, in this process."""
+    """name -> (module, example inputs[, dynamic shapes]) => name -> lowered edge ExportedProgram, in this process."""
     import torch
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import EdgeCompileConfig, to_edge_transform_and_lower
 
     with torch.no_grad():
-        progs = {name: torch.export.export(mod, ex, strict=True) for name, (mod, ex) in methods.items()}
+        progs = {name: torch.export.export(m[0], m[1], dynamic_shapes=m[2] if len(m) > 2 else None, strict=True)
+                 for name, m in methods.items()}
     edge = to_edge_transform_and_lower(progs, partitioner=[XnnpackPartitioner()],
                                        compile_config=EdgeCompileConfig(_check_ir_validity=False))
     return {name: edge.exported_program(name) for name in progs}

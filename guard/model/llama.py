@@ -141,14 +141,16 @@ class Attention(Projections):
         self.register_buffer("v_cache", torch.zeros(shape), persistent=False)
 
     def forward(self, x, cos, sin, mask, pos):
-        """x [1, T, dim], mask [T, cache_len] additive, pos [T] -> [1, T, dim]."""
-        T = x.shape[1]
+        """x [1, T, dim], mask [T, S] additive, pos [T] -> [1, T, dim]: attends to cache slots 0..S-1 only."""
+        T, S = x.shape[1], mask.shape[1]
         q = rotate(self.q_proj(x).view(1, T, self.n_heads, self.hd), cos, sin)
         k = rotate(self.k_proj(x).view(1, T, self.n_kv, self.hd), cos, sin)
         v = self.v_proj(x).view(T, self.n_kv, self.hd)
         self.k_cache.index_copy_(1, pos, k.view(T, self.n_kv, self.hd).transpose(0, 1))
         self.v_cache.index_copy_(1, pos, v.transpose(0, 1))
-        return self.o_proj(attend(q.view(T, self.n_heads, self.hd), self.k_cache, self.v_cache, mask))
+        whole = isinstance(S, int) and S == self.k_cache.shape[1]  # a traced dynamic S is a SymInt: never compared
+        k, v = (self.k_cache, self.v_cache) if whole else (self.k_cache[:, :S], self.v_cache[:, :S])
+        return self.o_proj(attend(q.view(T, self.n_heads, self.hd), k, v, mask))
 
 
 class MLP(nn.Module):
@@ -206,13 +208,17 @@ class Transformer(nn.Module):
         for name, t in positions(args).items():
             self.register_buffer(name, t, persistent=False)
 
-    def forward(self, tokens: torch.Tensor, pos: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
-        return self.run(tokens, pos, last, ())
+    def forward(self, tokens: torch.Tensor, pos: torch.Tensor, last: torch.Tensor,
+                keys: torch.Tensor | None = None) -> torch.Tensor:
+        return self.run(tokens, pos, last, (), keys)
 
-    def run(self, tokens, pos, last, extra: tuple) -> torch.Tensor:
+    def run(self, tokens, pos, last, extra: tuple, keys: torch.Tensor | None = None) -> torch.Tensor:
+        """``keys`` [1, S] float, the positions 0..S-1 (S > pos.max()): attention reads only those cache slots, so a
+        step at position p costs O(S) instead of O(cache_len). An export makes S a dynamic dimension (the
+        ``get_attention_span`` metadata); None attends to the whole cache."""
         x = self.embed_tokens(tokens)
         cos, sin = self.rope_cos.index_select(0, pos), self.rope_sin.index_select(0, pos)
-        mask = causal_bias(self.query_pos.index_select(0, pos), self.key_pos)  # [T, L]: a query at p sees keys 0..p
+        mask = causal_bias(self.query_pos.index_select(0, pos), self.key_pos if keys is None else keys)  # [T, S]
         for i, layer in enumerate(self.layers):
             x = self.block(i, layer, x, cos, sin, mask, pos, extra)
         x = self.norm(x.index_select(1, last))  # only the last real position goes through the head

@@ -93,12 +93,13 @@ int etl_constant(void* h, const char* name, int64_t* ints, double* floats, int* 
   });
 }
 
-// Run a guard method (tokens[1, T], pos[T], last[1]) -> logits[1, V]: copies V floats into out. Returns V, or -1.
-int etl_step(void* h, const char* name, const int64_t* tokens, const int64_t* pos, int T, int64_t last, float* out,
-             int out_len, char* err, size_t n) {
+// Run a guard method (tokens[1, T], pos[T], last[1][, keys[1, S] when S > 0]) -> logits[1, V]: copies V floats into
+// out. Returns V, or -1.
+int etl_step(void* h, const char* name, const int64_t* tokens, const int64_t* pos, int T, int64_t last,
+             const float* keys, int S, float* out, int out_len, char* err, size_t n) {
   return guarded(err, n, -1, [&] {
     size_t v = 0;
-    const float* logits = prog(h)->step(name, tokens, pos, T, last, v);
+    const float* logits = prog(h)->step(name, tokens, pos, T, last, v, keys, S);
     if (v > static_cast<size_t>(out_len)) guard::fail("logits buffer too small");
     memcpy(out, logits, sizeof(float) * v);
     return static_cast<int>(v);

@@ -203,7 +203,8 @@ def _declare(lib) -> None:
     lib.etl_load.argtypes, lib.etl_load.restype = [P, E, E, S], I
     lib.etl_constant.argtypes = [P, E, c.POINTER(c.c_int64), c.POINTER(c.c_double), c.POINTER(I), I, E, S, E, S]
     lib.etl_constant.restype = I
-    lib.etl_step.argtypes = [P, E, c.POINTER(c.c_int64), c.POINTER(c.c_int64), I, c.c_int64, c.POINTER(c.c_float), I, E, S]
+    lib.etl_step.argtypes = [P, E, c.POINTER(c.c_int64), c.POINTER(c.c_int64), I, c.c_int64, c.POINTER(c.c_float), I,
+                             c.POINTER(c.c_float), I, E, S]
     lib.etl_step.restype = I
     lib.etl_num_arenas.argtypes, lib.etl_num_arenas.restype = [P], I
     lib.etl_arena.argtypes, lib.etl_arena.restype = [P, I, c.POINTER(S)], c.POINTER(c.c_uint8)
@@ -251,8 +252,9 @@ class Program:
             out.append(np.ctypeslib.as_array(p, shape=(n.value,)) if n.value else np.empty(0, np.uint8))
         return out
 
-    def step(self, name: str, tokens: list[int], pos: list[int], last: int, width: int):
-        """-> float32 numpy logits (a fresh array) of ``name``(tokens[1, T], pos[T], [last])."""
+    def step(self, name: str, tokens: list[int], pos: list[int], last: int, width: int, keys=None):
+        """-> float32 numpy logits (a fresh array) of ``name``(tokens[1, T], pos[T], [last][, keys[1, S]]);
+        ``keys``: a float32 numpy vector of key positions, for files with an attention span."""
         import numpy as np
 
         c = ctypes
@@ -260,8 +262,9 @@ class Program:
         tok = (c.c_int64 * T)(*tokens)
         ps = (c.c_int64 * T)(*pos)
         out = np.empty(width, dtype=np.float32)
-        v = self._lib.etl_step(self._h, name.encode(), tok, ps, T, last, out.ctypes.data_as(c.POINTER(c.c_float)),
-                               width, self._err, 512)
+        kp = None if keys is None else keys.ctypes.data_as(c.POINTER(c.c_float))
+        v = self._lib.etl_step(self._h, name.encode(), tok, ps, T, last, kp, 0 if keys is None else len(keys),
+                               out.ctypes.data_as(c.POINTER(c.c_float)), width, self._err, 512)
         if v < 0:
             raise RuntimeError(self._err.value.decode(errors="replace"))
         return out[:v]

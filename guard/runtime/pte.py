@@ -21,7 +21,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from guard.errors import BadModelFile, GuardError, SequenceTooLong
-from guard.export.metadata import (CHUNKS, MARKER, METHODS, PTE_FORMAT, REQUIRED, TOKEN_KEYS, TOKENIZER_DIGEST,
+from guard.export.metadata import (CHUNKS, MARKER, METHODS, PTE_FORMAT, REQUIRED, SPAN, TOKEN_KEYS, TOKENIZER_DIGEST,
                                    chunk_method, file_digest)
 
 PTE_IDENTIFIER = b"ET12"  # the flatbuffer file identifier of ExecuTorch programs (bytes 4..8)
@@ -344,7 +344,7 @@ class PteRunner:
         names = program.method_names
         if MARKER not in names:
             raise BadModelFile(f"{path} is not a guard model (no {MARKER} method); export it with `guard export`")
-        meta = read_metadata(program, path, self.REQUIRED + ((CHUNKS,) if CHUNKS in names else ()),
+        meta = read_metadata(program, path, self.REQUIRED + tuple(k for k in (CHUNKS, SPAN) if k in names),
                              "re-export it with `guard export`")
         if meta[MARKER] != self.FORMAT:
             raise BadModelFile(f"{path} has format {meta[MARKER]!r}; this runtime reads {self.FORMAT!r}")
@@ -365,6 +365,9 @@ class PteRunner:
         missing = [m for m in self._chunk_names.values() if m not in names]
         if missing:
             raise BadModelFile(f"{path} lacks the {missing[0]} method its metadata names; re-export it")
+        self.span = int(meta.get(SPAN, 0))  # > 0: every step also takes the key positions 0..S-1 it attends to
+        if self.span < 0:
+            raise BadModelFile(f"{path} names an attention span of {self.span}; re-export it")
         ids = [int(i) for i in meta["get_output_ids"]]
         self.output_ids = None if ids == [-1] else ids
         self._width = len(ids) if self.output_ids else int(meta["get_vocab_size"])
@@ -457,19 +460,32 @@ class PteRunner:
             except OSError:  # a read-only or full GUARD_HOME: the next process prefills the head again
                 pass
 
+    def _keys(self, end: int):
+        """The key positions a step ending at ``end`` (exclusive; the real tokens' end) attends to: 0..S-1 with S
+        rounded up to the file's span step, at most max_seq_len. None for a file without an attention span."""
+        if not self.span:
+            return None
+        import numpy as np
+
+        S = min(self.max_seq_len, -(-end // self.span) * self.span)
+        return np.arange(S, dtype=np.float32)
+
     def _run(self, size: int, part: list[int], pos: int):
         self.pristine = False
         n, name = len(part), self._chunk_names[size]
         padded = part + [0] * (size - n)
+        keys = self._keys(pos + n)
         if self._etl:
             try:
-                return self._program.step(name, padded, list(range(pos, pos + size)), n - 1, self._width)
+                return self._program.step(name, padded, list(range(pos, pos + size)), n - 1, self._width, keys)
             except RuntimeError as e:
                 raise GuardError(f"the model failed to run ({e})") from None
         import torch
 
         x = torch.tensor([padded], dtype=torch.long)
-        return self.methods[name].execute([x, torch.arange(pos, pos + size), torch.tensor([n - 1]), *self._extra(pos, size)])[0][0]
+        k = [] if keys is None else [torch.from_numpy(keys).view(1, -1)]
+        return self.methods[name].execute([x, torch.arange(pos, pos + size), torch.tensor([n - 1]), *k,
+                                           *self._extra(pos, size)])[0][0]
 
     def prefill(self, tokens: list[int], start_pos: int):
         """Write positions start_pos.. in static chunks (``plan``); -> logits of the last token (numpy through

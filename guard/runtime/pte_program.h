@@ -256,9 +256,11 @@ class PteProgram {
     return out;
   }
 
-  // A guard step: name(tokens[1, T], pos[T], [last]) -> logits [1, V]. Returns the V floats, valid until the next
-  // call (the arenas are reused): copy them.
-  const float* step(const std::string& name, const int64_t* tokens, const int64_t* pos, int T, int64_t last, size_t& V) {
+  // A guard step: name(tokens[1, T], pos[T], [last][, keys[1, S]]) -> logits [1, V]. keys (S > 0): the key positions
+  // 0..S-1 of a file exported with an attention span (attention reads those cache slots only). Returns the V floats,
+  // valid until the next call (the arenas are reused): copy them.
+  const float* step(const std::string& name, const int64_t* tokens, const int64_t* pos, int T, int64_t last, size_t& V,
+                    const float* keys = nullptr, int S = 0) {
     using executorch::aten::ScalarType;
     using executorch::extension::from_blob;
     namespace rt = executorch::runtime;
@@ -267,8 +269,9 @@ class PteProgram {
     auto p = from_blob(const_cast<int64_t*>(pos), {T}, ScalarType::Long);
     int64_t last_v = last;
     auto l = from_blob(&last_v, {1}, ScalarType::Long);
-    rt::EValue in[3] = {rt::EValue(*t), rt::EValue(*p), rt::EValue(*l)};
-    for (size_t i = 0; i < 3; ++i)
+    auto k = from_blob(const_cast<float*>(keys ? keys : &zero_), {1, S > 0 ? S : 1}, ScalarType::Float);
+    rt::EValue in[4] = {rt::EValue(*t), rt::EValue(*p), rt::EValue(*l), rt::EValue(*k)};
+    for (size_t i = 0; i < (S > 0 ? 4u : 3u); ++i)
       if (m.set_input(in[i], i) != rt::Error::Ok) fail("bad input " + std::to_string(i) + " for " + name);
     if (m.execute() != rt::Error::Ok) fail("executing " + name + " failed");
     if (m.outputs_size() == 0) fail(name + " returned no logits");
@@ -281,6 +284,7 @@ class PteProgram {
 
  private:
   std::string path_;
+  float zero_ = 0.0f;
   std::unique_ptr<pte_detail::MmapLoader> loader_;
   std::unique_ptr<executorch::runtime::Program> program_;
   pte_detail::HeapAllocator method_alloc_, temp_alloc_;

@@ -50,9 +50,10 @@ def int4_pte(int4_export):
 
 
 def test_everything_heavy_is_delegated_to_xnnpack(int4_export):
-    """Only O(T) row copies stay in portable kernels: no bmm/softmax/linear/slice_scatter outside XNNPACK."""
+    """Only row copies stay in portable kernels: O(T) cache writes and row reads, and the O(S) copy of the cache
+    slots a step attends to (the dynamic-span slice, one per K and V cache); no bmm/softmax/linear outside XNNPACK."""
     allowed = {"aten_index_put_default", "aten_index_select_default", "aten_embedding_default",
-               "quantized_decomposed_embedding_4bit_dtype"}
+               "quantized_decomposed_embedding_4bit_dtype", "aten_slice_copy_tensor", "sym_size"}
     for method, d in int4_export[1]["delegation"].items():
         assert set(d["portable"]) <= allowed, (method, d["portable"])
         assert d["subgraphs"] >= 1
@@ -103,6 +104,31 @@ def test_prefix_semantics_and_decode_match_eager(decisive_dir, fp32_pte, tokeniz
         x, y = eager.decode(t, pos), torch.as_tensor(pte.decode(t, pos))
         assert torch.allclose(x, y, atol=1e-4)
         pos += 1
+
+
+def test_attention_span_gives_the_whole_cache_logits(decisive_dir, fp32_pte, tmp_path, tokenizer):
+    """The default export attends to key slots 0..S-1 only (S dynamic, the step's end rounded up to the span step):
+    its logits equal a whole-cache export's, through etlite and through executorch's bindings, for spans from one
+    step to max_seq_len, a prefix rewritten later and single-token decode."""
+    import numpy as np
+
+    from guard.export import ExportConfig, export_model
+    from guard.export.metadata import SPAN
+    from guard.runtime.pte import PteRunner, load_program
+
+    whole = export_model(decisive_dir, tmp_path, ExportConfig(max_seq_len=MAX_SEQ, chunk=CHUNK, attention_span=0))
+    spans = [PteRunner(fp32_pte), PteRunner(fp32_pte, program=load_program(fp32_pte))]
+    ref = PteRunner(whole)
+    assert [r.span for r in spans] == [64, 64] and ref.span == 0 and SPAN in spans[0].meta and SPAN not in ref.meta
+    assert spans[0]._etl and not spans[1]._etl
+    ids = tokenizer.encode("The quick brown fox jumps over the lazy dog. " * 60)[:MAX_SEQ - 4]
+    steps = [(0, 70), (70, 1), (71, 1), (5, 200), (205, len(ids) - 205), (40, 3)]  # ends 70 .. MAX_SEQ - 4, then back
+    for start, n in steps:
+        want = np.asarray(ref.prefill(ids[start:start + n], start))
+        for r in spans:
+            got = np.asarray(r.prefill(ids[start:start + n], start))
+            assert np.abs(got - want).max() < 1e-4, (start, n, r._etl, np.abs(got - want).max())
+    assert spans[0]._keys(70).tolist() == list(range(128)) and len(spans[0]._keys(MAX_SEQ)) == MAX_SEQ
 
 
 def test_metadata_is_stored_in_the_pte(fp32_pte, int4_pte, tokenizer):
