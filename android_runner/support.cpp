@@ -301,6 +301,7 @@ Json meta_json(const Pte& pte) {  // as PteRunner.meta: the required keys, get_o
     out.add(key, std::string(key) == "get_output_ids" ? list(vals) : json_of(vals.at(0)));
   }
   if (pte.has(kPteChunks)) out.add(kPteChunks, list(pte.meta().at(kPteChunks)));
+  if (pte.has(kPteSpan)) out.add(kPteSpan, json_of(pte.meta().at(kPteSpan).at(0)));
   return out;
 }
 

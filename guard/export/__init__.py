@@ -134,7 +134,9 @@ def export_pte(model, config: ExportConfig, path: str | Path, tok=None, report: 
     if (a.max_seq_len, a.chunk) != (config.max_seq_len, config.chunk):
         raise GuardError(f"model built for max_seq_len={a.max_seq_len}, chunk={a.chunk}; config says "
                          f"{config.max_seq_len}, {config.chunk}")
-    model = prepare(model, config, tok).eval()
+    # No constant should say requires_grad: the flag is serialized, and a method lowered in a child process
+    # (guard.export.parallel) comes back without it, so one- and two-process exports would differ.
+    model = prepare(model, config, tok).eval().requires_grad_(False)
     C, span = config.chunk, config.attention_span
     methods = {metadata.chunk_method(c, C): method_inputs(model, c, config.max_seq_len, span) for c in config.sizes() + [1]}
     meta = metadata.build(tok.tokens, max_seq_len=config.max_seq_len, chunk=C, vocab_size=a.vocab_size,
