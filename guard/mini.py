@@ -72,6 +72,11 @@ class MiniRecipe:
     def teacher_rank(self) -> tuple[int, float]:
         return (self.teacher_lora_r or self.lora_r, self.teacher_lora_alpha or self.lora_alpha)
 
+    @property
+    def refine_weight(self) -> float:
+        """The refine stage's CE weight: refine_alpha, else alpha. Below 1 the stage distils from the teacher."""
+        return self.alpha if self.refine_alpha is None else self.refine_alpha
+
     @classmethod
     def load(cls, path: Path) -> "MiniRecipe":
         d = json.loads(Path(path).read_text())

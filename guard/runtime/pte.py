@@ -382,7 +382,10 @@ class PteRunner:
             tok = tokenizer or check_tokenizer(tokenizer_of(path.parent), meta, path)
         except GuardError as e:
             tok, box["tok_error"] = None, e
-        import numpy  # noqa: F401  (the logits' type; imported while the methods load, not at the first step)
+        import numpy  # the logits' type; imported while the methods load, not at the first step
+
+        # 0, 1, ..., max_seq_len - 1: a step passes a prefix of it as its key positions (as android_runner's Pte::keys_)
+        self._positions = numpy.arange(self.max_seq_len, dtype=numpy.float32) if self.span else None
 
         worker.join()
         for key in ("error", "tok_error"):  # the model's own problems are reported first
@@ -465,10 +468,7 @@ class PteRunner:
         rounded up to the file's span step, at most max_seq_len. None for a file without an attention span."""
         if not self.span:
             return None
-        import numpy as np
-
-        S = min(self.max_seq_len, -(-end // self.span) * self.span)
-        return np.arange(S, dtype=np.float32)
+        return self._positions[:min(self.max_seq_len, -(-end // self.span) * self.span)]
 
     def _run(self, size: int, part: list[int], pos: int):
         self.pristine = False

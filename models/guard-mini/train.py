@@ -88,7 +88,7 @@ def teacher(recipe: MiniRecipe, data: Path, work: Path, art: Path) -> None:
         return print("teacher: done")
     if (src := init_dir(recipe, art)) is not None:
         inherit(src, art, "teacher_adapter.safetensors")
-        if (recipe.alpha if recipe.refine_alpha is None else recipe.refine_alpha) < 1:  # only a distilling refine reads it
+        if recipe.refine_weight < 1:  # only a distilling refine reads it
             build_hf(work / "teacher", src, stage="teacher")
         return print(f"teacher: taken from {src}")
     model, tok, rows = load_base()
@@ -187,7 +187,7 @@ def refine_stage(recipe: MiniRecipe, data: Path, work: Path, art: Path) -> None:
     train = TrainConfig(steps=recipe.refine_steps, lr=recipe.refine_lr, accum=recipe.accum, save_every=10, bf16=False,
                         seed=recipe.seed + 2, decay_from=0)
     rec = _distil(recipe, records, work, art, "refined", train, init_adapter=work / "student" / "adapter.safetensors",
-                  alpha=recipe.refine_alpha)
+                  alpha=recipe.refine_weight)
     print(f"refine: {len(records)} records,", rec["summary"])
 
 
