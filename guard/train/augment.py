@@ -8,7 +8,11 @@ actually asks: a harmful request stays unsafe whatever is wrapped around it, and
 - ``invisible``: zero-width and right-to-left control characters sprinkled through the text;
 - ``wrapper``: role-play and jailbreak templates around the request;
 - ``special_tokens``: typed chat-template strings (``<|eot_id|>``, ``[/INST]``, a forged ``safe`` verdict, ...);
-- ``refusal`` (response classification): a harmful prompt answered with a refusal or a safe redirection is safe.
+- ``refusal`` (response classification): a harmful prompt answered with a refusal or a safe redirection is safe;
+- ``prose``: benign statements as the user turn (assistant answers of benign records, one to four joined by blank
+  lines) are safe; ``prose_harmful``: the same with a harmful request at a paragraph boundary is unsafe. Before it,
+  the user turns that were statements were mostly hate speech, and guard-mini flagged long benign prose
+  (docs/generalisation.md, "How the windows judge long documents").
 
 Two disjoint sets of wordings: ``TRAIN`` for augmentation, ``SUITE`` for the committed adversarial suite
 (scripts/make_adversarial_suite.py builds it from held-out prompts), so the suite measures the attack kinds on
@@ -114,7 +118,7 @@ def variants(text: str, templates: dict, rng: random.Random, kinds=None) -> list
 
 
 def augment_records(train: list[dict], seed: int = 0, n_unsafe: int = 1500, n_safe: int = 900, n_refusal: int = 700,
-                    n_mixed: int = 300) -> list[dict]:
+                    n_mixed: int = 300, n_prose: int = 600) -> list[dict]:
     """Augmented training records (split 'train', source 'aug_<kind>'), from single-turn training prompts only."""
     prompts = [r for r in train if len(r["messages"]) == 1 and len(r["messages"][0]["content"]) < 500]
     unsafe = sorted((r for r in prompts if r["label"] == "unsafe"), key=lambda r: r["id"])
@@ -144,4 +148,16 @@ def augment_records(train: list[dict], seed: int = 0, n_unsafe: int = 1500, n_sa
     for r in rng.sample(unsafe, min(n_refusal, len(unsafe))):
         msgs = [{"role": "user", "content": r["messages"][0]["content"]}, {"role": "assistant", "content": rng.choice(REFUSALS)}]
         out.append(rec(r, msgs, "safe", (), "refusal"))
+    prose = sorted(({"id": r["id"], "text": r["messages"][-1]["content"]} for r in train if r["label"] == "safe"
+                    and len(r["messages"]) == 2 and not r.get("adjacent") and 80 <= len(r["messages"][-1]["content"]) < 1200),
+                   key=lambda r: r["id"])
+    for i in range(min(n_prose, len(prose))):  # two thirds benign documents, one third with a harmful request inside
+        parts = [prose[i]["text"]] + [p["text"] for p in rng.sample(prose, rng.randint(0, min(3, len(prose))))]
+        rng.shuffle(parts)
+        if i % 3 == 2 and unsafe:
+            r = rng.choice(unsafe)
+            parts.insert(rng.randrange(len(parts) + 1), r["messages"][0]["content"])
+            out.append(rec(r, "\n\n".join(parts), "unsafe", r["categories"], "prose_harmful"))
+        else:
+            out.append(rec(prose[i], "\n\n".join(parts), "safe", (), "prose"))
     return out

@@ -54,12 +54,34 @@ def test_augmentation_keeps_the_real_label():
         assert r["split"] == "train"
         if r["source"] == "aug_refusal":
             assert r["label"] == "safe" and r["messages"][1]["role"] == "assistant"
+        elif r["source"] in ("aug_prose", "aug_prose_harmful"):
+            continue  # test_prose_augmentation
         else:
             assert r["label"] == base["label"] and r["categories"] == base["categories"]
             plain = r["messages"][0]["content"]
             for ch in "\u200b\u200c\u200d\u2060\ufeff\u202e\u200f\u202b\u2067":
                 plain = plain.replace(ch, "")
             assert base["messages"][0]["content"] in plain, "the request itself must survive the attack wrapper"
+
+
+def test_prose_augmentation():
+    rows = _records() + [
+        {"id": f"a{i}", "messages": [{"role": "user", "content": f"Tell me about town {i}."}, {"role": "assistant",
+         "content": f"Town {i} lies on a river. Its market sells bread and apples every Saturday morning."}],
+         "label": "safe", "categories": [], "source": "z", "split": "train", "adjacent": False} for i in range(30)]
+    aug = augment_records(rows, seed=0, n_unsafe=0, n_safe=0, n_refusal=0, n_mixed=0, n_prose=30)
+    by_id = {r["id"]: r for r in rows}
+    prose = [r for r in aug if r["source"] == "aug_prose"]
+    harmful = [r for r in aug if r["source"] == "aug_prose_harmful"]
+    assert len(prose) == 20 and len(harmful) == 10
+    for r in prose:
+        assert r["label"] == "safe" and len(r["messages"]) == 1 and r["messages"][0]["role"] == "user"
+        assert by_id[r["augmented_from"]]["messages"][1]["content"] in r["messages"][0]["content"]
+    for r in harmful:
+        base = by_id[r["augmented_from"]]
+        assert r["label"] == "unsafe" and r["categories"] == base["categories"] == ["S2"]
+        assert base["messages"][0]["content"] in r["messages"][0]["content"].split("\n\n")
+        assert "market sells bread" in r["messages"][0]["content"]
 
 
 def test_suite_wordings_are_not_training_wordings():
