@@ -13,35 +13,27 @@ static double now(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t);
 
 typedef struct { long iters; const uint8_t *buf; size_t n; double sink; } Job;
 
-/* 12 independent accumulators in named registers (an array would live on the stack) hide the latency */
+/* 12 independent accumulators in named registers (an array would live on the stack) hide the latency.
+   CHAINS(name, vector type, zero, reduce) defines a kernel from DECL_name, STEP_name and SUM_name. */
 #define X12(M) M(0) M(1) M(2) M(3) M(4) M(5) M(6) M(7) M(8) M(9) M(10) M(11)
-static void *vnni(void *p) {
-  Job *j = p; __m512i a = _mm512_set1_epi8(3), b = _mm512_set1_epi8(5);
-#define DECL(k) __m512i c##k = _mm512_set1_epi32(k);
-#define STEP(k) c##k = _mm512_dpbusd_epi32(c##k, a, b);
-#define SUM(k) s = _mm512_add_epi32(s, c##k);
-  X12(DECL)
-  for (long i = 0; i < j->iters; i++) { X12(STEP) }
-  __m512i s = _mm512_setzero_si512(); X12(SUM)
-  j->sink = _mm512_reduce_add_epi32(s); return 0;
-#undef DECL
-#undef STEP
-#undef SUM
-}
-
-static void *fma32(void *p) {
-  Job *j = p; __m512 a = _mm512_set1_ps(1.0000001f), b = _mm512_set1_ps(1e-7f);
-#define DECL(k) __m512 c##k = _mm512_set1_ps((float)k);
-#define STEP(k) c##k = _mm512_fmadd_ps(c##k, a, b);
-#define SUM(k) s = _mm512_add_ps(s, c##k);
-  X12(DECL)
-  for (long i = 0; i < j->iters; i++) { X12(STEP) }
-  __m512 s = _mm512_setzero_ps(); X12(SUM)
-  j->sink = _mm512_reduce_add_ps(s); return 0;
-#undef DECL
-#undef STEP
-#undef SUM
-}
+#define CHAINS(NAME, T, ZERO, REDUCE)                              \
+  static void *NAME(void *p) {                                     \
+    Job *j = p;                                                    \
+    X12(DECL_##NAME)                                               \
+    for (long i = 0; i < j->iters; i++) { X12(STEP_##NAME) }       \
+    T s = ZERO;                                                    \
+    X12(SUM_##NAME)                                                \
+    j->sink = REDUCE(s);                                           \
+    return 0;                                                      \
+  }
+#define DECL_vnni(k) __m512i c##k = _mm512_set1_epi32(k);
+#define STEP_vnni(k) c##k = _mm512_dpbusd_epi32(c##k, _mm512_set1_epi8(3), _mm512_set1_epi8(5));
+#define SUM_vnni(k) s = _mm512_add_epi32(s, c##k);
+#define DECL_fma32(k) __m512 c##k = _mm512_set1_ps((float)k);
+#define STEP_fma32(k) c##k = _mm512_fmadd_ps(c##k, _mm512_set1_ps(1.0000001f), _mm512_set1_ps(1e-7f));
+#define SUM_fma32(k) s = _mm512_add_ps(s, c##k);
+CHAINS(vnni, __m512i, _mm512_setzero_si512(), _mm512_reduce_add_epi32)
+CHAINS(fma32, __m512, _mm512_setzero_ps(), _mm512_reduce_add_ps)
 
 static void *readbw(void *p) {  /* streams its slice once per iteration */
   Job *j = p; __m512i s0 = _mm512_setzero_si512(), s1 = s0, s2 = s0, s3 = s0;
