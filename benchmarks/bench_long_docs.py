@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import statistics
 import time
@@ -71,7 +72,7 @@ def main() -> int:
             hits[harmful] += v.decision != "safe"
         rows.append({"filler": kind, "docs": len(docs), "recall": round(hits[True] / a.docs, 3),
                      "fpr": round(hits[False] / a.docs, 3), "median_s": round(statistics.median(times), 3),
-                     "mean_windows": round(statistics.mean(windows), 2), "load_avg": environment()["machine"]["load_avg"]})
+                     "mean_windows": round(statistics.mean(windows), 2), "load_avg": [round(x, 2) for x in os.getloadavg()]})
         print(json.dumps(rows[-1]), flush=True)
     doc = {"command": command(), "environment": environment(), "model": str(g.source.path), "tokens": a.tokens,
            "rows": rows}

@@ -40,7 +40,8 @@ def peaks(threads: int) -> dict:
         subprocess.run(["gcc", "-O2", "-mavx512f", "-mavx512bw", "-mavx512vnni", "-pthread", str(src), "-o", str(exe)],
                        check=True)
         out = subprocess.run([str(exe), str(threads)], check=True, capture_output=True, text=True).stdout
-    return json.loads(out)["threads"][-1] | {"all": json.loads(out)["threads"]}
+    runs = json.loads(out)["threads"]
+    return runs[-1] | {"all": runs}
 
 
 def shape_costs(s: dict, group: int = 256) -> dict:
