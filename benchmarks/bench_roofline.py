@@ -10,6 +10,8 @@ runtime needs on this machine:
   plus attention over the span in fp32;
 - decode is bandwidth-bound: every token reads every linear weight (4 bits + a bf16 scale per group) and the KV cache.
 It sets these bounds beside the measured `.pte` and llama.cpp numbers of `bench_last_mile.py` and the issue's targets.
+The same arithmetic bounds guard-mini's long-input verdict (issue 18: a 4,000-token prompt in <= 2 s), from its config,
+its policy head and the windows `bench_long_input.py` measured (`--long`).
 Results: benchmarks/results/roofline.{json,md,png}, with the machine, versions and command.
 """
 
@@ -31,6 +33,7 @@ from bench_1b_shape import SHAPE  # noqa: E402
 from guard.bench.schema import command, environment  # noqa: E402
 
 TARGETS = {"ttft_s": 0.25, "verdict_ms": 120.0, "decode_tok_s": 91.9}  # issue 22
+LONG_TARGET_S = 2.0  # issue 18: a 4,000-token prompt on guard-mini
 
 
 def peaks(threads: int) -> dict:
@@ -71,6 +74,45 @@ def bounds(p: dict, c: dict, n_full: int, n_verdict: int, n_head: int) -> dict:
             "decode_tok_s": bw / decode_bytes, "decode_bytes_per_token": decode_bytes}
 
 
+def long_input_bound(p: dict, c: dict, head: int, window: int, windows: int, prompt: int, chunk: int) -> dict:
+    """guard-mini's long-input policy prefills ``windows`` windows of ``window`` tokens after a cached policy head of
+    ``head`` tokens, in chunks of ``chunk``; each chunk attends over the span up to its end. -> the least seconds for
+    those windows, and for the fewest windows of that size that cover the prompt (no overlap)."""
+    int8, fp32 = p["int8_gmac_s"] * 1e9, p["fp32_gflop_s"] / 2 * 1e9
+
+    def window_s(n: int) -> float:
+        s, pos = 0.0, head
+        while n > 0:
+            k = min(chunk, n)
+            s += k * c["linear_params"] / int8 + k * c["attn_macs_per_key"] * span(pos + k) / fp32
+            pos, n = pos + k, n - k
+        return s
+
+    linear = windows * window * c["linear_params"] / int8
+    least = math.ceil(prompt / window)
+    return {"seconds": windows * window_s(window), "linear_s": linear, "attention_s": windows * window_s(window) - linear,
+            "no_overlap_windows": least, "no_overlap_seconds": least * window_s(window)}
+
+
+def guard_mini_long(p: dict, path: Path) -> dict:
+    """The bound for the longest prompt of a bench_long_input.py result, on the guard-mini build beside its .pte."""
+    from guard.defaults import mini_dir
+    from guard.format.categories import Policy
+    from guard.format.prompt import encode_head
+    from guard.format.tokenizer import Tokenizer
+
+    row = max(json.loads(path.read_text())["rows"], key=lambda r: r["prompt_tokens"])
+    d = mini_dir()
+    cfg = json.loads((d / "hf" / "config.json").read_text())
+    shape = {"dim": cfg["hidden_size"], "n_heads": cfg["num_attention_heads"], "n_kv_heads": cfg["num_key_value_heads"],
+             "hidden_dim": cfg["intermediate_size"], "n_layers": cfg["num_hidden_layers"]}
+    head = len(encode_head(Tokenizer.from_dir(d), Policy(), "User"))
+    c = shape_costs(shape, group=64)
+    b = long_input_bound(p, c, head, row["window_tokens"], row["windows"], row["prompt_tokens"], chunk=128)
+    return {"from": str(path.relative_to(ROOT) if ROOT in path.resolve().parents else path), "shape": shape,
+            "head_tokens": head, "measured": row, "costs": c, "bound": b, "target_s": LONG_TARGET_S}
+
+
 def markdown(doc: dict) -> str:
     p, b, m, l = doc["peaks"], doc["bounds"], doc["measured_pte"], doc["measured_llama_cpp"]
     rows = [("time to first token, 235 tokens (s)", "ttft_s", "{:.3f}", "<="),
@@ -96,6 +138,24 @@ def markdown(doc: dict) -> str:
     out += ["", "A bound assumes every multiply-accumulate at the measured VNNI peak and every byte at the measured read "
             "bandwidth, with no activation quantization, int4 unpacking, softmax, norms or dispatch: real runs are "
             "slower. Where the bound misses the target, no runtime can meet it on this machine."]
+    if (g := doc.get("guard_mini_long")):
+        b, r, sh = g["bound"], g["measured"], g["shape"]
+        out += ["", "## guard-mini, long input (issue 18: a 4,000-token prompt in <= 2 s)", "",
+                f"guard-mini: {sh['n_layers']} layers, dim {sh['dim']}, MLP {sh['hidden_dim']}, {sh['n_heads']} heads: "
+                f"{g['costs']['linear_params'] / 1e6:.1f} M MACs per token in the linears and "
+                f"{g['costs']['attn_macs_per_key'] / 1e3:.1f} K per attended key. A {r['prompt_tokens']:,}-token prompt "
+                f"runs as {r['windows']} windows of {r['window_tokens']} tokens after the cached {g['head_tokens']}-token "
+                f"policy head (`{g['from']}`).", "",
+                "| | seconds |", "|---|---|",
+                f"| bound, the {r['windows']} windows measured (linears {b['linear_s']:.2f} + attention "
+                f"{b['attention_s']:.2f}) | {b['seconds']:.2f} |",
+                f"| bound, the fewest windows that cover it ({b['no_overlap_windows']}, no overlap) | "
+                f"{b['no_overlap_seconds']:.2f} |",
+                f"| `.pte` measured (median) | {r['median_s']:.2f} |",
+                f"| target | <= {g['target_s']:g} |", "",
+                f"The measured run is at {b['seconds'] / r['median_s']:.0%} of its bound; meeting the target with these "
+                f"windows needs {b['seconds'] / g['target_s']:.0%} of this machine's peaks, and "
+                f"{b['no_overlap_seconds'] / g['target_s']:.0%} even without overlap."]
     return "\n".join(out) + "\n"
 
 
@@ -124,6 +184,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--measured", type=Path, default=ROOT / "benchmarks" / "results" / "last_mile.json")
     ap.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
+    ap.add_argument("--long", type=Path, default=ROOT / "benchmarks" / "results" / "long_input_idle.json",
+                    help="a bench_long_input.py result on guard-mini: its longest prompt gets a bound too")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "roofline")
     a = ap.parse_args()
     lm = json.loads(a.measured.read_text())
@@ -138,7 +200,8 @@ def main() -> int:
            "shape": SHAPE, "costs": c, "peaks": p, "targets": TARGETS,
            "bounds": bounds(p, c, et["n_full"], et["verdict_prefilled_tokens"], et["n_head"]),
            "measured_pte": {k: et[k] for k in ("ttft_s", "verdict_ms", "decode_tok_s", "prefill_tok_s")},
-           "measured_llama_cpp": {k: lc[k] for k in ("ttft_s", "verdict_ms", "decode_tok_s", "prefill_tok_s")}}
+           "measured_llama_cpp": {k: lc[k] for k in ("ttft_s", "verdict_ms", "decode_tok_s", "prefill_tok_s")},
+           "guard_mini_long": guard_mini_long(p, a.long) if a.long.is_file() else None}
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.with_suffix(".json").write_text(json.dumps(doc, indent=1) + "\n")
     a.out.with_suffix(".md").write_text(markdown(doc))

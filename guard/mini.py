@@ -67,6 +67,7 @@ class MiniRecipe:
     # folder.
     init_from: str | None = None
     refine_alpha: float | None = None  # the refine stage's CE weight (None: alpha); 1.0 is plain fine-tuning, no teacher
+    category_weight: float = 1.0  # the hazard-code tokens' CE weight against the decision token's (every stage)
 
     @property
     def teacher_rank(self) -> tuple[int, float]:

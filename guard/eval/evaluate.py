@@ -10,6 +10,7 @@ import statistics
 import time
 from pathlib import Path
 
+from guard.format.categories import covered_codes
 from guard.train.data import CATEGORIES
 
 
@@ -40,15 +41,18 @@ def metrics(records: list[dict], preds: list[dict]) -> dict:
     neg = sum(not b for b in y)
     prec, rec = tp / max(tp + fp, 1), tp / max(tp + fn, 1)
     adj = [p["unsafe"] for p, r in zip(preds, records) if r.get("adjacent")]
+    # what the guard should report for each label code under its policy (preds' "expected"; S14 is S2 under S1-S13)
+    want = [p.get("expected") or {c: [c] for c in r.get("categories", [])} for p, r in zip(preds, records)]
     per_cat = {}
     for c in CATEGORIES:
         idx = [i for i, r in enumerate(records) if c in r.get("categories", [])]
         if idx:
             per_cat[c] = {"n": len(idx), "recall": sum(yhat[i] for i in idx) / len(idx),
-                          "category_recall": sum(c in preds[i].get("categories", []) for i in idx) / len(idx)}
+                          "category_recall": sum(any(k in preds[i].get("categories", []) for k in want[i][c])
+                                                 for i in idx) / len(idx)}
     lat = [p["latency_ms"] for p in preds if p.get("latency_ms") is not None]
     caught = [i for i in range(len(records)) if y[i] and yhat[i]]
-    exact = sum(sorted(preds[i].get("categories", [])) == sorted(records[i].get("categories", [])) for i in caught)
+    exact = sum(sorted(preds[i].get("categories", [])) == sorted({k for v in want[i].values() for k in v}) for i in caught)
     return {
         "hazard_exact": exact / len(caught) if caught else None, "n_hazard_exact": len(caught),
         "n": len(records), "unsafe": sum(y), "precision": prec, "recall": rec,
@@ -96,7 +100,8 @@ def predict(guard, records: list[dict], progress: bool = False) -> list[dict]:
         t0 = time.perf_counter()
         v = guard.classify(r["messages"])
         out.append({"unsafe": v.blocked, "decision": v.decision, "p_unsafe": v.p_unsafe, "margin": v.margin,
-                    "categories": [h.code for h in v.categories], "latency_ms": (time.perf_counter() - t0) * 1e3})
+                    "categories": [h.code for h in v.categories], "latency_ms": (time.perf_counter() - t0) * 1e3,
+                    "expected": {c: covered_codes([c], guard.policy) for c in r.get("categories", [])}})
     return out
 
 

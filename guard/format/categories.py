@@ -97,6 +97,22 @@ class Policy:
         return tuple((k, c.prompt_value) for k, c in self._shown)
 
 
+# A category the policy does not show is reported under the one that covers it (interpreter abuse is a cyber crime).
+COVERED_BY = {"S14": "S2"}
+
+
+def covered_codes(codes: list[str], policy: Policy) -> list[str]:
+    """Label codes -> the codes a verdict under ``policy`` reports for them: a code the policy shows stays, one it
+    does not show becomes the code that covers it (COVERED_BY) if that is shown, else it is dropped."""
+    shown = {c.code for _, c in policy.shown}
+    out = []
+    for c in codes:
+        k = c if c in shown else COVERED_BY.get(c) if COVERED_BY.get(c) in shown else None
+        if k and k not in out:
+            out.append(k)
+    return out
+
+
 def parse_codes(text: str, allowed=None) -> list[str]:
     allowed = tuple(allowed or HAZARDS)
     codes = [c.strip().upper() for c in text.split(",") if c.strip()]

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from guard.format.categories import Policy
+from guard.format.categories import Policy, covered_codes
 from guard.errors import GuardError
 from guard.train.lora import shared_weights
 from guard.format.prompt import END_HEADER, EOT, START_HEADER, body_plain, conversation, head_text, role_of
@@ -42,6 +42,7 @@ class TrainConfig:
     seed: int = 0
     bf16: bool = True
     decay_from: int | None = None  # constant lr until this step, then linear decay to 0 at ``steps`` (None: constant)
+    category_weight: float = 1.0  # weight of the category tokens' mean CE against the decision token's (verdict_loss)
 
     def __post_init__(self):
         if self.decay_from is not None and not 0 <= self.decay_from < self.steps:
@@ -154,19 +155,10 @@ def adopt_llama3_specials(model, hf_tok, init: dict | None = None) -> list[int]:
     return ids
 
 
-# A category the policy does not show is reported under the one that covers it (interpreter abuse is a cyber crime).
-COVERED_BY = {"S14": "S2"}
-
-
 def policy_categories(categories: list[str], policy: Policy) -> list[str]:
     """Label codes -> the keys shown by ``policy`` (for training prompts whose policy lacks some label codes)."""
     shown = {c.code: k for k, c in policy.shown}
-    out = []
-    for c in categories:
-        k = shown.get(c) or shown.get(COVERED_BY.get(c, ""))
-        if k and k not in out:
-            out.append(k)
-    return out
+    return [shown[c] for c in covered_codes(categories, policy)]
 
 
 def make_example(codec: GuardCodec, rec: dict, policy: Policy):
@@ -178,19 +170,21 @@ def make_example(codec: GuardCodec, rec: dict, policy: Policy):
     return head, body + [codec.blank], codec.target(label, cats)
 
 
-def verdict_loss(model, head_cache, body: list[int], target: list[int], start: int):
+def verdict_loss(model, head_cache, body: list[int], target: list[int], start: int, category_weight: float = 1.0):
     """CE on the verdict tokens only; the output layer is applied at len(target) positions. Returns (loss, logits).
 
     The decision token (safe/unsafe) weighs as much as the rest of the verdict together: a plain mean over the
     target would weigh it 1/2 in 'safe<eot>' but ~1/6 in 'unsafe\nS1,S10<eot>', which measurably taught a guard to
-    under-call unsafe (guard-mini's first teacher: recall 0.32, precision 0.92 at threshold 0.5)."""
+    under-call unsafe (guard-mini's first teacher: recall 0.32, precision 0.92 at threshold 0.5). ``category_weight``
+    scales the rest (newline, "S", the code digits, end of turn): at 1 the digits that carry the hazard code get about
+    a quarter of the decision's weight."""
     ids = torch.tensor([body + target[:-1]])
     pos = torch.arange(start, start + ids.shape[1])[None]
     out = model.model(input_ids=ids, past_key_values=head_cache, position_ids=pos, use_cache=True)
     h = out.last_hidden_state[0, len(body) - 1:]  # positions predicting each target token
     logits = model.lm_head(h).float()
     ce = F.cross_entropy(logits, torch.tensor(target), reduction="none")
-    return (ce[0] + ce[1:].mean() if len(target) > 1 else ce[0]), logits
+    return (ce[0] + category_weight * ce[1:].mean() if len(target) > 1 else ce[0]), logits
 
 
 def kl_columns(student: torch.Tensor, teacher: torch.Tensor, ids: list[int]) -> torch.Tensor:
@@ -263,7 +257,8 @@ def finetune(model, codec: GuardCodec, records: list[dict], out: str | Path, cfg
                 if key not in caches or (step * cfg.accum + a) % cfg.head_refresh == 0:
                     caches[key] = _head_cache(model, head)
                 with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
-                    loss, logits = verdict_loss(model, copy.deepcopy(caches[key]), body, target, len(head))
+                    loss, logits = verdict_loss(model, copy.deepcopy(caches[key]), body, target, len(head),
+                                                cfg.category_weight)
                 if teacher is not None:
                     if key not in t_caches:
                         t_caches[key] = _head_cache(teacher, head)  # the teacher is frozen: its head KV never changes

@@ -96,7 +96,8 @@ def teacher(recipe: MiniRecipe, data: Path, work: Path, art: Path) -> None:
     add_lora(model, LoraConfig(r=r, alpha=alpha, train_embeddings=tuple(rows)))
     half = torch.float16 if r > 8 else None  # a rank-64 adapter is 78 MB in fp32, 39 MB in fp16
     cfg = TrainConfig(steps=recipe.teacher_steps, lr=recipe.teacher_lr, accum=recipe.accum, save_every=recipe.teacher_save_every,
-                      bf16=False, seed=recipe.seed, decay_from=recipe.teacher_decay_from)
+                      bf16=False, seed=recipe.seed, decay_from=recipe.teacher_decay_from,
+                      category_weight=recipe.category_weight)
     ckdir = work / "teacher.ckpt"
     snap = art / RESUME
     if not (ckdir / "ckpt.pt").is_file() and snap.is_file():
@@ -172,7 +173,8 @@ def distill_stage(recipe: MiniRecipe, data: Path, work: Path, art: Path) -> None
         shutil.copy(src / "student_adapter.safetensors", work / "student" / "adapter.safetensors")
         return print(f"distil: taken from {src}")
     train = TrainConfig(steps=recipe.student_steps, lr=recipe.student_lr, accum=recipe.accum, save_every=10, bf16=False,
-                        seed=recipe.seed + 1, decay_from=recipe.student_decay_from)
+                        seed=recipe.seed + 1, decay_from=recipe.student_decay_from,
+                        category_weight=recipe.category_weight)
     rec = _distil(recipe, training_records(recipe, data), work, art, "student", train)
     print("distil:", rec["summary"])
 
@@ -185,7 +187,7 @@ def refine_stage(recipe: MiniRecipe, data: Path, work: Path, art: Path) -> None:
         return print("refine: done")
     records = refine_records(training_records(recipe, data), recipe)
     train = TrainConfig(steps=recipe.refine_steps, lr=recipe.refine_lr, accum=recipe.accum, save_every=10, bf16=False,
-                        seed=recipe.seed + 2, decay_from=0)
+                        seed=recipe.seed + 2, decay_from=0, category_weight=recipe.category_weight)
     rec = _distil(recipe, records, work, art, "refined", train, init_adapter=work / "student" / "adapter.safetensors",
                   alpha=recipe.refine_weight)
     print(f"refine: {len(records)} records,", rec["summary"])

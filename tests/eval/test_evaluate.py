@@ -30,6 +30,23 @@ def test_metrics_by_hand():
     assert auprc([True, False], [0.2, 0.8]) == pytest.approx(0.5)
 
 
+def test_hazard_codes_are_judged_under_the_guards_policy():
+    """S14 (interpreter abuse) is reported as S2 under the 1B list S1-S13 (guard.format.categories.COVERED_BY): an
+    S2 verdict on an S14 record is right there, and wrong under the 8B list, which shows S14."""
+    from guard.format.categories import CODES_8B, HAZARDS, Policy, covered_codes
+
+    recs = [{"label": "unsafe", "categories": ["S14"]}, {"label": "unsafe", "categories": ["S1", "S14"]}]
+    for policy, right in ((Policy(), 1.0), (Policy(categories=tuple(HAZARDS[c] for c in CODES_8B)), 0.0)):
+        preds = [_p(True, 0.9, ["S2"]) | {"expected": {c: covered_codes([c], policy) for c in r["categories"]}}
+                 for r in recs]
+        preds[1]["categories"] = ["S1", "S2"]
+        m = metrics(recs, preds)
+        assert m["hazard_exact"] == right and m["per_category"]["S14"]["category_recall"] == right
+        assert m["per_category"]["S1"]["category_recall"] == 1.0
+    assert covered_codes(["S14", "S2", "S1"], Policy()) == ["S2", "S1"]
+    assert covered_codes(["S14"], Policy(excluded=("S2",))) == []  # nothing shown covers it
+
+
 def test_agreement():
     a = [_p(True, 0.9, ["S1"]), _p(False, 0.1)]
     b = [_p(True, 0.7, ["S2"]), _p(True, 0.6)]

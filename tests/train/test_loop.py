@@ -79,6 +79,22 @@ def test_cached_head_matches_full_forward(model_and_codec):
     assert torch.allclose(full, part, atol=1e-4), (full - part).abs().max()
 
 
+def test_category_weight_scales_only_the_hazard_code_tokens(model_and_codec):
+    model, codec = model_and_codec
+    head, body, target = make_example(codec, RECORDS[0], Policy())  # unsafe: 'unsafe', '\n', 'S', '9', eot
+    with torch.no_grad():
+        loss1, logits = verdict_loss(model, _head_cache(model, head), body, target, len(head))
+        loss4, _ = verdict_loss(model, _head_cache(model, head), body, target, len(head), category_weight=4.0)
+    ce = torch.nn.functional.cross_entropy(logits, torch.tensor(target), reduction="none")
+    assert loss1.item() == pytest.approx((ce[0] + ce[1:].mean()).item(), rel=1e-5)
+    assert loss4.item() == pytest.approx((ce[0] + 4 * ce[1:].mean()).item(), rel=1e-5)
+    head, body, target = make_example(codec, RECORDS[1], Policy())  # safe: 'safe', eot; the decision token unscaled
+    with torch.no_grad():
+        a = verdict_loss(model, _head_cache(model, head), body, target, len(head))[0].item()
+        b = verdict_loss(model, _head_cache(model, head), body, target, len(head), category_weight=4.0)[0].item()
+    assert b > a  # the end of turn after 'safe' is scaled too
+
+
 def test_empty_dataset_is_refused(model_and_codec, tmp_path):
     model, codec = model_and_codec
     with pytest.raises(GuardError, match="empty dataset"):
