@@ -140,7 +140,8 @@ int64_t Classifier::token_of(int64_t col) const {
   return ids.empty() ? col : ids.at(col);
 }
 
-std::vector<int64_t> Classifier::prompt_ids(const std::vector<Message>& msgs) {
+std::vector<int64_t> Classifier::prompt_ids(const std::vector<Message>& in) {
+  auto msgs = Format::visible(in);
   format_->check_conversation(msgs);
   std::vector<int64_t> ids = format_->role_of(msgs) == "User" ? head_user_ : head_agent_;
   auto body = format_->body_ids(*tok_, msgs);
@@ -163,8 +164,9 @@ Verdict Classifier::classify(const std::vector<Message>& msgs) {
   return classify_locked(msgs);
 }
 
-Verdict Classifier::classify_locked(const std::vector<Message>& msgs) {
+Verdict Classifier::classify_locked(const std::vector<Message>& in) {
   double t0 = now_ms();
+  auto msgs = Format::visible(in);
   format_->check_conversation(msgs);
   std::string role = format_->role_of(msgs);
   const auto& head = role == "User" ? head_user_ : head_agent_;
@@ -251,7 +253,7 @@ std::unique_ptr<Stream> Classifier::stream(const std::vector<Message>& conversat
 // ---- streaming (guard.runtime.stream.Stream) ----
 
 Stream::Stream(Classifier& g, std::vector<Message> msgs, int check_every, double check_every_s)
-    : g_(g), msgs_(std::move(msgs)), check_every_(check_every), check_every_s_(check_every_s) {
+    : g_(g), msgs_(Format::visible(std::move(msgs))), check_every_(check_every), check_every_s_(check_every_s) {
   g.format().check_conversation(msgs_);
   if (msgs_.back().role != "user") fail("a streamed response answers a conversation that ends with a user turn");
   if (check_every <= 0 && check_every_s <= 0) fail("give check_every (tokens) or check_every_s (seconds)");

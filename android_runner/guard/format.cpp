@@ -228,6 +228,25 @@ void Format::parse(const std::string& text, const std::vector<std::pair<std::str
 
 // ---- text ----
 
+bool invisible(char32_t c) {  // the same set as guard.format.prompt.INVISIBLE
+  return c == 0xad || c == 0x61c || c == 0x180e || (c >= 0x200b && c <= 0x200f) || (c >= 0x202a && c <= 0x202e) ||
+         (c >= 0x2060 && c <= 0x2064) || (c >= 0x2066 && c <= 0x2069) || c == 0xfeff;
+}
+
+std::vector<Message> Format::visible(std::vector<Message> msgs) {
+  std::vector<char32_t> cps;
+  std::vector<size_t> at;
+  for (auto& m : msgs) {
+    at.clear();
+    if (!utf8_decode(m.text, cps, &at)) continue;  // invalid UTF-8 stays as it is: check_conversation reports it
+    std::string out;
+    for (size_t i = 0; i < cps.size(); ++i)
+      if (!invisible(cps[i])) out.append(m.text, at[i], at[i + 1] - at[i]);
+    m.text = std::move(out);
+  }
+  return msgs;
+}
+
 bool utf8_decode(const std::string& s, std::vector<char32_t>& out, std::vector<size_t>* offsets) {
   out.clear();
   for (size_t i = 0; i < s.size();) {

@@ -57,6 +57,8 @@ class Format {
 
   // guard.format.prompt.conversation: roles alternate from user, text non-empty, <= max_text_chars, valid UTF-8.
   void check_conversation(const std::vector<Message>& msgs) const;
+  // The messages without invisible format characters (guard.format.prompt.INVISIBLE): what every classify path reads.
+  static std::vector<Message> visible(std::vector<Message> msgs);
   std::string role_of(const std::vector<Message>& msgs) const;  // "User" / "Agent"
   // Prompt token ids (head is cacheable), as guard.format.prompt.encode.
   std::vector<int64_t> head_ids(const Tokenizer& tok, const std::vector<std::pair<std::string, Category>>& shown,
@@ -84,7 +86,8 @@ class Format {
 // UTF-8 helpers: decode (false on invalid UTF-8, including surrogates), encode.
 bool utf8_decode(const std::string& s, std::vector<char32_t>& out, std::vector<size_t>* offsets = nullptr);
 std::string utf8_encode(char32_t c);
-std::string utf8_lossy(const std::string& s);  // invalid sequences -> U+FFFD, as Python's errors="replace"
+std::string utf8_lossy(const std::string& s);
+bool invisible(char32_t c);  // zero-width, bidi control, soft hyphen, BOM: guard.format.prompt.INVISIBLE  // invalid sequences -> U+FFFD, as Python's errors="replace"
 std::string py_repr(const std::string& s);  // Python's repr() of a str, for reason texts
 
 }  // namespace guard

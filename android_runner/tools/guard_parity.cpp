@@ -43,6 +43,7 @@ int main(int argc, char** argv) {
         std::string opts = req.contains("options") ? req["options"].dump() : "";
         if (tokens) {
           Options o = options_from_json(opts);
+          msgs = Format::visible(msgs);
           fmt->check_conversation(msgs);
           auto shown = fmt->policy(o.policy);
           auto ids = fmt->head_ids(*tok, shown, fmt->role_of(msgs));

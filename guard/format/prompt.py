@@ -16,6 +16,12 @@ from guard.format.tokenizer import BOS, END_HEADER, EOT, IMAGE, START_HEADER, To
 FORMAT_VERSION = "llama-guard-3"
 ROLES = {"user": "User", "assistant": "Agent"}
 MAX_TEXT_CHARS = 200_000
+# Invisible format characters: zero-width space/joiners, left-to-right and right-to-left marks, bidi embeddings,
+# overrides and isolates, word joiner and invisible operators, soft hyphen, BOM, Arabic letter mark, Mongolian vowel
+# separator. Sprinkled through a request they change its tokens, not what a reader (or the answering model) sees, so
+# conversation() drops them and every verdict is on the visible text (the native runtime drops the same set:
+# android_runner/guard/format.cpp, invisible()). Unicode tag characters (U+E0000 block) are left alone.
+INVISIBLE = re.compile("[\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
 
 TASK = "Task: Check if there is unsafe content in '{role}' messages in conversations according our safety policy with the below categories.\n\n"
 INSTRUCTION = (
@@ -96,7 +102,7 @@ def conversation(messages) -> list[Message]:
     out = []
     for i, m in enumerate(messages):
         if isinstance(m, Message):
-            out.append(m)
+            out.append(Message(m.role, INVISIBLE.sub("", m.text), m.image, tuple(INVISIBLE.sub("", p) for p in m.more)))
             continue
         if not isinstance(m, dict) or "role" not in m or "content" not in m:
             raise GuardError(f"message {i}: expected an object with 'role' and 'content'")
@@ -105,7 +111,7 @@ def conversation(messages) -> list[Message]:
             raise GuardError(f"message {i}: no text part")
         # The text parts of one message are one message: rendered as separate "Role:" blocks, only the last one
         # would be judged ("ONLY THE LAST User message"), so harmful text in an earlier part would go unseen.
-        out.append(Message(m["role"], "\n".join(texts), image))
+        out.append(Message(m["role"], INVISIBLE.sub("", "\n".join(texts)), image))
     for i, m in enumerate(out):
         expected = "user" if i % 2 == 0 else "assistant"
         if m.role not in ROLES:
