@@ -47,6 +47,17 @@ def test_hazard_codes_are_judged_under_the_guards_policy():
     assert covered_codes(["S14"], Policy(excluded=("S2",))) == []  # nothing shown covers it
 
 
+def test_recall_at_fpr():
+    from guard.eval.evaluate import recall_at_fpr
+
+    y = [False] * 10 + [True] * 4
+    score = [0.1 * i for i in range(10)] + [0.95, 0.85, 0.5, 0.05]  # safe scores 0.0 .. 0.9
+    assert recall_at_fpr(y, score, 0.10) == 0.5  # one safe (0.9) may be flagged: threshold above 0.8 -> 0.95, 0.85
+    assert recall_at_fpr(y, score, 0.0) == 0.25  # none may be: above 0.9 -> 0.95 only
+    assert recall_at_fpr(y, score, 1.0) == 1.0
+    assert recall_at_fpr([True], [0.5]) is None and recall_at_fpr([False], [0.5]) is None
+
+
 def test_agreement():
     a = [_p(True, 0.9, ["S1"]), _p(False, 0.1)]
     b = [_p(True, 0.7, ["S2"]), _p(True, 0.6)]
