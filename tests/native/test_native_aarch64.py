@@ -113,7 +113,8 @@ def run_parity_aarch64(run: list[str], pte: Path, reqs: list[dict]) -> list[dict
 def assert_same_verdicts_across(native: list[dict], python: list[dict], margin_tol: float) -> dict:
     """Role and prompt length identical; margin within margin_tol, p_unsafe within margin_tol / 4 (the logistic's
     slope is at most 1/4; calibration slopes here are <= 1); decision, categories, blocked and raw output identical,
-    except where x86's margin is within margin_tol of a tie (counted as "tie")."""
+    except where x86's margin is within margin_tol of a tie, or a runaway category list (indeterminate: no end of turn)
+    took another token somewhere in its greedy steps (both counted as "tie")."""
     counts = {"compared": 0, "same": 0, "tie": 0, "error": 0, "safe": 0, "unsafe": 0, "indeterminate": 0,
               "max_dp": 0.0, "max_dmargin": 0.0}
     for got, want in zip(native, python):
@@ -129,6 +130,12 @@ def assert_same_verdicts_across(native: list[dict], python: list[dict], margin_t
         counts["compared"] += 1
         if got["decision"] != want["decision"] and abs(want["margin"]) <= margin_tol:
             counts["tie"] += 1
+            continue
+        runaway = "no end of turn after the category list"  # a random model's list that never ends: dozens of greedy
+        if got.get("reason") == want.get("reason") == runaway and got["raw"] != want["raw"]:  # steps, each a near-tie
+            assert got["raw"].startswith("unsafe\nS") and want["raw"].startswith("unsafe\nS"), (got, want)
+            assert (got["decision"], got["blocked"], got["categories"]) == (want["decision"], want["blocked"], []), (got, want)
+            counts["tie"] += 1  # the architectures' rounding picked another token late in the list: a tie too
             continue
         for k in ("decision", "categories", "blocked", "raw"):
             assert got[k] == want[k], (k, got, want)
