@@ -86,8 +86,8 @@ class Format {
 // UTF-8 helpers: decode (false on invalid UTF-8, including surrogates), encode.
 bool utf8_decode(const std::string& s, std::vector<char32_t>& out, std::vector<size_t>* offsets = nullptr);
 std::string utf8_encode(char32_t c);
-std::string utf8_lossy(const std::string& s);
-bool invisible(char32_t c);  // zero-width, bidi control, soft hyphen, BOM: guard.format.prompt.INVISIBLE  // invalid sequences -> U+FFFD, as Python's errors="replace"
+std::string utf8_lossy(const std::string& s);  // invalid sequences -> U+FFFD, as Python's errors="replace"
+bool invisible(char32_t c);  // zero-width, bidi control, soft hyphen, BOM: guard.format.prompt.INVISIBLE
 std::string py_repr(const std::string& s);  // Python's repr() of a str, for reason texts
 
 }  // namespace guard
