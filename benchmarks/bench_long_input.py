@@ -13,9 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -62,12 +60,10 @@ def main() -> None:
                      "chosen_window": t.get("chosen_window"), "seconds": [round(x, 3) for x in times],
                      "median_s": round(statistics.median(times), 3), "loadavg": os.getloadavg()})
         print(json.dumps(rows[-1]), flush=True)
-    import executorch
+    from guard.bench.schema import command, environment
 
     report = {"pte": a.pte, "max_seq_len": runner.max_seq_len, "threads": a.threads, "rows": rows,
-              "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
-                          "torch": torch.__version__, "executorch": getattr(executorch, "__version__", "?")},
-              "command": "python " + " ".join(sys.argv), "loadavg_end": os.getloadavg()}
+              "environment": environment(a.threads), "command": "python " + command(), "loadavg_end": os.getloadavg()}
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
     lines = [f"# Long inputs on {Path(a.pte).name} (max_seq_len {runner.max_seq_len}, {a.threads} threads)", "",
@@ -78,8 +74,8 @@ def main() -> None:
         verdict = r["decision"] + (" " + ",".join(r["categories"]) if r["categories"] else "")
         lines.append(f"| {r['target_tokens']} | {r['prompt_tokens']} | {r['policy']} | {r['windows']} | {verdict} | "
                      f"{r['p_unsafe']} | {r['median_s']} | {r['loadavg'][0]:.1f} |")
-    lines += ["", f"Machine: {json.dumps(report['machine'])}", f"Command: `{report['command']}`",
-              "The machine was shared with other helpers' jobs (load average above): times are upper bounds.", ""]
+    lines += ["", f"Environment: {json.dumps(report['environment'])}", f"Command: `{report['command']}`",
+              "Load average per row above: on a shared machine the times are upper bounds.", ""]
     a.out.with_suffix(".md").write_text("\n".join(lines))
     print("\n".join(lines))
 
