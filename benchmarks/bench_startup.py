@@ -13,12 +13,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from guard.bench.schema import environment
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -63,8 +64,7 @@ def main() -> int:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     r = {"command": "python " + " ".join([os.path.relpath(__file__, ROOT)] + sys.argv[1:]),
          "measured": " ".join(["guard"] + cmd[3:]), "model": args.pte or "guard-mini (GUARD_HOME)",
-         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {platform.release()}",
-         "python": platform.python_version(), "load_before": [round(x, 2) for x in os.getloadavg()]}
+         "environment": environment(), "load_before": [round(x, 2) for x in os.getloadavg()]}
     r["etlite"] = series(cmd, env, args.runs)
     if args.compare_no_snapshot:
         r["no_snapshot"] = series(cmd, {**env, "GUARD_PREFIX_CACHE": "0"}, args.compare_no_snapshot)
@@ -75,7 +75,7 @@ def main() -> int:
     args.out.with_suffix(".json").write_text(json.dumps(r, indent=2) + "\n")
     lines = ["# Start-up: cold `guard classify \"hello\"`", "",
              f"- command: `{r['command']}`; measured: `{r['measured']}` ({args.runs} runs after one warm-up, each a new process)",
-             f"- model: {r['model']}; machine: {r['machine']}; Python {r['python']}",
+             f"- model: {r['model']}; environment: {json.dumps(r['environment'])}",
              f"- load average (1/5/15 min) before: {r['load_before']}, after: {r['load_after']} (the machine is shared: "
              "wall time grows with the load; CPU time much less)", "",
              "| runtime path | median wall (s) | min wall (s) | median CPU user+sys (s) | peak RSS (MB) | median load |",

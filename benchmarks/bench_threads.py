@@ -12,12 +12,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import sys
 import threading
 import time
 from pathlib import Path
+
+from guard.bench.schema import environment
 
 WORDS = "the a how do I make bomb kill bread cake steal bank robbery phone hello thanks please weather code".split()
 
@@ -70,21 +71,16 @@ def main() -> int:
         times.sort()
         rows.append({"threads": threads, "classifications": a.n, "median_s": times[len(times) // 2],
                      "per_s": a.n / times[len(times) // 2], "all_s": times, "equal_to_single_thread": True})
-    import executorch
-    import torch
-
     doc = {"model": a.pte, "runner": g.runner.name, "xnnpack_threads": getattr(g.runner, "threads", None),
-           "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "processor": platform.processor()},
-           "versions": {"python": sys.version.split()[0], "torch": torch.__version__,
-                        "executorch": getattr(executorch, "__version__", "?")},
+           "environment": environment(getattr(g.runner, "threads", None)),
            "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
            "command": " ".join([Path(sys.executable).name] + sys.argv), "rows": rows}
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(doc, indent=2) + "\n")
     md = [f"# One guard, several threads ({Path(a.pte).parent.name}, {g.runner.name})", "",
-          f"`{doc['command']}`; {doc['machine']['cpus']} CPUs, {doc['machine']['platform']}; torch "
-          f"{doc['versions']['torch']}; XNNPACK threads {doc['xnnpack_threads']}; load average "
+          f"`{doc['command']}`; {doc['environment']['machine']['cpu']}, {doc['environment']['machine']['cores']} cores; "
+          f"torch {doc['environment']['versions']['torch']}; XNNPACK threads {doc['xnnpack_threads']}; load average "
           f"{load_before[0]:.1f} before, {doc['loadavg_after'][0]:.1f} after (other jobs share the CPUs).", "",
           "| caller threads | classifications | median wall s | classifications/s | verdicts equal to 1 thread |",
           "|---|---|---|---|---|"]
