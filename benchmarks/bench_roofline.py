@@ -88,10 +88,10 @@ def long_input_bound(p: dict, c: dict, head: int, window: int, windows: int, pro
             pos, n = pos + k, n - k
         return s
 
-    linear = windows * window * c["linear_params"] / int8
+    one, linear = window_s(window), windows * window * c["linear_params"] / int8
     least = math.ceil(prompt / window)
-    return {"seconds": windows * window_s(window), "linear_s": linear, "attention_s": windows * window_s(window) - linear,
-            "no_overlap_windows": least, "no_overlap_seconds": least * window_s(window)}
+    return {"seconds": windows * one, "linear_s": linear, "attention_s": windows * one - linear,
+            "no_overlap_windows": least, "no_overlap_seconds": least * one}
 
 
 def guard_mini_long(p: dict, path: Path) -> dict | None:

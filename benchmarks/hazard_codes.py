@@ -37,13 +37,18 @@ def log_softmax(d: dict) -> dict:
     return dict(zip(d, v - math.log(np.exp(v).sum())))
 
 
-def code_logprobs(g, ids: list[int]) -> tuple[float, dict] | None:
-    """-> (margin unsafe - safe, {code: log p}) for one prompt, or None when it does not fit."""
+def columns(g) -> tuple:
+    """-> (token id -> logit column, {digit: token id}, the comma's token id) for guard ``g``."""
     r, tok = g.runner, g.tokenizer
-    t = tok.tokens
     cols = {tid: i for i, tid in enumerate(r.output_ids)} if r.output_ids else None
     col = (lambda tid: cols[tid]) if cols else (lambda tid: tid)
-    digit = {str(d): tok.encode(str(d))[0] for d in range(10)}
+    return col, {str(d): tok.encode(str(d))[0] for d in range(10)}, tok.encode(",")[0]
+
+
+def code_logprobs(g, ids: list[int], cols: tuple) -> tuple[float, dict] | None:
+    """-> (margin unsafe - safe, {code: log p}) for one prompt, or None when it does not fit."""
+    r, t = g.runner, g.tokenizer.tokens
+    col, digit, comma = cols
     ids = ids + [t.blank]
     if len(ids) + 8 > r.max_seq_len:
         return None
@@ -52,7 +57,7 @@ def code_logprobs(g, ids: list[int]) -> tuple[float, dict] | None:
     lg = np.asarray(r.prefill([t.unsafe, t.newline, t.s], len(ids)), dtype=np.float64)
     f = log_softmax({d: lg[col(i)] for d, i in digit.items()})
     lg = np.asarray(r.decode(digit["1"], len(ids) + 3), dtype=np.float64)
-    ends = {"end": lg[col(t.eot)], ",": lg[col(tok.encode(",")[0])]}
+    ends = {"end": lg[col(t.eot)], ",": lg[col(comma)]}
     s = log_softmax({d: lg[col(i)] for d, i in digit.items()} | ends)
     out = {}
     for c in CODES:
@@ -86,9 +91,9 @@ def score(rows: list[dict], prior: dict, tau: float) -> dict:
 
 def run(pte: str, records: list[dict], prior: dict) -> dict:
     g = guard.load(model=pte, calibrated=False)
-    rows = []
+    cols, rows = columns(g), []
     for rec in records:
-        got = code_logprobs(g, encode(rec["messages"], Policy(), g.tokenizer).ids)
+        got = code_logprobs(g, encode(rec["messages"], Policy(), g.tokenizer).ids, cols)
         if got is None or got[0] < 0:  # too long, or not flagged
             continue
         rows.append({"id": rec.get("id"), "want": sorted(covered_codes(rec["categories"], Policy())), "logp": got[1]})
