@@ -1,6 +1,7 @@
 """guard-mini's .pte against the eager model it was trained as: the merged weights with the INT4 QAT fake quantizers.
 
-    python benchmarks/eval_qat_eager.py --hf HF_DIR --pte MODEL.pte --data DATA/test.jsonl [--limit 1000] --out STEM
+    python benchmarks/eval_qat_eager.py --hf HF_DIR --pte MODEL.pte --data DATA/test.jsonl [--limit 1000]
+        [--segment-checks N] --out STEM
 
 guard-mini's student is trained with torchao QAT (8da4w, the recipe's group size), so the function it learned is the
 fake-quantized one; the plain fp32 weights (``guard eval HF_DIR``) are a different, untrained function. This wraps
@@ -30,12 +31,13 @@ def main() -> int:
     ap.add_argument("--data", required=True)
     ap.add_argument("--group-size", type=int, default=64)
     ap.add_argument("--limit", type=int)
+    ap.add_argument("--segment-checks", type=int, help="guard.runtime.segments' checks for both (default: its default)")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
     records = [json.loads(line) for line in open(a.data) if line.strip()][: a.limit]
 
     def qat_eager():
-        g = guard.load(model=a.hf, calibrated=False)
+        g = guard.load(model=a.hf, calibrated=False, segment_checks=a.segment_checks)
         qat_prepare(g.runner.model, a.group_size).eval()
         with torch.no_grad():  # bake the weight fake quantization once (it is a pure function of the weight)
             for m in g.runner.model.modules():
@@ -44,7 +46,7 @@ def main() -> int:
                     m.weight_fake_quantizer.enabled = False
         return g
 
-    print(evaluate([lambda: guard.load(pte=a.pte, calibrated=False), qat_eager], records, a.out, data=a.data,
+    print(evaluate([lambda: guard.load(pte=a.pte, calibrated=False, segment_checks=a.segment_checks), qat_eager], records, a.out, data=a.data,
                    command=command(), progress=sys.stderr.isatty(),
                    note=f"second model: {a.hf} with 8da4w QAT fake quantizers, group {a.group_size}"))
     return 0

@@ -64,6 +64,12 @@ std::string Verdict::json() const {
       r["context_tokens"] = t.context_tokens;
     }
   }
+  j["segments"] = nlohmann::ordered_json::object();
+  if (segments) {  // guard.runtime.segments' record, in its field order
+    j["segments"]["checked"] = segments->checked;
+    j["segments"]["chosen"] = segments->chosen < 0 ? nlohmann::ordered_json(nullptr) : nlohmann::ordered_json(segments->chosen);
+    j["segments"]["p_unsafe"] = segments->p_unsafe;
+  }
   return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
@@ -71,6 +77,7 @@ Classifier::Classifier(const std::string& path, const Options& opts) : opts_(opt
   double t0 = now_ms();
   if (!(opts.threshold >= 0.0 && opts.threshold <= 1.0))
     fail("threshold must be in [0, 1], got " + std::to_string(opts.threshold));
+  if (opts.segment_checks < 0) fail("segment_checks must be a whole number >= 0, got " + std::to_string(opts.segment_checks));
   if (opts.long_policy != "windows" && opts.long_policy != "last_turns" && opts.long_policy != "error")
     fail("unknown long-input policy '" + opts.long_policy + "' (choose from windows, last_turns, error)");
   pte_ = std::make_unique<Pte>(path);
@@ -161,7 +168,13 @@ std::vector<float> Classifier::feed(const std::vector<int64_t>& ids, int64_t& re
 
 Verdict Classifier::classify(const std::vector<Message>& msgs) {
   std::lock_guard<std::mutex> lock(mu_);
-  return classify_locked(msgs);
+  double t0 = now_ms();
+  Verdict v = classify_locked(msgs);
+  if (v.decision != "unsafe" && !v.truncation && opts_.segment_checks > 0) {
+    v = check_segments(msgs, v);
+    v.latency_ms = now_ms() - t0;
+  }
+  return v;
 }
 
 Verdict Classifier::classify_locked(const std::vector<Message>& in) {

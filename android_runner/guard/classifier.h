@@ -28,6 +28,7 @@ struct Options {
   std::string tokenizer;   // path; empty: tokenizer.json (else tokenizer.model) beside the .pte
   std::string format;      // path; empty: guard_format.json beside the .pte
   std::string long_policy = "windows";  // conversations longer than the model: windows | last_turns | error
+  int segment_checks = 4;  // cuts of a prompt judged too (segments.cpp, guard.runtime.segments); 0: none
 };
 
 // guard.runtime.long: what was applied to a conversation longer than the model (Verdict.truncation).
@@ -37,6 +38,12 @@ struct Truncation {
   bool cut = false;  // the last turn did not fit alone: the fields below are set
   int64_t windows = 0, window_tokens = 0, chosen_window = 0, span_begin = 0, span_end = 0, context_tokens = 0;
   std::vector<double> window_p_unsafe;  // each window's p_unsafe, rounded to 4 digits as Python's round()
+};
+
+// guard.runtime.segments: the cuts of a prompt that were judged too (Verdict.segments).
+struct Segments {
+  int64_t checked = 0, chosen = -1;  // chosen: the cut that became the verdict; -1 (JSON null): none
+  std::vector<double> p_unsafe;  // each cut's p_unsafe, rounded to 4 digits
 };
 
 struct Calibration {  // guard.eval.calibrate.Calibration.describe(): what scored p_unsafe
@@ -53,6 +60,7 @@ struct Verdict {
   int64_t prompt_tokens = 0, reused_tokens = 0, prefilled_tokens = 0;
   std::optional<Calibration> calibration;  // none: the model's own softmax
   std::optional<Truncation> truncation;    // none: the whole conversation fit (JSON {})
+  std::optional<Segments> segments;        // none: no cut was judged (JSON {})
   std::string json() const;  // the fields of guard classify --json (Verdict.to_dict)
 };
 
@@ -110,6 +118,8 @@ class Classifier {
   friend class Stream;
   Verdict classify_locked(const std::vector<Message>& msgs);
   Verdict classify_long(const std::vector<Message>& msgs, int64_t budget, int64_t total);
+  Verdict check_segments(const std::vector<Message>& msgs, Verdict verdict);
+  std::vector<std::string> segment_ends(const std::string& text) const;
   int64_t n_tokens(const std::vector<Message>& msgs) const;  // head + body
   Verdict make(const std::string& decision, std::vector<Hit> hits, double score, const std::string& raw,
                const std::string& reason = "") const;
@@ -131,6 +141,7 @@ class Classifier {
 };
 
 std::string dir_of(const std::string& path);
+double round4(double x);  // Python's round(x, 4)
 double now_ms();
 
 }  // namespace guard

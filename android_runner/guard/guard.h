@@ -36,14 +36,17 @@ typedef struct {
  * "trust_tokenizer": false (accept a tokenizer.json other than the one whose sha256 the .pte records),
  * "long_policy": "windows" | "last_turns" | "error" (a conversation longer than the model, as Python's
  * guard.runtime.long: judge the latest whole turns that fit, and overlapping windows of a last turn too long alone,
- * keeping the most unsafe; or only its last tokens; or refuse with an error)} */
+ * keeping the most unsafe; or only its last tokens; or refuse with an error),
+ * "segment_checks": 4 (a prompt not judged unsafe whole is also judged cut at up to this many of its sentence or line
+ * ends, as Python's guard.runtime.segments; 0: off)} */
 guard_t* guard_create(const char* pte_path, const char* options_json, char** err);
 void guard_destroy(guard_t* g);
 
 /* The verdict as JSON: decision, categories [{code, name}], p_unsafe, blocked, role, raw, reason, prompt_tokens,
  * latency_ms, timings {prefill_ms, reused_tokens, prefilled_tokens}, margin, calibration {a, b, sha256} | null,
  * truncation: {} when the conversation fit, else the long-input policy's record {policy, prompt_tokens,
- * dropped_turns[, windows, window_tokens, chosen_window, chosen_span, window_p_unsafe, context_tokens]}.
+ * dropped_turns[, windows, window_tokens, chosen_window, chosen_span, window_p_unsafe, context_tokens]},
+ * segments: {} when no cut of the prompt was judged, else {checked, chosen (index | null), p_unsafe [each cut's]}.
  * Free with guard_free_string. */
 char* guard_classify(guard_t* g, const guard_message_t* messages, size_t n, char** err);
 

@@ -14,7 +14,7 @@ namespace guard {
 
 static const int64_t kMargin = 16;  // MARGIN: tokens kept free, decode/encode round trips at window edges
 
-static double round4(double x) {  // Python's round(x, 4): the exact value rounded half to even, as printf does
+double round4(double x) {  // Python's round(x, 4): the exact value rounded half to even, as printf does
   char buf[64];
   snprintf(buf, sizeof buf, "%.4f", x);
   return strtod(buf, nullptr);

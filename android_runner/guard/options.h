@@ -1,7 +1,8 @@
 // Options from JSON (the C API's and the JNI's way to pass them):
 //   {"tokenizer": path, "format": path, "categories": ["S1", ...] | {"S15": "Name. description", ...},
 //    "exclude": ["S6"], "renumber": false, "threshold": 0.5, "block_indeterminate": true, "calibrated": true,
-//    "trust_tokenizer": false, "long_policy": "windows" | "last_turns" | "error"}
+//    "trust_tokenizer": false, "long_policy": "windows" | "last_turns" | "error",
+//    "segment_checks": 4}
 #pragma once
 
 #include <nlohmann/json.hpp>
@@ -22,7 +23,7 @@ inline Options options_from_json(const std::string& text) {
   }
   if (!j.is_object()) fail("options must be a JSON object");
   static const char* known[] = {"tokenizer", "format", "categories", "exclude", "renumber", "threshold",
-                                "block_indeterminate", "calibrated", "trust_tokenizer", "long_policy"};
+                                "block_indeterminate", "calibrated", "trust_tokenizer", "long_policy", "segment_checks"};
   for (auto& [k, v] : j.items())
     if (std::find(std::begin(known), std::end(known), k) == std::end(known)) fail("unknown option '" + k + "'");
   try {
@@ -34,6 +35,7 @@ inline Options options_from_json(const std::string& text) {
     o.calibrated = j.value("calibrated", true);
     o.trust_tokenizer = j.value("trust_tokenizer", false);
     o.long_policy = j.value("long_policy", "windows");
+    o.segment_checks = j.value("segment_checks", 4);
     if (j.contains("exclude"))
       for (auto& c : j.at("exclude")) o.policy.excluded.push_back(c.get<std::string>());
     if (j.contains("categories")) {

@@ -2,7 +2,7 @@
 //
 //   guard_classify --pte MODEL.pte [--response TEXT] [--json] [--categories S1,S10|FILE.json] [--exclude S6]
 //                  [--renumber] [--threshold 0.5] [--indeterminate block|pass] [--uncalibrated] [--trust-tokenizer]
-//                  [--long-policy windows|last_turns|error] TEXT
+//                  [--long-policy windows|last_turns|error] [--segment-checks N] TEXT
 // Exit codes as guard classify: 0 safe (or passed), 10 unsafe, 11 indeterminate and blocked, 2 bad input.
 #include <fcntl.h>
 #include <unistd.h>
@@ -22,7 +22,7 @@ using namespace guard;
 static const char* kUsage =
     "usage: guard_classify --pte MODEL.pte [--response TEXT] [--json] [--categories SPEC] [--exclude CODES]\n"
     "                      [--renumber] [--threshold P] [--indeterminate block|pass] [--uncalibrated] [--trust-tokenizer]\n"
-    "                      [--long-policy windows|last_turns|error] TEXT\n";
+    "                      [--long-policy windows|last_turns|error] [--segment-checks N] TEXT\n";
 
 static std::vector<std::string> commas(const std::string& s) {
   std::vector<std::string> out;
@@ -59,6 +59,12 @@ static int run(int argc, char** argv) {
     else if (a == "--uncalibrated") o.calibrated = false;
     else if (a == "--trust-tokenizer") o.trust_tokenizer = true;
     else if (a == "--long-policy") o.long_policy = value();
+    else if (a == "--segment-checks") {
+      std::string v = value();
+      if (v.empty() || v.find_first_not_of("0123456789") != std::string::npos || v.size() > 6)
+        fail("argument --segment-checks: expected a whole number >= 0, got '" + v + "'");
+      o.segment_checks = std::stoi(v);
+    }
     else if (a == "--tokenizer") o.tokenizer = value();
     else if (a.rfind("--", 0) == 0) fail("unrecognized arguments: " + a);
     else if (has_text) fail("unrecognized arguments: " + a);

@@ -54,6 +54,9 @@ def add_policy_arguments(p, scoring: bool = True) -> None:
         return
     p.add_argument("--threshold", type=float, default=0.5, help="p_unsafe at or above this is unsafe (default 0.5)")
     p.add_argument("--indeterminate", choices=["block", "pass"], default="block", help="how an unparseable verdict counts (default block)")
+    p.add_argument("--segment-checks", type=int, default=None, metavar="N",
+                   help="a prompt not judged unsafe whole is also judged cut at up to N of its sentence or line ends "
+                        "(default 4; 0: off), so a harmful request followed by other text is caught")
     p.add_argument("--uncalibrated", action="store_true",
                    help="score with the model's own softmax even when a calibration.json (guard calibrate) is beside the model")
 
@@ -77,7 +80,7 @@ def load_guard(args, model: str | None = None, calibrated: bool | None = None, a
     g = load(model if model is not None else model_of(args), dtype=getattr(args, "dtype", "fp32"), policy=policy,
              threshold=getattr(args, "threshold", 0.5), block_indeterminate=getattr(args, "indeterminate", "block") == "block",
              calibrated=not getattr(args, "uncalibrated", False) if calibrated is None else calibrated,
-             check_tokenizer=not getattr(args, "trust_tokenizer", False))
+             check_tokenizer=not getattr(args, "trust_tokenizer", False), segment_checks=getattr(args, "segment_checks", None))
     if announce and g.source.default:
         print(f"guard: using the default model: {g.source.description}", file=sys.stderr)
     return g

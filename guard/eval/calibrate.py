@@ -149,10 +149,11 @@ def ece(probs: list[float], labels: list[bool], bins: int = 10) -> float:
 def calibrate(guard, records: list[dict], source: str = "", progress: bool = False) -> tuple[Calibration, dict]:
     """Fit a guard's calibration on labelled records ({"messages", "label"}); -> (calibration, before/after report).
 
-    Fitted on the raw margin (``Verdict.margin``), so a calibration the guard already has does not matter."""
+    Fitted on the raw margin (``Verdict.margin``), so a calibration the guard already has does not matter; each
+    record is judged whole (no segment checks: a calibration maps one judgement's margin to a probability)."""
     from guard.eval.evaluate import metrics, predict
 
-    margins = [p["margin"] for p in predict(guard, records, progress=progress)]
+    margins = [p["margin"] for p in predict(guard, records, progress=progress, segments=False)]
     labels = [r["label"] == "unsafe" for r in records]
     a, b = fit(margins, labels)
     cal = Calibration(a=a, b=b, n=len(records), source=source)

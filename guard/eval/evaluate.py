@@ -101,8 +101,9 @@ def agreement(a: list[dict], b: list[dict]) -> dict:
             "max_abs_p_unsafe_diff": max((abs(x["p_unsafe"] - y["p_unsafe"]) for x, y in zip(a, b)), default=0.0)}
 
 
-def predict(guard, records: list[dict], progress: bool = False) -> list[dict]:
-    """Classify each record's conversation with a guard.runtime.classifier.Guard."""
+def predict(guard, records: list[dict], progress: bool = False, segments: bool = True) -> list[dict]:
+    """Classify each record's conversation with a guard.runtime.classifier.Guard (``segments``: with its segment
+    checks, guard.runtime.segments)."""
     it = records
     if progress:
         from tqdm import tqdm
@@ -111,7 +112,7 @@ def predict(guard, records: list[dict], progress: bool = False) -> list[dict]:
     out = []
     for r in it:
         t0 = time.perf_counter()
-        v = guard.classify(r["messages"])
+        v = guard.classify(r["messages"], segments=segments)
         out.append({"unsafe": v.blocked, "decision": v.decision, "p_unsafe": v.p_unsafe, "margin": v.margin,
                     "categories": [h.code for h in v.categories], "latency_ms": (time.perf_counter() - t0) * 1e3,
                     "expected": {c: covered_codes([c], guard.policy) for c in r.get("categories", [])}})

@@ -31,6 +31,7 @@ class Verdict:
     margin: float = 0.0  # raw log-odds logit(unsafe) - logit(safe), before calibration (guard.eval.calibrate)
     calibration: dict | None = None  # {"a", "b", "sha256"} of the calibration that scored p_unsafe; None: raw softmax
     truncation: dict = field(default_factory=dict)  # set when the input was longer than the model (guard.runtime.long)
+    segments: dict = field(default_factory=dict)  # set when cuts of the prompt were judged too (guard.runtime.segments)
 
     def to_dict(self) -> dict:
         d = asdict(self)

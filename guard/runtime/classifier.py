@@ -16,6 +16,7 @@ from guard.format.categories import Policy
 from guard.errors import GuardError
 from guard.format.prompt import as_messages, conversation, encode, role_of
 from guard.runtime.runner import Runner, column
+from guard.runtime.segments import DEFAULT_CHECKS, check_segments
 from guard.format.tokenizer import Tokenizer
 from guard.format.verdict import INDETERMINATE, SAFE, UNSAFE, Hit, Verdict, p_unsafe, parse
 
@@ -60,7 +61,8 @@ class Guard:
     source = None  # guard.runtime.load.Source: what was loaded
 
     def __init__(self, runner: Runner, tokenizer: Tokenizer, policy: Policy | None = None,
-                 threshold: float = 0.5, block_indeterminate: bool = True, calibration=None, long_policy: str | None = None):
+                 threshold: float = 0.5, block_indeterminate: bool = True, calibration=None, long_policy: str | None = None,
+                 segment_checks: int | None = None):
         if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 <= threshold <= 1.0:
             raise GuardError(f"threshold must be in [0, 1], got {threshold}")
         self.runner, self.tokenizer = runner, tokenizer
@@ -68,6 +70,9 @@ class Guard:
         self.policy = policy or Policy()
         self.threshold, self.block_indeterminate = threshold, block_indeterminate
         self.long_policy = long_policy  # over-long conversations: guard.runtime.long (None: its default, 'windows')
+        if segment_checks is not None and (isinstance(segment_checks, bool) or not isinstance(segment_checks, int) or segment_checks < 0):
+            raise GuardError(f"segment_checks must be a whole number >= 0, got {segment_checks!r}")
+        self.segment_checks = DEFAULT_CHECKS if segment_checks is None else segment_checks  # guard.runtime.segments
         t = tokenizer.tokens
         self._cols = {name: column(runner, getattr(t, name)) for name in ("safe", "unsafe", "eot")}
         if None in self._cols.values():
@@ -128,7 +133,9 @@ class Guard:
         self._cached = list(head)
         return how
 
-    def classify(self, content, response: str | None = None) -> Verdict:
+    def classify(self, content, response: str | None = None, *, segments: bool = True) -> Verdict:
+        """Judge the last message of ``content`` (a prompt, or with ``response`` that response). ``segments=False``
+        judges a prompt whole only, without guard.runtime.segments' checks of its cuts."""
         t0 = time.perf_counter()
         msgs = conversation(as_messages(content, response))
         tokens = encode(msgs, self.policy, self.tokenizer)
@@ -154,6 +161,8 @@ class Guard:
             verdict = self._verdict(logits, len(ids))
         verdict.role, verdict.prompt_tokens = role_of(msgs), n_head + n_body
         verdict.timings = timings
+        if segments and verdict.decision != UNSAFE:
+            verdict = check_segments(self, msgs, verdict, self.segment_checks)
         verdict.latency_ms = (time.perf_counter() - t0) * 1e3
         return verdict
 

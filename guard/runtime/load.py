@@ -75,27 +75,28 @@ def load_runner(model: str | Path | None = None, pte: str | Path | None = None, 
 
 
 def make_guard(runner, tokenizer=None, *, policy=None, threshold: float = 0.5, block_indeterminate: bool = True,
-               calibration=None, source: Source | None = None):
+               calibration=None, source: Source | None = None, segment_checks: int | None = None):
     """The only place a Guard is constructed: a VisionGuard when the runner takes images."""
     if hasattr(runner, "set_image"):
         from guard.vision.classifier import VisionGuard as cls
     else:
         from guard.runtime.classifier import Guard as cls
     g = cls(runner, tokenizer or runner.tokenizer, policy, threshold=threshold, block_indeterminate=block_indeterminate,
-            calibration=calibration)
+            calibration=calibration, segment_checks=segment_checks)
     g.source = source
     return g
 
 
 def load(model: str | Path | None = None, pte: str | Path | None = None, *, dtype: str = "fp32", policy=None,
          threshold: float = 0.5, block_indeterminate: bool = True, calibrated: bool = True, build: bool = True,
-         check_tokenizer: bool = True):
+         check_tokenizer: bool = True, segment_checks: int | None = None):
     """A Guard for a Hugging Face directory or .pte (``model``), a .pte (``pte``) or, neither given, the default model.
 
     ``calibrated``: apply the model's calibration.json when it has one (guard.eval.calibrate). ``build``: build the
     default model when it is missing or stale (else fall back to what is there). ``check_tokenizer``: refuse a
     tokenizer.json beside a .pte that is not the one it was exported with. The returned Guard is safe to share
-    between threads (calls are serialised around its runner's KV cache)."""
+    between threads (calls are serialised around its runner's KV cache). ``segment_checks``: how many cuts of a
+    prompt are judged too (guard.runtime.segments; None: its default, 0: none)."""
     from guard.eval.calibrate import load as load_calibration
     from guard.logs import quiet_third_party
 
@@ -105,4 +106,5 @@ def load(model: str | Path | None = None, pte: str | Path | None = None, *, dtyp
     source = resolve(model, pte, build=build)
     calibration = load_calibration(source.path) if calibrated else None
     return make_guard(open_runner(source, dtype, check_tokenizer), policy=policy, threshold=threshold,
-                      block_indeterminate=block_indeterminate, calibration=calibration, source=source)
+                      block_indeterminate=block_indeterminate, calibration=calibration, source=source,
+                      segment_checks=segment_checks)

@@ -55,7 +55,7 @@ def classify_long(guard, msgs: list[Message], budget: int, policy: str | None = 
     last = len(convo) - (2 if convo[-1]["role"] == "assistant" else 1)  # the smallest suffix starting at a user turn
     for start in range(0, last + 1, 2):
         if _n_tokens(guard, convo[start:]) <= budget - MARGIN:
-            v = guard.classify(convo[start:])
+            v = guard.classify(convo[start:], segments=False)
             v.truncation = {"policy": "last_turns", "prompt_tokens": total, "dropped_turns": start}
             v.prompt_tokens = total
             return v
@@ -77,7 +77,7 @@ def classify_long(guard, msgs: list[Message], budget: int, policy: str | None = 
     best, scores = None, []
     for i, (a, b) in enumerate(spans):
         text = tok.decode(ids[a:b]).strip() or "x"
-        v = guard.classify(context + [{"role": tail[-1]["role"], "content": text}])
+        v = guard.classify(context + [{"role": tail[-1]["role"], "content": text}], segments=False)
         scores.append(round(v.p_unsafe, 4))
         if best is None or v.p_unsafe > best[1].p_unsafe:
             best = (i, v)

@@ -44,10 +44,11 @@ class VisionGuard(Guard):
     vision = True
 
     def __init__(self, runner, tokenizer, policy=None, threshold: float = 0.5, block_indeterminate: bool = True,
-                 calibration=None):
+                 calibration=None, segment_checks: int | None = None):
         if not hasattr(runner, "set_image"):
             raise GuardError(f"{runner.name} is a text-only model; an image needs a Llama Guard 3 Vision (mllama) model")
-        super().__init__(runner, tokenizer, policy, threshold, block_indeterminate, calibration)
+        super().__init__(runner, tokenizer, policy, threshold, block_indeterminate, calibration,
+                         segment_checks=segment_checks)
         self._image_key: str | None = None  # what the runner currently holds ("" = no image)
 
     def _set_image(self, image) -> dict:
@@ -72,7 +73,8 @@ class VisionGuard(Guard):
                           "frames": info.frames, "exif_rotated": info.exif_rotated, "draft_scale": info.draft_scale,
                           "tiles": inputs.num_tiles, "canvas": list(inputs.canvas)}}
 
-    def classify(self, content, response: str | None = None, image: str | Path | bytes | None = None) -> Verdict:
+    def classify(self, content, response: str | None = None, image: str | Path | bytes | None = None, *,
+                 segments: bool = True) -> Verdict:
         t0 = time.perf_counter()
         msgs = as_messages(content, response)
         if image is not None:
@@ -81,7 +83,7 @@ class VisionGuard(Guard):
             raise GuardError("the conversation has an image part but no image was given (pass image=PATH / --image)")
         with self.lock:  # the image in the runner and the token cache belong together (guard.runtime.classifier)
             extra = self._set_image(image)
-            verdict = super().classify(msgs)
+            verdict = super().classify(msgs, segments=segments)
         verdict.timings.update(extra)
         verdict.latency_ms = (time.perf_counter() - t0) * 1e3
         return verdict

@@ -8,7 +8,7 @@ import java.util.List;
 /**
  * guard-java: GuardModule from the command line, the flags and JSON fields of guard classify / guard_classify:
  * --pte MODEL.pte [--response TEXT] [--json] [--categories S1,S10] [--exclude S6] [--renumber]
- * [--long-policy windows|last_turns|error] TEXT
+ * [--long-policy windows|last_turns|error] [--segment-checks N] TEXT
  */
 public final class Cli {
   public static void main(String[] args) {
@@ -36,6 +36,7 @@ public final class Cli {
           case "--uncalibrated": o.calibrated(false); break;
           case "--trust-tokenizer": o.trustTokenizer(true); break;
           case "--long-policy": o.longPolicy(value(args, ++i, a)); break;
+          case "--segment-checks": o.segmentChecks(Integer.parseInt(value(args, ++i, a))); break;
           default:
             if (a.startsWith("--") || text != null) throw new GuardException("unrecognized arguments: " + a);
             text = a;

@@ -16,6 +16,7 @@ public final class GuardOptions {
   private boolean calibrated = true;
   private boolean trustTokenizer = false;
   private String longPolicy = "windows";
+  private int segmentChecks = 4;
 
   /** Standard categories by code ("S1", "S10", "S14"); default S1-S13. */
   public GuardOptions categories(List<String> standardCodes) {
@@ -74,6 +75,17 @@ public final class GuardOptions {
     return this;
   }
 
+  /**
+   * How many cuts of a prompt are judged too when the whole is not judged unsafe (default 4; 0: off): the prompt cut
+   * at its sentence or line ends, so a harmful request followed by other text is caught (guard.runtime.segments).
+   * The verdict's JSON ({@link Verdict#toJson}) records them under "segments".
+   */
+  public GuardOptions segmentChecks(int checks) {
+    if (checks < 0) throw new GuardException("segment checks must be >= 0, got " + checks);
+    segmentChecks = checks;
+    return this;
+  }
+
   String toJson(String tokenizerPath) {
     StringBuilder b = new StringBuilder("{");
     if (tokenizerPath != null) b.append("\"tokenizer\":").append(quote(tokenizerPath)).append(',');
@@ -91,6 +103,7 @@ public final class GuardOptions {
     b.append("\"renumber\":").append(renumber).append(",\"threshold\":").append(threshold);
     b.append(",\"block_indeterminate\":").append(blockIndeterminate).append(",\"calibrated\":").append(calibrated);
     b.append(",\"trust_tokenizer\":").append(trustTokenizer).append(",\"long_policy\":").append(quote(longPolicy));
+    b.append(",\"segment_checks\":").append(segmentChecks);
     return b.append('}').toString();
   }
 
