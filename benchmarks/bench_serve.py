@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import re
 import subprocess
 import sys
@@ -186,12 +185,13 @@ def main():
     args = ap.parse_args()
     if not Path(args.pte).is_file():
         sys.exit(f"no model at {args.pte}: run scripts/setup.sh (guard mini build)")
-    res = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
-           "command": " ".join(sys.argv), "model": args.pte, "max_queue": args.max_queue,
-           "note": "shared machine: other helpers' jobs were running; see loadavg per level", "compare": []}
     from importlib.metadata import version
 
-    res["versions"] = {k: version(k) for k in ("torch", "executorch", "fastapi", "uvicorn")}
+    from guard.bench.schema import command, environment
+
+    res = {"environment": environment(), "command": "python " + command(), "model": args.pte,
+           "max_queue": args.max_queue, "compare": []}
+    res["environment"]["versions"].update({k: version(k) for k in ("fastapi", "uvicorn")})
     configs = [("thread", 1, None), ("thread", 2, None), ("process", 2, 1)]
     if args.compare > 0 and not args.mode:
         for mode, workers, threads in configs:
@@ -242,10 +242,8 @@ def main():
 def markdown(res) -> str:
     c = res["chosen"]
     lines = [f"# guard serve under load ({Path(res['model']).parent.name})", "",
-             f"Machine: {res['machine']['platform']}, {res['machine']['cpus']} CPUs, Python {res['machine']['python']}, "
-             f"torch {res['versions']['torch']}, executorch {res['versions']['executorch']}. Command: `{res['command']}`.",
-             f"**Shared machine**: other jobs ran at the same time (load average per level below), so absolute numbers "
-             f"are lower and noisier than on an idle machine.", ""]
+             f"Environment: {json.dumps(res['environment'])}", "", f"Command: `{res['command']}`", "",
+             "The load average before each level is recorded below: on a shared machine the numbers are lower bounds.", ""]
     if res["compare"]:
         lines += ["## Threads or processes", "", "| mode | workers | XNNPACK threads each | clients | req/s | p50 ms | p95 ms | load avg (1 min) |",
                   "|---|---|---|---|---|---|---|---|"]
