@@ -70,7 +70,7 @@ def run(args) -> int:
     good = sum(_show(guard, *s) for s in SAMPLES)
     print(f"\n{good}/{len(SAMPLES)} as expected.")
     if KNOWN_MISSES:
-        print("\nKnown misses of guard-mini, in decision or hazard code (a stronger teacher is being trained for these: issue 18):")
+        print("\nKnown misses of guard-mini, in decision or hazard code (they need a stronger teacher than guard-mini has: issue 18):")
         for s in KNOWN_MISSES:
             _show(guard, *s)
     if not args.no_bench:
