@@ -145,13 +145,13 @@ aarch64)
     exit 0
   fi
   log "cross-compiling the core against the executorch aarch64 wheel into $B"
-  for f in format tokenizer pte classifier long capi; do
+  for f in format tokenizer pte classifier long segments capi; do
     nice -n 10 aarch64-linux-gnu-g++ $CXXFLAGS -c "$HERE/guard/$f.cpp" -o "$B/$f.o"
   done
   for t in guard_classify guard_parity; do
-    nice -n 10 aarch64-linux-gnu-g++ $CXXFLAGS "$HERE/tools/$t.cpp" "$B"/{format,tokenizer,pte,classifier,long}.o -o "$B/$t" $TOKLIBS $LIBS
+    nice -n 10 aarch64-linux-gnu-g++ $CXXFLAGS "$HERE/tools/$t.cpp" "$B"/{format,tokenizer,pte,classifier,long,segments}.o -o "$B/$t" $TOKLIBS $LIBS
   done
-  nice -n 10 aarch64-linux-gnu-g++ $CXXFLAGS -shared "$B"/{format,tokenizer,pte,classifier,long,capi}.o -o "$B/libguard.so" $TOKLIBS $LIBS
+  nice -n 10 aarch64-linux-gnu-g++ $CXXFLAGS -shared "$B"/{format,tokenizer,pte,classifier,long,segments,capi}.o -o "$B/libguard.so" $TOKLIBS $LIBS
   log "built: $B/guard_tokens $B/guard_classify $B/guard_parity $B/libguard.so (aarch64)"
   ;;
 android)
