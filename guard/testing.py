@@ -32,6 +32,24 @@ def make_checkpoint(out: str | Path, args=None, seed: int = 0) -> Path:
     return out
 
 
+def bias_verdict_rows(model_dir: str | Path, safe: float = 16.0, unsafe: float = 20.0) -> Path:
+    """Scale a random checkpoint's ``safe``/``unsafe`` output rows in place, so its first verdict token is one of them
+    and p_unsafe varies with the text (a random model's verdicts are otherwise mostly indeterminate)."""
+    from safetensors.torch import load_file, save_file
+
+    from guard.format.tokenizer import Tokenizer
+
+    t = Tokenizer.from_dir(model_dir).tokens
+    path = f"{model_dir}/model.safetensors"
+    sd = load_file(path)
+    w = sd["lm_head.weight"].clone()
+    w[t.safe] *= safe
+    w[t.unsafe] *= unsafe
+    sd["lm_head.weight"] = w
+    save_file(sd, path, metadata={"format": "pt"})
+    return Path(model_dir)
+
+
 def make_scripted_checkpoint(out: str | Path, next_logits: dict[int, dict[int, float]], args=None) -> Path:
     """A real Llama checkpoint whose next-token logits depend only on the current token.
 

@@ -62,18 +62,10 @@ def bias(src: str, dst: str, safe_scale: float, unsafe_scale: float) -> int:
     the first position and the verdict varies with the conversation (a random model answers "indeterminate")."""
     import shutil
 
-    from safetensors.torch import load_file, save_file
-
-    from guard.format.tokenizer import Tokenizer
+    from guard.testing import bias_verdict_rows
 
     shutil.copytree(src, dst, dirs_exist_ok=True)
-    t = Tokenizer.from_dir(src).tokens
-    sd = load_file(f"{src}/model.safetensors")
-    w = sd["lm_head.weight"].clone()
-    w[t.safe] *= safe_scale
-    w[t.unsafe] *= unsafe_scale
-    sd["lm_head.weight"] = w
-    save_file(sd, f"{dst}/model.safetensors", metadata={"format": "pt"})
+    bias_verdict_rows(dst, safe_scale, unsafe_scale)
     return 0
 
 

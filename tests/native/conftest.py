@@ -61,21 +61,13 @@ def mini_pte(tmp_path_factory) -> Path:
 def tiny_biased_pte(tiny_model_dir, tmp_path_factory) -> Path:
     """The tiny random guard with its safe/unsafe output rows scaled (as benchmarks/qemu_arm does), exported 8da4w
     with a pruned vocabulary: verdicts vary, and the unsafe path (forced "unsafe\\nS", category decoding) runs."""
-    from safetensors.torch import load_file, save_file
-
     from guard.export import ExportConfig, export_model
-    from guard.format.tokenizer import Tokenizer
     from guard.quantize import QuantConfig
+    from guard.testing import bias_verdict_rows
 
     src = tmp_path_factory.mktemp("tiny_biased") / "model"
     shutil.copytree(tiny_model_dir, src)
-    t = Tokenizer.from_dir(src).tokens
-    sd = load_file(f"{src}/model.safetensors")
-    w = sd["lm_head.weight"].clone()
-    w[t.safe] *= 16.0
-    w[t.unsafe] *= 20.0
-    sd["lm_head.weight"] = w
-    save_file(sd, f"{src}/model.safetensors", metadata={"format": "pt"})
+    bias_verdict_rows(src)
     cfg = ExportConfig(max_seq_len=512, chunk=32, prune_vocab=True, quant=QuantConfig(scheme="8da4w", group_size=32))
     return export_model(src, tmp_path_factory.mktemp("tiny_biased_pte"), cfg)
 

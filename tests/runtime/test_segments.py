@@ -6,7 +6,7 @@ from guard.errors import GuardError
 from guard.runtime.classifier import Guard
 from guard.runtime.eager import EagerRunner
 from guard.runtime.segments import ends
-from guard.testing import make_checkpoint, tiny
+from guard.testing import bias_verdict_rows, make_checkpoint, tiny
 
 
 def test_ends_are_line_breaks_and_sentence_ends():
@@ -28,19 +28,7 @@ def test_ends_are_spread_when_there_are_more_than_the_checks():
 def runner(tmp_path_factory):
     """A tiny random model with its safe/unsafe output rows scaled (as tests/native's tiny_biased_pte): the first
     token is a verdict, and p_unsafe varies with the text."""
-    from safetensors.torch import load_file, save_file
-
-    from guard.format.tokenizer import Tokenizer
-
-    d = make_checkpoint(tmp_path_factory.mktemp("seg") / "m", tiny())
-    t = Tokenizer.from_dir(d).tokens
-    sd = load_file(f"{d}/model.safetensors")
-    w = sd["lm_head.weight"].clone()
-    w[t.safe] *= 16.0
-    w[t.unsafe] *= 20.0
-    sd["lm_head.weight"] = w
-    save_file(sd, f"{d}/model.safetensors", metadata={"format": "pt"})
-    return EagerRunner(d)
+    return EagerRunner(bias_verdict_rows(make_checkpoint(tmp_path_factory.mktemp("seg") / "m", tiny())))
 
 
 TEXT = "the quick brown fox jumps. seven bakers sing about bread!\nrivers run to the sea? a lazy dog sleeps"
