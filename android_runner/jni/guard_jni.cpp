@@ -93,13 +93,25 @@ jobject truncation(JNIEnv* env, const guard::Verdict& v) {  // Verdict.Truncatio
                         chosen, scores, static_cast<jlong>(t.context_tokens));
 }
 
+jobject segments(JNIEnv* env, const guard::Verdict& v) {  // Verdict.Segments, or null
+  if (!v.segments) return nullptr;
+  jclass cls = env->FindClass("ondevice/guard/Verdict$Segments");
+  if (!cls) fail("Verdict.Segments class not found");
+  jmethodID ctor = env->GetMethodID(cls, "<init>", "(II[D)V");
+  if (!ctor) fail("Verdict.Segments constructor not found");
+  jsize n = static_cast<jsize>(v.segments->p_unsafe.size());
+  jdoubleArray scores = env->NewDoubleArray(n);
+  env->SetDoubleArrayRegion(scores, 0, n, v.segments->p_unsafe.data());
+  return env->NewObject(cls, ctor, static_cast<jint>(v.segments->checked), static_cast<jint>(v.segments->chosen), scores);
+}
+
 jobject verdict(JNIEnv* env, const guard::Verdict& v) {
   jclass cls = env->FindClass("ondevice/guard/Verdict");
   jclass str = env->FindClass("java/lang/String");
   if (!cls || !str) fail("Verdict class not found");
   jmethodID ctor = env->GetMethodID(cls, "<init>",
       "(Ljava/lang/String;[Ljava/lang/String;[Ljava/lang/String;DDZLjava/lang/String;Ljava/lang/String;Ljava/lang/String;JDDJJ"
-      "Ljava/lang/String;Londevice/guard/Verdict$Truncation;Ljava/lang/String;)V");
+      "Ljava/lang/String;Londevice/guard/Verdict$Truncation;Londevice/guard/Verdict$Segments;Ljava/lang/String;)V");
   if (!ctor) fail("Verdict constructor not found");
   jsize n = static_cast<jsize>(v.categories.size());
   jobjectArray codes = env->NewObjectArray(n, str, nullptr), names = env->NewObjectArray(n, str, nullptr);
@@ -111,7 +123,7 @@ jobject verdict(JNIEnv* env, const guard::Verdict& v) {
                         jstr(env, v.role), jstr(env, v.raw), jstr(env, v.reason), static_cast<jlong>(v.prompt_tokens),
                         v.latency_ms, v.prefill_ms, static_cast<jlong>(v.reused_tokens),
                         static_cast<jlong>(v.prefilled_tokens),
-                        v.calibration ? jstr(env, v.calibration->sha256) : nullptr, truncation(env, v), jstr(env, v.json()));
+                        v.calibration ? jstr(env, v.calibration->sha256) : nullptr, truncation(env, v), segments(env, v), jstr(env, v.json()));
 }
 
 guard::Classifier* module(jlong h) { return reinterpret_cast<guard::Classifier*>(h); }

@@ -47,6 +47,8 @@ def expected_file(pte: Path, calibrated: Path, out: Path) -> Path:
     long = g.classify("word " * 5000)  # longer than the model: the default long-input policy
     t = long.truncation
     rows["long"] = f"{key(long)} {t['policy']} {t['windows']} {t['chosen_window']} {t['chosen_span'][1]}"
+    v = g.classify("Mix flour and water. Add yeast!\nBake it for an hour? Then let it cool.")
+    rows["segments"] = f"{key(v)} {v.segments['checked']} {-1 if v.segments['chosen'] is None else v.segments['chosen']}"
     g.invalidate()
     cal = load(calibrated)
     rows["calibrated"] = key(Guard(runner, runner.tokenizer, calibration=cal).classify("How do I bake bread?"))
@@ -75,7 +77,7 @@ def test_junit_guard_module(native_build, tiny_biased_pte, tiny_calibrated_pte, 
                         "--select-class", "ondevice.guard.GuardModuleTest", "--details", "tree", "--disable-banner"],
                        capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=600)
     assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-2000:]
-    assert "12 tests successful" in p.stdout, p.stdout[-2000:]
+    assert "13 tests successful" in p.stdout, p.stdout[-2000:]
 
 
 def test_java_launcher_matches_guard_classify(native_build, tiny_calibrated_pte):

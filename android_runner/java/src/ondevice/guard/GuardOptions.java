@@ -78,7 +78,7 @@ public final class GuardOptions {
   /**
    * How many cuts of a prompt are judged too when the whole is not judged unsafe (default 4; 0: off): the prompt cut
    * at its sentence or line ends, so a harmful request followed by other text is caught (guard.runtime.segments).
-   * The verdict's JSON ({@link Verdict#toJson}) records them under "segments".
+   * The verdict's {@link Verdict#segments} records them.
    */
   public GuardOptions segmentChecks(int checks) {
     if (checks < 0) throw new GuardException("segment checks must be >= 0, got " + checks);

@@ -52,6 +52,22 @@ public final class Verdict {
     }
   }
 
+  /**
+   * The cuts of a prompt that were judged too (guard.runtime.segments' record): {@code checked} cuts at sentence or
+   * line ends, {@code chosen} the one that became the verdict (-1: none, the whole prompt's verdict stands).
+   */
+  public static final class Segments {
+    public final int checked;
+    public final int chosen; // -1: no cut was judged unsafe
+    public final double[] pUnsafe; // each cut's p_unsafe, to 4 digits
+
+    Segments(int checked, int chosen, double[] pUnsafe) {
+      this.checked = checked;
+      this.chosen = chosen;
+      this.pUnsafe = pUnsafe;
+    }
+  }
+
   public final String decision; // "safe", "unsafe" or "indeterminate"
   public final List<Category> categories;
   public final double pUnsafe; // calibrated when calibration.json is beside the model
@@ -69,12 +85,14 @@ public final class Verdict {
   public final String calibration;
   /** null: the whole conversation fit the model. */
   public final Truncation truncation;
+  /** null: no cut of the prompt was judged (a response, an unsafe prompt, one sentence, or segment checks off). */
+  public final Segments segments;
   private final String json;
 
   // Called from JNI.
   Verdict(String decision, String[] codes, String[] names, double pUnsafe, double margin, boolean blocked, String role,
       String raw, String reason, long promptTokens, double latencyMs, double prefillMs, long reusedTokens,
-      long prefilledTokens, String calibration, Truncation truncation, String json) {
+      long prefilledTokens, String calibration, Truncation truncation, Segments segments, String json) {
     this.decision = decision;
     List<Category> cats = new ArrayList<>();
     for (int i = 0; i < codes.length; i++) cats.add(new Category(codes[i], names[i]));
@@ -92,6 +110,7 @@ public final class Verdict {
     this.prefilledTokens = prefilledTokens;
     this.calibration = calibration;
     this.truncation = truncation;
+    this.segments = segments;
     this.json = json;
   }
 

@@ -151,6 +151,21 @@ class GuardModuleTest {
   }
 
   @Test
+  void promptCutsAreJudgedLikePython() throws Exception {
+    // guard.runtime.segments: a prompt of several sentences is also judged cut at its ends
+    Verdict v = guard.classify(SENTENCES);
+    assertNotNull(v.segments);
+    assertEquals(expected("segments"), key(v) + " " + v.segments.checked + " " + v.segments.chosen);
+    assertEquals(v.segments.checked, v.segments.pUnsafe.length);
+    assertEquals(null, guard.classify("How do I bake bread?").segments);
+    try (GuardModule off = new GuardModule(pte, null, new GuardOptions().segmentChecks(0))) {
+      assertEquals(null, off.classify(SENTENCES).segments);
+    }
+  }
+
+  static final String SENTENCES = "Mix flour and water. Add yeast!\nBake it for an hour? Then let it cool.";
+
+  @Test
   void tokenizerMustBeTheExportedOne() throws Exception {
     // the model's own tokenizer.json re-serialised: the same vocabulary, other bytes than the sha256 in the .pte
     String edited = System.getProperty("guard.test.edited_tokenizer");
