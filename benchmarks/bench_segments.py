@@ -2,7 +2,8 @@
 
     python benchmarks/bench_segments.py --pte ~/.cache/ondevice-llamaguard/guard-mini/model.pte [--sentences 1 2 3 5 9]
 
-Each prompt is benign (so it is judged whole first and then cut, the case that pays), made of N short sentences.
+Each prompt is benign (so it is judged whole first and then cut, the case that pays), made of N short sentences and
+a suffix "(visit K)" that makes every prompt new text: so N ends, and min(N, 4) cuts judged.
 The policy head is cached by a warm-up, as in a running app; each prompt is new text, so only the head is reused
 from one request to the next. Per N: the median of ``--runs`` verdicts with ``segment_checks`` 0 and with the default
 (4), alternated, and the tokens prefilled. Results: benchmarks/results/segments.{json,md,png}.
@@ -74,7 +75,8 @@ def main() -> None:
     a.out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
     k = DEFAULT_CHECKS
     lines = [f"# Segment checks on {Path(a.pte).name} ({a.threads} threads, median of {a.runs})", "",
-             "Benign prompts of N sentences, policy head cached; verdict time without segment checks and with the "
+             "Benign prompts of N sentences plus a '(visit K)' suffix (N ends), policy head cached; verdict time "
+             "without segment checks and with the "
              f"default {k}.", "", f"| sentences | prompt tokens | cuts judged | ms, checks 0 | ms, checks {k} | ratio | "
              "load avg (1 min) |", "|---|---|---|---|---|---|---|"]
     lines += [f"| {r['sentences']} | {r['prompt_tokens']} | {r[f'cuts_{k}']} | {r['median_ms_0']} | {r[f'median_ms_{k}']} | "
