@@ -76,6 +76,9 @@ def llama_guard_block(verdict: dict) -> dict:
         "blocked": bool(verdict["blocked"]),
         "role": verdict.get("role", "User"),
         "reason": verdict.get("reason", ""),
+        # what was judged besides the whole text: guard.runtime.long's windows, guard.runtime.segments' cuts ({}: none)
+        "truncation": verdict.get("truncation") or {},
+        "segments": verdict.get("segments") or {},
     }
 
 

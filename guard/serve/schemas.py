@@ -52,6 +52,8 @@ class LlamaGuardBlock(BaseModel):
     blocked: bool
     role: str
     reason: str
+    truncation: dict[str, Any] = {}  # guard.runtime.long's record ({}: the whole input fit)
+    segments: dict[str, Any] = {}  # guard.runtime.segments' record ({}: no cut of the prompt was judged)
 
 
 class ModerationResult(BaseModel):

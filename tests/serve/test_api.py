@@ -38,6 +38,7 @@ def test_openai_sdk_moderations(unsafe_server):
     lg = raw["results"][0]["llama_guard"]
     assert lg["decision"] == "unsafe" and [c["code"] for c in lg["categories"]] == ["S1", "S10"]
     assert lg["categories"][1]["name"] == "Hate" and lg["p_unsafe"] == pytest.approx(P_UNSAFE, abs=1e-3)
+    assert lg["truncation"] == {} and lg["segments"] == {}  # an unsafe verdict on the whole text: nothing else judged
     # content parts: one result for the whole input
     parts = client.moderations.create(input=[{"type": "text", "text": "a"}, {"type": "text", "text": "b"}])
     assert len(parts.results) == 1
