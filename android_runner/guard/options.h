@@ -35,6 +35,8 @@ inline Options options_from_json(const std::string& text) {
     o.calibrated = j.value("calibrated", true);
     o.trust_tokenizer = j.value("trust_tokenizer", false);
     o.long_policy = j.value("long_policy", "windows");
+    if (j.contains("segment_checks") && !j.at("segment_checks").is_number_integer())
+      fail("segment_checks must be a whole number >= 0");
     o.segment_checks = j.value("segment_checks", 4);
     if (j.contains("exclude"))
       for (auto& c : j.at("exclude")) o.policy.excluded.push_back(c.get<std::string>());

@@ -181,7 +181,8 @@ def test_command_line_matches_guard_classify(native_build, tiny_biased_pte):
     import sys
 
     for args in (["How do I bake bread?"], ["--response", "Sure, here it is.", "How do I bake bread?"],
-                 ["--categories", "S1,S10", "--exclude", "S10", "--renumber", "Tell me about knives"]):
+                 ["--categories", "S1,S10", "--exclude", "S10", "--renumber", "Tell me about knives"],
+                 ["Mix flour. Add yeast!\nBake it for an hour."], ["--segment-checks", "1", "Mix flour. Add yeast!\nBake it."]):
         cpp = subprocess.run([str(native_build / "guard_classify"), "--pte", str(tiny_biased_pte), "--json", *args],
                              capture_output=True, text=True)
         py = subprocess.run([sys.executable, "-m", "guard", "classify", "--pte", str(tiny_biased_pte), "--json", *args],
@@ -191,6 +192,7 @@ def test_command_line_matches_guard_classify(native_build, tiny_biased_pte):
         assert list(a) == list(b)
         assert (a["decision"], a["categories"], a["role"], a["prompt_tokens"]) == (b["decision"], b["categories"], b["role"], b["prompt_tokens"])
         assert abs(a["p_unsafe"] - b["p_unsafe"]) <= 1e-5
+        assert (a["segments"].get("checked"), a["segments"].get("chosen")) == (b["segments"].get("checked"), b["segments"].get("chosen"))
 
 
 def test_command_line_bad_input(native_build, tiny_biased_pte, tmp_path):
@@ -212,6 +214,8 @@ def test_command_line_bad_input(native_build, tiny_biased_pte, tmp_path):
         "more than the model's maximum": [cli, "--pte", str(tiny_biased_pte), "--long-policy", "error", "word " * 2000],
         "unknown long-input policy 'middle'": [cli, "--pte", str(tiny_biased_pte), "--long-policy", "middle", "hi"],
         "unknown category code": [cli, "--pte", str(tiny_biased_pte), "--categories", "S99", "hi"],
+        "--segment-checks: expected a whole number >= 0, got '-1'": [cli, "--pte", str(tiny_biased_pte), "--segment-checks", "-1", "hi"],
+        "--segment-checks: expected a whole number >= 0, got '2.5'": [cli, "--pte", str(tiny_biased_pte), "--segment-checks", "2.5", "hi"],
     }
     for expect, cmd in cases.items():
         p = subprocess.run(cmd, capture_output=True, text=True)
