@@ -93,6 +93,12 @@ def as_messages(content, response: str | None = None):
     return content
 
 
+def as_dicts(msgs: list[Message]) -> list[dict]:
+    """Validated Messages back to ``[{"role", "content"}]`` (a message's parts joined by a blank line), to classify a
+    changed copy of a conversation (guard.runtime.long's windows, guard.runtime.segments' cuts)."""
+    return [{"role": m.role, "content": "\n\n".join(m.parts)} for m in msgs]
+
+
 def conversation(messages) -> list[Message]:
     """Validate and normalise ``[{"role": ..., "content": ...}, ...]`` (or Message objects)."""
     if isinstance(messages, dict) and "messages" in messages:

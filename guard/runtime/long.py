@@ -18,15 +18,11 @@ window's p_unsafe); batch output carries it, since it is part of ``Verdict.to_di
 from __future__ import annotations
 
 from guard.errors import GuardError, SequenceTooLong
-from guard.format.prompt import Message, encode
+from guard.format.prompt import Message, as_dicts, encode
 
 POLICIES = ("windows", "last_turns", "error")
 DEFAULT_POLICY = "windows"
 MARGIN = 16  # tokens kept free: decode/encode round trips at window edges may add a token or two
-
-
-def _as_dicts(msgs: list[Message]) -> list[dict]:
-    return [{"role": m.role, "content": "\n\n".join(p for p in m.parts)} for m in msgs]
 
 
 def _n_tokens(guard, msgs: list[dict]) -> int:
@@ -47,11 +43,11 @@ def classify_long(guard, msgs: list[Message], budget: int, policy: str | None = 
     policy = policy or DEFAULT_POLICY
     if policy not in POLICIES:
         raise GuardError(f"unknown long-input policy {policy!r} (choose from {', '.join(POLICIES)})")
-    total = _n_tokens(guard, _as_dicts(msgs))
+    convo = as_dicts(msgs)
+    total = _n_tokens(guard, convo)
     if policy == "error":
         raise SequenceTooLong(f"conversation needs {total} tokens, more than the model's maximum of {budget} for the "
                               f"prompt; shorten it, or use the 'windows' or 'last_turns' long-input policy")
-    convo = _as_dicts(msgs)
     last = len(convo) - (2 if convo[-1]["role"] == "assistant" else 1)  # the smallest suffix starting at a user turn
     for start in range(0, last + 1, 2):
         if _n_tokens(guard, convo[start:]) <= budget - MARGIN:

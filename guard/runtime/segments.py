@@ -20,7 +20,7 @@ The native library (android_runner/guard/segments.cpp) makes the same cuts and t
 
 from __future__ import annotations
 
-from guard.format.prompt import Message
+from guard.format.prompt import Message, as_dicts
 from guard.format.verdict import UNSAFE
 
 DEFAULT_CHECKS = 4
@@ -44,7 +44,7 @@ def check_segments(guard, msgs: list[Message], verdict, checks: int):
     """``verdict`` (the whole prompt's, not unsafe), or the most unsafe unsafe cut's verdict, with ``segments`` set."""
     if checks <= 0 or msgs[-1].role != "user" or any(m.image for m in msgs):
         return verdict
-    convo = [{"role": m.role, "content": "\n\n".join(m.parts)} for m in msgs]
+    convo = as_dicts(msgs)
     cuts = ends(convo[-1]["content"], checks)
     if not cuts:
         return verdict
