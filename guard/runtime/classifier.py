@@ -145,7 +145,8 @@ class Guard:
         if needed > self.runner.max_seq_len:  # a documented policy instead of an error (guard/runtime/long.py)
             from guard.runtime.long import classify_long
 
-            v = classify_long(self, msgs, self.runner.max_seq_len - (needed - n_head - n_body), self.long_policy)
+            v = classify_long(self, msgs, self.runner.max_seq_len - (needed - n_head - n_body), n_head + n_body,
+                              self.long_policy)
             v.latency_ms = (time.perf_counter() - t0) * 1e3
             return v
         # The model's first generated token is "\n\n"; feed it with the prompt and read the verdict after it.

@@ -38,13 +38,13 @@ def _windows(ids: list[int], size: int) -> list[tuple[int, int]]:
     return [(s, s + size) for s in starts]
 
 
-def classify_long(guard, msgs: list[Message], budget: int, policy: str | None = None):
-    """Classify ``msgs`` (validated Messages) whose prompt needs more than ``budget`` tokens, by ``policy``."""
+def classify_long(guard, msgs: list[Message], budget: int, total: int, policy: str | None = None):
+    """Classify ``msgs`` (validated Messages) whose prompt, ``total`` tokens (head + body), needs more than
+    ``budget``, by ``policy``."""
     policy = policy or DEFAULT_POLICY
     if policy not in POLICIES:
         raise GuardError(f"unknown long-input policy {policy!r} (choose from {', '.join(POLICIES)})")
     convo = as_dicts(msgs)
-    total = _n_tokens(guard, convo)
     if policy == "error":
         raise SequenceTooLong(f"conversation needs {total} tokens, more than the model's maximum of {budget} for the "
                               f"prompt; shorten it, or use the 'windows' or 'last_turns' long-input policy")
