@@ -169,11 +169,8 @@ std::vector<float> Classifier::feed(const std::vector<int64_t>& ids, int64_t& re
 Verdict Classifier::classify(const std::vector<Message>& msgs) {
   std::lock_guard<std::mutex> lock(mu_);
   double t0 = now_ms();
-  Verdict v = classify_locked(msgs);
-  if (v.decision != "unsafe" && !v.truncation && opts_.segment_checks > 0) {
-    v = check_segments(msgs, v);
-    v.latency_ms = now_ms() - t0;
-  }
+  Verdict v = check_segments(msgs, classify_locked(msgs));  // the whole verdict, unless a cut was judged unsafe
+  if (v.segments) v.latency_ms = now_ms() - t0;
   return v;
 }
 
