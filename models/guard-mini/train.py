@@ -96,7 +96,7 @@ def teacher(recipe: MiniRecipe, data: Path, work: Path, art: Path) -> None:
     add_lora(model, LoraConfig(r=r, alpha=alpha, train_embeddings=tuple(rows)))
     half = torch.float16 if r > 8 else None  # a rank-64 adapter is 78 MB in fp32, 39 MB in fp16
     cfg = TrainConfig(steps=recipe.teacher_steps, lr=recipe.teacher_lr, accum=recipe.accum, save_every=recipe.teacher_save_every,
-                      bf16=False, seed=recipe.seed, decay_from=recipe.teacher_decay_from,
+                      bf16=recipe.teacher_bf16, seed=recipe.seed, decay_from=recipe.teacher_decay_from,
                       category_weight=recipe.category_weight)
     ckdir = work / "teacher.ckpt"
     snap = art / RESUME

@@ -230,3 +230,31 @@ def test_cli_init_adapter_continues_from_earlier_adapters(tiny_model_dir, tmp_pa
                  "--init-adapter", str(tmp_path / "missing.safetensors"), *common]) == 2
     assert main(["distill", str(tiny_model_dir), "--data", str(data), "--split", "all", "--out", str(tmp_path / "e"),
                  "--steps", "1", "--init-adapter", str(first)]) == 2  # adapters need --lora
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_trained_rows_give_the_whole_matrix_s_logits_and_gradients(tiny_model_dir, tied):
+    """The rows live in a small parameter (TrainedRows); logits and the rows' gradient are those of training the
+    whole (tied) matrix with the other rows masked."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from guard.train.lora import TrainedRows
+
+    cfg = AutoConfig.from_pretrained(tiny_model_dir)
+    cfg.tie_word_embeddings = tied
+    torch.manual_seed(0)
+    whole, rows = AutoModelForCausalLM.from_config(cfg).eval(), [5, 9]
+    wrapped = AutoModelForCausalLM.from_config(cfg).eval()
+    wrapped.load_state_dict(whole.state_dict())
+    add_lora(wrapped, LoraConfig(r=4, train_embeddings=tuple(rows)))
+    assert isinstance(wrapped.get_input_embeddings(), TrainedRows)
+    assert isinstance(wrapped.get_output_embeddings(), TrainedRows) == tied
+    ids = torch.tensor([[5, 9, 11, 12, 5]])
+    whole.get_input_embeddings().weight.requires_grad_(True)
+    a, b = whole(input_ids=ids).logits, wrapped(input_ids=ids).logits
+    assert torch.allclose(a, b, atol=1e-6)
+    a.sum().backward()
+    b.sum().backward()
+    want = whole.get_input_embeddings().weight.grad[rows]
+    assert torch.allclose(wrapped.get_input_embeddings().weight_rows.grad, want, rtol=1e-4, atol=1e-3)
+    assert wrapped.get_input_embeddings().base.weight.grad is None  # no dense gradient at all
