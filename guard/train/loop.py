@@ -14,7 +14,10 @@ import json
 import logging
 import os
 import random
+import signal
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -194,6 +197,35 @@ def kl_columns(student: torch.Tensor, teacher: torch.Tensor, ids: list[int]) -> 
     return F.kl_div(s, t, log_target=True, reduction="batchmean")
 
 
+class TrainingStopped(GuardError):
+    """A run stopped by SIGTERM or SIGINT at the end of a step, after saving its checkpoint."""
+
+
+@contextmanager
+def _stop_requests(enabled: bool):
+    """While training, SIGTERM and SIGINT ask for a stop at the end of the current step (the checkpoint is saved
+    first, so nothing is lost); a second signal stops at once. Only in the main thread of a single-process run."""
+    got: list[int] = []
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield got
+        return
+    old = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+
+    def handler(signum, frame):
+        if got:
+            raise KeyboardInterrupt
+        got.append(signum)
+        log.warning("signal %d: stopping after this step's checkpoint (again to stop at once)", signum)
+
+    for s in old:
+        signal.signal(s, handler)
+    try:
+        yield got
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
 def _head_cache(model, head: list[int]):
     with torch.no_grad():
         return model(input_ids=torch.tensor([head]), use_cache=True).past_key_values
@@ -208,7 +240,8 @@ def _save(out: Path, model, opt, step: int, cfg: TrainConfig) -> None:
 def finetune(model, codec: GuardCodec, records: list[dict], out: str | Path, cfg: TrainConfig, policy=None,
              progress: bool = True, teacher=None, kl_ids: list[int] | None = None, alpha: float = 0.5,
              on_save=None) -> dict:
-    """Full fine-tuning on labelled records; resumes from ``out/ckpt.pt``. Returns a summary dict.
+    """Full fine-tuning on labelled records; resumes from ``out/ckpt.pt``. Returns a summary dict. SIGTERM or SIGINT
+    saves the checkpoint at the end of the current step and raises TrainingStopped: the same call resumes it.
 
     With ``teacher``: loss = alpha * CE(labels) + (1 - alpha) * KL(teacher || student) over the ``kl_ids`` columns
     (the guard's tokens) at every verdict position (distillation). ``on_save(model, step)`` is called after each
@@ -245,48 +278,56 @@ def finetune(model, codec: GuardCodec, records: list[dict], out: str | Path, cfg
         from tqdm import tqdm
 
         bar = tqdm(total=cfg.steps, initial=step, desc="train", unit="step")
-    while step < cfg.steps:
-        opt.zero_grad(set_to_none=True)
-        total = 0.0
-        with shared_weights(model):  # QAT adapters: fake-quantize each merged weight once per step, not per example
-            for a in range(cfg.accum):
-                i = order[((step * cfg.accum + a) * world + rank) % len(order)]
-                pol = policies[random.Random(cfg.seed * 1_000_003 + i).randrange(len(policies))]
-                head, body, target = make_example(codec, records[i], pol)
-                key = tuple(head)
-                if key not in caches or (step * cfg.accum + a) % cfg.head_refresh == 0:
-                    caches[key] = _head_cache(model, head)
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
-                    loss, logits = verdict_loss(model, copy.deepcopy(caches[key]), body, target, len(head),
-                                                cfg.category_weight)
-                if teacher is not None:
-                    if key not in t_caches:
-                        t_caches[key] = _head_cache(teacher, head)  # the teacher is frozen: its head KV never changes
-                    with torch.no_grad():
-                        _, t_logits = verdict_loss(teacher, copy.deepcopy(t_caches[key]), body, target, len(head))
-                    loss = alpha * loss + (1 - alpha) * kl_columns(logits, t_logits, kl_ids)
-                (loss / cfg.accum).backward()
-                total += loss.item() / cfg.accum
-        if world > 1:
-            _allreduce_grads(model, world)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        for group in opt.param_groups:
-            group["lr"] = lr_at(cfg, step)
-        opt.step()
-        step += 1
-        losses.append(total)
-        if bar:
-            bar.update(1)
-            bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.3f}")
-        if rank == 0 and (step % cfg.save_every == 0 or step == cfg.steps):
-            _save(out, model, opt, step, cfg)
-            with open(out / "log.jsonl", "a") as f:
-                f.write(json.dumps({"step": step, "loss": sum(losses[-cfg.save_every:]) / len(losses[-cfg.save_every:]),
-                                    "lr": lr_at(cfg, step - 1), "elapsed_s": round(time.time() - t0, 1),
-                                    "s_per_step": round((time.time() - t0) / (step - step0), 2),
-                                    "loadavg": os.getloadavg()[0]}) + "\n")
-            if on_save is not None:
-                on_save(model, step)
+    with _stop_requests(world == 1) as stop:
+        while step < cfg.steps:
+            opt.zero_grad(set_to_none=True)
+            total = 0.0
+            # QAT adapters: fake-quantize each merged weight once per step, not per example
+            with shared_weights(model):
+                for a in range(cfg.accum):
+                    i = order[((step * cfg.accum + a) * world + rank) % len(order)]
+                    pol = policies[random.Random(cfg.seed * 1_000_003 + i).randrange(len(policies))]
+                    head, body, target = make_example(codec, records[i], pol)
+                    key = tuple(head)
+                    if key not in caches or (step * cfg.accum + a) % cfg.head_refresh == 0:
+                        caches[key] = _head_cache(model, head)
+                    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+                        loss, logits = verdict_loss(model, copy.deepcopy(caches[key]), body, target, len(head),
+                                                    cfg.category_weight)
+                    if teacher is not None:
+                        if key not in t_caches:  # the teacher is frozen: its head KV never changes
+                            t_caches[key] = _head_cache(teacher, head)
+                        with torch.no_grad():
+                            _, t_logits = verdict_loss(teacher, copy.deepcopy(t_caches[key]), body, target, len(head))
+                        loss = alpha * loss + (1 - alpha) * kl_columns(logits, t_logits, kl_ids)
+                    (loss / cfg.accum).backward()
+                    total += loss.item() / cfg.accum
+            if world > 1:
+                _allreduce_grads(model, world)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            for group in opt.param_groups:
+                group["lr"] = lr_at(cfg, step)
+            opt.step()
+            step += 1
+            losses.append(total)
+            if bar:
+                bar.update(1)
+                bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.3f}")
+            if rank == 0 and (step % cfg.save_every == 0 or step == cfg.steps or stop):
+                _save(out, model, opt, step, cfg)
+                recent = losses[-cfg.save_every:]
+                with open(out / "log.jsonl", "a") as f:
+                    f.write(json.dumps({"step": step, "loss": sum(recent) / len(recent),
+                                        "lr": lr_at(cfg, step - 1), "elapsed_s": round(time.time() - t0, 1),
+                                        "s_per_step": round((time.time() - t0) / (step - step0), 2),
+                                        "loadavg": os.getloadavg()[0]}) + "\n")
+                if on_save is not None:
+                    on_save(model, step)
+            if stop and step < cfg.steps:
+                if bar:
+                    bar.close()
+                raise TrainingStopped(f"stopped by signal {stop[0]} at step {step} of {cfg.steps}; the checkpoint in "
+                                      f"{out} resumes it: run the same command again")
     if bar:
         bar.close()
     model.eval()

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import torch
 
+from guard.errors import GuardError
 from guard.train.data import load_jsonl
 from guard.train.distill import DistillConfig, distill
 from guard.train.lora import LoraConfig, add_lora, lora_state_dict, merge_lora
@@ -277,8 +278,11 @@ def main() -> None:
         return snapshot_hf(recipe, a.artefacts, a.snapshot_hf)
     recipe.save(a.artefacts / "recipe.json")
     t0 = time.time()
-    for name in STAGES[: STAGES.index(a.until) + 1]:
-        STAGE_FNS[name](recipe, a.data, a.work, a.artefacts)
+    try:
+        for name in STAGES[: STAGES.index(a.until) + 1]:
+            STAGE_FNS[name](recipe, a.data, a.work, a.artefacts)
+    except GuardError as e:  # e.g. TrainingStopped by SIGTERM: one line, non-zero exit; rerun to resume
+        sys.exit(f"train.py: {e}")
     print(f"stages up to {a.until} done in {time.time() - t0:.0f} s")
 
 

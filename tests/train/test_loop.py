@@ -144,3 +144,46 @@ def test_decision_token_weighs_as_much_as_the_rest(model_and_codec):
         ce = F.cross_entropy(logits, torch.tensor(target), reduction="none")
     assert torch.allclose(loss, ce[0] + ce[1:].mean())
     assert not torch.allclose(loss, ce.mean())
+
+
+STOP_SCRIPT = """
+import json, sys, torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from guard.errors import GuardError
+from guard.train.loop import GuardCodec, TrainConfig, finetune
+model_dir, out, rows, steps = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), int(sys.argv[4])
+torch.manual_seed(0)
+m = AutoModelForCausalLM.from_pretrained(model_dir)
+try:
+    s = finetune(m, GuardCodec(AutoTokenizer.from_pretrained(model_dir)), rows, out,
+                 TrainConfig(steps=steps, lr=1e-3, accum=1, save_every=3, bf16=False), progress=False)
+except GuardError as e:
+    sys.exit(str(e))
+print("done", s["steps"])
+"""
+
+
+@pytest.mark.slow
+def test_sigterm_saves_the_step_it_stopped_at_and_the_run_resumes_from_it(tiny_model_dir, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "ck"
+    args = [sys.executable, "-c", STOP_SCRIPT, str(tiny_model_dir), str(out), json.dumps(RECORDS)]
+    proc = subprocess.Popen(args + ["100000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (out / "log.jsonl").is_file() and time.time() < deadline:  # step 3 saved: inside the loop
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.communicate()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1 and "stopped by signal 15 at step" in err and "Traceback" not in err, err
+    stopped = torch.load(out / "ckpt.pt", weights_only=False)["step"]
+    assert f"at step {stopped} of 100000;" in err  # the checkpoint is the step it stopped at, not the last multiple of 3
+    assert [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()][-1] == stopped >= 3
+    done = subprocess.run(args + [str(stopped + 2)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == f"done {stopped + 2}", done.stderr
+    logged = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()]
+    assert logged[-1] == stopped + 2 and len(set(logged)) == len(logged)  # resumed, no step trained twice
