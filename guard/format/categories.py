@@ -93,10 +93,6 @@ class Policy:
     def lookup(self, shown_key: str) -> Category | None:
         return next((c for k, c in self._shown if k == shown_key), None)
 
-    def cache_key(self) -> tuple:
-        return tuple((k, c.prompt_value) for k, c in self._shown)
-
-
 # A category the policy does not show is reported under the one that covers it (interpreter abuse is a cyber crime).
 COVERED_BY = {"S14": "S2"}
 

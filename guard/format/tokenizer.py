@@ -95,10 +95,6 @@ class GuardTokens:
     blank: int  # "\n\n"
     s: int  # "S", forced after "unsafe\n"
 
-    def as_dict(self) -> dict[str, int]:
-        return dict(self.__dict__)
-
-
 class Tokenizer:
     def __init__(self, tok, source: str):
         self._tok = tok

@@ -227,13 +227,6 @@ class Transformer(nn.Module):
     def block(self, i: int, layer, x, cos, sin, mask, pos, extra: tuple):
         return layer(x, cos, sin, mask, pos)
 
-    def reset_cache(self) -> None:
-        for layer in self.layers:
-            if hasattr(layer, "self_attn"):
-                layer.self_attn.k_cache.zero_()
-                layer.self_attn.v_cache.zero_()
-
-
 def prune_vocab(model: Transformer, keep: list[int]) -> Transformer:
     """Keep only the output rows of ``keep`` (ExecuTorch's prune_vocab); logit column i is token keep[i]."""
     w = model.lm_head.weight.data[torch.tensor(keep)]

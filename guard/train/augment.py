@@ -104,10 +104,6 @@ def apply(kind: str, text: str, template: str, rng: random.Random) -> str:
     return template.replace("{x}", text)
 
 
-def _rng(seed: int, *parts: str) -> random.Random:
-    return random.Random(int(hashlib.sha256(("\x1e".join((str(seed),) + parts)).encode()).hexdigest()[:12], 16))
-
-
 def variants(text: str, templates: dict, rng: random.Random, kinds=None) -> list[tuple[str, str]]:
     """One variant of ``text`` per attack kind: [(kind, new_text)]."""
     out = []
