@@ -4,6 +4,8 @@ import json
 
 import pytest
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from guard.train.lora import LoraConfig, LoRALinear, add_lora, load_lora, lora_state_dict, merge_lora, shared_weights
 
@@ -258,3 +260,20 @@ def test_trained_rows_give_the_whole_matrix_s_logits_and_gradients(tiny_model_di
     want = whole.get_input_embeddings().weight.grad[rows]
     assert torch.allclose(wrapped.get_input_embeddings().weight_rows.grad, want, rtol=1e-4, atol=1e-3)
     assert wrapped.get_input_embeddings().base.weight.grad is None  # no dense gradient at all
+
+
+def test_frozen_weight_cast_once_under_autocast_matches_autocast_and_follows_changes():
+    torch.manual_seed(0)
+    layer = LoRALinear(nn.Linear(64, 32), r=4, alpha=8.0)
+    nn.init.normal_(layer.lora_B)
+    x = torch.randn(3, 64)
+    want = lambda: layer.base(x) + layer.scale * F.linear(F.linear(x, layer.lora_A), layer.lora_B)  # noqa: E731
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(layer(x), want())  # bit-identical to autocast casting the weight itself
+        cast = layer._half[1]
+        layer(x)
+        assert layer._half[1] is cast  # cast once, reused
+        with torch.no_grad():
+            layer.base.weight.mul_(2)  # a changed weight (e.g. a resumed checkpoint) is cast again
+        assert torch.equal(layer(x), want())
+    assert torch.allclose(layer(x), want())  # outside autocast: the plain fp32 path
