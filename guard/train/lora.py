@@ -11,8 +11,10 @@ In the merged form, ``shared_weights(model)`` computes ``fq_w(W + scale * B @ A)
 once per example: the adapters do not change between the examples a step accumulates, and the weight fake
 quantization dominated QAT's cost (a few seconds per example for guard-mini on this CPU).
 
-``merge_lora`` folds the adapters into plain ``nn.Linear`` weights; ``lora_state_dict`` / ``load_lora`` save and
-restore the adapters alone (a few MB), which is how guard-mini is shipped.
+``LoraConfig.train_embeddings`` rows (new tokens) train too, as a small parameter shared by the embedding and the
+output layer tied to it (``TrainedRows``). ``merge_lora`` folds the adapters into plain ``nn.Linear`` weights and the
+rows into the embedding; ``lora_state_dict`` / ``load_lora`` save and restore the adapters alone (a few MB), which is
+how guard-mini is shipped.
 """
 
 from __future__ import annotations
@@ -83,7 +85,6 @@ class LoRALinear(nn.Module):
         if aq is not None:
             x = aq(x)
         return F.linear(x, self.merged_weight() if self.shared is None else self.shared, base.bias)
-
 
     def _frozen(self, x: torch.Tensor) -> torch.Tensor:
         """base(x). Under CPU autocast the frozen weight is cast to the autocast dtype once and kept (keyed by the
@@ -232,6 +233,9 @@ def load_lora(model: nn.Module, sd: dict[str, torch.Tensor]) -> None:
         emb = model.get_input_embeddings()
         with torch.no_grad():
             if isinstance(emb, TrainedRows):  # the rows are trained: set them where training reads them
-                emb.weight_rows[emb.lookup[rows]] = w.to(emb.weight_rows.dtype)
+                at = emb.lookup[rows]
+                if (at < 0).any():
+                    raise GuardError("the adapter's embedding rows are not the rows this model trains")
+                emb.weight_rows[at] = w.to(emb.weight_rows.dtype)
             else:
                 emb.weight[rows] = w.to(emb.weight.dtype)
