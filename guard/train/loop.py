@@ -262,10 +262,15 @@ def finetune(model, codec: GuardCodec, records: list[dict], out: str | Path, cfg
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=0.0)
     step = 0
     if (out / "ckpt.pt").is_file():
-        ck = torch.load(out / "ckpt.pt", weights_only=False)
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["opt"])
-        step = ck["step"]
+        try:
+            ck = torch.load(out / "ckpt.pt", weights_only=False)
+            model.load_state_dict(ck["model"])
+            opt.load_state_dict(ck["opt"])
+            step = ck["step"]
+        except Exception as e:  # truncated, not a checkpoint, or another model's layout
+            reason = " ".join(str(e).split())[:200] or type(e).__name__
+            raise GuardError(f"cannot resume from {out / 'ckpt.pt'} ({reason}); move it away to start this run "
+                             "over") from None
         log.info("resumed from step %d", step)
     order = list(range(len(records)))
     random.Random(cfg.seed).shuffle(order)

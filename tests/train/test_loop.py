@@ -187,3 +187,15 @@ def test_sigterm_saves_the_step_it_stopped_at_and_the_run_resumes_from_it(tiny_m
     assert done.returncode == 0 and done.stdout.strip() == f"done {stopped + 2}", done.stderr
     logged = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()]
     assert logged[-1] == stopped + 2 and len(set(logged)) == len(logged)  # resumed, no step trained twice
+
+
+def test_a_checkpoint_that_cannot_be_resumed_is_a_one_line_error(model_and_codec, tmp_path):
+    model, codec = model_and_codec
+    cfg = TrainConfig(steps=1, lr=1e-2, accum=1, save_every=1, bf16=False)
+    (tmp_path / "ckpt.pt").write_bytes(b"PK\x03\x04 truncated")  # a killed copy, not our atomic write
+    with pytest.raises(GuardError, match="cannot resume from .*ckpt.pt.*move it away"):
+        finetune(model, codec, RECORDS, tmp_path, cfg, progress=False)
+    other = torch.nn.Linear(2, 2)  # another model's layout
+    torch.save({"model": other.state_dict(), "opt": {}, "step": 3, "config": {}}, tmp_path / "ckpt.pt")
+    with pytest.raises(GuardError, match="cannot resume from .*Missing key"):
+        finetune(model, codec, RECORDS, tmp_path, cfg, progress=False)
