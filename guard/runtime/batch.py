@@ -228,7 +228,7 @@ def _record(line: bytes) -> dict | None:
     return None
 
 
-def _lines(fh, max_bytes: int):
+def read_lines(fh, max_bytes: int):
     """(line number, bytes without the line end, or None when longer than max_bytes (its length then))."""
     lineno = 0
     while True:
@@ -273,25 +273,13 @@ def run_batch(guard, in_path: str | Path, out_path: str | Path | BatchOutput, ma
     log = log if log is not None else sys.stderr
     in_path, out = Path(in_path), out_path
     counts = {"safe": 0, "unsafe": 0, "indeterminate": 0, "errors": 0, "skipped_done": 0}
-    first_line: dict = {}  # id key -> the first line that used it, in this input
     with open(in_path, "rb") as fin:
-        bar = tqdm(_lines(fin, max_line_bytes), total=_count_lines(in_path), disable=not progress, unit="line", file=log)
-        for lineno, raw, n in bar:
-            if raw is not None and not raw.strip():
-                continue
-            rid = f"line-{lineno}"
+        lines = tqdm(read_lines(fin, max_line_bytes), total=_count_lines(in_path), disable=not progress, unit="line",
+                     file=log)
+        for lineno, rid, req, err in requests(lines, max_line_bytes, out.done, counts):
             try:
-                if raw is None:
-                    raise GuardError(f"line is {n} bytes, more than the {max_line_bytes} allowed")
-                rid, req = parse_line(raw, lineno, max_line_bytes)
-                key = id_key(rid)
-                if key in first_line:
-                    raise GuardError(f"duplicate id {show_id(rid)}: line {first_line[key]} has it already; "
-                                     "only the first line with an id is classified")
-                first_line[key] = lineno
-                if key in out.done:
-                    counts["skipped_done"] += 1
-                    continue
+                if err is not None:
+                    raise GuardError(err)
                 kw = {}
                 if "image" in req:
                     if not guard.vision:
@@ -305,6 +293,33 @@ def run_batch(guard, in_path: str | Path, out_path: str | Path | BatchOutput, ma
                 record = _error(log, in_path, lineno, rid, f"internal error: {type(e).__name__}: {e}"[:300], counts)
             out.write(record)
     return counts
+
+
+def requests(lines, max_line_bytes: int, done, counts: dict):
+    """(line number, id, request, None) or (line number, id, None, error) for each non-blank line of ``lines``
+    (``read_lines``): ids keep their JSON type, a repeated id is an error (only its first line is classified), and
+    ids in ``done`` are counted in ``counts["skipped_done"]`` and not yielded. Shared by every batch path."""
+    first_line: dict = {}  # id key -> the first line that used it, in this input
+    for lineno, raw, n in lines:
+        if raw is not None and not raw.strip():
+            continue
+        rid = f"line-{lineno}"
+        try:
+            if raw is None:
+                raise GuardError(f"line is {n} bytes, more than the {max_line_bytes} allowed")
+            rid, req = parse_line(raw, lineno, max_line_bytes)
+            key = id_key(rid)
+            if key in first_line:
+                raise GuardError(f"duplicate id {show_id(rid)}: line {first_line[key]} has it already; "
+                                 "only the first line with an id is classified")
+            first_line[key] = lineno
+        except GuardError as e:
+            yield lineno, rid, None, str(e)
+            continue
+        if key in done:
+            counts["skipped_done"] += 1
+            continue
+        yield lineno, rid, req, None
 
 
 def _error(log, in_path: Path, lineno: int, rid, msg: str, counts: dict) -> dict:

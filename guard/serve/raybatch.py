@@ -43,32 +43,20 @@ class GuardActor:
 def read_requests(in_path: Path, done: set, max_line_bytes: int, log):
     """-> (rows to classify, {line: error record}, counts): the batch path's parsing, id and resume rules
     (guard.runtime.batch): ids keep their JSON type, a repeated id is an error line, ids in ``done`` are skipped."""
-    from guard.runtime.batch import id_key, parse_line, show_id
+    from guard.runtime.batch import read_lines, requests
 
-    rows, errors, first_line = [], {}, {}
+    rows, errors = [], {}
     counts = {"safe": 0, "unsafe": 0, "indeterminate": 0, "errors": 0, "skipped_done": 0}
     with open(in_path, "rb") as fh:
-        for lineno, raw in enumerate(fh, start=1):
-            if not raw.strip():
-                continue
-            rid = f"line-{lineno}"
-            try:
-                rid, req = parse_line(raw.rstrip(b"\r\n"), lineno, max_line_bytes)
-                key = id_key(rid)
-                if key in first_line:
-                    raise GuardError(f"duplicate id {show_id(rid)}: line {first_line[key]} has it already; "
-                                     "only the first line with an id is classified")
-                first_line[key] = lineno
-                if key in done:
-                    counts["skipped_done"] += 1
-                    continue
-                if "image" in req:
-                    raise GuardError("this line has an 'image' but the model is text-only")
-                rows.append({"id": json.dumps(rid), "line": lineno, "messages": json.dumps(req["messages"], ensure_ascii=False)})
-            except GuardError as e:
-                print(f"{in_path}:{lineno}: skipped: {e}", file=log)
-                errors[lineno] = {"id": rid, "line": lineno, "error": str(e)}
+        for lineno, rid, req, err in requests(read_lines(fh, max_line_bytes), max_line_bytes, done, counts):
+            if err is None and "image" in req:
+                err = "this line has an 'image' but the model is text-only"
+            if err is not None:
+                print(f"{in_path}:{lineno}: skipped: {err}", file=log)
+                errors[lineno] = {"id": rid, "line": lineno, "error": err}
                 counts["errors"] += 1
+                continue
+            rows.append({"id": json.dumps(rid), "line": lineno, "messages": json.dumps(req["messages"], ensure_ascii=False)})
     return rows, errors, counts
 
 
