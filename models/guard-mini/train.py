@@ -242,7 +242,6 @@ def snapshot_hf(recipe: MiniRecipe, art: Path, out: Path) -> None:
     from safetensors import safe_open
 
     from guard.mini import apply_adapter
-    from guard.train.prune import save_atomic
 
     with safe_open(str(art / RESUME), "pt") as f:
         step = int(f.metadata()["step"])
