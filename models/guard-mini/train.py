@@ -108,6 +108,8 @@ def teacher(recipe: MiniRecipe, data: Path, work: Path, art: Path) -> None:
         opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=0.0)
         ckdir.mkdir(parents=True, exist_ok=True)
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "config": {}}, ckdir / "ckpt.pt")
+        if (art / "teacher_train_log.jsonl").is_file():  # the committed log goes on (snapshot() copies it back)
+            shutil.copy(art / "teacher_train_log.jsonl", ckdir / "log.jsonl")
         print(f"teacher: resuming at step {step} from {snap} (optimizer moments restart)")
 
     def snapshot(m, step: int) -> None:
