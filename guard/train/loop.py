@@ -226,6 +226,21 @@ def _stop_requests(enabled: bool):
             signal.signal(s, h)
 
 
+@contextmanager
+def _eager_attention(model):
+    """Train with eager attention, faster than SDPA's flash kernel on CPU at these lengths (docs/compression.md); the
+    model's own setting comes back after, also when the run stops."""
+    attn = getattr(model.config, "_attn_implementation", None)
+    swap = attn == "sdpa" and hasattr(model, "set_attn_implementation")
+    if swap:
+        model.set_attn_implementation("eager")
+    try:
+        yield
+    finally:
+        if swap:
+            model.set_attn_implementation(attn)
+
+
 def _head_cache(model, head: list[int]):
     with torch.no_grad():
         return model(input_ids=torch.tensor([head]), use_cache=True).past_key_values
@@ -274,9 +289,6 @@ def finetune(model, codec: GuardCodec, records: list[dict], out: str | Path, cfg
         log.info("resumed from step %d", step)
     order = list(range(len(records)))
     random.Random(cfg.seed).shuffle(order)
-    attn = getattr(model.config, "_attn_implementation", None)
-    if attn == "sdpa" and hasattr(model, "set_attn_implementation"):
-        model.set_attn_implementation("eager")  # faster than SDPA's flash kernel on CPU at these lengths (compression.md)
     model.train()
     caches: dict = {}
     t_caches: dict = {}
@@ -286,7 +298,7 @@ def finetune(model, codec: GuardCodec, records: list[dict], out: str | Path, cfg
         from tqdm import tqdm
 
         bar = tqdm(total=cfg.steps, initial=step, desc="train", unit="step")
-    with _stop_requests(world == 1) as stop:
+    with _stop_requests(world == 1) as stop, _eager_attention(model):
         while step < cfg.steps:
             opt.zero_grad(set_to_none=True)
             total = 0.0
@@ -338,8 +350,6 @@ def finetune(model, codec: GuardCodec, records: list[dict], out: str | Path, cfg
                                       f"{out} resumes it: run the same command again")
     if bar:
         bar.close()
-    if attn == "sdpa" and hasattr(model, "set_attn_implementation"):
-        model.set_attn_implementation(attn)
     model.eval()
     return {"steps": step, "last_loss": losses[-1] if losses else None, "seconds": round(time.time() - t0, 1)}
 

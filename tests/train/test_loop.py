@@ -45,7 +45,10 @@ def test_finetune_learns_and_resumes(model_and_codec, tmp_path):
     model, codec = model_and_codec
     before = [_loss(model, codec, r) for r in RECORDS]
     cfg = TrainConfig(steps=3, lr=1e-2, accum=2, save_every=1, bf16=False)
+    attn = model.config._attn_implementation
+    assert attn == "sdpa"  # the setting training swaps out
     assert finetune(model, codec, RECORDS, tmp_path, cfg, progress=False)["steps"] == 3
+    assert model.config._attn_implementation == attn  # trained with eager attention, the model's own setting back
     finetune(model, codec, RECORDS, tmp_path, TrainConfig(steps=6, lr=1e-2, accum=2, save_every=1, bf16=False), progress=False)
     after = [_loss(model, codec, r) for r in RECORDS]
     assert sum(after) < 0.9 * sum(before), (before, after)  # it learns (the bar is loose: a tiny random model, 6 steps)
