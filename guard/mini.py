@@ -59,7 +59,7 @@ class MiniRecipe:
     teacher_lora_r: int | None = None
     teacher_lora_alpha: float | None = None
     teacher_save_every: int = 10  # optimizer steps between resumable checkpoints
-    teacher_bf16: bool = False  # bf16 autocast for the teacher (1.5x faster with AVX512-BF16; the weights stay fp32)
+    teacher_bf16: bool = False  # bf16 autocast for the teacher, weights fp32 (faster on AVX512-BF16: compression.md)
     # whole sources never used for training, checkpoint choice or tuning (split 'heldout' of `guard data build`);
     # train.py refuses a training file that contains any of them
     heldout_sources: tuple[str, ...] = ()
