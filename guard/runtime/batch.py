@@ -272,7 +272,7 @@ def run_batch(guard, in_path: str | Path, out_path: str | Path | BatchOutput, ma
 
     log = log if log is not None else sys.stderr
     in_path, out = Path(in_path), out_path
-    counts = {"safe": 0, "unsafe": 0, "indeterminate": 0, "errors": 0, "skipped_done": 0}
+    counts = new_counts()
     with open(in_path, "rb") as fin:
         lines = tqdm(read_lines(fin, max_line_bytes), total=_count_lines(in_path), disable=not progress, unit="line",
                      file=log)
@@ -293,6 +293,11 @@ def run_batch(guard, in_path: str | Path, out_path: str | Path | BatchOutput, ma
                 record = _error(log, in_path, lineno, rid, f"internal error: {type(e).__name__}: {e}"[:300], counts)
             out.write(record)
     return counts
+
+
+def new_counts() -> dict:
+    """What every batch path returns: verdicts by decision, error lines, and lines skipped as already done."""
+    return {"safe": 0, "unsafe": 0, "indeterminate": 0, "errors": 0, "skipped_done": 0}
 
 
 def requests(lines, max_line_bytes: int, done, counts: dict):

@@ -43,10 +43,9 @@ class GuardActor:
 def read_requests(in_path: Path, done: set, max_line_bytes: int, log):
     """-> (rows to classify, {line: error record}, counts): the batch path's parsing, id and resume rules
     (guard.runtime.batch): ids keep their JSON type, a repeated id is an error line, ids in ``done`` are skipped."""
-    from guard.runtime.batch import read_lines, requests
+    from guard.runtime.batch import new_counts, read_lines, requests
 
-    rows, errors = [], {}
-    counts = {"safe": 0, "unsafe": 0, "indeterminate": 0, "errors": 0, "skipped_done": 0}
+    rows, errors, counts = [], {}, new_counts()
     with open(in_path, "rb") as fh:
         for lineno, rid, req, err in requests(read_lines(fh, max_line_bytes), max_line_bytes, done, counts):
             if err is None and "image" in req:
