@@ -4,9 +4,9 @@
       The teacher choice: both teachers (eager, float) on the held-out sources; the one with the higher AUPRC is kept
       for distillation. Run it once, when the teacher stage is done and before the prune stage.
   python models/guard-mini/evaluate.py build --data DATA [--artefacts models/guard-mini/next] [--name next] [--build DIR]
-      The build's card: the .pte as it ships (8da4w, calibrated) and its teacher (eager) on the held-out sources,
-      the first 1,000 in-distribution test records and the adversarial suite (benchmarks/adversarial/suite.jsonl);
-      each against issue 18's targets and the rule for replacing the shipped v5.
+      The build's card: the .pte as it ships (8da4w, calibrated) on the held-out sources, and the .pte and its
+      teacher (eager) on the first 1,000 in-distribution test records and on the adversarial suite
+      (benchmarks/adversarial/suite.jsonl); each against issue 18's targets and the rule for replacing v5.
 
 DATA is a `guard data build` directory (heldout.jsonl, test.jsonl). Every part is one `guard eval` run written to
 benchmarks/results/guard_mini_NAME_PART.{json,md}; the summary goes to guard_mini_NAME_card.{json,md,png}. A part
@@ -27,7 +27,10 @@ from guard.errors import GuardError
 
 ROOT = Path(__file__).resolve().parents[2]
 SUITE = ROOT / "benchmarks" / "adversarial" / "suite.jsonl"
-PARTS = {"heldout": ("heldout.jsonl", None), "test1000": ("test.jsonl", 1000), "adversarial": (None, None)}
+# part: (file in DATA or None for the adversarial suite, first N records, the build's models it runs). The teacher's
+# held-out numbers come from the teacher choice (guard_mini_NAME_teacher_heldout): its targets read the .pte only.
+PARTS = {"heldout": ("heldout.jsonl", None, ("pte",)), "test1000": ("test.jsonl", 1000, ("pte", "teacher")),
+         "adversarial": (None, None, ("pte", "teacher"))}
 OPS = {">=": operator.ge, "<=": operator.le, "<": operator.lt}
 
 # (what, part, model, metric, op, target): issue 18's "must show" for a build
@@ -52,7 +55,7 @@ REPLACE_V5 = [
 def records_of(data: Path, part: str, limit: int | None) -> tuple[str, list[dict]]:
     from guard.train.data import load_jsonl
 
-    name, first = PARTS[part]
+    name, first, _ = PARTS[part]
     path = SUITE if name is None else data / name
     if not path.is_file():
         raise GuardError(f"{path} not found: DATA must be a `guard data build` directory")
@@ -160,7 +163,8 @@ def build_card(a, command: str) -> int:
     mini = a.build or a.work / f"mini-{a.name}"
     pte = mini / "model.pte" if is_current(mini, a.artefacts) else build(mini, a.artefacts)
     models = {"pte": pte, "teacher": teacher_dir(a.artefacts, a.work, a.name)}
-    results = {part: run_part(a.results, a.name, part, models, a.data, a.limit, command) for part in PARTS}
+    results = {part: run_part(a.results, a.name, part, {k: models[k] for k in who}, a.data, a.limit, command)
+               for part, (_, _, who) in PARTS.items()}
     card = {"name": a.name, "artefacts": str(a.artefacts), "data": str(a.data), "limit": a.limit, "command": command,
             "environment": environment(), "models": {k: str(v) for k, v in models.items()}, "parts": list(PARTS),
             "targets": check(TARGETS, results, models), "replace_v5": check(REPLACE_V5, results, models)}
