@@ -104,9 +104,9 @@ def card_markdown(card: dict) -> str:
     f = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
     lines = [f"# guard-mini {card['name']}: issue 18's measurements", "",
              f"- artefacts: `{card['artefacts']}`; data: `{card['data']}`" + (f"; first {card['limit']} records of each part (smoke run)" if card["limit"] else ""),
-             f"- models: " + ", ".join(f"{k} `{v}`" for k, v in card["models"].items()),
+             "- models: " + ", ".join(f"{k} `{v}`" for k, v in card["models"].items()),
              f"- command: `{card['command']}`", f"- environment: {json.dumps(card['environment'])}",
-             f"- parts: " + ", ".join(f"`guard_mini_{card['name']}_{p}.md`" for p in card["parts"]), "",
+             "- parts: " + ", ".join(f"`guard_mini_{card['name']}_{p}.md`" for p in card["parts"]), "",
              "| issue 18 target | measured | target | met |", "|---|---|---|---|"]
     lines += [f"| {r['what']} | {f(r['value'])} | {r['op']} {r['target']} | {'yes' if r['met'] else '**no**'} |" for r in card["targets"]]
     lines += ["", f"Replaces v5 (rule written before any result): **{'yes' if card['replaces_v5'] else 'no'}**", "",
