@@ -38,10 +38,15 @@ def test_targets_and_the_replacement_rule():
     assert "Replaces v5 (rule written before any result): **no**" in md and "| held-out recall on unsafe | 0.849 |" in md
 
 
-def test_bad_data_is_one_line(tmp_path, capsys):
+def test_bad_arguments_are_one_line_before_anything_is_built(tmp_path, capsys):
     ev = _evaluate_module()
     assert ev.main(["build", "--data", str(tmp_path), "--build", str(tmp_path / "none"), "--limit", "0"]) == 1
     assert capsys.readouterr().err.strip() == "evaluate.py: --limit must be at least 1"
+    for what in ("build", "teacher"):
+        assert ev.main([what, "--data", str(tmp_path), "--build", str(tmp_path / "none"), "--work", str(tmp_path / "w")]) == 1
+        assert capsys.readouterr().err.strip() == (f"evaluate.py: {tmp_path / 'heldout.jsonl'} not found: DATA must be a "
+                                                   "`guard data build` directory")
+        assert not (tmp_path / "none").exists() and not (tmp_path / "w").exists()
 
 
 @pytest.mark.slow
@@ -73,3 +78,9 @@ def test_card_and_teacher_choice_end_to_end(tmp_path, capsys):
     choice = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert choice["keep"] in ("next", "baseline") and set(choice["auprc"]) == {"next", "baseline"}
     assert not (ARTEFACTS / "teacher_choice.json").exists()  # a smoke run (--limit) decides nothing
+    built = (tmp_path / "work" / "teacher-t" / "model.safetensors").stat().st_mtime_ns
+    assert ev.teacher_dir(ARTEFACTS, tmp_path / "work", "t").samefile(tmp_path / "work" / "teacher-t")
+    assert (tmp_path / "work" / "teacher-t" / "model.safetensors").stat().st_mtime_ns == built  # current: kept
+    (tmp_path / "work" / "teacher-t" / "artefacts.sha256").write_text("other artefacts")
+    ev.teacher_dir(ARTEFACTS, tmp_path / "work", "t")
+    assert (tmp_path / "work" / "teacher-t" / "model.safetensors").stat().st_mtime_ns != built  # stale: rebuilt

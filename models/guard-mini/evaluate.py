@@ -52,13 +52,18 @@ REPLACE_V5 = [
 ]
 
 
-def records_of(data: Path, part: str, limit: int | None) -> tuple[str, list[dict]]:
-    from guard.train.data import load_jsonl
-
-    name, first, _ = PARTS[part]
+def data_path(data: Path, part: str) -> Path:
+    name = PARTS[part][0]
     path = SUITE if name is None else data / name
     if not path.is_file():
         raise GuardError(f"{path} not found: DATA must be a `guard data build` directory")
+    return path
+
+
+def records_of(data: Path, part: str, limit: int | None) -> tuple[str, list[dict]]:
+    from guard.train.data import load_jsonl
+
+    path, first = data_path(data, part), PARTS[part][1]
     return str(path), load_jsonl(path)[: min((x for x in (first, limit) if x), default=None)]
 
 
@@ -136,11 +141,17 @@ def chart(card: dict, path: Path) -> None:
 
 
 def teacher_dir(artefacts: Path, work: Path, tag: str) -> Path:
-    from guard.mini import build_hf
+    """The artefacts' teacher as a Hugging Face directory, rebuilt when the artefacts changed since it was built."""
+    import shutil
 
-    out = work / f"teacher-{tag}"
-    if not (out / "model.safetensors").is_file():
+    from guard.mini import artefact_digest, build_hf
+
+    out, digest = work / f"teacher-{tag}", artefact_digest(artefacts)
+    stamp = out / "artefacts.sha256"
+    if not stamp.is_file() or stamp.read_text() != digest:
+        shutil.rmtree(out, ignore_errors=True)
         build_hf(out, artefacts, stage="teacher")
+        stamp.write_text(digest)
     return out
 
 
@@ -194,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if a.limit is not None and a.limit < 1:
             raise GuardError("--limit must be at least 1")
+        for part in ("heldout",) if a.what == "teacher" else PARTS:  # before anything is built
+            data_path(a.data, part)
         return (choose_teacher if a.what == "teacher" else build_card)(a, command)
     except GuardError as e:
         print(f"evaluate.py: {e}", file=sys.stderr)
