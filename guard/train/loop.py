@@ -43,13 +43,21 @@ class TrainConfig:
     save_every: int = 40
     head_refresh: int = 16  # recompute the no-grad policy-head KV every this many examples
     seed: int = 0
-    bf16: bool = True
+    bf16: bool = True  # bf16 autocast where the CPU multiplies bf16 natively (bf16_native); float32 elsewhere
     decay_from: int | None = None  # constant lr until this step, then linear decay to 0 at ``steps`` (None: constant)
     category_weight: float = 1.0  # weight of the category tokens' mean CE against the decision token's (verdict_loss)
 
     def __post_init__(self):
         if self.decay_from is not None and not 0 <= self.decay_from < self.steps:
             raise GuardError(f"--decay-from {self.decay_from} out of range: choose 0..{self.steps - 1} (below --steps)")
+
+
+def bf16_native() -> bool:
+    """True when this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX). Elsewhere oneDNN emulates bf16 and
+    autocast is far slower than float32: on an AVX2-only AMD EPYC (Zen 3) one rank-64 teacher step took 191 s in
+    bf16 against 8-11 s on the AVX-512 EPYC machines of earlier runs (docs/compression.md, "bf16 only where the CPU has it")."""
+    cpu = torch.cpu
+    return any(getattr(cpu, f, lambda: False)() for f in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
 
 
 def lr_at(cfg: TrainConfig, step: int) -> float:
@@ -293,6 +301,9 @@ def finetune(model, codec: GuardCodec, records: list[dict], out: str | Path, cfg
     caches: dict = {}
     t_caches: dict = {}
     losses, t0, step0 = [], time.time(), step
+    bf16 = cfg.bf16 and bf16_native()
+    if cfg.bf16 and not bf16:
+        log.warning("this CPU has no native bf16 (AVX512-BF16/AMX): training in float32, not bf16 autocast")
     bar = None
     if progress and rank == 0:
         from tqdm import tqdm
@@ -311,7 +322,7 @@ def finetune(model, codec: GuardCodec, records: list[dict], out: str | Path, cfg
                     key = tuple(head)
                     if key not in caches or (step * cfg.accum + a) % cfg.head_refresh == 0:
                         caches[key] = _head_cache(model, head)
-                    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+                    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                         loss, logits = verdict_loss(model, copy.deepcopy(caches[key]), body, target, len(head),
                                                     cfg.category_weight)
                     if teacher is not None:
@@ -340,7 +351,7 @@ def finetune(model, codec: GuardCodec, records: list[dict], out: str | Path, cfg
                     f.write(json.dumps({"step": step, "loss": sum(recent) / len(recent),
                                         "lr": lr_at(cfg, step - 1), "elapsed_s": round(time.time() - t0, 1),
                                         "s_per_step": round((time.time() - t0) / (step - step0), 2),
-                                        "loadavg": os.getloadavg()[0]}) + "\n")
+                                        "loadavg": os.getloadavg()[0], "bf16": bf16}) + "\n")
                 if on_save is not None:
                     on_save(model, step)
             if stop and step < cfg.steps:
