@@ -55,7 +55,7 @@ class TrainConfig:
 def bf16_native() -> bool:
     """True when this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX). Elsewhere oneDNN emulates bf16 and
     autocast is far slower than float32: on an AVX2-only AMD EPYC (Zen 3) one rank-64 teacher step took 191 s in
-    bf16 against 8-11 s on the AVX-512 EPYC machines of earlier runs (docs/compression.md, "bf16 only where the CPU has it")."""
+    bf16 and 12.7 s in float32 (docs/compression.md, "bf16 only where the CPU has it")."""
     cpu = torch.cpu
     return any(getattr(cpu, f, lambda: False)() for f in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
 
