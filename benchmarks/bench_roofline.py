@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from bench_1b_shape import SHAPE  # noqa: E402
 
-from guard.bench.schema import command, environment  # noqa: E402
+from guard.bench.schema import command, describe, environment  # noqa: E402
 
 TARGETS = {"ttft_s": 0.25, "verdict_ms": 120.0, "decode_tok_s": 91.9}  # issue 22
 LONG_TARGET_S = 2.0  # issue 18: a 4,000-token prompt on guard-mini
@@ -123,9 +123,9 @@ def markdown(doc: dict) -> str:
             ("decode (tok/s)", "decode_tok_s", "{:.1f}", ">=")]
     out = ["# Roofline: the least time this machine allows for the Llama Guard 3-1B shape (issue 22)", "",
            f"- command: `{doc['command']}`; measured numbers from `{doc['measured_from']}`",
-           f"- machine: {doc['environment']['machine']['cpu']} (family {doc['cpu_family']}, model {doc['cpu_model']}), "
-           f"{doc['environment']['machine']['cores']} cores, load average {doc['environment']['machine']['load_avg']}",
-           f"- peaks measured here ({p['n']} threads, best of 5): int8 {p['int8_gmac_s']:.0f} GMAC/s (AVX-512 VNNI), "
+           f"- machine: {describe({k: doc.get(k) for k in ('cpu_family', 'cpu_model')} | doc['environment']['machine'])}, load average {doc['environment']['machine']['load_avg']}",
+           f"- peaks measured here ({p['n']} threads, best of 5): int8 {p['int8_gmac_s']:.0f} GMAC/s ("
+           f"{', '.join(doc['environment']['machine'].get('isa') or ['AVX-512 VNNI'])}), "
            f"fp32 {p['fp32_gflop_s']:.0f} GFLOP/s, memory read {p['read_gb_s']:.1f} GB/s; one thread: "
            + ", ".join(f"{k} {v}" for k, v in p['all'][0].items() if k != 'n'),
            f"- model: {doc['shape']['n_layers']} layers, dim {doc['shape']['dim']}, MLP {doc['shape']['hidden_dim']}: "
@@ -193,12 +193,9 @@ def main() -> int:
     a = ap.parse_args()
     lm = json.loads(a.measured.read_text())
     et, lc = lm["executorch"], lm["llama_cpp"]
-    cpu = {k: next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith(k)), "?")
-           for k in ("cpu family", "model\t")}
     p = peaks(a.threads)
     c = shape_costs(SHAPE)
-    doc = {"command": command(), "environment": environment(a.threads), "cpu_family": cpu["cpu family"],
-           "cpu_model": cpu["model\t"], "measured_from": str(a.measured.relative_to(ROOT) if a.measured.is_absolute()
+    doc = {"command": command(), "environment": environment(a.threads), "measured_from": str(a.measured.relative_to(ROOT) if a.measured.is_absolute()
                                                             and ROOT in a.measured.parents else a.measured),
            "shape": SHAPE, "costs": c, "peaks": p, "targets": TARGETS,
            "bounds": bounds(p, c, et["n_full"], et["verdict_prefilled_tokens"], et["n_head"]),

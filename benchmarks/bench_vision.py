@@ -140,8 +140,10 @@ def bench(m: dict, runs: int) -> dict:
 
 
 def markdown(doc: dict) -> str:
+    from guard.bench.schema import describe
+
     m, v = doc["machine"], doc["versions"]
-    lines = ["# Vision guard measurements", "", f"- machine: {m['cpu']}, {m['cores']} cores, {m['os']} {m['arch']}; "
+    lines = ["# Vision guard measurements", "", f"- machine: {describe(m)}; "
              f"load average at start {doc['load_avg_start']}, at end {doc['load_avg_end']} (other jobs share the CPU)",
              "- versions: " + ", ".join(f"{k} {x}" for k, x in v.items() if x), f"- command: `{doc['command']}`", "",
              "## A. Preprocessing at the Llama Guard 3-11B-Vision settings (560-pixel tiles, up to 4)", "",

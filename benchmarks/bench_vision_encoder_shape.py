@@ -117,7 +117,7 @@ def main() -> int:
     args = p.parse_args()
     suffix = "" if args.quant == "none" else f"_{args.quant}"
     sys.path.insert(0, str(ROOT))
-    from guard.bench.schema import machine, versions
+    from guard.bench.schema import describe, machine, versions
 
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -160,7 +160,7 @@ def main() -> int:
     (RESULTS / f"bench_vision_encoder_shape{suffix}.json").write_text(json.dumps(doc, indent=1) + "\n")
     m = doc["machine"]
     md = [f"# Image encode at the Llama Guard 3-11B-Vision shape (reduced depth, extrapolated; {args.quant})", "",
-          f"- machine: {m['cpu']}, {m['cores']} cores, {m['os']}; load average after each config: "
+          f"- machine: {describe(m)}; load average after each config: "
           + ", ".join(f"{n} {r['load_avg']}" for n, r in rows.items()) + " (shared CPU)",
           "- versions: " + ", ".join(f"{k} {x}" for k, x in doc["versions"].items() if x), f"- command: `{doc['command']}`",
           "- one image, 4 tiles of 560 px (6,404 vision tokens), random weights, " + ("fp32" if args.quant == "none" else

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from guard.bench.schema import TARGET_DECODE_TOK_S, TARGET_TTFT_S
+from guard.bench.schema import TARGET_DECODE_TOK_S, TARGET_TTFT_S, describe
 
 
 def read(paths) -> list[dict]:
@@ -38,8 +38,7 @@ def markdown(docs: list[dict]) -> str:
     for d in docs:
         m, v = d["machine"], d["versions"]
         out += [f"## {label(d)} ({d['backend']})", "",
-                f"- model: `{d['model']}`", f"- machine: {m['cpu']}, {m['cores']} cores, {m['threads']} threads, "
-                f"{m['os']} {m['arch']}, load average {m['load_avg']}",
+                f"- model: `{d['model']}`", f"- machine: {describe(m)}, load average {m['load_avg']}",
                 f"- versions: " + ", ".join(f"{k} {x}" for k, x in v.items() if x),
                 f"- command: `{d['command']}`; {d['config']['runs']} runs after {d['config']['warmup']} warm-up", "",
                 "| message tokens | prompt tokens | load (ms) | TTFT (s) | prefill tok/s | decode tok/s | verdict, head cached (ms) | peak RSS (MB) | decode >= 30 tok/s | TTFT <= 2.5 s |",

@@ -10,6 +10,7 @@ import os
 import platform
 import statistics
 import sys
+from pathlib import Path
 
 SCHEMA = "guard-bench-1"
 TARGET_DECODE_TOK_S = 30.0
@@ -33,16 +34,40 @@ def summarize(values: list[float]) -> dict:
     return {"median": round(statistics.median(v), 3), "p10": round(q(0.1), 3), "p90": round(q(0.9), 3), "n": len(v)}
 
 
+ISA = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_bf16", "amx_int8")  # what the CPU kernels pick
+
+
+def cpu_info(text: str) -> dict:
+    """Name, family/model and the instruction-set extensions (of ``ISA``) of the first processor in /proc/cpuinfo.
+    Two "AMD EPYC" machines here differ by AVX-512 and native bf16, and so by 2x in bf16 training: results say which."""
+    first = {}
+    for line in text.split("\n\n", 1)[0].splitlines():
+        k, _, v = line.partition(":")
+        first.setdefault(k.strip(), v.strip())
+    flags = set(first.get("flags", "").split())
+    return {"cpu": first.get("model name", "?"), "cpu_family": first.get("cpu family"), "cpu_model": first.get("model"),
+            "isa": [f for f in ISA if f in flags]}
+
+
 def machine(threads: int | None = None) -> dict:
-    cpu = "?"
     try:
-        cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+        cpu = cpu_info(Path("/proc/cpuinfo").read_text())
     except OSError:
-        pass
-    info = {"cpu": cpu, "cores": os.cpu_count(), "available_cores": len(os.sched_getaffinity(0)),
+        cpu = {"cpu": "?", "cpu_family": None, "cpu_model": None, "isa": []}
+    return {**cpu, "cores": os.cpu_count(), "available_cores": len(os.sched_getaffinity(0)),
             "threads": threads, "os": f"{platform.system()} {platform.release()}", "arch": platform.machine(),
             "load_avg": [round(x, 2) for x in os.getloadavg()]}
-    return info
+
+
+def describe(m: dict) -> str:
+    """One line for a results file: 'AMD EPYC (family 25, model 1; avx2), 2 cores, 2 threads, Linux 6.1 x86_64'.
+    Records written before the ISA was recorded render without it."""
+    cpu = m.get("cpu", "?")
+    if m.get("cpu_family") is not None:
+        isa = "" if "isa" not in m else f"; {', '.join(m['isa']) or 'no AVX2'}"
+        cpu += f" (family {m['cpu_family']}, model {m['cpu_model']}{isa})"
+    threads = f", {m['threads']} threads" if m.get("threads") else ""
+    return f"{cpu}, {m.get('cores')} cores{threads}, {m.get('os', '?')} {m.get('arch', '')}".rstrip()
 
 
 def versions() -> dict:

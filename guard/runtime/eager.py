@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
@@ -11,6 +12,16 @@ from guard.errors import GuardError
 from guard.format.tokenizer import Tokenizer
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+log = logging.getLogger(__name__)
+
+
+def bf16_native() -> bool:
+    """True when this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX). Elsewhere oneDNN emulates bf16 and
+    autocast is far slower than float32: on an AVX2-only AMD EPYC (Zen 3) one rank-64 teacher step took 191 s in
+    bf16 and 12.7 s in float32 (docs/compression.md, "bf16 only where the CPU has it"). Training uses it to choose;
+    the eager backend warns when asked for bf16 without it."""
+    cpu = torch.cpu
+    return any(getattr(cpu, f, lambda: False)() for f in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
 
 
 def load_hf_model(path: str | Path, dtype: str = "fp32", cls=None):
@@ -20,6 +31,8 @@ def load_hf_model(path: str | Path, dtype: str = "fp32", cls=None):
         from transformers import AutoModelForCausalLM as cls
     if dtype not in DTYPES:
         raise GuardError(f"unknown dtype {dtype!r} (choose from {', '.join(DTYPES)})")
+    if dtype == "bf16" and not bf16_native():
+        log.warning("this CPU has no native bf16 (AVX512-BF16/AMX): bf16 runs emulated, usually slower than fp32")
     try:
         model = cls.from_pretrained(str(path), dtype=DTYPES[dtype], use_safetensors=True)
     except Exception as e:

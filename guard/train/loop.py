@@ -29,6 +29,7 @@ from guard.errors import GuardError
 from guard.train.lora import shared_weights
 from guard.format.prompt import END_HEADER, EOT, START_HEADER, body_plain, conversation, head_text, role_of
 from guard.format.tokenizer import BOS
+from guard.runtime.eager import bf16_native
 
 log = logging.getLogger(__name__)
 CHATML = {BOS: None, START_HEADER: "<|im_start|>", END_HEADER: "\n", EOT: "<|im_end|>"}  # Llama 3 -> SmolLM2 chat tokens
@@ -50,14 +51,6 @@ class TrainConfig:
     def __post_init__(self):
         if self.decay_from is not None and not 0 <= self.decay_from < self.steps:
             raise GuardError(f"--decay-from {self.decay_from} out of range: choose 0..{self.steps - 1} (below --steps)")
-
-
-def bf16_native() -> bool:
-    """True when this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX). Elsewhere oneDNN emulates bf16 and
-    autocast is far slower than float32: on an AVX2-only AMD EPYC (Zen 3) one rank-64 teacher step took 191 s in
-    bf16 and 12.7 s in float32 (docs/compression.md, "bf16 only where the CPU has it")."""
-    cpu = torch.cpu
-    return any(getattr(cpu, f, lambda: False)() for f in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
 
 
 def lr_at(cfg: TrainConfig, step: int) -> float:

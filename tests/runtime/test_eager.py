@@ -34,6 +34,26 @@ def test_bf16_close_to_fp32(tiny_model_dir):
     assert next(bf16.model.parameters()).dtype.is_floating_point and str(next(bf16.model.parameters()).dtype) == "torch.bfloat16"
 
 
+@pytest.mark.parametrize("native", [False, True])
+def test_bf16_warns_only_where_the_cpu_emulates_it(tiny_model_dir, monkeypatch, native):
+    """--dtype bf16 is the user's choice; on a CPU without native bf16 (emulated, usually slower than fp32) it warns."""
+    import logging
+
+    import guard.runtime.eager as eager
+
+    warned = []
+    handler = logging.Handler()
+    handler.emit = lambda r: warned.append(r.getMessage())
+    monkeypatch.setattr(eager, "bf16_native", lambda: native)
+    eager.log.addHandler(handler)
+    try:
+        EagerRunner(tiny_model_dir, dtype="bf16")
+        EagerRunner(tiny_model_dir)  # fp32 never warns
+    finally:
+        eager.log.removeHandler(handler)
+    assert sum("no native bf16" in w for w in warned) == (0 if native else 1)
+
+
 def test_safetensors_preferred_over_pickle(tiny_copy):
     (tiny_copy / "pytorch_model.bin").write_bytes(b"not a pickle, must never be read")
     runner = EagerRunner(tiny_copy)  # loads the safetensors, ignores the .bin
