@@ -43,10 +43,6 @@ def load() -> list[float]:
     return machine()["load_avg"]
 
 
-def machine_line(m: dict) -> str:
-    return f"{m['cpu']}, {m['cores']} cores, {m['os']}"
-
-
 def checkpoint(work: Path) -> Path:
     from guard.testing import make_checkpoint, tiny
 
@@ -160,11 +156,13 @@ def measure_llama_cpp(llama_cpp: Path, model: Path, shape: dict, args) -> dict:
 
 
 def markdown(r: dict) -> str:
+    from guard.bench.schema import describe
+
     e, l = r["executorch"], r.get("llama_cpp")
     rows = [("TTFT, full guard prompt (s)", "ttft_s", True), ("prefill (tok/s)", "prefill_tok_s", False),
             ("decode (tok/s)", "decode_tok_s", False), ("verdict, 40-token message, prefix cached (ms)", "verdict_ms", True)]
     lines = [f"# ExecuTorch .pte vs llama.cpp, Llama Guard 3-1B shape (random weights)", "",
-             f"- machine: {machine_line(r['environment']['machine'])}", f"- versions: " + ", ".join(f"{k} {v}" for k, v in r["environment"]["versions"].items())
+             f"- machine: {describe(r['environment']['machine'])}", f"- versions: " + ", ".join(f"{k} {v}" for k, v in r["environment"]["versions"].items())
              + (f", llama.cpp: {l.get('source', l['build'])}" if l else ""),
              f"- command: `{r['command']}`", f"- load average (1/5/15 min) before: {r['load_before']}, after: {r['load_after']}",
              f"- prompt: {e['n_full']} tokens ({e['n_head']} policy head + {e['n_body']} request incl. the forced \"\\n\\n\"), message {e['n_message']} tokens",

@@ -31,9 +31,9 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "bench_decode_scaling")
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from bench_1b_shape import load, machine_line
+    from bench_1b_shape import load
 
-    from guard.bench.schema import environment
+    from guard.bench.schema import describe, environment
 
     from guard.export import ExportConfig, export_model
     from guard.runtime.pte import PteRunner
@@ -62,7 +62,7 @@ def main() -> int:
     r["load_after"] = load()
     args.out.with_suffix(".json").write_text(json.dumps(r, indent=2) + "\n")
     lines = ["# Decode step cost vs KV-cache length (4 fp32 layers x 2048, pruned vocabulary)", "",
-             f"- machine: {machine_line(r['environment']['machine'])}", f"- command: `{r['command']}`",
+             f"- machine: {describe(r['environment']['machine'])}", f"- command: `{r['command']}`",
              f"- load average before: {r['load_before']}, after: {r['load_after']}",
              "- reference (issue #3, plain static cache, pip runtime): 115 tok/s at 128 slots, 24 tok/s at 1024 "
              "(a different layer configuration, so compare the ratio, not the absolute numbers)",

@@ -40,6 +40,7 @@ LOAD_CHILD = """
 import json, resource, sys, time
 import numpy, tokenizers
 import guard.eval.calibrate, guard.format.prompt, guard.runtime.load, guard.runtime.pte
+from guard.bench.schema import describe
 from guard.runtime import etlite
 etlite.library()  # the runtime library and the modules, loaded before the clock starts (as in `guard bench`)
 cpu = lambda: sum(resource.getrusage(resource.RUSAGE_SELF)[:2])
@@ -115,7 +116,7 @@ def targets(r: dict) -> list[tuple]:
 def markdown(r: dict) -> str:
     env = r["environment"]
     lines = ["# Issue 22, the last mile: every target in one run", "",
-             f"- machine: {b1.machine_line(env['machine'])}; versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()),
+             f"- machine: {describe(env['machine'])}; versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()),
              f"- command: `{r['command']}`; etlite: {r.get('etlite_source', 'guard/runtime/etlite.cpp')}",
              f"- load average (1/5/15 min): start {r['load']['start']}, after start-up {r['load']['after_startup']}, "
              f"after the 1B cold runs {r['load'].get('after_classify_1b', '-')}, end {r['load']['end']}",
