@@ -40,7 +40,6 @@ LOAD_CHILD = """
 import json, resource, sys, time
 import numpy, tokenizers
 import guard.eval.calibrate, guard.format.prompt, guard.runtime.load, guard.runtime.pte
-from guard.bench.schema import describe
 from guard.runtime import etlite
 etlite.library()  # the runtime library and the modules, loaded before the clock starts (as in `guard bench`)
 cpu = lambda: sum(resource.getrusage(resource.RUSAGE_SELF)[:2])
@@ -114,6 +113,8 @@ def targets(r: dict) -> list[tuple]:
 
 
 def markdown(r: dict) -> str:
+    from guard.bench.schema import describe
+
     env = r["environment"]
     lines = ["# Issue 22, the last mile: every target in one run", "",
              f"- machine: {describe(env['machine'])}; versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()),
