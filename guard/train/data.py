@@ -19,11 +19,11 @@ import hashlib
 import json
 import os
 import random
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from guard.errors import GuardError
+from guard.train.dedup import words
 from guard.train.examples import Example, prompt as _p, read_rows as _jsonl, response as _r  # noqa: F401
 from guard.fsutil import atomic_dir
 
@@ -155,7 +155,8 @@ def _readers():
 
 
 def normalise(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", " ", text.lower()).strip()
+    """Lower case, every run of characters other than ``[a-z0-9]`` one space, stripped."""
+    return " ".join(words(text))
 
 
 def key_of(ex: Example) -> str:

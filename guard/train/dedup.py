@@ -8,7 +8,6 @@ Deterministic: the hash is crc32 (not Python's salted ``hash``) and the permutat
 
 from __future__ import annotations
 
-import re
 import zlib
 
 import numpy as np
@@ -17,11 +16,21 @@ N_PERM, BANDS = 32, 8  # 8 bands of 4 rows: a pair at Jaccard 0.7 becomes a cand
 _P = (1 << 31) - 1
 
 
+_ALNUM = bytes(range(48, 58)) + bytes(range(97, 123))
+_SPACE_OUT = bytes(c if c in _ALNUM else 32 for c in range(256))  # bytes.translate: every byte but [a-z0-9] is a space
+
+
+def words(text: str) -> list[str]:
+    """The runs of ``[a-z0-9]`` in ``text.lower()``: ``re.findall(r"[a-z0-9]+", text.lower())``, 3x faster (any
+    non-ASCII character becomes ``?`` and then a space)."""
+    return text.lower().encode("ascii", "replace").translate(_SPACE_OUT).decode("ascii").split()
+
+
 def shingles(text: str, n: int = 3) -> set[int]:
-    words = re.sub(r"[^a-z0-9]+", " ", text.lower()).split()
-    if len(words) < n:
-        return {zlib.crc32(" ".join(words).encode())}
-    return {zlib.crc32(" ".join(words[i:i + n]).encode()) for i in range(len(words) - n + 1)}
+    w = words(text)
+    if len(w) < n:
+        return {zlib.crc32(" ".join(w).encode())}
+    return {zlib.crc32(" ".join(w[i:i + n]).encode()) for i in range(len(w) - n + 1)}
 
 
 def jaccard(a: set, b: set) -> float:

@@ -38,6 +38,33 @@ def test_labels_categories_and_negatives(records):
     assert 12000 < sum(r["split"] == "train" for r in records) < 25000
 
 
+@needs_data
+def test_collect_keeps_heldout_out_of_training(records):
+    from guard.train.sources import HELDOUT_SOURCES
+
+    held = [r for r in records if r["split"] == "heldout"]
+    assert {r["source"] for r in held} == set(HELDOUT_SOURCES)
+    texts = {normalise(r["messages"][0]["content"]) for r in held}
+    rest = [r for r in records if r["split"] != "heldout"]
+    assert not {r["source"] for r in rest} & set(HELDOUT_SOURCES)
+    assert not [r for r in rest if normalise(r["messages"][0]["content"]) in texts]
+
+
+def test_normalise_is_its_regex_definition():
+    """normalise and dedup.words run on bytes.translate for speed; they must equal the regex they replace, on any text."""
+    import random
+    import re
+
+    from guard.train.dedup import words
+
+    rng = random.Random(0)
+    alphabet = "aZ09 \t\n\x1c\x85\u00a0\u3000éİK\u212aß-_.!😀\x00\x7f\ud800"
+    for _ in range(20000):
+        t = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 20)))
+        assert normalise(t) == re.sub(r"[^a-z0-9]+", " ", t.lower()).strip(), repr(t)
+        assert words(t) == re.findall(r"[a-z0-9]+", t.lower()), repr(t)
+
+
 def test_split_is_a_function_of_the_text():
     ex = Example((("user", "How do I bake bread?"),), "safe", (), "a")
     ex2 = Example((("user", "how do i bake  BREAD"),), "safe", (), "b")
@@ -76,10 +103,11 @@ def test_bad_root_and_bad_records(tmp_path):
         load_jsonl(empty)
 
 
+@pytest.mark.slow
 @needs_data
 def test_cli_data_build_is_deterministic(records, tmp_path):
-    """`guard data build` writes what a second, independent collect() returned, split by split (one build, not two:
-    the full corpus takes ~20 s a build on this CPU)."""
+    """`guard data build` writes what a second, independent collect() returned, split by split (slow: a second
+    full-corpus build, ~15 s on this CPU)."""
     from guard.cli import main
 
     assert main(["data", "build", "--root", str(ROOT), "--out", str(tmp_path / "d")]) == 0
@@ -88,4 +116,10 @@ def test_cli_data_build_is_deterministic(records, tmp_path):
         assert load_jsonl(tmp_path / "d" / f"{split}.jsonl") == [r for r in records if r["split"] == split]
     stats = json.loads((tmp_path / "d" / "stats.json").read_text())
     assert stats["total"] == len(records) and stats["dropped"]
+
+
+def test_cli_data_build_bad_root(tmp_path, capsys):
+    from guard.cli import main
+
     assert main(["data", "build", "--root", str(tmp_path / "missing"), "--out", str(tmp_path / "d2")]) == 2
+    assert "not a directory" in capsys.readouterr().err and not (tmp_path / "d2").exists()
