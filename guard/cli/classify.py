@@ -10,6 +10,7 @@ from pathlib import Path
 
 from guard.cli.common import (EXIT_CODES, add_model_arguments, add_policy_arguments, load_guard, policy_from_args,
                               read_stdin_text, text_arg)
+from guard.format.prompt import conversation
 from guard.errors import EXIT_INDETERMINATE, EXIT_PARTIAL, EXIT_SAFE, EXIT_UNSAFE, GuardError
 
 EPILOG = EXIT_CODES
@@ -60,6 +61,7 @@ def _request(args):
             raise GuardError(f"{args.conversation} is nested too deeply") from None
         except json.JSONDecodeError as e:
             raise GuardError(f"{args.conversation} is not valid JSON: {e}") from None
+        conversation(data)  # its shape is checked before the model loads
         return data, None
     text = text_arg(args.text, "the prompt") if args.text is not None else read_stdin_text()
     if not text.strip():
