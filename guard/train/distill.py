@@ -68,8 +68,9 @@ def strip_fake_quant(model):
 
 
 def distill(student_dir: str | Path, teacher_dir: str | Path | None, records: list[dict], out: str | Path, cfg: DistillConfig,
-            codec_specials: dict | None = None, work: str | Path | None = None, policy=None) -> dict:
-    """Distil; checkpoints go to ``work`` (default OUT.work) so a rerun resumes; OUT is written atomically at the end."""
+            codec_specials: dict | None = None, work: str | Path | None = None, policy=None, snapshot=None) -> dict:
+    """Distil; checkpoints go to ``work`` (default OUT.work) so a rerun resumes (``snapshot``: an AdapterSnapshot, see
+    ``finetune``); OUT is written atomically at the end."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if not records:
@@ -107,7 +108,7 @@ def distill(student_dir: str | Path, teacher_dir: str | Path | None, records: li
             load_lora(student, load_file(str(cfg.init_adapter)))
     work = Path(work) if work else out.with_name(out.name + ".work")
     summary = finetune(student, codec, records, work, cfg.train, policy=policy, teacher=teacher,
-                       kl_ids=guard_token_ids(codec), alpha=cfg.alpha)
+                       kl_ids=guard_token_ids(codec), alpha=cfg.alpha, snapshot=snapshot)
     adapter = None
     if cfg.lora:
         adapter = lora_state_dict(student, list(cfg.lora.train_embeddings))

@@ -255,13 +255,13 @@ def _save(out: Path, model, opt, step: int, cfg: TrainConfig) -> None:
 
 def finetune(model, codec: GuardCodec, records: list[dict], out: str | Path, cfg: TrainConfig, policy=None,
              progress: bool = True, teacher=None, kl_ids: list[int] | None = None, alpha: float = 0.5,
-             on_save=None) -> dict:
+             snapshot=None) -> dict:
     """Full fine-tuning on labelled records; resumes from ``out/ckpt.pt``. Returns a summary dict. SIGTERM or SIGINT
     saves the checkpoint at the end of the current step and raises TrainingStopped: the same call resumes it.
 
     With ``teacher``: loss = alpha * CE(labels) + (1 - alpha) * KL(teacher || student) over the ``kl_ids`` columns
-    (the guard's tokens) at every verdict position (distillation). ``on_save(model, step)`` is called after each
-    checkpoint (e.g. to write a small, committable adapter snapshot beside the full checkpoint)."""
+    (the guard's tokens) at every verdict position (distillation). ``snapshot`` (a ``guard.train.lora.AdapterSnapshot``)
+    is written at every checkpoint, and resumed from when ``out/ckpt.pt`` is missing (a run moved to another machine)."""
     if not records:
         raise GuardError("empty dataset: nothing to train on")
     # a list of policies: each record is shown under one of them, chosen by a seeded hash of its index, so the
@@ -288,6 +288,9 @@ def finetune(model, codec: GuardCodec, records: list[dict], out: str | Path, cfg
             raise GuardError(f"cannot resume from {out / 'ckpt.pt'} ({reason}); move it away to start this run "
                              "over") from None
         log.info("resumed from step %d", step)
+    elif snapshot is not None and snapshot.step() is not None:
+        step = snapshot.load(model, out / "log.jsonl")
+        log.warning("resumed from step %d of %s (no %s: optimizer moments restart)", step, snapshot.path, out / "ckpt.pt")
     order = list(range(len(records)))
     random.Random(cfg.seed).shuffle(order)
     model.train()
@@ -345,8 +348,8 @@ def finetune(model, codec: GuardCodec, records: list[dict], out: str | Path, cfg
                                         "lr": lr_at(cfg, step - 1), "elapsed_s": round(time.time() - t0, 1),
                                         "s_per_step": round((time.time() - t0) / (step - step0), 2),
                                         "loadavg": os.getloadavg()[0], "bf16": bf16}) + "\n")
-                if on_save is not None:
-                    on_save(model, step)
+                if snapshot is not None:
+                    snapshot.save(model, step, out / "log.jsonl")
             if stop and step < cfg.steps:
                 if bar:
                     bar.close()

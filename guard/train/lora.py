@@ -20,8 +20,10 @@ how guard-mini is shipped.
 from __future__ import annotations
 
 import math
+import shutil
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -239,3 +241,42 @@ def load_lora(model: nn.Module, sd: dict[str, torch.Tensor]) -> None:
                 emb.weight_rows[at] = w.to(emb.weight_rows.dtype)
             else:
                 emb.weight[rows] = w.to(emb.weight.dtype)
+
+
+@dataclass
+class AdapterSnapshot:
+    """A resume point small enough to commit: the adapters and trained rows (``lora_state_dict``), the step in the
+    file's metadata, and a copy of the run's log. ``finetune(..., snapshot=)`` writes it at every checkpoint and,
+    when its checkpoint directory has no ckpt.pt (another machine), resumes from it; AdamW moments restart at zero."""
+
+    path: Path
+    rows: tuple[int, ...] = ()
+    dtype: torch.dtype | None = None  # e.g. torch.float16: half the file
+    log: Path | None = None  # where the run's log.jsonl is copied, and read back from on resume
+
+    def step(self) -> int | None:
+        from safetensors import safe_open
+
+        if not Path(self.path).is_file():
+            return None
+        with safe_open(str(self.path), "pt") as f:
+            return int(f.metadata()["step"])
+
+    def load(self, model: nn.Module, run_log: Path) -> int:
+        from safetensors.torch import load_file
+
+        load_lora(model, {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(self.path)).items()})
+        if self.log is not None and Path(self.log).is_file():
+            shutil.copy(self.log, run_log)
+        return self.step()
+
+    def save(self, model: nn.Module, step: int, run_log: Path) -> None:
+        from safetensors.torch import save_file
+
+        sd = lora_state_dict(model, self.rows)
+        tmp = Path(self.path).with_suffix(".tmp")
+        save_file({k: (v.to(self.dtype) if self.dtype and v.is_floating_point() else v).contiguous() for k, v in sd.items()},
+                  str(tmp), metadata={"step": str(step)})
+        tmp.replace(self.path)
+        if self.log is not None and run_log.is_file():
+            shutil.copy(run_log, self.log)

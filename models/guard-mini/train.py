@@ -12,8 +12,10 @@ Artefacts go to --artefacts (default: this folder). --until STAGE stops after th
 measure a longer-trained teacher on dev before pruning from it).
 
 Issue 18 (models/guard-mini/next/README.md): the recipe may give the teacher its own LoRA rank (teacher_lora_r) and
-names held-out sources that the training file must not contain. Every checkpoint also writes the committable
-ARTEFACTS/teacher_resume.safetensors (adapters + step), from which a later session resumes when WORK is gone:
+names held-out sources that the training file must not contain. Every checkpoint of the teacher, distil and refine
+stages also writes a committable ARTEFACTS/{teacher,student,refined}_resume.safetensors (adapters + step) and its log,
+from which a later session resumes when WORK is gone (another machine); finished teacher and prune stages are rebuilt
+from their artefacts. A folder that holds a stage's artefacts skips that stage: train afresh into a new --artefacts.
 
     python models/guard-mini/train.py --data DATA --work /work/home-mini/teacher-run --artefacts models/guard-mini/next \
         --threads 1 --until teacher
@@ -33,7 +35,7 @@ import torch
 from guard.errors import GuardError
 from guard.train.data import load_jsonl
 from guard.train.distill import DistillConfig, distill
-from guard.train.lora import LoraConfig, add_lora, lora_state_dict, merge_lora
+from guard.train.lora import AdapterSnapshot, LoraConfig, add_lora, load_lora, lora_state_dict, merge_lora
 from guard.mini import ARTEFACTS, BASE_VOCAB, MiniRecipe, build_hf, load_base, policies, refine_records
 from guard.format.prompt import render
 from guard.fsutil import save_atomic
@@ -78,20 +80,18 @@ def inherit(src: Path, art: Path, name: str) -> None:
 
 def teacher(recipe: MiniRecipe, data: Path, work: Path, art: Path) -> None:
     """LoRA fine-tuning of the base. Resumes from WORK/teacher.ckpt/ckpt.pt (model + optimizer), else from the
-    committable snapshot ART/teacher_resume.safetensors (adapters + step; AdamW moments restart from zero).
+    committable snapshot ART/teacher_resume.safetensors (adapters + step; AdamW moments restart from zero). When done,
+    ART/teacher_adapter.safetensors replaces the snapshot, and WORK/teacher is rebuilt from it on another machine.
     With recipe.init_from: the earlier build's teacher, rebuilt from its artefacts."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
-    from guard.train.lora import load_lora
-
-    if (art / "teacher_adapter.safetensors").is_file() and (work / "teacher").is_dir():
-        return print("teacher: done")
     if (src := init_dir(recipe, art)) is not None:
         inherit(src, art, "teacher_adapter.safetensors")
         if recipe.refine_weight < 1:  # only a distilling refine reads it
             build_hf(work / "teacher", src, stage="teacher")
         return print(f"teacher: taken from {src}")
+    if (art / "teacher_adapter.safetensors").is_file():
+        if not (work / "teacher").is_dir():
+            build_hf(work / "teacher", art, stage="teacher")
+        return print("teacher: done")
     model, tok, rows = load_base()
     r, alpha = recipe.teacher_rank
     add_lora(model, LoraConfig(r=r, alpha=alpha, train_embeddings=tuple(rows)))
@@ -99,31 +99,9 @@ def teacher(recipe: MiniRecipe, data: Path, work: Path, art: Path) -> None:
     cfg = TrainConfig(steps=recipe.teacher_steps, lr=recipe.teacher_lr, accum=recipe.accum, save_every=recipe.teacher_save_every,
                       bf16=recipe.teacher_bf16, seed=recipe.seed, decay_from=recipe.teacher_decay_from,
                       category_weight=recipe.category_weight)
-    ckdir = work / "teacher.ckpt"
-    snap = art / RESUME
-    if not (ckdir / "ckpt.pt").is_file() and snap.is_file():
-        with safe_open(str(snap), "pt") as f:
-            step = int(f.metadata()["step"])
-        load_lora(model, {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(snap)).items()})
-        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=0.0)
-        ckdir.mkdir(parents=True, exist_ok=True)
-        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "config": {}}, ckdir / "ckpt.pt")
-        if (art / "teacher_train_log.jsonl").is_file():  # the committed log goes on (snapshot() copies it back)
-            shutil.copy(art / "teacher_train_log.jsonl", ckdir / "log.jsonl")
-        print(f"teacher: resuming at step {step} from {snap} (optimizer moments restart)")
-
-    def snapshot(m, step: int) -> None:
-        from safetensors.torch import save_file
-
-        tmp = snap.with_suffix(".tmp")
-        sd = {k: (v.to(half) if half is not None and v.is_floating_point() else v).contiguous()
-              for k, v in lora_state_dict(m, rows).items()}
-        save_file(sd, str(tmp), metadata={"step": str(step), "lora_r": str(r), "lora_alpha": str(alpha)})
-        tmp.replace(snap)
-        shutil.copy(ckdir / "log.jsonl", art / "teacher_train_log.jsonl")
-
-    summary = finetune(model, GuardCodec(tok), training_records(recipe, data), ckdir, cfg,
-                       policy=policies(recipe.policies), on_save=snapshot)
+    snap = AdapterSnapshot(art / RESUME, tuple(rows), half, art / "teacher_train_log.jsonl")
+    summary = finetune(model, GuardCodec(tok), training_records(recipe, data), work / "teacher.ckpt", cfg,
+                       policy=policies(recipe.policies), snapshot=snap)
     sd = lora_state_dict(model, rows)
     if half is not None:  # what is merged is exactly what is shipped: the adapters rounded to fp16
         sd = {k: v.to(half).float() if v.is_floating_point() else v for k, v in sd.items()}
@@ -131,6 +109,7 @@ def teacher(recipe: MiniRecipe, data: Path, work: Path, art: Path) -> None:
     save_adapter(sd, art / "teacher_adapter.safetensors", half)
     merge_lora(model)
     save_atomic(model, tok, work / "teacher", {"stage": "teacher", "summary": summary}, "train_record.json")
+    (art / RESUME).unlink(missing_ok=True)  # the adapter above holds the same weights: keep the artefacts small
     print("teacher:", summary)
 
 
@@ -139,8 +118,10 @@ def prune_stage(recipe: MiniRecipe, data: Path, work: Path, art: Path) -> None:
         return print("prune: done")
     if (src := init_dir(recipe, art)) is not None:
         inherit(src, art, "prune_record.json")
+    src = src or art
+    if (src / "prune_record.json").is_file():  # pruned before: the earlier build, or this run on another machine
         build_hf(work / "pruned", src, stage="pruned")
-        return print(f"prune: taken from {src}")
+        return print(f"prune: rebuilt from {src}")
     dev = load_jsonl(data / "dev.jsonl")[: recipe.calib]
     calib = [render(r["messages"]) for r in dev]  # real guard prompts, template tokens included
     record = prune(work / "teacher", work / "pruned", PruneConfig(drop_blocks=recipe.drop_blocks, mlp_width=recipe.mlp_width,
@@ -152,8 +133,9 @@ def prune_stage(recipe: MiniRecipe, data: Path, work: Path, art: Path) -> None:
 
 def _distil(recipe: MiniRecipe, records: list[dict], work: Path, art: Path, name: str, train: TrainConfig,
             init_adapter: Path | None = None, alpha: float | None = None) -> dict:
-    """LoRA + QAT distillation of the pruned student toward the teacher into WORK/NAME (checkpoints in NAME.ckpt);
-    its adapters become the artefacts' student_adapter.safetensors."""
+    """LoRA + QAT distillation of the pruned student toward the teacher into WORK/NAME (checkpoints in NAME.ckpt, and
+    the committable ART/NAME_resume.safetensors + NAME_train_log.jsonl: another machine resumes from them); its
+    adapters become the artefacts' student_adapter.safetensors."""
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(work / "pruned"))
@@ -163,7 +145,8 @@ def _distil(recipe: MiniRecipe, records: list[dict], work: Path, art: Path, name
                         lora=LoraConfig(r=recipe.lora_r, alpha=recipe.lora_alpha, train_embeddings=rows),
                         init_adapter=str(init_adapter) if init_adapter else None)
     rec = distill(work / "pruned", work / "teacher" if alpha < 1 else None, records, work / name, cfg, work=work / f"{name}.ckpt",
-                  policy=policies(recipe.policies))
+                  policy=policies(recipe.policies),
+                  snapshot=AdapterSnapshot(art / f"{name}_resume.safetensors", rows, log=art / f"{name}_train_log.jsonl"))
     shutil.copy(work / name / "adapter.safetensors", art / "student_adapter.safetensors")
     return rec
 
@@ -239,16 +222,14 @@ def calibrate_stage(recipe: MiniRecipe, data: Path, work: Path, art: Path) -> No
 
 
 def snapshot_hf(recipe: MiniRecipe, art: Path, out: Path) -> None:
-    """The teacher as it stands in ART/teacher_resume.safetensors, merged into a Hugging Face directory (for
-    `guard eval` of a run in progress; eager: no export)."""
-    from safetensors import safe_open
-
+    """The teacher as it stands in ART/teacher_resume.safetensors (or its finished adapter), merged into a Hugging Face
+    directory (for `guard eval` of a run in progress; eager: no export)."""
     from guard.mini import apply_adapter
 
-    with safe_open(str(art / RESUME), "pt") as f:
-        step = int(f.metadata()["step"])
+    path = art / RESUME if (art / RESUME).is_file() else art / "teacher_adapter.safetensors"
+    step = AdapterSnapshot(path).step() if path.name == RESUME else recipe.teacher_steps
     model, tok, rows = load_base()
-    apply_adapter(model, art / RESUME, recipe, rows, teacher=True)
+    apply_adapter(model, path, recipe, rows, teacher=True)
     save_atomic(model, tok, out, {"stage": "teacher snapshot", "step": step, "artefacts": str(art)}, "train_record.json")
     print(f"teacher snapshot at step {step} -> {out}")
 

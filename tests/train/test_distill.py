@@ -73,3 +73,27 @@ def test_tokenizer_mismatch_and_empty_data(tiny_model_dir, tmp_path, data):
     with pytest.raises(GuardError, match="empty dataset"):
         distill(tiny_model_dir, tiny_model_dir, [], tmp_path / "o", cfg)
     assert not (tmp_path / "o").exists()
+
+
+def test_lora_qat_distillation_resumes_from_its_snapshot_elsewhere(tiny_model_dir, tmp_path):
+    """LoRA + QAT distillation writes its AdapterSnapshot at every checkpoint; a run with a new work folder (another
+    machine) starts from the snapshot, not from scratch: here an altered snapshot at the last step comes out as is."""
+    from safetensors.torch import load_file, save_file
+
+    from guard.train.distill import DistillConfig, distill
+    from guard.train.lora import AdapterSnapshot, LoraConfig
+    from guard.train.loop import TrainConfig
+
+    rows = (128000,)
+    snap = AdapterSnapshot(tmp_path / "resume.safetensors", rows, log=tmp_path / "log.jsonl")
+    cfg = DistillConfig(TrainConfig(steps=2, accum=1, save_every=1, bf16=False), alpha=0.5, qat_group_size=32,
+                        lora=LoraConfig(r=4, alpha=8, train_embeddings=rows))
+    distill(tiny_model_dir, tiny_model_dir, ROWS, tmp_path / "a", cfg, work=tmp_path / "a.ckpt", snapshot=snap)
+    a = load_file(str(tmp_path / "a" / "adapter.safetensors"))
+    saved = load_file(str(snap.path))
+    assert snap.step() == 2 and saved.keys() == a.keys() and all(torch.equal(saved[k], a[k]) for k in a)
+    altered = {k: v * 2 if "lora_B" in k else v for k, v in saved.items()}
+    save_file(altered, str(snap.path), metadata={"step": "2"})
+    distill(tiny_model_dir, tiny_model_dir, ROWS, tmp_path / "b", cfg, work=tmp_path / "b.ckpt", snapshot=snap)
+    b = load_file(str(tmp_path / "b" / "adapter.safetensors"))
+    assert all(torch.equal(b[k], altered[k]) for k in a) and any(not torch.equal(b[k], a[k]) for k in a)

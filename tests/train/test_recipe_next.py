@@ -39,19 +39,58 @@ def test_training_refuses_heldout_sources(tmp_path):
     assert len(train.training_records(MiniRecipe.load(NEXT), tmp_path)) == 1
 
 
-def test_finetune_calls_the_save_hook_and_logs_seconds_per_step(tiny_model_dir, tmp_path):
+def test_finetune_snapshot_resumes_the_run_on_another_machine(tiny_model_dir, tmp_path):
+    """Every checkpoint writes the committable AdapterSnapshot and its log; without the checkpoint directory (another
+    machine) the run resumes from the snapshot at its step, with the adapters it holds, and goes on logging."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from guard.train.lora import AdapterSnapshot, LoraConfig, add_lora, lora_state_dict
     from guard.train.loop import GuardCodec, TrainConfig, finetune
 
-    model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir))
     tok = AutoTokenizer.from_pretrained(str(tiny_model_dir))
     recs = [{"messages": [{"role": "user", "content": f"hello {i}"}], "label": "safe" if i % 2 else "unsafe",
              "categories": [] if i % 2 else ["S1"]} for i in range(4)]
-    seen = []
-    finetune(model, GuardCodec(tok), recs, tmp_path / "ck", TrainConfig(steps=2, accum=1, save_every=1, bf16=False),
-             progress=False, on_save=lambda m, step: seen.append(step))
-    assert seen == [1, 2]
-    log = [json.loads(x) for x in (tmp_path / "ck" / "log.jsonl").read_text().splitlines()]
-    assert all(x["s_per_step"] > 0 for x in log)
-    assert torch.load(tmp_path / "ck" / "ckpt.pt", weights_only=False)["step"] == 2
+    rows = (5, 6)
+
+    def run(ckdir, steps):
+        model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir))
+        add_lora(model, LoraConfig(r=4, alpha=8, train_embeddings=rows))
+        finetune(model, GuardCodec(tok), recs, ckdir, TrainConfig(steps=steps, accum=1, save_every=1, bf16=False, lr=1e-2),
+                 progress=False, snapshot=snap)
+        return lora_state_dict(model, rows)
+
+    snap = AdapterSnapshot(tmp_path / "resume.safetensors", rows, torch.float16, tmp_path / "log.jsonl")
+    assert snap.step() is None
+    a = run(tmp_path / "ck", 2)
+    assert snap.step() == 2 and torch.load(tmp_path / "ck" / "ckpt.pt", weights_only=False)["step"] == 2
+    log = [json.loads(x) for x in snap.log.read_text().splitlines()]
+    assert [x["step"] for x in log] == [1, 2] and all(x["s_per_step"] > 0 for x in log)
+    b = run(tmp_path / "elsewhere", 2)  # nothing left to train: the snapshot's adapters, as saved (fp16)
+    assert a.keys() == b.keys() and all(torch.equal(a[k].to(torch.float16).float() if a[k].is_floating_point() else a[k], b[k])
+                                        for k in a)
+    assert not torch.equal(a["embedding_rows.weight"], AutoModelForCausalLM.from_pretrained(str(tiny_model_dir))
+                           .get_input_embeddings().weight[list(rows)])  # the rows did train
+    c = run(tmp_path / "elsewhere", 3)
+    assert snap.step() == 3 and any(not torch.equal(b[k], c[k]) for k in b if "lora_B" in k)
+    assert [json.loads(x)["step"] for x in snap.log.read_text().splitlines()] == [1, 2, 3]
+
+
+@pytest.mark.slow  # builds SmolLM2 twice (~2 min at one thread)
+def test_finished_stages_are_rebuilt_from_the_artefacts_on_another_machine(tmp_path, monkeypatch):
+    """A new WORK folder beside artefacts that hold a finished teacher and prune record: both stages rebuild their
+    model from the artefacts (as guard.mini.build_hf does) instead of training or pruning again."""
+    import shutil
+
+    train = _train_module()
+    art, work = tmp_path / "art", tmp_path / "work"
+    shutil.copytree(ARTEFACTS / "v4", art)
+    recipe = MiniRecipe.load(art / "recipe.json")
+    monkeypatch.setattr(train, "finetune", lambda *a, **k: pytest.fail("the finished teacher was trained again"))
+    monkeypatch.setattr(train, "prune", lambda *a, **k: pytest.fail("the pruned model was pruned again"))
+    train.teacher(recipe, tmp_path, work, art)
+    train.prune_stage(recipe, tmp_path, work, art)
+    rec = json.loads((work / "pruned" / "guard_mini.json").read_text())
+    assert rec["stage"] == "pruned" and rec["artefacts"] == str(art)
+    layers = [json.loads((work / d / "config.json").read_text())["num_hidden_layers"] for d in ("teacher", "pruned")]
+    assert layers[1] == layers[0] - recipe.drop_blocks
+    assert json.loads((work / "teacher" / "guard_mini.json").read_text())["stage"] == "teacher"
