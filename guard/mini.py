@@ -143,13 +143,11 @@ def load_base():
 
 
 def apply_adapter(model, path: Path, recipe: MiniRecipe, rows: list[int], teacher: bool = False):
-    from safetensors.torch import load_file
-
-    from guard.train.lora import LoraConfig, add_lora, load_lora, merge_lora
+    from guard.train.lora import LoraConfig, add_lora, load_adapter, merge_lora
 
     r, alpha = recipe.teacher_rank if teacher else (recipe.lora_r, recipe.lora_alpha)
     add_lora(model, LoraConfig(r=r, alpha=alpha, train_embeddings=tuple(rows)))
-    load_lora(model, {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()})
+    load_adapter(model, path)
     return merge_lora(model).eval()
 
 

@@ -243,6 +243,13 @@ def load_lora(model: nn.Module, sd: dict[str, torch.Tensor]) -> None:
                 emb.weight[rows] = w.to(emb.weight.dtype)
 
 
+def load_adapter(model: nn.Module, path: str | Path) -> None:
+    """``load_lora`` from a safetensors file, in float32 whatever dtype it was saved in."""
+    from safetensors.torch import load_file
+
+    load_lora(model, {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()})
+
+
 @dataclass
 class AdapterSnapshot:
     """A resume point small enough to commit: the adapters and trained rows (``lora_state_dict``), the step in the
@@ -263,9 +270,7 @@ class AdapterSnapshot:
             return int(f.metadata()["step"])
 
     def load(self, model: nn.Module, run_log: Path) -> int:
-        from safetensors.torch import load_file
-
-        load_lora(model, {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(self.path)).items()})
+        load_adapter(model, self.path)
         if self.log is not None and Path(self.log).is_file():
             shutil.copy(self.log, run_log)
         return self.step()
