@@ -243,6 +243,17 @@ def load_lora(model: nn.Module, sd: dict[str, torch.Tensor]) -> None:
                 emb.weight[rows] = w.to(emb.weight.dtype)
 
 
+def save_adapter(sd: dict[str, torch.Tensor], path: str | Path, dtype: torch.dtype | None = None,
+                 metadata: dict[str, str] | None = None) -> None:
+    """Write adapters (``lora_state_dict``) as safetensors, floats in ``dtype`` if given, atomically."""
+    from safetensors.torch import save_file
+
+    tmp = Path(path).with_suffix(".tmp")
+    save_file({k: (v.to(dtype) if dtype and v.is_floating_point() else v).contiguous() for k, v in sd.items()}, str(tmp),
+              metadata=metadata)
+    tmp.replace(path)
+
+
 def load_adapter(model: nn.Module, path: str | Path) -> None:
     """``load_lora`` from a safetensors file, in float32 whatever dtype it was saved in."""
     from safetensors.torch import load_file
@@ -276,12 +287,6 @@ class AdapterSnapshot:
         return self.step()
 
     def save(self, model: nn.Module, step: int, run_log: Path) -> None:
-        from safetensors.torch import save_file
-
-        sd = lora_state_dict(model, self.rows)
-        tmp = Path(self.path).with_suffix(".tmp")
-        save_file({k: (v.to(self.dtype) if self.dtype and v.is_floating_point() else v).contiguous() for k, v in sd.items()},
-                  str(tmp), metadata={"step": str(step)})
-        tmp.replace(self.path)
+        save_adapter(lora_state_dict(model, self.rows), self.path, self.dtype, {"step": str(step)})
         if self.log is not None and run_log.is_file():
             shutil.copy(run_log, self.log)

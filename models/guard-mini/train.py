@@ -35,20 +35,12 @@ import torch
 from guard.errors import GuardError
 from guard.train.data import load_jsonl
 from guard.train.distill import DistillConfig, distill
-from guard.train.lora import AdapterSnapshot, LoraConfig, add_lora, load_lora, lora_state_dict, merge_lora
+from guard.train.lora import AdapterSnapshot, LoraConfig, add_lora, load_lora, lora_state_dict, merge_lora, save_adapter
 from guard.mini import ARTEFACTS, BASE_VOCAB, MiniRecipe, build_hf, load_base, policies, refine_records
 from guard.format.prompt import render
 from guard.fsutil import save_atomic
 from guard.train.prune import PruneConfig, prune
 from guard.train.loop import GuardCodec, TrainConfig, finetune
-
-
-def save_adapter(sd: dict, path: Path, dtype=None) -> None:
-    from safetensors.torch import save_file
-
-    tmp = path.with_suffix(".tmp")
-    save_file({k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).contiguous() for k, v in sd.items()}, str(tmp))
-    tmp.replace(path)
 
 
 RESUME = "teacher_resume.safetensors"  # committable snapshot: the teacher's adapters (fp16 when rank > 8) + its step
