@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from guard.train.data import load_jsonl
-from guard.train.loop import CHATML, GuardCodec, TrainConfig, add_unsafe_token, finetune, make_example, verdict_loss
+from guard.train.loop import CHATML, GuardCodec, TrainConfig, adopt_llama3_specials, finetune, make_example, verdict_loss
 from guard.format.categories import Policy
 
 
@@ -24,7 +24,7 @@ def load(base: str):
 
     tok = AutoTokenizer.from_pretrained(base)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-    add_unsafe_token(model, tok)
+    adopt_llama3_specials(model, tok, init={})  # the 'unsafe' token only: this teacher keeps ChatML
     return model, tok
 
 

@@ -111,22 +111,6 @@ class GuardCodec:
         return [self.unsafe] + self._text("\n" + ",".join(categories)) + [self.eot]
 
 
-def add_unsafe_token(model, hf_tok) -> None:
-    """Give the tokenizer a single 'unsafe' token, initialised as the mean of the pieces it replaces."""
-    pieces = hf_tok.encode(UNSAFE_TOKEN, add_special_tokens=False)
-    if len(pieces) == 1:
-        return
-    hf_tok.add_tokens([UNSAFE_TOKEN])
-    model.resize_token_embeddings(len(hf_tok), mean_resizing=False)
-    new = hf_tok.convert_tokens_to_ids(UNSAFE_TOKEN)
-    with torch.no_grad():
-        emb = model.get_input_embeddings().weight
-        emb[new] = emb[pieces].mean(0)
-        out = model.get_output_embeddings()
-        if out is not None and out.weight.data_ptr() != emb.data_ptr():
-            out.weight[new] = out.weight[pieces].mean(0)
-
-
 LLAMA3_FROM_CHATML = {BOS: "<|endoftext|>", START_HEADER: "<|im_start|>", END_HEADER: "\n", EOT: "<|im_end|>"}
 
 
@@ -134,8 +118,9 @@ def adopt_llama3_specials(model, hf_tok, init: dict | None = None) -> list[int]:
     """Give a ChatML model (SmolLM2) the Llama 3 header tokens and a single 'unsafe' token, so the exact Llama Guard 3
     prompt runs on it unchanged. Each new row starts as the token that plays the same part in the model's own chat
     template (``LLAMA3_FROM_CHATML``): at step 0 the model reads the Llama Guard prompt as its own ChatML.
-    Returns the new token ids (their embedding rows are trained)."""
-    init = init or LLAMA3_FROM_CHATML
+    Returns the new token ids (their embedding rows are trained). ``init={}`` adds the 'unsafe' token alone and
+    keeps the model's own template (GuardCodec(tok, CHATML))."""
+    init = LLAMA3_FROM_CHATML if init is None else init
     new = [t for t in init if hf_tok.convert_tokens_to_ids(t) in (None, hf_tok.unk_token_id)]
     hf_tok.add_special_tokens({"additional_special_tokens": new}, replace_additional_special_tokens=False)
     pieces = hf_tok.encode(UNSAFE_TOKEN, add_special_tokens=False)
@@ -154,8 +139,9 @@ def adopt_llama3_specials(model, hf_tok, init: dict | None = None) -> list[int]:
             i = hf_tok.convert_tokens_to_ids(UNSAFE_TOKEN)
             emb[i] = emb[pieces].mean(0)
             ids.append(i)
-    hf_tok.bos_token, hf_tok.eos_token = BOS, EOT
-    model.config.bos_token_id, model.config.eos_token_id = hf_tok.convert_tokens_to_ids(BOS), hf_tok.convert_tokens_to_ids(EOT)
+    if init:
+        hf_tok.bos_token, hf_tok.eos_token = BOS, EOT
+        model.config.bos_token_id, model.config.eos_token_id = hf_tok.convert_tokens_to_ids(BOS), hf_tok.convert_tokens_to_ids(EOT)
     return ids
 
 

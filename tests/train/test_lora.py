@@ -139,31 +139,32 @@ def test_prune_record_replays_to_the_same_weights(tiny_model_dir, tmp_path):
     assert set(want) <= set(got) and all(torch.equal(want[k], got[k]) for k in want)
 
 
-def test_adopted_llama3_tokens_make_the_exact_guard_prompt(tiny_model_dir, tmp_path):
-    """A ChatML tokenizer gets the Llama 3 header tokens: guard.format.prompt.encode and the training codec agree, template
-    tokens typed in text stay plain text, and each new row starts as its ChatML counterpart."""
-    from tokenizers import Tokenizer as HFTok, models, pre_tokenizers
+def _chatml_model(corpus=None):
+    """A byte-level BPE with ChatML specials, like SmolLM2's (trained here on a few lines: no download), and a tied model."""
+    from tokenizers import Tokenizer as HFTok, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    from guard.format.categories import Policy
-    from guard.format.prompt import encode
-    from guard.format.tokenizer import Tokenizer
-    from guard.train.loop import GuardCodec, adopt_llama3_specials, make_example
-
-    # a byte-level BPE with ChatML specials, like SmolLM2's (trained here on a few lines: no download)
-    from tokenizers import trainers
 
     raw = HFTok(models.BPE())
     raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    from tokenizers import decoders
-
     raw.decoder = decoders.ByteLevel()
-    corpus = [open(__file__).read(), "safe unsafe S1 S2 S10 \n\n Task: Check if there is unsafe content"] * 3
+    corpus = corpus or [open(__file__).read(), "safe unsafe S1 S2 S10 \n\n Task: Check if there is unsafe content"] * 3
     raw.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=600, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
                                                         initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
     hf = PreTrainedTokenizerFast(tokenizer_object=raw, eos_token="<|im_end|>")
     model = LlamaForCausalLM(LlamaConfig(vocab_size=len(hf), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                                          num_attention_heads=2, num_key_value_heads=1, tie_word_embeddings=True))
+    return model, hf
+
+
+def test_adopted_llama3_tokens_make_the_exact_guard_prompt(tmp_path):
+    """A ChatML tokenizer gets the Llama 3 header tokens: guard.format.prompt.encode and the training codec agree, template
+    tokens typed in text stay plain text, and each new row starts as its ChatML counterpart."""
+    from guard.format.categories import Policy
+    from guard.format.prompt import encode
+    from guard.format.tokenizer import Tokenizer
+    from guard.train.loop import GuardCodec, adopt_llama3_specials, make_example
+
+    model, hf = _chatml_model()
     rows = adopt_llama3_specials(model, hf)
     assert len(rows) in (4, 5) and model.get_input_embeddings().weight.shape[0] == len(hf)  # + 'unsafe' if it was split
     emb = model.get_input_embeddings().weight
@@ -182,6 +183,26 @@ def test_adopted_llama3_tokens_make_the_exact_guard_prompt(tiny_model_dir, tmp_p
     # S14 is not in the 1B list: reported under S2, which covers it; with S2 excluded too, safe under that policy
     assert make_example(GuardCodec(hf), rec, Policy())[2][0] == tok.tokens.unsafe
     assert make_example(GuardCodec(hf), rec, Policy(excluded=("S2",)))[2][0] == tok.tokens.safe
+
+
+def test_adopting_no_template_tokens_adds_the_unsafe_token_and_keeps_chatml():
+    """init={}: a ChatML model keeps its own template (GuardCodec(tok, CHATML)) and gets 'unsafe' as one token whose
+    row is the mean of the pieces it replaces."""
+    from guard.format.categories import Policy
+    from guard.train.loop import CHATML, GuardCodec, adopt_llama3_specials, make_example
+
+    model, hf = _chatml_model(["safe S1 S2 S10 \n\n Task: Check if there is content"] * 3)
+    pieces = hf.encode("unsafe", add_special_tokens=False)
+    assert len(pieces) > 1  # this corpus does not make "unsafe" one token
+    want = model.get_input_embeddings().weight[pieces].mean(0).detach().clone()
+    n = len(hf)
+    rows = adopt_llama3_specials(model, hf, init={})
+    assert rows == [n] and len(hf) == n + 1 and hf.convert_tokens_to_ids("unsafe") == n
+    assert torch.allclose(model.get_input_embeddings().weight[n], want)
+    assert hf.eos_token == "<|im_end|>" and hf.convert_tokens_to_ids("<|start_header_id|>") in (None, hf.unk_token_id)
+    rec = {"messages": [{"role": "user", "content": "hi"}], "label": "unsafe", "categories": ["S1"]}
+    head, body, target = make_example(GuardCodec(hf, CHATML), rec, Policy())
+    assert target[0] == n and target[-1] == hf.convert_tokens_to_ids("<|im_end|>")
 
 
 @pytest.mark.slow
