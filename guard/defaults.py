@@ -6,13 +6,13 @@ import os
 import sys
 from pathlib import Path
 
+from guard.errors import GuardError
+
 HOME = Path(os.environ.get("GUARD_HOME", Path.home() / ".cache" / "ondevice-llamaguard"))
 
 
 def check_home() -> Path:
     """GUARD_HOME must be a directory (or not exist yet): checked before anything is built into it."""
-    from guard.errors import GuardError
-
     for p in (HOME, *HOME.parents):
         if p.exists():
             if not p.is_dir():
@@ -33,7 +33,6 @@ def default_model(build: bool = True) -> tuple[str, Path, str]:
     guard-mini's ``model.pte`` when it is built from the current artefacts; otherwise it is (re)built now from the
     committed artefacts (a few minutes, once; scripts/setup.sh does it). Only when the artefacts or the SmolLM2
     weights are not installed does it fall back to a tiny random stand-in, and says so."""
-    from guard.errors import GuardError
     from guard.mini import ARTEFACTS, gguf_path, is_current, sync_calibration
 
     check_home()

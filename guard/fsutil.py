@@ -30,17 +30,30 @@ def atomic_dir(out: str | Path, what: str = "output directory"):
         raise
 
 
-def write_atomic(path: str | Path, data: str | bytes) -> Path:
-    """Write ``data`` to a temporary sibling, then rename it over ``path``: readers see the old or the new file."""
+def write_atomic(path: str | Path, data: str | bytes, durable: bool = False) -> Path:
+    """Write ``data`` to a temporary sibling, then rename it over ``path``: readers see the old or the new file.
+    ``durable``: the data and the rename are fsynced, so they survive a power cut too."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+        if durable:
+            fsync(tmp)
         tmp.replace(path)
+        if durable:
+            fsync(path.parent)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def save_atomic(model, tokenizer, out: str | Path, record: dict | None = None, record_name: str = "prune_record.json",

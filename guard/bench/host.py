@@ -14,6 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from guard.bench.schema import SCHEMA, command, et_stats, machine, summarize, versions
+from guard.errors import GuardError
 
 FILLER = ("please review this message about cooking travel music history science gardening sport weather and "
           "family plans for the weekend ").split()
@@ -30,8 +31,6 @@ class BenchConfig:
     @classmethod
     def parse(cls, prompt_tokens: str, **kw) -> "BenchConfig":
         """From command-line values: ``prompt_tokens`` a comma list; a GuardError names what is out of range."""
-        from guard.errors import GuardError
-
         try:
             lengths = [int(x) for x in prompt_tokens.split(",") if x.strip()]
         except ValueError:
@@ -87,8 +86,6 @@ def _cpu_s() -> float:
 def _one(guard, image: dict, n_msg: int, load: tuple[float, float], decode_tokens: int) -> dict:
     """TTFT on an empty cache, decode speed after it, then a verdict with the policy head cached (scored as the
     product scores it, with the model's calibration.json: an unsafe verdict also decodes its categories)."""
-    import torch
-
     (load_ms, load_cpu_ms), runner, tok = load, guard.runner, guard.tokenizer
     guard.invalidate()
     first = guard.classify(message(tok, n_msg), **image)

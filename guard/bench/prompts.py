@@ -27,8 +27,7 @@ NAME = "guard_prompts.txt"
 
 def prompt_ids(tok, text: str) -> list[int]:
     """What Guard.classify feeds the runner for ``text`` with an empty cache: the prompt and the "\\n\\n" token."""
-    from guard.format.prompt import as_messages
-    from guard.format.prompt import conversation, encode
+    from guard.format.prompt import as_messages, conversation, encode
 
     return encode(conversation(as_messages(text)), None, tok).ids + [tok.tokens.blank]
 

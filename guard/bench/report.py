@@ -6,12 +6,11 @@ import json
 from pathlib import Path
 
 from guard.bench.schema import TARGET_DECODE_TOK_S, TARGET_TTFT_S, describe
+from guard.errors import GuardError
 
 
 def read(paths) -> list[dict]:
     """Saved `guard bench` results (JSON), checked to be that."""
-    from guard.errors import GuardError
-
     docs = []
     for f in paths:
         try:

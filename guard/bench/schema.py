@@ -15,7 +15,6 @@ from pathlib import Path
 SCHEMA = "guard-bench-1"
 TARGET_DECODE_TOK_S = 30.0
 TARGET_TTFT_S = 2.5
-METRICS = ("model_load_ms", "ttft_ms", "prefill_tok_s", "decode_tok_s", "verdict_ms", "peak_rss_mb")
 
 
 def et_stats(load0, load1, start, prompt_end, first_token, end, n_prompt, n_generated, sampling_ms=0.0) -> dict:

@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from guard.errors import EXIT_ERROR, EXIT_INTERNAL, GuardError
+from guard.errors import EXIT_ERROR, EXIT_INTERNAL, GuardError, GuardWarning
 
 # each command is a module guard/cli/<name>.py ("-" as "_"): HELP (its line in `guard --help`), add_arguments(parser)
 # and run(args) -> exit code
@@ -43,7 +43,6 @@ def quiet_libraries() -> None:
     """torchao, torch and ExecuTorch warnings that are noise for CLI users (GUARD_DEBUG=1 shows them)."""
     import warnings
 
-    from guard.errors import GuardWarning
     from guard.logs import quiet_third_party
 
     quiet_third_party()

@@ -87,11 +87,11 @@ def run(args) -> int:
         check_paths(args.jsonl, args.out)  # before the model loads
         if args.ray:
             c = run_ray_batch(args)
-            return EXIT_PARTIAL if c["errors"] else EXIT_SAFE
-        with BatchOutput(args.out) as out:  # locked (one run per OUT), before the model loads too
-            guard = make_guard(args)
-            c = run_batch(guard, args.jsonl, out, args.max_line_bytes, progress=sys.stderr.isatty(),
-                          allow_any_path=args.allow_any_path)
+        else:
+            with BatchOutput(args.out) as out:  # locked (one run per OUT), before the model loads too
+                guard = make_guard(args)
+                c = run_batch(guard, args.jsonl, out, args.max_line_bytes, progress=sys.stderr.isatty(),
+                              allow_any_path=args.allow_any_path)
         print(f"done: {c['safe']} safe, {c['unsafe']} unsafe, {c['indeterminate']} indeterminate, "
               f"{c['errors']} bad lines skipped, {c['skipped_done']} already in {args.out}")
         return EXIT_PARTIAL if c["errors"] else EXIT_SAFE
@@ -113,10 +113,7 @@ def run_ray_batch(args) -> dict:
     spec = LoadSpec(model=args.model, pte=args.pte, dtype=args.dtype, threshold=args.threshold,
                     block_indeterminate=args.indeterminate == "block", calibrated=not args.uncalibrated,
                     policy=policy_from_args(args), check_tokenizer=not args.trust_tokenizer)
-    c = run_ray(args.jsonl, args.out, spec, address=args.ray, max_line_bytes=args.max_line_bytes)
-    print(f"done: {c['safe']} safe, {c['unsafe']} unsafe, {c['indeterminate']} indeterminate, "
-          f"{c['errors']} bad lines skipped, {c['skipped_done']} already in {args.out}")
-    return c
+    return run_ray(args.jsonl, args.out, spec, address=args.ray, max_line_bytes=args.max_line_bytes)
 
 
 def run_stream(args) -> int:

@@ -10,6 +10,7 @@ import statistics
 import time
 from pathlib import Path
 
+from guard.eval.adversarial import flip_rates, to_markdown as adversarial_markdown
 from guard.format.categories import covered_codes
 from guard.train.data import CATEGORIES
 
@@ -104,13 +105,10 @@ def agreement(a: list[dict], b: list[dict]) -> dict:
 def predict(guard, records: list[dict], progress: bool = False, segments: bool = True) -> list[dict]:
     """Classify each record's conversation with a guard.runtime.classifier.Guard (``segments``: with its segment
     checks, guard.runtime.segments)."""
-    it = records
-    if progress:
-        from tqdm import tqdm
+    from tqdm import tqdm
 
-        it = tqdm(records, desc="eval", unit="ex")
     out = []
-    for r in it:
+    for r in tqdm(records, desc="eval", unit="ex", disable=not progress):
         t0 = time.perf_counter()
         v = guard.classify(r["messages"], segments=segments)
         out.append({"unsafe": v.blocked, "decision": v.decision, "p_unsafe": v.p_unsafe, "margin": v.margin,
@@ -128,8 +126,6 @@ def evaluate(loaders, records: list[dict], out: str | Path, *, data: str = "", s
     from guard.bench.schema import environment
 
     progress = sys.stderr.isatty() if progress is None else progress
-    from guard.eval.adversarial import flip_rates
-
     report = {"data": data, "split": split, "n": len(records), "models": {}, "environment": environment(), "command": command,
               "note": note}
     preds = []
@@ -183,9 +179,7 @@ def to_markdown(report: dict) -> str:
             lines.append(f"| {k} | {v['n_safe']} | {v['n_unsafe']} | " + " | ".join(cells) + " |")
     for m in names:
         if report["models"][m].get("adversarial"):
-            from guard.eval.adversarial import to_markdown as adv_md
-
-            lines += adv_md(m, report["models"][m]["adversarial"])
+            lines += adversarial_markdown(m, report["models"][m]["adversarial"])
     if "agreement" in report:
         a = report["agreement"]
         lines += ["", f"Agreement: verdict {a['verdict_agreement']:.3f}, categories {a['category_agreement']:.3f}, "

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from guard.errors import GuardError
+from guard.export import metadata
 
 log = logging.getLogger(__name__)
 
@@ -70,11 +71,9 @@ def export_model(model_dir: str | Path, out_dir: str | Path, config: ExportConfi
     from guard.model.llama import load_hf
 
     def write(tok, path):
-        from guard.export.metadata import file_digest
-
         # tokenizer.json is already beside ``path`` (export_dir copies it first): the .pte records its digest
         return export_pte(load_hf(model_dir, max_seq_len=config.max_seq_len, chunk=config.chunk), config, path, tok,
-                          report, tokenizer_sha256=file_digest(Path(path).parent / "tokenizer.json"))
+                          report, tokenizer_sha256=metadata.file_digest(Path(path).parent / "tokenizer.json"))
 
     return export_dir(model_dir, out_dir, config, write)
 
@@ -103,12 +102,11 @@ def export_dir(model_dir, out_dir, config: ExportConfig, write, files=("tokenize
 
 def prepare(model, config: ExportConfig, tok, part=None):
     """Prune the output layer and quantize ``part`` (default the whole model), in place. Returns the quantized part."""
-    from guard.export.metadata import guard_vocab
     from guard.model.llama import prune_vocab
     from guard.quantize import load_quantized_ops, quantize
 
     if config.prune_vocab:
-        prune_vocab(model, guard_vocab(tok))
+        prune_vocab(model, metadata.guard_vocab(tok))
     load_quantized_ops()
     # A pruned head has ~100 rows: it stays fp32, which keeps p_unsafe closest to the float model.
     return quantize(model if part is None else part, config.quant, skip=("lm_head",) if config.prune_vocab else ())
@@ -119,12 +117,8 @@ def export_pte(model, config: ExportConfig, path: str | Path, tok=None, report: 
     """Prune/quantize ``model`` (a guard.model.Transformer, modified in place) and write it as a .pte.
 
     ``tokenizer_sha256``: the digest of the tokenizer.json that will sit beside it (export_model passes it)."""
-    import torch
-
-    from guard.export import metadata
     from guard.format.prompt import FORMAT_VERSION
     from guard.format.tokenizer import Tokenizer
-
     from guard.logs import quiet_third_party
 
     quiet_third_party()

@@ -56,9 +56,6 @@ class Message:
         return (self.text,) + self.more
 
 
-PART_TYPES = ("text", "image")
-
-
 def _text_of(content, where: str) -> tuple[list[str], bool]:
     """A plain string is one text part. In a list, {"type": "text"} parts are the text and {"type": "image"} marks
     an image; any other part type is an error (never silently dropped)."""

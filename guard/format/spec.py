@@ -18,6 +18,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from guard.errors import GuardError
+from guard.fsutil import write_atomic
 
 SPEC = "guard-format-1"
 FILE = "guard_format.json"
@@ -62,11 +63,7 @@ def _dir(model: str | Path) -> Path:
 
 def write(model: str | Path) -> Path:
     """Write guard_format.json into ``model`` (a directory) or beside it (a .pte)."""
-    path = _dir(model) / FILE
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(spec(), indent=1, ensure_ascii=True) + "\n")
-    tmp.replace(path)
-    return path
+    return write_atomic(_dir(model) / FILE, json.dumps(spec(), indent=1, ensure_ascii=True) + "\n")
 
 
 def check(model: str | Path) -> bool:

@@ -25,14 +25,8 @@ _NAMED = {
 
 
 def llama3_special_tokens() -> list[str]:
-    names, reserved = [], 0
-    for i in range(256):
-        if i in _NAMED:
-            names.append(_NAMED[i])
-        else:
-            names.append(f"<|reserved_special_token_{reserved}|>")
-            reserved += 1
-    return names
+    reserved = (f"<|reserved_special_token_{k}|>" for k in range(256))  # numbered over the unnamed ids only
+    return [_NAMED[i] if i in _NAMED else next(reserved) for i in range(256)]
 
 
 def llama_models_tokenizer_path() -> Path:

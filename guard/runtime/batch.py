@@ -26,6 +26,7 @@ import sys
 from pathlib import Path
 
 from guard.errors import GuardError
+from guard.fsutil import write_atomic
 
 MAX_LINE_BYTES = 1 << 20
 MAX_INT_ID = 1 << 63  # ids are JSON strings or 64-bit integers
@@ -90,8 +91,7 @@ def image_path(in_path: Path, image: str, allow_any_path: bool = False) -> Path:
 
 
 def is_special(path: Path) -> bool:
-    text = str(path.absolute())
-    return text.startswith(("/dev/", "/proc/", "/sys/"))
+    return str(path.absolute()).startswith(("/dev/", "/proc/", "/sys/"))
 
 
 def check_paths(in_path: str | Path, out_path: str | Path) -> tuple[Path, Path]:
@@ -173,8 +173,7 @@ class BatchOutput:
             return set()
         if not self.path.is_file():
             raise GuardError(f"--out {self.path} is not a regular file")
-        data = self.path.read_bytes()
-        lines = data.split(b"\n")
+        lines = self.path.read_bytes().split(b"\n")
         tail = lines.pop()  # b"" when the file ends with a newline
         keep, done, changed = [], set(), False
         if tail:
@@ -190,17 +189,7 @@ class BatchOutput:
                 done.add(id_key(rec["id"]))
             keep.append(line)
         if changed:
-            tmp = self.path.with_name(f".{self.path.name}.tmp")
-            with open(tmp, "wb") as fh:
-                fh.write(b"".join(line + b"\n" for line in keep))
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
-            dfd = os.open(self.path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
+            write_atomic(self.path, b"".join(line + b"\n" for line in keep), durable=True)
         return done
 
     def write(self, record: dict) -> None:

@@ -98,7 +98,7 @@ def plan(et: Path | None = None, notorch: bool = False) -> tuple[Path, list[str]
     return _target(et, flags, sources), flags, sources
 
 
-def build(et: Path | None = None, quiet: bool = True, notorch: bool = False) -> Path:
+def build(et: Path | None = None, notorch: bool = False) -> Path:
     """Compile etlite.cpp (about 20 s) unless the cached build is current; -> the .so path. Raises on failure;
     with notorch, also when the torch-free link cannot be made safely (plan())."""
     et = et or executorch_dir()
@@ -162,11 +162,10 @@ def _load(et: Path, notorch: bool):
         from guard.runtime import etlite_notorch
 
         etlite_notorch.preload(et)
-        lib = ctypes.CDLL(str(path))
-    else:
+    lib = ctypes.CDLL(str(path))
+    if not notorch:
         # etlite needs _portable_lib (the runtime, XNNPACK, portable kernels; loading it maps libtorch_cpu but
         # imports no Python torch); the quantized kernels (embedding_4bit) register into it when loaded.
-        lib = ctypes.CDLL(str(path))
         ctypes.CDLL(str(wheel_paths(et)["quantized"]))
     BUILT.append(path.name)
     return lib
@@ -220,7 +219,6 @@ class Program:
         if not self._h:
             raise RuntimeError(self._err.value.decode(errors="replace"))
         self.method_names = {lib.etl_method_name(self._h, i).decode() for i in range(lib.etl_num_methods(self._h))}
-        self._out = None
 
     def __del__(self):
         h, self._h = getattr(self, "_h", None), None

@@ -107,22 +107,18 @@ def tags(path: Path) -> list[int]:
 def symbols(path: Path) -> tuple[set, set]:
     """-> (defined, undefined) dynamic symbol names (versions ignored)."""
     with _mapped(path) as data:
-        return _symbols(data)
-
-
-def _symbols(data) -> tuple[set, set]:
-    _, _, _, shoff, shentsize, shnum = _header(data)
-    sections = [struct.unpack_from("<IIQQQQIIQQ", data, shoff + i * shentsize) for i in range(shnum)]
-    defined, undefined = set(), set()
-    for _, sh_type, _, _, off, size, link, _, _, entsize in sections:
-        if sh_type != 11:  # SHT_DYNSYM
-            continue
-        strtab = sections[link][4]
-        for i in range(1, size // (entsize or 24)):
-            name, info, _, shndx = struct.unpack_from("<IBBH", data, off + i * 24)
-            if name and info >> 4 in (1, 2):  # global or weak
-                (defined if shndx else undefined).add(_string(data, strtab + name))
-    return defined, undefined
+        _, _, _, shoff, shentsize, shnum = _header(data)
+        sections = [struct.unpack_from("<IIQQQQIIQQ", data, shoff + i * shentsize) for i in range(shnum)]
+        defined, undefined = set(), set()
+        for _, sh_type, _, _, off, size, link, _, _, entsize in sections:
+            if sh_type != 11:  # SHT_DYNSYM
+                continue
+            strtab = sections[link][4]
+            for i in range(1, size // (entsize or 24)):
+                name, info, _, shndx = struct.unpack_from("<IBBH", data, off + i * 24)
+                if name and info >> 4 in (1, 2):  # global or weak
+                    (defined if shndx else undefined).add(_string(data, strtab + name))
+        return defined, undefined
 
 
 def strip_needed(src: Path, dst: Path, drop: tuple) -> None:

@@ -18,6 +18,8 @@ import os
 import time
 from pathlib import Path
 
+from guard.fsutil import file_key, keep_newest
+
 KEEP = 3
 MAX_PATH = 255  # XNNPACK's option values are 256 bytes with the terminating zero
 STALE_TMP_S = 3600
@@ -34,8 +36,6 @@ def folder() -> Path:
 
 
 def final_path(pte: Path, build: str) -> Path:
-    from guard.fsutil import file_key
-
     return folder() / f"{file_key(pte, build).hexdigest()[:24]}.xnnpacked"
 
 
@@ -81,8 +81,6 @@ def discard(path: str | None, final: Path | None) -> None:
 
 
 def prune(d: Path, keep: int = KEEP) -> None:
-    from guard.fsutil import keep_newest
-
     keep_newest(d, "*.xnnpacked", keep)
     now = time.time()
     for p in d.glob("*.tmp"):  # a process killed while loading

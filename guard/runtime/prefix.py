@@ -21,6 +21,8 @@ import os
 import zlib
 from pathlib import Path
 
+from guard.fsutil import file_key, keep_newest, write_atomic
+
 MAGIC = b"GKV1"
 PAGE = 4096
 KEEP = 16  # snapshots kept per GUARD_HOME (the newest; one per .pte build, policy and role in use)
@@ -33,8 +35,6 @@ def enabled() -> bool:
 def snapshot_path(pte: Path, build: str, head: list[int]) -> Path:
     from guard.defaults import HOME
 
-    from guard.fsutil import file_key
-
     h = file_key(pte, build, "")
     h.update(",".join(map(str, head)).encode())
     return HOME / "etlite" / "prefix" / f"{h.hexdigest()[:32]}.kv"
@@ -43,8 +43,6 @@ def snapshot_path(pte: Path, build: str, head: list[int]) -> Path:
 def save(arenas: list, path: Path, n_tokens: int) -> Path:
     """Write the non-zero pages of ``arenas`` (uint8 numpy views) to ``path`` atomically."""
     import numpy as np
-
-    from guard.fsutil import write_atomic
 
     parts, table = [], []
     for a in arenas:
@@ -63,8 +61,6 @@ def save(arenas: list, path: Path, n_tokens: int) -> Path:
 
 def prune(folder: Path, keep: int = KEEP) -> None:
     """Delete all but the ``keep`` newest snapshots (a re-exported .pte leaves its old ones behind)."""
-    from guard.fsutil import keep_newest
-
     try:
         keep_newest(folder, "*.kv", keep)
     except OSError:

@@ -20,7 +20,7 @@ import sys
 from functools import lru_cache
 from pathlib import Path
 
-from guard.errors import BadModelFile, GuardError, SequenceTooLong
+from guard.errors import BadModelFile, GuardError, GuardWarning, SequenceTooLong
 from guard.export.metadata import (CHUNKS, MARKER, METHODS, PTE_FORMAT, REQUIRED, SPAN, TOKEN_KEYS, TOKENIZER_DIGEST,
                                    chunk_method, file_digest)
 
@@ -226,8 +226,6 @@ def check_tokenizer_digest(program, path: Path, trust: bool = False) -> None:
     digest existed loads with a warning."""
     import warnings
 
-    from guard.errors import GuardWarning
-
     if trust:
         return
     tok_path = path.parent / "tokenizer.json"
@@ -335,6 +333,7 @@ class PteRunner:
     def _load(self, path: Path, tokenizer, program) -> None:
         import threading
 
+        from guard.format import spec
         from guard.format.prompt import FORMAT_VERSION
 
         self.path = path
@@ -355,8 +354,6 @@ class PteRunner:
             raise BadModelFile(f"{path} lacks the {missing[0]} method; re-export it with `guard export`")
         self.meta = meta
         check_tokenizer_digest(program, path, self._trust_tokenizer)
-        from guard.format import spec
-
         spec.check(path)  # a guard_format.json beside it (for the native runtime) must be this template
         self.max_seq_len = int(meta["get_max_seq_len"])
         self.chunk = int(meta["get_prefill_chunk"])
@@ -398,6 +395,8 @@ class PteRunner:
         self._setup(program, meta)
 
     def _load_methods(self, program, path: Path, box: dict) -> None:
+        from guard.runtime import packed
+
         try:
             names = set(self.METHODS) | set(self._chunk_names.values())
             with quiet_stderr():
@@ -405,15 +404,11 @@ class PteRunner:
                     for m in sorted(names):
                         program.load(m)
                     self.methods = {}
-                    from guard.runtime import packed
-
                     packed.publish(*getattr(program, "packed", (None, None)))
                 else:
                     self.methods = {m: program.load_method(m) for m in sorted(names)}
         except Exception:
             if self._etl:
-                from guard.runtime import packed
-
                 packed.discard(*getattr(program, "packed", (None, None)))
             box["error"] = BadModelFile(f"cannot load the model methods from {path} (truncated or corrupt?)")
 

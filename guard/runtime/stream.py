@@ -27,7 +27,7 @@ from __future__ import annotations
 import codecs
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from guard.errors import GuardError, SequenceTooLong
 from guard.format.prompt import MAX_TEXT_CHARS, as_messages
@@ -40,10 +40,8 @@ class StreamStats:
     checks: int = 0
     prefilled_tokens: int = 0  # tokens run through the model by all checks
     reused_tokens: int = 0  # tokens served from the cache instead
-    per_check: list = None  # (new response tokens since the previous check, tokens prefilled by this check)
-
-    def __post_init__(self):
-        self.per_check = []
+    # (new response tokens since the previous check, tokens prefilled by this check)
+    per_check: list = field(default_factory=list)
 
 
 class Stream:

@@ -79,12 +79,10 @@ class LimitsMiddleware:
         else:
             length = dict(scope.get("headers") or []).get(b"content-length")
             try:
-                too_big = length is not None and int(length) > self.max_body
+                if length is not None and int(length) > self.max_body:
+                    reject = self._too_large()
             except ValueError:
                 reject = error_response(400, "bad Content-Length header")
-                too_big = False
-            if too_big:
-                reject = self._too_large()
         if reject is not None:
             return await reject(scope, receive, send)
 

@@ -35,9 +35,8 @@ def parse_rendered(text: str):
     body = text[start:text.rindex(END_CONV)].strip("\n")
     parts = _TURN.split(body)
     # parts: [before, role, text, role, text, ...]
-    messages = []
-    for role, content in zip(parts[1::2], parts[2::2]):
-        messages.append({"role": "user" if role == "User" else "assistant", "content": content.strip()})
+    messages = [{"role": "user" if role == "User" else "assistant", "content": content.strip()}
+                for role, content in zip(parts[1::2], parts[2::2])]
     if not messages:
         raise ValueError("the rendered guard prompt has no 'User: ' or 'Agent: ' turn in its conversation block")
     return messages, [(c, d) for c, d in cats]

@@ -18,7 +18,9 @@ import os
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+from guard.errors import GuardError
 
 log = logging.getLogger("guard.serve")
 
@@ -73,13 +75,9 @@ def execute(g, sessions: dict, op: str, args: dict, delay_s: float = 0.0):
             time.sleep(delay_s)
         policy, image = args.get("policy"), args.get("image")
         if image is not None and not g.vision:
-            from guard.errors import GuardError
-
             raise GuardError("an image needs a vision guard (Llama Guard 3 Vision); this model is text-only")
         kw = {"image": image} if image is not None else {}
-        if policy is None:
-            return g.classify(args["messages"], **kw).to_dict()
-        saved, g.policy = g.policy, policy  # a client-rendered template with its own categories
+        saved, g.policy = g.policy, policy or g.policy  # policy: a client-rendered template with its own categories
         try:
             return g.classify(args["messages"], **kw).to_dict()
         finally:
@@ -90,8 +88,6 @@ def execute(g, sessions: dict, op: str, args: dict, delay_s: float = 0.0):
     if op in ("stream_feed", "stream_close"):
         s = sessions.get(args["id"])
         if s is None:
-            from guard.errors import GuardError
-
             raise GuardError("stream session lost (its worker was restarted)")
         try:
             v = s.feed(args["text"]) if op == "stream_feed" else s.close()
@@ -116,8 +112,6 @@ def execute(g, sessions: dict, op: str, args: dict, delay_s: float = 0.0):
 
 def run_job(g, sessions, op, args, delay_s: float = 0.0):
     """-> ("ok", result) | ("error", kind, message): exceptions never cross the worker boundary as objects."""
-    from guard.errors import GuardError
-
     try:
         return ("ok", execute(g, sessions, op, args, delay_s))
     except GuardError as e:
@@ -156,7 +150,6 @@ class Job:
     future: asyncio.Future
     loop: asyncio.AbstractEventLoop
     deadline: float  # time.monotonic()
-    submitted: float = field(default_factory=time.monotonic)
 
     def resolve(self, result=None, error: Exception | None = None) -> None:
         def set_():
@@ -203,8 +196,6 @@ class Pool:
         self._ready.wait(timeout)
         if self._load_errors:
             self.close(wait=False)
-            from guard.errors import GuardError
-
             raise GuardError(f"a worker could not load the guard: {self._load_errors[0]}")
 
     def close(self, wait: bool = True, timeout: float = 60) -> None:

@@ -104,15 +104,6 @@ def apply(kind: str, text: str, template: str, rng: random.Random) -> str:
     return template.replace("{x}", text)
 
 
-def variants(text: str, templates: dict, rng: random.Random, kinds=None) -> list[tuple[str, str]]:
-    """One variant of ``text`` per attack kind: [(kind, new_text)]."""
-    out = []
-    for kind in kinds or ("fake_turns", "benign_append", "invisible", "wrapper", "special_tokens"):
-        tpl = rng.choice(templates.get(kind, ("",)))
-        out.append((kind, apply(kind, text, tpl, rng)))
-    return out
-
-
 def augment_records(train: list[dict], seed: int = 0, n_unsafe: int = 1500, n_safe: int = 900, n_refusal: int = 700,
                     n_mixed: int = 300, n_prose: int = 600) -> list[dict]:
     """Augmented training records (split 'train', source 'aug_<kind>'), from single-turn training prompts only."""
@@ -130,14 +121,11 @@ def augment_records(train: list[dict], seed: int = 0, n_unsafe: int = 1500, n_sa
         return {"id": "aug" + h[:13], "messages": msgs, "label": label, "categories": list(cats), "source": f"aug_{kind}",
                 "split": "train", "adjacent": False, "augmented_from": base["id"]}
 
-    for r in rng.sample(unsafe, min(n_unsafe, len(unsafe))):
-        kind = rng.choice(kinds)
-        text = apply(kind, r["messages"][0]["content"], rng.choice(TRAIN.get(kind, ("",))), rng)
-        out.append(rec(r, text, "unsafe", r["categories"], kind))
-    for r in rng.sample(safe, min(n_safe, len(safe))):  # the same wrappers around benign text stay safe
-        kind = rng.choice(kinds)
-        text = apply(kind, r["messages"][0]["content"], rng.choice(TRAIN.get(kind, ("",))), rng)
-        out.append(rec(r, text, "safe", (), kind))
+    for label, pool, n in (("unsafe", unsafe, n_unsafe), ("safe", safe, n_safe)):  # wrapped benign text stays safe
+        for r in rng.sample(pool, min(n, len(pool))):
+            kind = rng.choice(kinds)
+            text = apply(kind, r["messages"][0]["content"], rng.choice(TRAIN.get(kind, ("",))), rng)
+            out.append(rec(r, text, label, r["categories"] if label == "unsafe" else (), kind))
     for r in rng.sample(unsafe, min(n_mixed, len(unsafe))):  # benign first, harmful appended: still unsafe
         b = rng.choice(short_benign)["messages"][0]["content"] if short_benign else "Hi there."
         out.append(rec(r, f"{b}\n\nAlso: {r['messages'][0]['content']}", "unsafe", r["categories"], "harmful_append"))

@@ -19,12 +19,12 @@ import hashlib
 import json
 import os
 import random
-from dataclasses import dataclass
 from pathlib import Path
 
 from guard.errors import GuardError
 from guard.train.dedup import words
 from guard.train.examples import Example, prompt as _p, read_rows as _jsonl, response as _r  # noqa: F401
+from guard.train.sources import HELDOUT_READERS, JBB, NEW_READERS
 from guard.fsutil import atomic_dir
 
 CATEGORIES = tuple(f"S{i}" for i in range(1, 15))
@@ -39,9 +39,6 @@ CATQA = {"Illegal Activity": "S2", "Child Abuse": "S1", "Hate/Harass/Violence": 
          "Political Campaigning": "S13", "Privacy Violation Activity": "S7", "Tailored Financial Advice": "S6"}
 CATQA_SUB = {"Weapon:": "S9", "Content Sexual exploitation": "S4", "Online predation": "S4", "Self-harm": "S11",
              "Weapon making": "S9", "Terrorism and extremism": "S1", "Intellectual property theft": "S8"}
-JBB = {"Harassment/Discrimination": "S10", "Malware/Hacking": "S2", "Physical harm": "S1", "Economic harm": "S2",
-       "Fraud/Deception": "S2", "Disinformation": "S5", "Sexual/Adult content": "S12", "Privacy": "S7",
-       "Expert advice": "S6", "Government decision-making": "S2"}
 
 # Per-source caps keep the set CPU-sized and stop one source (e.g. gsm8k) from dominating; sampling is seeded.
 # Caps apply after exact and near-duplicate removal. DangerousQA is HarmfulQ (held out), so none of it survives.
@@ -148,10 +145,7 @@ def jbb_responses(root: Path):
                 yield _r(r["prompt"], r["response"], "safe", (), "jbb_response")
 
 
-def _readers():
-    from guard.train.sources import NEW_READERS
-
-    return (openai_moderation, harmbench, catqa, cyberseceval, coconot, hatecheck, toxigen, benign, jbb_responses) + NEW_READERS
+READERS = (openai_moderation, harmbench, catqa, cyberseceval, coconot, hatecheck, toxigen, benign, jbb_responses) + NEW_READERS
 
 
 def normalise(text: str) -> str:
@@ -196,7 +190,6 @@ def collect(root: Path, seed: int = 0, augment: bool = True, report: dict | None
     equal or nearly equal a held-out text; dedup by normalised text (a conflict keeps the unsafe label), drop near
     duplicates inside templated sources, cap, split, and add the robustness augmentation (train split only)."""
     from guard.train.dedup import NearDup
-    from guard.train.sources import HELDOUT_READERS
 
     root = Path(root)
     if not root.is_dir():
@@ -213,7 +206,7 @@ def collect(root: Path, seed: int = 0, augment: bool = True, report: dict | None
         held_users.add(normalise(ex.messages[0][1]))
     by_key: dict[str, Example] = {}
     dropped = report.setdefault("dropped", {})
-    for reader in _readers():
+    for reader in READERS:
         for ex in _read(reader, root):
             k = key_of(ex)
             if k in held or normalise(ex.messages[0][1]) in held_users or (

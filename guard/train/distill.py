@@ -8,7 +8,6 @@ as the exporter applies) yields exactly the fake-quantized numerics (see tests).
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 

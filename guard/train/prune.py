@@ -9,7 +9,6 @@ loadable Hugging Face checkpoint.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -59,18 +58,19 @@ def measure(model, batches: list[torch.Tensor]) -> tuple[list[float], list[torch
 
 
 def _check(cfg: PruneConfig, n_layers: int, width: int) -> list[int] | None:
+    explicit = None
     if cfg.blocks is not None:
         bad = [b for b in cfg.blocks if not 0 <= b < n_layers]
         if bad:
             raise GuardError(f"blocks {bad} out of range: the model has blocks 0..{n_layers - 1}")
         if len(set(cfg.blocks)) >= n_layers:
             raise GuardError(f"cannot remove all {n_layers} blocks")
-        return sorted(set(cfg.blocks))
-    if not 0 <= cfg.drop_blocks < n_layers:
+        explicit = sorted(set(cfg.blocks))
+    elif not 0 <= cfg.drop_blocks < n_layers:
         raise GuardError(f"--drop-blocks {cfg.drop_blocks} out of range: choose 0..{n_layers - 1} for a {n_layers}-block model")
     if cfg.mlp_width is not None and not 0 < cfg.mlp_width <= width:
         raise GuardError(f"--mlp-width {cfg.mlp_width} out of range: choose 1..{width} (current width)")
-    return None
+    return explicit
 
 
 @torch.no_grad()
@@ -79,8 +79,6 @@ def prune_model(model, cfg: PruneConfig, tokenizer=None) -> dict:
     layers = model.model.layers
     n, width = len(layers), model.config.intermediate_size
     explicit = _check(cfg, n, width)
-    if cfg.mlp_width is not None and not 0 < cfg.mlp_width <= width:
-        raise GuardError(f"--mlp-width {cfg.mlp_width} out of range: choose 1..{width} (current width)")
     need = explicit is None and cfg.drop_blocks > 0 or cfg.mlp_width is not None
     scores, neurons = None, None
     if need:
