@@ -49,6 +49,7 @@ def write_atomic(path: str | Path, data: str | bytes, durable: bool = False) -> 
 
 
 def fsync(path: Path) -> None:
+    """Flush a file's data, or a directory's entries, to the disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
