@@ -20,9 +20,16 @@ def _train_module():
 
 
 def test_next_recipe_names_heldout_sources_and_teacher_rank():
+    """The recipe names the held-out sources, and its teacher rank is the committed teacher adapter's: v4's rank 8
+    since the held-out choice (teacher_choice.json; the rank-64 run lost it)."""
+    from safetensors import safe_open
+
     r = MiniRecipe.load(NEXT)
     assert set(r.heldout_sources) == {"harmfulq", "trustllm_misuse", "coconot_contrast"}
-    assert r.teacher_rank == (64, 128.0) and (r.lora_r, r.lora_alpha) == (8, 16.0)
+    assert json.loads((NEXT.parent / "teacher_choice.json").read_text())["keep"] == "baseline"
+    with safe_open(str(NEXT.parent / "teacher_adapter.safetensors"), "pt") as f:
+        ranks = {f.get_slice(k).get_shape()[0] for k in f.keys() if k.endswith("lora_A")}
+    assert ranks == {r.teacher_rank[0]} and r.teacher_rank == (8, 16.0) and (r.lora_r, r.lora_alpha) == (8, 16.0)
     shipped = MiniRecipe.load(ARTEFACTS / "recipe.json")
     assert shipped.teacher_rank == (shipped.lora_r, shipped.lora_alpha) and shipped.heldout_sources == r.heldout_sources
 
