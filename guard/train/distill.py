@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from guard.errors import GuardError
-from guard.train.lora import LoraConfig, add_lora, lora_state_dict, merge_lora
+from guard.train.lora import LoraConfig, add_lora, load_adapter, lora_state_dict, merge_lora
 from guard.fsutil import save_atomic
 from guard.train.loop import GuardCodec, TrainConfig, finetune
 
@@ -100,11 +100,7 @@ def distill(student_dir: str | Path, teacher_dir: str | Path | None, records: li
     if cfg.lora:
         add_lora(student, cfg.lora)
         if cfg.init_adapter:
-            from safetensors.torch import load_file
-
-            from guard.train.lora import load_lora
-
-            load_lora(student, load_file(str(cfg.init_adapter)))
+            load_adapter(student, cfg.init_adapter)
     work = Path(work) if work else out.with_name(out.name + ".work")
     summary = finetune(student, codec, records, work, cfg.train, policy=policy, teacher=teacher,
                        kl_ids=guard_token_ids(codec), alpha=cfg.alpha, snapshot=snapshot)
