@@ -10,7 +10,7 @@ from the llama-cpp-python sdist (see docs/export.md); its `llama-bench` does the
   decode   = token generation at depth N_full (tg 64 @ d N_full),
   verdict  = prompt processing of the request's tokens with the policy head already cached (pp N_body @ d N_head).
 The .pte side measures the same quantities with guard.bench.run_bench (the timing of `guard bench`).
-Results: benchmarks/results/bench_1b_shape.{json,md}.
+Results: benchmarks/results/bench_1b_shape.{json,md,png}.
 """
 
 from __future__ import annotations
@@ -183,6 +183,34 @@ def markdown(r: dict) -> str:
     return "\n".join(lines)
 
 
+def chart(r: dict, path: Path) -> None:
+    """Bars: the .pte and llama.cpp on TTFT, decode and verdict, with the issue's targets as dashed lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from guard.bench.schema import TARGET_DECODE_TOK_S, TARGET_TTFT_S
+
+    e, l = r["executorch"], r.get("llama_cpp")
+    names = ["ExecuTorch .pte"] + (["llama.cpp Q4_0"] if l else [])
+    panels = (("ttft_s", "TTFT, full guard prompt (s)", TARGET_TTFT_S), ("decode_tok_s", "decode (tok/s)", TARGET_DECODE_TOK_S),
+              ("verdict_ms", "verdict, prefix cached (ms)", 500))
+    fig, ax = plt.subplots(1, 3, figsize=(12, 3.6))
+    for a, (key, title, target) in zip(ax, panels):
+        vals = [e[key]] + ([l[key]] if l else [])
+        a.bar(names, vals, color=["tab:blue", "tab:orange"][: len(vals)])
+        for i, v in enumerate(vals):
+            a.annotate(f"{v:g}", (i, v), ha="center", va="bottom", fontsize=9)
+        a.axhline(target, color="red", linestyle="--", label=f"target {target:g}")
+        a.set(title=title)
+        a.legend(fontsize=8)
+        a.grid(alpha=0.3, axis="y")
+    fig.suptitle(f"Llama Guard 3-1B shape, {r['threads']} threads: {r['environment']['machine'].get('cpu', '')}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", type=Path, default=Path.home() / ".cache" / "guard" / "bench_1b")
@@ -227,6 +255,7 @@ def main() -> int:
     args.out.with_suffix(".json").write_text(json.dumps(r, indent=2) + "\n")
     md = markdown(r)
     args.out.with_suffix(".md").write_text(md)
+    chart(r, args.out.with_suffix(".png"))
     print(md)
     return 0
 
