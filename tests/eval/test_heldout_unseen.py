@@ -1,0 +1,29 @@
+"""benchmarks/heldout_unseen.py: the held-out look-alikes split by whether guard-mini v4 trained on them."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+from guard.train.data import split_of
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "heldout_unseen.py"
+
+
+def _module():
+    spec = importlib.util.spec_from_file_location("heldout_unseen", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_subsets_follow_the_hash_split(tmp_path):
+    train_id, test_id = "f" * 16, "0" * 16  # split_of reads the first 8 hex digits: ffff... is train, 0000... is test
+    assert (split_of(train_id), split_of(test_id)) == ("train", "test")
+    rows = [{"id": train_id, "source": "coconot_contrast", "label": "safe"},
+            {"id": test_id, "source": "coconot_contrast", "label": "safe"},
+            {"id": "e" * 16, "source": "harmfulq", "label": "unsafe"}]  # unsafe records are kept whatever their hash
+    path = tmp_path / "heldout.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    parts = _module().subsets(path)
+    assert [r["id"] for r in parts["seen"]] == [train_id]
+    assert [r["id"] for r in parts["unseen"]] == [test_id, "e" * 16]
