@@ -34,6 +34,18 @@ def test_next_recipe_names_heldout_sources_and_teacher_rank():
     assert shipped.teacher_rank == (shipped.lora_r, shipped.lora_alpha) and shipped.heldout_sources == r.heldout_sources
 
 
+def test_next2_is_next_without_the_prune():
+    """next2 against next measures the pruning alone (next2/README.md): every recipe field but the prune's is next's,
+    and the teacher adapter is the same file."""
+    import dataclasses
+
+    a, b = MiniRecipe.load(NEXT), MiniRecipe.load(ARTEFACTS / "next2" / "recipe.json")
+    assert (b.drop_blocks, b.mlp_width) == (0, 1536) and (a.drop_blocks, a.mlp_width) == (2, 1280)
+    assert dataclasses.replace(b, drop_blocks=a.drop_blocks, mlp_width=a.mlp_width) == a
+    teacher = "teacher_adapter.safetensors"
+    assert (ARTEFACTS / "next2" / teacher).read_bytes() == (NEXT.parent / teacher).read_bytes()
+
+
 def test_training_refuses_heldout_sources(tmp_path):
     train = _train_module()
     rec = {"id": "a", "messages": [{"role": "user", "content": "hi"}], "label": "safe", "categories": [],
