@@ -25,13 +25,14 @@ import sys
 import tempfile
 from pathlib import Path
 
-from guard.train.data import split_of
+from guard.errors import GuardError
+from guard.train.data import load_jsonl, split_of
 
 SOURCE = "coconot_contrast"
 
 
 def subsets(heldout: Path) -> dict[str, list[dict]]:
-    records = [json.loads(line) for line in heldout.read_text().splitlines() if line.strip()]
+    records = load_jsonl(heldout)
     seen = [r for r in records if r["source"] == SOURCE and split_of(r["id"]) == "train"]
     ids = {r["id"] for r in seen}
     return {"unseen": [r for r in records if r["id"] not in ids], "seen": seen}
@@ -44,10 +45,12 @@ def main() -> int:
     ap.add_argument("--data", required=True, type=Path, help="a `guard data build` directory (heldout.jsonl)")
     ap.add_argument("--out", required=True, type=Path, help="output stem")
     a = ap.parse_args()
-    if not (a.data / "heldout.jsonl").is_file():
-        sys.exit(f"heldout_unseen: {a.data / 'heldout.jsonl'} not found")
+    try:
+        parts = subsets(a.data / "heldout.jsonl")
+    except GuardError as e:
+        sys.exit(f"heldout_unseen: {e}")
     with tempfile.TemporaryDirectory() as tmp:
-        for name, records in subsets(a.data / "heldout.jsonl").items():
+        for name, records in parts.items():
             path = Path(tmp) / f"heldout_{name}.jsonl"
             path.write_text("".join(json.dumps(r) + "\n" for r in records))
             cmd = [sys.executable, "-m", "guard", "eval", a.model, "--data", str(path), "--out", f"{a.out}_{name}"]
