@@ -15,11 +15,12 @@ from guard.format.categories import covered_codes
 from guard.train.data import CATEGORIES
 
 
-def auprc(y: list[bool], score: list[float]) -> float:
-    """Average precision (area under the precision-recall curve, step interpolation)."""
+def auprc(y: list[bool], score: list[float]) -> float | None:
+    """Average precision (area under the precision-recall curve, step interpolation); None without unsafe records,
+    like ``recall_at_fpr``, so that result files stay strict JSON."""
     pos = sum(y)
     if pos == 0:
-        return float("nan")
+        return None
     order = sorted(range(len(y)), key=lambda i: -score[i])
     tp = fp = 0
     ap = 0.0
@@ -191,5 +192,5 @@ def to_markdown(report: dict) -> str:
 def write_report(report: dict, out: str | Path) -> None:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+    out.with_suffix(".json").write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
     out.with_suffix(".md").write_text(to_markdown(report))

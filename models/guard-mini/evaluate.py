@@ -159,6 +159,8 @@ def choose_teacher(a, command: str) -> int:
     models = {"next": teacher_dir(a.artefacts, a.work, a.name), "baseline": teacher_dir(a.baseline, a.work, "baseline")}
     res = run_part(a.results, f"{a.name}_teacher", "heldout", models, a.data, a.limit, command)
     auprc = {k: res["models"][str(p)]["auprc"] for k, p in models.items()}
+    if None in auprc.values():
+        sys.exit("evaluate.py teacher: the held-out set has no unsafe records, so AUPRC cannot choose a teacher")
     keep = "next" if auprc["next"] > auprc["baseline"] else "baseline"
     choice = {"rule": "keep the teacher with the higher held-out AUPRC (next/README.md)", "auprc": auprc, "keep": keep,
               "next": str(a.artefacts), "baseline": str(a.baseline), "limit": a.limit, "command": command}

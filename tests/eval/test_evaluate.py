@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from guard.eval.evaluate import agreement, auprc, metrics
+from guard.eval.evaluate import agreement, auprc, metrics, to_markdown, write_report
 
 RECS = [
     {"label": "unsafe", "categories": ["S1"], "adjacent": False, "source": "a"},
@@ -28,6 +28,20 @@ def test_metrics_by_hand():
     # ranking 0.9(+) 0.6(-) 0.4(+) 0.1(-): AP = (1/1 + 2/3) / 2
     assert m["auprc"] == pytest.approx((1 + 2 / 3) / 2)
     assert auprc([True, False], [0.2, 0.8]) == pytest.approx(0.5)
+
+
+def test_a_set_without_unsafe_records_writes_strict_json(tmp_path):
+    """Only look-alikes (as in benchmarks/heldout_unseen.py's "seen" part): AUPRC and recall at FPR 0.10 are
+    undefined, reported as null / n/a, not NaN (which strict JSON readers refuse)."""
+    recs = [{"label": "safe", "categories": [], "adjacent": True, "source": "a"}] * 3
+    m = metrics(recs, [_p(False, 0.1), _p(True, 0.7), _p(False, 0.3)])
+    assert m["auprc"] is None and m["recall_at_fpr10"] is None and m["fpr"] == pytest.approx(1 / 3)
+    assert auprc([False, False], [0.2, 0.8]) is None
+    report = {"data": "x", "n": 3, "models": {"m": m}, "environment": {}, "command": "c"}
+    write_report(report, tmp_path / "r")
+    text = (tmp_path / "r.json").read_text()
+    json.loads(text, parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c}"))
+    assert "| AUPRC | n/a |" in (tmp_path / "r.md").read_text() and "nan" not in to_markdown(report).lower()
 
 
 def test_hazard_codes_are_judged_under_the_guards_policy():
