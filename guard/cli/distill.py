@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-HELP = "train a pruned student toward a teacher guard: KL over guard tokens + CE, optional QAT 8da4w, resumable"
+HELP = "train a pruned student toward a teacher guard: KL over guard tokens + CE, optional QAT (8da4w or 8da8w), resumable"
 
 import json
 
@@ -19,7 +19,9 @@ def add_arguments(p) -> None:
     p.add_argument("--decay-from", type=int, default=None, metavar="STEP",
                    help="keep --lr until STEP, then decay it linearly to 0 at --steps (default: constant)")
     p.add_argument("--alpha", type=float, default=0.5, help="CE weight (1 - alpha on KL)")
-    p.add_argument("--qat", type=int, default=None, metavar="GROUP", help="QAT 8da4w with this weight group size")
+    p.add_argument("--qat", type=int, default=None, metavar="GROUP", help="QAT with this INT4 weight group size")
+    p.add_argument("--qat-scheme", choices=["8da4w", "8da8w"], default="8da4w",
+                   help="with --qat: 8da4w (int4 weights in groups of GROUP) or 8da8w (int8 per channel; GROUP unused)")
     p.add_argument("--lora", type=int, default=None, metavar="R", help="train rank-R LoRA adapters instead of all weights (saved as adapter.safetensors)")
     p.add_argument("--init-adapter", metavar="FILE", help="continue from these LoRA adapters (an earlier run's "
                    "OUT/adapter.safetensors, same --lora and --qat); needs --lora")
@@ -37,7 +39,7 @@ def run(args) -> int:
     records = load_jsonl(args.data, None if args.split == "all" else args.split)
     cfg = DistillConfig(TrainConfig(steps=args.steps, lr=args.lr, accum=args.accum, bf16=not args.no_bf16,
                                     decay_from=args.decay_from),
-                        alpha=args.alpha if args.teacher else 1.0, qat_group_size=args.qat,
+                        alpha=args.alpha if args.teacher else 1.0, qat_group_size=args.qat, qat_scheme=args.qat_scheme,
                         lora=LoraConfig(r=args.lora, alpha=args.lora_alpha or 2.0 * args.lora) if args.lora else None,
                         init_adapter=args.init_adapter)
     rec = distill(args.student, args.teacher, records, args.out, cfg, CHATML if args.chatml else None)

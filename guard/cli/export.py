@@ -11,7 +11,9 @@ from guard.cli.common import add_model_argument, model_of
 def add_arguments(p):
     add_model_argument(p, positional=True, default="none: a Hugging Face Llama Guard directory is required")
     p.add_argument("--out", metavar="DIR", required=True, help="output directory: model.pte and tokenizer.json are written there")
-    p.add_argument("--quant", choices=["none", "8da4w"], default="none", help="none (fp32) or 8da4w: INT4 weights, int8 dynamic activations, 4-bit embedding")
+    p.add_argument("--quant", choices=["none", "8da4w", "8da8w"], default="none",
+                   help="none (fp32); 8da4w: INT4 weights in groups of --group-size; 8da8w: int8 weights per output channel; "
+                        "both with int8 dynamic activations and a 4-bit embedding")
     p.add_argument("--group-size", type=int, default=256, help="INT4 weight group size (default 256, as Llama Guard 3-1B-INT4)")
     p.add_argument("--embedding-group-size", type=int, default=32, metavar="N",
                    help="4-bit embedding group size (default 32; 256 saves 14 MB of fp16 scales at the 1B shape, "

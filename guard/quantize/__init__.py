@@ -14,7 +14,7 @@ from torch import nn
 
 from guard.errors import GuardError
 
-SCHEMES = ("none", "8da4w")
+SCHEMES = ("none", "8da4w", "8da8w")
 
 
 @dataclass
@@ -42,10 +42,10 @@ def quantize(model: nn.Module, cfg: QuantConfig, skip: tuple[str, ...] = ()) -> 
         return model
     linears = {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear) and n not in skip}
     bad = [n for n, m in linears.items() if m.in_features % cfg.group_size]
-    if bad:
+    if bad and cfg.scheme == "8da4w":
         w = linears[bad[0]].in_features
         raise GuardError(f"group size {cfg.group_size} does not divide {bad[0]}'s input width {w}; pick a divisor of {w}")
-    quantize_8da4w(model, cfg.group_size, set(linears))
+    quantize_linears(model, cfg.scheme, cfg.group_size, set(linears))
     if cfg.embedding_bits:
         for name, m in list(model.named_modules()):
             for child_name, child in list(m.named_children()):
@@ -54,12 +54,28 @@ def quantize(model: nn.Module, cfg: QuantConfig, skip: tuple[str, ...] = ()) -> 
     return model
 
 
-def quantize_8da4w(model: nn.Module, group_size: int, names: set[str]) -> None:
-    from torchao.quantization import Int8DynamicActivationIntxWeightConfig, quantize_
-    from torchao.quantization.granularity import PerGroup
+def linear_config(scheme: str, group_size: int):
+    """torchao's config for ``scheme``'s linears, shared by the exporter and QAT (guard.train.distill.qat_prepare):
+    8da4w is int4 weights in groups of ``group_size``, 8da8w int8 weights per output channel (``group_size``
+    unused); both with int8 dynamic per-token activations, as XNNPACK runs them."""
+    from torchao.quantization import Int8DynamicActivationIntxWeightConfig
+    from torchao.quantization.granularity import PerAxis, PerGroup
 
-    config = Int8DynamicActivationIntxWeightConfig(weight_dtype=torch.int4, weight_granularity=PerGroup(group_size))
-    quantize_(model, config, filter_fn=lambda m, fqn: isinstance(m, nn.Linear) and fqn in names)
+    if scheme == "8da4w":
+        return Int8DynamicActivationIntxWeightConfig(weight_dtype=torch.int4, weight_granularity=PerGroup(group_size))
+    if scheme == "8da8w":
+        return Int8DynamicActivationIntxWeightConfig(weight_dtype=torch.int8, weight_granularity=PerAxis(0))
+    raise GuardError(f"no linear quantization for scheme {scheme!r} (choose from 8da4w, 8da8w)")
+
+
+def quantize_linears(model: nn.Module, scheme: str, group_size: int, names: set[str]) -> None:
+    from torchao.quantization import quantize_
+
+    quantize_(model, linear_config(scheme, group_size), filter_fn=lambda m, fqn: isinstance(m, nn.Linear) and fqn in names)
+
+
+def quantize_8da4w(model: nn.Module, group_size: int, names: set[str]) -> None:
+    quantize_linears(model, "8da4w", group_size, names)
 
 
 class Embedding4bit(nn.Module):

@@ -1,9 +1,10 @@
 """`guard distill`: train a (pruned) student toward a teacher guard: KL over the guard's tokens + CE on labels.
 
-Optional QAT (torchao ``QATConfig(Int8DynamicActivationIntxWeightConfig(int4, PerGroup(g)), step="prepare")``):
-linear layers train with int8 dynamic activation / int4 grouped weight fake quantization. The saved directory
-holds the trained float weights; ``step="convert"`` (``guard.quantize.quantize_8da4w`` with the same group size,
-as the exporter applies) yields exactly the fake-quantized numerics (see tests). The record says which config.
+Optional QAT (torchao ``QATConfig(guard.quantize.linear_config(scheme, g), step="prepare")``): linear layers train
+with int8 dynamic activation fake quantization and int4 grouped (8da4w) or int8 per-channel (8da8w) weights. The saved
+directory holds the trained float weights; the convert step (``guard.quantize.quantize_linears`` with the same
+scheme and group size, as the exporter applies it) yields exactly the fake-quantized numerics (see tests). The record
+says which config.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ class DistillConfig:
     train: TrainConfig
     alpha: float = 0.5  # weight of CE on labels; 1 - alpha on KL to the teacher
     qat_group_size: int | None = None  # None: no QAT
+    qat_scheme: str = "8da4w"  # guard.quantize.linear_config: 8da4w (int4 in groups of qat_group_size) or 8da8w
     lora: "LoraConfig | None" = None  # None: full fine-tuning; else train adapters only (saved as adapter.safetensors)
     init_adapter: str | None = None  # continue from these adapters (an earlier run's adapter.safetensors); needs lora
 
@@ -44,12 +46,14 @@ def guard_token_ids(codec: GuardCodec) -> list[int]:
     return sorted(ids)
 
 
-def qat_prepare(model, group_size: int):
-    from torchao.quantization import Int8DynamicActivationIntxWeightConfig, quantize_
-    from torchao.quantization.granularity import PerGroup
+def qat_prepare(model, group_size: int, scheme: str = "8da4w"):
+    """Wrap every linear but lm_head in the fake quantizers of ``scheme`` (guard.quantize.linear_config)."""
+    from torchao.quantization import quantize_
     from torchao.quantization.qat import QATConfig
 
-    base = Int8DynamicActivationIntxWeightConfig(weight_dtype=torch.int4, weight_granularity=PerGroup(group_size))
+    from guard.quantize import linear_config
+
+    base = linear_config(scheme, group_size)
     quantize_(model, QATConfig(base, step="prepare"), filter_fn=lambda m, fqn: isinstance(m, torch.nn.Linear) and "lm_head" not in fqn)
     return model
 
@@ -92,7 +96,7 @@ def distill(student_dir: str | Path, teacher_dir: str | Path | None, records: li
     student = AutoModelForCausalLM.from_pretrained(str(student_dir), dtype=torch.float32)
     codec = GuardCodec(s_tok, codec_specials)
     if cfg.qat_group_size:
-        qat_prepare(student, cfg.qat_group_size)
+        qat_prepare(student, cfg.qat_group_size, cfg.qat_scheme)
     if cfg.init_adapter and not cfg.lora:
         raise GuardError("init_adapter continues LoRA adapters: set lora as well")
     if cfg.init_adapter and not Path(cfg.init_adapter).is_file():
@@ -111,7 +115,8 @@ def distill(student_dir: str | Path, teacher_dir: str | Path | None, records: li
     strip_fake_quant(student)
     record = {"student": str(student_dir), "teacher": None if teacher_dir is None else str(teacher_dir), "records": len(records), "summary": summary,
               "config": asdict(cfg), "qat": None if not cfg.qat_group_size else
-              {"scheme": "8da4w", "weight": "int4 symmetric per-group", "group_size": cfg.qat_group_size,
-               "activation": "int8 dynamic per-token asymmetric", "convert": "guard.quantize.quantize_8da4w / guard export --quantize 8da4w"}}
+              {"scheme": cfg.qat_scheme, "group_size": cfg.qat_group_size,
+               "weight": "int4 symmetric per-group" if cfg.qat_scheme == "8da4w" else "int8 symmetric per-channel",
+               "activation": "int8 dynamic per-token asymmetric", "convert": f"guard export --quant {cfg.qat_scheme}"}}
     save_atomic(student, s_tok, out, record, "distill_record.json", extra={"adapter.safetensors": adapter} if adapter else None)
     return record

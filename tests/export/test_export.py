@@ -181,6 +181,26 @@ def test_int4_with_coarse_embedding_groups_agrees_with_fp32(decisive_dir, fp32_p
     assert same >= 0.8 * n
 
 
+def test_int8_weights_export_is_delegated_and_agrees_with_fp32(decisive_dir, fp32_pte, int4_pte, tokenizer, tmp_path):
+    """8da8w: int8 per-channel weights, run by XNNPACK like 8da4w, recorded in the metadata, and closer to fp32."""
+    from guard.export import ExportConfig, export_model
+    from guard.quantize import QuantConfig
+    from guard.runtime.pte import PteRunner
+
+    report = {}
+    cfg = ExportConfig(max_seq_len=MAX_SEQ, chunk=CHUNK, prune_vocab=True, quant=QuantConfig("8da8w"))
+    path = export_model(decisive_dir, tmp_path, cfg, report)
+    allowed = {"aten_index_put_default", "aten_index_select_default", "quantized_decomposed_embedding_4bit_dtype",
+               "aten_slice_copy_tensor", "sym_size"}
+    for method, d in report["delegation"].items():
+        assert set(d["portable"]) <= allowed and d["subgraphs"] >= 1, (method, d)
+    assert PteRunner(path).meta["get_quant_scheme"] == "8da8w"
+    same, n, worst = agreement(fp32_pte, path, tokenizer)
+    _, _, worst4 = agreement(fp32_pte, int4_pte, tokenizer)
+    print(f"8da8w (pruned) vs fp32: {same}/{n} same decisions, max |dp_unsafe| = {worst:.4f} (8da4w group 32: {worst4:.4f})")
+    assert same == n and worst < worst4
+
+
 def test_classify_cli_with_pte(fp32_pte, capsys):
     from guard.cli import main
 

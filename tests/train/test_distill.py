@@ -35,23 +35,52 @@ def test_prune_then_distill_with_qat_loads_and_runs(tiny_model_dir, tmp_path, da
     assert Guard(runner, tok).classify("hello").decision in ("safe", "unsafe", "indeterminate")
 
 
-def test_qat_convert_matches_fake_quant(tiny_model_dir):
+@pytest.mark.parametrize("scheme", ["8da4w", "8da8w"])
+def test_qat_convert_matches_fake_quant(tiny_model_dir, scheme):
     from transformers import AutoModelForCausalLM
 
     from guard.train.distill import qat_prepare, strip_fake_quant
-    from guard.quantize import quantize_8da4w
+    from guard.quantize import quantize_linears
 
     m = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
-    qat_prepare(m, 32)
     ids = torch.tensor([[1, 50, 700, 9000]])
+    with torch.no_grad():
+        full = m(input_ids=ids).logits
+    qat_prepare(m, 32, scheme)
     with torch.no_grad():
         fake = m(input_ids=ids).logits
     strip_fake_quant(m)
     names = {n for n, x in m.named_modules() if isinstance(x, torch.nn.Linear) and "lm_head" not in n}
-    quantize_8da4w(m, 32, names)
+    quantize_linears(m, scheme, 32, names)
     with torch.no_grad():
         real = m(input_ids=ids).logits
     assert torch.allclose(fake, real, atol=1e-4), (fake - real).abs().max()
+    assert (fake - full).abs().max() > 1e-4  # the fake quantizers did something
+
+
+def test_int8_weights_are_closer_to_fp32_than_int4(tiny_model_dir):
+    """8da8w (int8 per-channel weights) changes the logits less than 8da4w (int4, groups of 32)."""
+    from transformers import AutoModelForCausalLM
+
+    from guard.train.distill import qat_prepare
+
+    ids = torch.tensor([[1, 50, 700, 9000, 12, 333]])
+    err = {}
+    for scheme in ("8da4w", "8da8w"):
+        m = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+        with torch.no_grad():
+            full = m(input_ids=ids).logits
+            err[scheme] = (qat_prepare(m, 32, scheme)(input_ids=ids).logits - full).abs().mean().item()
+    assert err["8da8w"] < err["8da4w"] / 2, err
+
+
+def test_unknown_qat_scheme_is_one_line_error(tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    from guard.train.distill import qat_prepare
+
+    with pytest.raises(GuardError, match="no linear quantization for scheme 'int3'"):
+        qat_prepare(AutoModelForCausalLM.from_pretrained(tiny_model_dir), 32, "int3")
 
 
 def test_tokenizer_mismatch_and_empty_data(tiny_model_dir, tmp_path, data):
