@@ -7,11 +7,13 @@ by the project's own recipe (models/guard-mini/train.py):
    ChatML tokens that play the same part, ``guard.train.adopt_llama3_specials``), then LoRA fine-tuning on the
    training split of ``guard data build``;
 2. prune: decoder blocks and MLP neurons removed by importance measured on the dev split (``guard.train.prune``);
-3. distil: LoRA on the pruned student, KL to the teacher over the guard's tokens + CE, with QAT (8da4w);
-4. export: 8da4w with the QAT group size, 4-bit embedding, output vocabulary pruned to the guard's tokens.
+3. distil: LoRA on the pruned student, KL to the teacher over the guard's tokens + CE, with QAT (the recipe's
+   quant_scheme: 8da4w, or 8da8w);
+4. export: the same scheme (and group size), 4-bit embedding, output vocabulary pruned to the guard's tokens.
 
 What is committed (models/guard-mini/): ``recipe.json``, ``teacher_adapter.safetensors``, ``prune_record.json`` and
-``student_adapter.safetensors``, a few MB, and ``calibration.json`` (p_unsafe's scale, fitted on the dev split
+``student_adapter.safetensors``, a few MB (a build that continues another, ``recipe.init_from``, may take the first
+two from it: ``artefact_path``), and ``calibration.json`` (p_unsafe's scale, fitted on the dev split
 for the 8da4w .pte, guard.eval.calibrate). ``build(out)`` replays them on the GGUF weights, bit for bit the model that was
 evaluated, and exports ``model.pte``: ``guard mini build`` (scripts/setup.sh runs it) takes a few minutes.
 ``OUT/build.json`` records a digest of the weight artefacts, so a build from older ones is known to be stale.
@@ -48,6 +50,9 @@ class MiniRecipe:
     student_decay_from: int | None = 410  # constant student_lr until this step, then linear decay to 0
     alpha: float = 0.5  # CE weight; 1 - alpha on KL to the teacher
     group_size: int = 64  # INT4 group: divides the 576-wide hidden and the MLP width
+    # the linears' quantization, for QAT and the .pte alike (guard.quantize.linear_config): 8da4w (int4 weights in
+    # groups of group_size) or 8da8w (int8 weights per output channel); both with int8 dynamic activations
+    quant_scheme: str = "8da4w"
     policies: tuple[str, ...] = ("1b", "8b")  # category lists the guard is trained under (S1-S13, S1-S14)
     seed: int = 0
     # refine: continue the distilled adapters on a mix that oversamples the sources named here (both labels: the
@@ -160,15 +165,15 @@ def build_hf(out: str | Path, artefacts: str | Path = ARTEFACTS, stage: str = "m
     a = Path(artefacts)
     need = ["recipe.json", "teacher_adapter.safetensors"] + (["prune_record.json"] if stage != "teacher" else []) + (
         ["student_adapter.safetensors"] if stage == "mini" else [])
-    missing = [n for n in need if not (a / n).is_file()]
+    missing = [n for n in need if not artefact_path(a, n).is_file()]
     if missing:
         raise GuardError(f"guard-mini artefacts missing in {a}: {', '.join(missing)}")
     recipe = MiniRecipe.load(a / "recipe.json")
     model, tok, rows = load_base()
-    apply_adapter(model, a / "teacher_adapter.safetensors", recipe, rows, teacher=True)
+    apply_adapter(model, artefact_path(a, "teacher_adapter.safetensors"), recipe, rows, teacher=True)
     record = {"stage": "teacher", "artefacts": str(a), "recipe": asdict(recipe)}
     if stage != "teacher":
-        apply_record(model, json.loads((a / "prune_record.json").read_text()))
+        apply_record(model, json.loads(artefact_path(a, "prune_record.json").read_text()))
         record["stage"] = "pruned"
     if stage == "mini":
         apply_adapter(model, a / "student_adapter.safetensors", recipe, rows)
@@ -184,6 +189,24 @@ def build_hf(out: str | Path, artefacts: str | Path = ARTEFACTS, stage: str = "m
 BUILD_FORMAT = 5  # 5: methods attend to a dynamic span of the cache (ExportConfig.attention_span)
 
 MODEL_FILES = ("recipe.json", "teacher_adapter.safetensors", "prune_record.json", "student_adapter.safetensors")
+INHERITED = ("teacher_adapter.safetensors", "prune_record.json")  # a build that continues another may share these
+
+
+def artefact_path(artefacts: str | Path, name: str) -> Path:
+    """ARTEFACTS/NAME; for the teacher adapter and the prune record of a build that continues another
+    (recipe.init_from, relative to ARTEFACTS) and holds no copy of its own, the earlier build's file, followed
+    through as many init_from links as it takes. A build that only retrains the student commits just its own files."""
+    a, seen = Path(artefacts), set()
+    while name in INHERITED and not (a / name).is_file() and a.resolve() not in seen:
+        seen.add(a.resolve())
+        try:
+            init = json.loads((a / "recipe.json").read_text()).get("init_from")
+        except (OSError, ValueError, AttributeError):
+            break
+        if not init:
+            break
+        a = (a / init).resolve()
+    return a / name
 
 
 def artefact_digest(artefacts: str | Path = ARTEFACTS) -> str:
@@ -192,7 +215,7 @@ def artefact_digest(artefacts: str | Path = ARTEFACTS) -> str:
 
     h = hashlib.sha256()
     for name in MODEL_FILES:
-        p = Path(artefacts) / name
+        p = artefact_path(artefacts, name)
         if p.is_file():
             h.update(name.encode() + b"\0" + p.read_bytes() + b"\0")
     return h.hexdigest()
@@ -201,7 +224,7 @@ def artefact_digest(artefacts: str | Path = ARTEFACTS) -> str:
 def calibration_source(stamp: dict) -> str:
     """What a calibration fitted on the build stamped ``stamp`` (OUT/build.json) says of it: the exporter's format
     and the weight artefacts' digest. Both matter: a new exporter (BUILD_FORMAT) moves the scores too."""
-    return f"guard-mini 8da4w .pte (build format {stamp.get('format')}) built from artefacts {stamp.get('artefacts_sha256')}"
+    return f"guard-mini {stamp.get('quant', '8da4w')} .pte (build format {stamp.get('format')}) built from artefacts {stamp.get('artefacts_sha256')}"
 
 
 def calibration_fits(source: str, stamp: dict) -> bool:
@@ -209,7 +232,7 @@ def calibration_fits(source: str, stamp: dict) -> bool:
 
 
 def sync_calibration(out: str | Path, artefacts: str | Path = ARTEFACTS) -> bool:
-    """Make OUT/calibration.json the artefacts' one when it was fitted on this build: an 8da4w .pte of this
+    """Make OUT/calibration.json the artefacts' one when it was fitted on this build: a quantized .pte of this
     BUILD_FORMAT from the same weight artefacts (its ``source`` says so, as models/guard-mini/train.py writes it). A calibration fitted
     on other weights is not copied, and a stale copy is removed. -> True when OUT's file changed. Calibration is not
     part of the weights, so a new one needs no rebuild."""
@@ -223,7 +246,7 @@ def sync_calibration(out: str | Path, artefacts: str | Path = ARTEFACTS) -> bool
         stamp = json.loads((out / "build.json").read_text())
     except (OSError, ValueError):
         stamp = {}
-    cal = load(artefacts) if stamp.get("quant") == "8da4w" else None  # a malformed file is a one-line error
+    cal = load(artefacts) if stamp.get("quant", "none") != "none" else None  # a malformed file is a one-line error
     want = src.read_bytes() if cal and calibration_fits(cal.source, stamp) else None
     have = dst.read_bytes() if dst.is_file() else None
     if want == have:
@@ -239,7 +262,7 @@ def artefact_stat(artefacts: str | Path = ARTEFACTS) -> dict:
     """(size, mtime_ns) of each weight artefact: a cheap stand-in for the digest while the files are untouched."""
     out = {}
     for name in MODEL_FILES:
-        p = Path(artefacts) / name
+        p = artefact_path(artefacts, name)
         if p.is_file():
             st = p.stat()
             out[name] = [st.st_size, st.st_mtime_ns]
@@ -291,8 +314,8 @@ def is_current(out: str | Path, artefacts: str | Path = ARTEFACTS) -> bool:
 
 
 def build(out: str | Path, artefacts: str | Path = ARTEFACTS, quant: bool = True) -> Path:
-    """guard-mini from the committed artefacts: OUT/hf (Hugging Face dir) and OUT/model.pte (8da4w, pruned vocab),
-    with OUT/calibration.json (8da4w only: it was fitted on that .pte's scores) and OUT/build.json."""
+    """guard-mini from the committed artefacts: OUT/hf (Hugging Face dir) and OUT/model.pte (the recipe's quant_scheme,
+    pruned vocab), with OUT/calibration.json (quantized only: it was fitted on that .pte's scores) and OUT/build.json."""
     import shutil
 
     from guard.export import ExportConfig, export_model
@@ -304,10 +327,11 @@ def build(out: str | Path, artefacts: str | Path = ARTEFACTS, quant: bool = True
     if hf.exists():
         shutil.rmtree(hf)
     build_hf(hf, artefacts)
-    cfg = ExportConfig(quant=QuantConfig("8da4w" if quant else "none", group_size=recipe.group_size), prune_vocab=True)
+    scheme = recipe.quant_scheme if quant else "none"
+    cfg = ExportConfig(quant=QuantConfig(scheme, group_size=recipe.group_size), prune_vocab=True)
     (out / "build.json").unlink(missing_ok=True)
     export_model(hf, out, cfg)
-    (out / "build.json").write_text(json.dumps({"format": BUILD_FORMAT, "artefacts": str(Path(artefacts).resolve()), "quant": "8da4w" if quant else "none",
+    (out / "build.json").write_text(json.dumps({"format": BUILD_FORMAT, "artefacts": str(Path(artefacts).resolve()), "quant": scheme,
                                                 "artefacts_sha256": artefact_digest(artefacts),
                                                 "artefacts_stat": artefact_stat(artefacts)}, indent=2) + "\n")
     sync_calibration(out, artefacts)

@@ -150,6 +150,35 @@ def test_init_from_names_an_earlier_build(tmp_path):
         train.init_dir(MiniRecipe(init_from="nowhere"), tmp_path)
 
 
+def test_a_continued_build_takes_the_teacher_and_prune_record_from_the_earlier_one(tmp_path):
+    """guard.mini.artefact_path: a build with recipe.init_from and no teacher adapter or prune record of its own
+    uses the earlier build's (through chained init_from links, cycles stopped); never its student adapter. Its
+    digest is the one a copy of those files would give."""
+    from guard.mini import artefact_digest, artefact_path
+
+    base, mid, top = tmp_path / "base", tmp_path / "mid", tmp_path / "top"
+    for d, init in ((base, None), (mid, "../base"), (top, "../mid")):
+        d.mkdir()
+        (d / "recipe.json").write_text(json.dumps({"init_from": init}))
+        (d / "student_adapter.safetensors").write_bytes(d.name.encode())
+    (base / "teacher_adapter.safetensors").write_bytes(b"teacher")
+    (mid / "prune_record.json").write_text("{}")
+    assert artefact_path(top, "teacher_adapter.safetensors") == base.resolve() / "teacher_adapter.safetensors"
+    assert artefact_path(top, "prune_record.json") == mid.resolve() / "prune_record.json"
+    assert artefact_path(top, "student_adapter.safetensors") == top / "student_adapter.safetensors"
+    assert not artefact_path(base, "prune_record.json").is_file()  # nothing to inherit from
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for n in ("recipe.json", "student_adapter.safetensors"):
+        (copy / n).write_bytes((top / n).read_bytes())
+    (copy / "teacher_adapter.safetensors").write_bytes(b"teacher")
+    (copy / "prune_record.json").write_text("{}")
+    assert artefact_digest(top) == artefact_digest(copy) != artefact_digest(mid)
+    (base / "recipe.json").write_text(json.dumps({"init_from": "../top"}))  # a cycle ends, it does not hang
+    (mid / "prune_record.json").unlink()
+    assert not artefact_path(top, "prune_record.json").is_file()
+
+
 def test_recipe_files_from_before_the_refine_stage_have_none(tmp_path):
     old = {k: v for k, v in json.loads((ARTEFACTS / "recipe.json").read_text()).items() if not k.startswith("refine_")}
     (tmp_path / "recipe.json").write_text(json.dumps(old))

@@ -5,9 +5,9 @@
 
 Stages (each resumable: rerun the same command after an interruption; finished stages are skipped):
 teacher (LoRA on SmolLM2 + adopted Llama 3 tokens) -> prune (blocks + MLP by measured importance on dev)
--> distil (LoRA + QAT 8da4w, KL to the teacher + CE) -> refine (optional: continue the adapters on a mix that
+-> distil (LoRA + QAT in the recipe's quant_scheme, 8da4w by default, KL to the teacher + CE) -> refine (optional: continue the adapters on a mix that
 oversamples named sources, e.g. hate speech and its benign look-alikes) -> check that guard.mini.build reproduces the student
--> calibrate (build the 8da4w .pte from the artefacts, fit p_unsafe's scale on dev records: guard.eval.calibrate).
+-> calibrate (build the quantized .pte from the artefacts, fit p_unsafe's scale on dev records: guard.eval.calibrate).
 Artefacts go to --artefacts (default: this folder). --until STAGE stops after that stage (e.g. --until teacher, to
 measure a longer-trained teacher on dev before pruning from it).
 
@@ -36,7 +36,7 @@ from guard.errors import GuardError
 from guard.train.data import load_jsonl
 from guard.train.distill import DistillConfig, distill
 from guard.train.lora import AdapterSnapshot, LoraConfig, add_lora, load_lora, lora_state_dict, merge_lora, save_adapter
-from guard.mini import ARTEFACTS, BASE_VOCAB, MiniRecipe, build_hf, load_base, policies, refine_records
+from guard.mini import ARTEFACTS, BASE_VOCAB, MiniRecipe, artefact_path, build_hf, load_base, policies, refine_records
 from guard.format.prompt import render
 from guard.fsutil import save_atomic
 from guard.train.prune import PruneConfig, prune
@@ -65,18 +65,13 @@ def init_dir(recipe: MiniRecipe, art: Path) -> Path | None:
     return d
 
 
-def inherit(src: Path, art: Path, name: str) -> None:
-    if src.resolve() != art.resolve():
-        shutil.copy(src / name, art / name)
-
-
 def teacher(recipe: MiniRecipe, data: Path, work: Path, art: Path) -> None:
     """LoRA fine-tuning of the base. Resumes from WORK/teacher.ckpt/ckpt.pt (model + optimizer), else from the
     committable snapshot ART/teacher_resume.safetensors (adapters + step; AdamW moments restart from zero). When done,
     ART/teacher_adapter.safetensors replaces the snapshot, and WORK/teacher is rebuilt from it on another machine.
-    With recipe.init_from: the earlier build's teacher, rebuilt from its artefacts."""
+    With recipe.init_from: the earlier build's teacher, rebuilt from its artefacts; its adapter file is not copied
+    (guard.mini.artefact_path finds it there)."""
     if (src := init_dir(recipe, art)) is not None:
-        inherit(src, art, "teacher_adapter.safetensors")
         if recipe.refine_weight < 1:  # only a distilling refine reads it
             build_hf(work / "teacher", src, stage="teacher")
         return print(f"teacher: taken from {src}")
@@ -108,10 +103,8 @@ def teacher(recipe: MiniRecipe, data: Path, work: Path, art: Path) -> None:
 def prune_stage(recipe: MiniRecipe, data: Path, work: Path, art: Path) -> None:
     if (work / "pruned").is_dir():
         return print("prune: done")
-    if (src := init_dir(recipe, art)) is not None:
-        inherit(src, art, "prune_record.json")
-    src = src or art
-    if (src / "prune_record.json").is_file():  # pruned before: the earlier build, or this run on another machine
+    src = init_dir(recipe, art) or art
+    if artefact_path(src, "prune_record.json").is_file():  # pruned before: the earlier build, or this run on another machine
         build_hf(work / "pruned", src, stage="pruned")
         return print(f"prune: rebuilt from {src}")
     dev = load_jsonl(data / "dev.jsonl")[: recipe.calib]
@@ -133,7 +126,7 @@ def _distil(recipe: MiniRecipe, records: list[dict], work: Path, art: Path, name
     tok = AutoTokenizer.from_pretrained(str(work / "pruned"))
     rows = tuple(range(BASE_VOCAB, len(tok)))  # the tokens the teacher stage added
     alpha = recipe.alpha if alpha is None else alpha
-    cfg = DistillConfig(train, alpha=alpha, qat_group_size=recipe.group_size,
+    cfg = DistillConfig(train, alpha=alpha, qat_group_size=recipe.group_size, qat_scheme=recipe.quant_scheme,
                         lora=LoraConfig(r=recipe.lora_r, alpha=recipe.lora_alpha, train_embeddings=rows),
                         init_adapter=str(init_adapter) if init_adapter else None)
     rec = distill(work / "pruned", work / "teacher" if alpha < 1 else None, records, work / name, cfg, work=work / f"{name}.ckpt",
@@ -191,7 +184,7 @@ def check_rebuild(recipe: MiniRecipe, data: Path, work: Path, art: Path) -> None
 
 
 def calibrate_stage(recipe: MiniRecipe, data: Path, work: Path, art: Path) -> None:
-    """Fit calibration.json on the deployed artefact: the 8da4w .pte that `guard mini build` makes, under the default
+    """Fit calibration.json on the deployed artefact: the quantized .pte that `guard mini build` makes, under the default
     S1-S13 policy, on dev records (the test split stays untouched)."""
     from guard.eval.calibrate import CALIBRATION_FILE, calibrate
     from guard.runtime.classifier import Guard
