@@ -1,4 +1,4 @@
-"""Post-training quantization for export: torchao 8da4w linears and a 4-bit grouped embedding.
+"""Post-training quantization for export: torchao 8da4w (or 8da8w) linears and a 4-bit grouped embedding.
 
 ``quantize(model, QuantConfig("8da4w", group_size=256))`` is the Llama Guard 3-1B-INT4 recipe: INT4 weights in
 groups of ``group_size`` with int8 dynamic activations (XNNPACK runs these linears), and the token embedding as
