@@ -72,7 +72,7 @@ def teacher(recipe: MiniRecipe, data: Path, work: Path, art: Path) -> None:
     With recipe.init_from: the earlier build's teacher, rebuilt from its artefacts; its adapter file is not copied
     (guard.mini.artefact_path finds it there)."""
     if (src := init_dir(recipe, art)) is not None:
-        if recipe.refine_weight < 1:  # only a distilling refine reads it
+        if recipe.refine_weight < 1 and not (work / "teacher").is_dir():  # only a distilling refine reads it
             build_hf(work / "teacher", src, stage="teacher")
         return print(f"teacher: taken from {src}")
     if (art / "teacher_adapter.safetensors").is_file():
