@@ -16,12 +16,11 @@ import argparse
 import json
 import sys
 
-import torch
 
 import guard
 from guard.bench.schema import command
 from guard.eval.evaluate import evaluate
-from guard.train.distill import qat_prepare
+from guard.train.distill import bake_fake_quant, qat_prepare
 
 
 def main() -> int:
@@ -38,12 +37,7 @@ def main() -> int:
 
     def qat_eager():
         g = guard.load(model=a.hf, calibrated=False, segment_checks=a.segment_checks)
-        qat_prepare(g.runner.model, a.group_size).eval()
-        with torch.no_grad():  # bake the weight fake quantization once (it is a pure function of the weight)
-            for m in g.runner.model.modules():
-                if getattr(m, "weight_fake_quantizer", None) is not None:
-                    m.weight.copy_(m.weight_fake_quantizer(m.weight))
-                    m.weight_fake_quantizer.enabled = False
+        bake_fake_quant(qat_prepare(g.runner.model, a.group_size).eval())
         return g
 
     print(evaluate([lambda: guard.load(pte=a.pte, calibrated=False, segment_checks=a.segment_checks), qat_eager], records, a.out, data=a.data,

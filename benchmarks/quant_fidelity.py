@@ -20,14 +20,13 @@ import statistics
 import sys
 from pathlib import Path
 
-import torch
 
 import guard
 from guard.bench.schema import command, environment
 from guard.errors import GuardError
 from guard.eval.evaluate import metrics, predict
 from guard.train.data import load_jsonl
-from guard.train.distill import qat_prepare
+from guard.train.distill import bake_fake_quant, qat_prepare
 
 
 def parse_scheme(text: str) -> tuple[str, int]:
@@ -40,12 +39,7 @@ def parse_scheme(text: str) -> tuple[str, int]:
 def load(hf: str, scheme: str, group: int):
     g = guard.load(model=hf, calibrated=False)
     if scheme != "fp32":
-        qat_prepare(g.runner.model, group, scheme).eval()
-        with torch.no_grad():  # the weight fake quantization is a pure function of the weight: apply it once
-            for m in g.runner.model.modules():
-                if getattr(m, "weight_fake_quantizer", None) is not None:
-                    m.weight.copy_(m.weight_fake_quantizer(m.weight))
-                    m.weight_fake_quantizer.enabled = False
+        bake_fake_quant(qat_prepare(g.runner.model, group, scheme).eval())
     return g
 
 

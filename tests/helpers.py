@@ -32,6 +32,16 @@ def make_decisive_checkpoint(out, tok):
     return out
 
 
+def load_script(path):
+    """A script outside the package (benchmarks/NAME.py) imported as a module, for its functions."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def conversations():
     """>= 50 varied requests: prompts, prompt + response, multi-turn, unicode, long text."""
     prompts = [

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from guard.train.distill import qat_prepare, strip_fake_quant
 from guard.train.prune import PruneConfig, prune_model
-from guard.quantize import quantize_8da4w
+from guard.quantize import quantize_linears
 
 
 def texts(root: Path, n_train: int, n_eval: int):
@@ -103,10 +103,10 @@ def main():
     distil_text(qat, teacher, train, a.steps, a.lr)
     strip_fake_quant(qat)
     names = {n for n, m in qat.named_modules() if isinstance(m, torch.nn.Linear) and "lm_head" not in n}
-    quantize_8da4w(qat, a.qat_group, names)
+    quantize_linears(qat, "8da4w", a.qat_group, names)
     res["prune_distil_qat_int4"] = compare(qat, teacher, held)
     ptq = copy.deepcopy(student)  # reference: distil without QAT, then PTQ
-    quantize_8da4w(ptq, a.qat_group, names)
+    quantize_linears(ptq, "8da4w", a.qat_group, names)
     res["prune_distil_then_ptq_int4"] = compare(ptq, teacher, held)
     res.update({"seconds": round(time.time() - t0, 1), "steps": a.steps, "seq": a.seq, "lr": a.lr, "n_eval_texts": len(held),
                 "command": "python " + " ".join(sys.argv), "loadavg": os.getloadavg(), "machine": platform.machine(),

@@ -74,10 +74,6 @@ def quantize_linears(model: nn.Module, scheme: str, group_size: int, names: set[
     quantize_(model, linear_config(scheme, group_size), filter_fn=lambda m, fqn: isinstance(m, nn.Linear) and fqn in names)
 
 
-def quantize_8da4w(model: nn.Module, group_size: int, names: set[str]) -> None:
-    quantize_linears(model, "8da4w", group_size, names)
-
-
 class Embedding4bit(nn.Module):
     """Symmetric 4-bit grouped embedding, two values per byte (the layout of ExecuTorch's embedding_4bit)."""
 

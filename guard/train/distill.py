@@ -58,6 +58,17 @@ def qat_prepare(model, group_size: int, scheme: str = "8da4w"):
     return model
 
 
+def bake_fake_quant(model):
+    """Apply each weight fake quantizer once and switch it off (it is a pure function of the weight): the model then
+    computes what the converted one does, with only the activations fake-quantized per call. For evaluation."""
+    with torch.no_grad():
+        for m in model.modules():
+            if getattr(m, "weight_fake_quantizer", None) is not None:
+                m.weight.copy_(m.weight_fake_quantizer(m.weight))
+                m.weight_fake_quantizer.enabled = False
+    return model
+
+
 def strip_fake_quant(model):
     """Replace FakeQuantizedLinear by plain nn.Linear with the trained float weights (so save_pretrained works)."""
     for name, mod in list(model.named_modules()):

@@ -1,19 +1,16 @@
 """benchmarks/heldout_unseen.py: the held-out look-alikes split by whether guard-mini v4 trained on them."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 from guard.train.data import split_of
+from helpers import load_script
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "heldout_unseen.py"
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("heldout_unseen", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script(SCRIPT)
 
 
 def test_subsets_follow_the_hash_split(tmp_path):

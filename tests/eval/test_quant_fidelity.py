@@ -1,21 +1,19 @@
 """benchmarks/quant_fidelity.py: how far a quantization scheme moves a guard's scores from fp32."""
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from helpers import load_script
+
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "quant_fidelity.py"
 
 
 @pytest.fixture(scope="module")
 def qf():
-    spec = importlib.util.spec_from_file_location("quant_fidelity", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script(SCRIPT)
 
 
 def test_spearman_and_fidelity_by_hand(qf):

@@ -42,7 +42,7 @@ def test_merge_equals_adapter_forward_and_only_adapters_train(tiny_model_dir):
 def test_qat_lora_fake_quant_matches_converted_8da4w(tiny_model_dir):
     """QAT sees fake_quant(W + BA): merging and converting with the exporter's 8da4w gives the same numerics."""
     from guard.train.distill import qat_prepare, strip_fake_quant
-    from guard.quantize import quantize_8da4w
+    from guard.quantize import quantize_linears
 
     m = qat_prepare(_tiny(tiny_model_dir), 32)
     add_lora(m, LoraConfig(r=4, alpha=8))
@@ -50,7 +50,7 @@ def test_qat_lora_fake_quant_matches_converted_8da4w(tiny_model_dir):
     with torch.no_grad():
         fake = m(input_ids=IDS).logits
     strip_fake_quant(merge_lora(m))
-    quantize_8da4w(m, 32, {n for n, x in m.named_modules() if isinstance(x, torch.nn.Linear) and "lm_head" not in n})
+    quantize_linears(m, "8da4w", 32, {n for n, x in m.named_modules() if isinstance(x, torch.nn.Linear) and "lm_head" not in n})
     with torch.no_grad():
         real = m(input_ids=IDS).logits
     assert torch.allclose(fake, real, atol=1e-4), (fake - real).abs().max()
