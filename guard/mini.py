@@ -13,7 +13,7 @@ by the project's own recipe (models/guard-mini/train.py):
 
 What is committed (models/guard-mini/): ``recipe.json``, ``teacher_adapter.safetensors``, ``prune_record.json`` and
 ``student_adapter.safetensors``, a few MB (a build that continues another, ``recipe.init_from``, may take the first
-two from it: ``artefact_path``), and ``calibration.json`` (p_unsafe's scale, fitted on the dev split
+two from it, and the third when it trains nothing: ``artefact_path``), and ``calibration.json`` (p_unsafe's scale, fitted on the dev split
 for the 8da4w .pte, guard.eval.calibrate). ``build(out)`` replays them on the GGUF weights, bit for bit the model that was
 evaluated, and exports ``model.pte``: ``guard mini build`` (scripts/setup.sh runs it) takes a few minutes.
 ``OUT/build.json`` records a digest of the weight artefacts, so a build from older ones is known to be stale.
@@ -74,6 +74,9 @@ class MiniRecipe:
     init_from: str | None = None
     refine_alpha: float | None = None  # the refine stage's CE weight (None: alpha); 1.0 is plain fine-tuning, no teacher
     category_weight: float = 1.0  # the hazard-code tokens' CE weight against the decision token's (every stage)
+    # WiSE-FT: the student's adapter is folded in at W + student_scale * delta (1: as trained; 0: the teacher). A build
+    # with init_from, refine_steps 0 and a scale below 1 trains nothing: it re-mixes the earlier build's student.
+    student_scale: float = 1.0
 
     @property
     def teacher_rank(self) -> tuple[int, float]:
@@ -148,12 +151,13 @@ def load_base():
 
 
 def apply_adapter(model, path: Path, recipe: MiniRecipe, rows: list[int], teacher: bool = False):
+    """Fold the teacher's adapter (``teacher=True``) or the student's, at ``recipe.student_scale``, into ``model``."""
     from guard.train.lora import LoraConfig, add_lora, load_adapter, merge_lora
 
     r, alpha = recipe.teacher_rank if teacher else (recipe.lora_r, recipe.lora_alpha)
     add_lora(model, LoraConfig(r=r, alpha=alpha, train_embeddings=tuple(rows)))
     load_adapter(model, path)
-    return merge_lora(model).eval()
+    return merge_lora(model, 1.0 if teacher else recipe.student_scale).eval()
 
 
 def build_hf(out: str | Path, artefacts: str | Path = ARTEFACTS, stage: str = "mini") -> Path:
@@ -164,7 +168,7 @@ def build_hf(out: str | Path, artefacts: str | Path = ARTEFACTS, stage: str = "m
 
     a = Path(artefacts)
     need = ["recipe.json", "teacher_adapter.safetensors"] + (["prune_record.json"] if stage != "teacher" else []) + (
-        ["student_adapter.safetensors"] if stage == "mini" else [])
+        [STUDENT] if stage == "mini" else [])
     missing = [n for n in need if not artefact_path(a, n).is_file()]
     if missing:
         raise GuardError(f"guard-mini artefacts missing in {a}: {', '.join(missing)}")
@@ -176,7 +180,7 @@ def build_hf(out: str | Path, artefacts: str | Path = ARTEFACTS, stage: str = "m
         apply_record(model, json.loads(artefact_path(a, "prune_record.json").read_text()))
         record["stage"] = "pruned"
     if stage == "mini":
-        apply_adapter(model, a / "student_adapter.safetensors", recipe, rows)
+        apply_adapter(model, artefact_path(a, STUDENT), recipe, rows)
         record["stage"] = "guard-mini"
     return save_atomic(model, tok, out, record, "guard_mini.json")
 
@@ -190,19 +194,27 @@ BUILD_FORMAT = 5  # 5: methods attend to a dynamic span of the cache (ExportConf
 
 MODEL_FILES = ("recipe.json", "teacher_adapter.safetensors", "prune_record.json", "student_adapter.safetensors")
 INHERITED = ("teacher_adapter.safetensors", "prune_record.json")  # a build that continues another may share these
+STUDENT = "student_adapter.safetensors"  # shared too when the continuing build trains nothing (artefact_path)
+
+
+def _recipe_dict(folder: Path) -> dict:
+    try:
+        d = json.loads((folder / "recipe.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return d if isinstance(d, dict) else {}
 
 
 def artefact_path(artefacts: str | Path, name: str) -> Path:
     """ARTEFACTS/NAME; for the teacher adapter and the prune record of a build that continues another
     (recipe.init_from, relative to ARTEFACTS) and holds no copy of its own, the earlier build's file, followed
-    through as many init_from links as it takes. A build that only retrains the student commits just its own files."""
+    through as many init_from links as it takes. A build that only retrains the student commits just its own files;
+    one that trains nothing (refine_steps 0, e.g. a new student_scale) takes the earlier student adapter too."""
     a, seen = Path(artefacts), set()
-    while name in INHERITED and not (a / name).is_file() and a.resolve() not in seen:
+    inherits = name in INHERITED or (name == STUDENT and not _recipe_dict(a).get("refine_steps"))
+    while inherits and not (a / name).is_file() and a.resolve() not in seen:
         seen.add(a.resolve())
-        try:
-            init = json.loads((a / "recipe.json").read_text()).get("init_from")
-        except (OSError, ValueError, AttributeError):
-            break
+        init = _recipe_dict(a).get("init_from")
         if not init:
             break
         a = (a / init).resolve()

@@ -179,6 +179,25 @@ def test_a_continued_build_takes_the_teacher_and_prune_record_from_the_earlier_o
     assert not artefact_path(top, "prune_record.json").is_file()
 
 
+def test_a_build_that_trains_nothing_takes_the_earlier_student_adapter(tmp_path):
+    """A continued build with refine_steps 0 (e.g. only a new student_scale) uses the earlier build's student
+    adapter; one that refines must have its own, so a build in progress is never silently the earlier model."""
+    from guard.mini import artefact_digest, artefact_path
+
+    base, mix, cont = tmp_path / "base", tmp_path / "mix", tmp_path / "cont"
+    base.mkdir()
+    (base / "recipe.json").write_text(json.dumps({"refine_steps": 0}))
+    (base / "student_adapter.safetensors").write_bytes(b"student")
+    for d, recipe in ((mix, {"init_from": "../base", "refine_steps": 0, "student_scale": 0.5}),
+                      (cont, {"init_from": "../base", "refine_steps": 100})):
+        d.mkdir()
+        (d / "recipe.json").write_text(json.dumps(recipe))
+    assert artefact_path(mix, "student_adapter.safetensors") == base.resolve() / "student_adapter.safetensors"
+    assert artefact_path(cont, "student_adapter.safetensors") == cont / "student_adapter.safetensors"
+    assert not artefact_path(cont, "student_adapter.safetensors").is_file()
+    assert artefact_digest(mix) != artefact_digest(base)  # the recipe (its scale) is part of what made the weights
+
+
 def test_recipe_files_from_before_the_refine_stage_have_none(tmp_path):
     old = {k: v for k, v in json.loads((ARTEFACTS / "recipe.json").read_text()).items() if not k.startswith("refine_")}
     (tmp_path / "recipe.json").write_text(json.dumps(old))

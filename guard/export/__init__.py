@@ -135,7 +135,7 @@ def export_pte(model, config: ExportConfig, path: str | Path, tok=None, report: 
     methods = {metadata.chunk_method(c, C): method_inputs(model, c, config.max_seq_len, span) for c in config.sizes() + [1]}
     meta = metadata.build(tok.tokens, max_seq_len=config.max_seq_len, chunk=C, vocab_size=a.vocab_size,
                           output_ids=model.output_ids, prompt_format=FORMAT_VERSION,
-                          quant_scheme=config.quant.scheme, group_size=config.quant.group_size, chunks=config.sizes(),
+                          quant_scheme=config.quant.scheme, group_size=config.quant.linear_group, chunks=config.sizes(),
                           tokenizer_sha256=tokenizer_sha256, attention_span=span)
     return lower(methods, meta, path, report, zero_cache=config.zero_cache, workers=config.workers)
 

@@ -34,6 +34,12 @@ class QuantConfig:
         if self.embedding_bits not in (0, 4):
             raise GuardError(f"embedding bits must be 0 or 4, got {self.embedding_bits}")
 
+    @property
+    def linear_group(self) -> int:
+        """The linears' weight group as the .pte records it: group_size for 8da4w, 0 where there is none (8da8w is
+        per output channel; none keeps fp32)."""
+        return self.group_size if self.scheme == "8da4w" else 0
+
 
 def quantize(model: nn.Module, cfg: QuantConfig, skip: tuple[str, ...] = ()) -> nn.Module:
     """Quantize ``model`` in place; linears whose name is in ``skip`` stay fp32."""
@@ -41,8 +47,8 @@ def quantize(model: nn.Module, cfg: QuantConfig, skip: tuple[str, ...] = ()) -> 
     if cfg.scheme == "none":
         return model
     linears = {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear) and n not in skip}
-    bad = [n for n, m in linears.items() if m.in_features % cfg.group_size]
-    if bad and cfg.scheme == "8da4w":
+    bad = [n for n, m in linears.items() if m.in_features % cfg.group_size] if cfg.scheme == "8da4w" else []
+    if bad:
         w = linears[bad[0]].in_features
         raise GuardError(f"group size {cfg.group_size} does not divide {bad[0]}'s input width {w}; pick a divisor of {w}")
     quantize_linears(model, cfg.scheme, cfg.group_size, set(linears))

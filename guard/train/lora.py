@@ -184,27 +184,35 @@ def _train_rows(model: nn.Module, rows: list[int]) -> None:
         model.set_output_embeddings(TrainedRows(out, rows, weight, output=True))
 
 
-def _untrain_rows(model: nn.Module) -> None:
-    """Fold the trained rows back into the (tied) matrix and put the plain modules back."""
+def _untrain_rows(model: nn.Module, scale: float = 1.0) -> None:
+    """Fold the trained rows back into the (tied) matrix, moved ``scale`` of the way from the rows before training,
+    and put the plain modules back."""
     emb = model.get_input_embeddings()
     if not isinstance(emb, TrainedRows):
         return
     with torch.no_grad():
-        emb.base.weight[emb.rows] = emb.weight_rows.to(emb.base.weight.dtype)
+        before = emb.base.weight[emb.rows]
+        emb.base.weight[emb.rows] = (before + scale * (emb.weight_rows.to(before.dtype) - before))
     model.set_input_embeddings(emb.base)
     out = model.get_output_embeddings()
     if isinstance(out, TrainedRows):
         model.set_output_embeddings(out.base)
 
 
-def merge_lora(model: nn.Module) -> nn.Module:
+def merge_lora(model: nn.Module, scale: float = 1.0) -> nn.Module:
     """Replace every LoRALinear by its base linear with the adapter folded into the weight (and trained embedding
-    rows into the embedding)."""
-    _untrain_rows(model)
+    rows into the embedding).
+
+    ``scale`` interpolates between the weights before the adapter (0) and after it (1, the default): every weight
+    becomes ``W + scale * delta`` and every trained embedding row ``row0 + scale * (row - row0)``, the weight-space
+    ensembling of a fine-tuned model with the one it started from (WiSE-FT, Wortsman et al. 2022)."""
+    if not 0.0 <= scale <= 1.0:
+        raise GuardError(f"adapter scale {scale} is outside 0..1")
+    _untrain_rows(model, scale)
     for n, m in list(model.named_modules()):
         if isinstance(m, LoRALinear):
             with torch.no_grad():
-                m.base.weight += m.delta()
+                m.base.weight += scale * m.delta()
             parent, child = _parent(model, n)
             setattr(parent, child, m.base)
     for p in model.parameters():

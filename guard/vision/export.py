@@ -103,7 +103,7 @@ def export_vision_pte(model, config: ExportConfig, path: str | Path, tok, report
     }
     meta = metadata.build(tok.tokens, max_seq_len=config.max_seq_len, chunk=C, vocab_size=a.vocab_size,
                           output_ids=model.output_ids, prompt_format=FORMAT_VERSION,
-                          quant_scheme=config.quant.scheme, group_size=config.quant.group_size,
+                          quant_scheme=config.quant.scheme, group_size=config.quant.linear_group,
                           tokenizer_sha256=tokenizer_sha256)
     meta.update({metadata.MARKER: VISION_FORMAT, "get_tile_size": S, "get_max_tiles": T, "get_image_token_id": image_id(tok),
                  "get_vision_tokens": T * v.n_patches, "get_cross_layers": list(model.cross_layers),

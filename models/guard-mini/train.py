@@ -142,7 +142,8 @@ def distill_stage(recipe: MiniRecipe, data: Path, work: Path, art: Path) -> None
     if (src := init_dir(recipe, art)) is not None:  # the earlier build's adapters: the refine stage continues them
         (work / "student").mkdir(parents=True)
         shutil.copy(src / "student_adapter.safetensors", work / "student" / "adapter.safetensors")
-        return print(f"distil: taken from {src}")
+        return print(f"distil: taken from {src}" + ("" if recipe.refine_steps else
+                                                   f" (no refine: the build is that student at scale {recipe.student_scale:g})"))
     train = TrainConfig(steps=recipe.student_steps, lr=recipe.student_lr, accum=recipe.accum, save_every=10, bf16=False,
                         seed=recipe.seed + 1, decay_from=recipe.student_decay_from,
                         category_weight=recipe.category_weight)
@@ -172,6 +173,8 @@ def check_rebuild(recipe: MiniRecipe, data: Path, work: Path, art: Path) -> None
     """guard.mini.build_hf from the artefacts alone must give the trained student's weights exactly."""
     from safetensors.torch import load_file
 
+    if recipe.init_from and not recipe.refine_steps:
+        return print("check: nothing was trained in this build (the earlier build's student at student_scale)")
     out = work / "rebuilt"
     if out.exists():
         shutil.rmtree(out)

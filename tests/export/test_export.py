@@ -138,7 +138,7 @@ def test_metadata_is_stored_in_the_pte(fp32_pte, int4_pte, tokenizer):
 
     r = PteRunner(fp32_pte)
     assert r.threads == len(os.sched_getaffinity(0))  # XNNPACK uses every available core
-    assert r.meta["get_prompt_format"] == FORMAT_VERSION and r.meta["get_quant_scheme"] == "none"
+    assert r.meta["get_prompt_format"] == FORMAT_VERSION and r.meta["get_quant_scheme"] == "none" and r.meta["get_group_size"] == 0
     assert r.meta["get_safe_id"] == tokenizer.tokens.safe and r.meta["get_eot_id"] == tokenizer.tokens.eot
     assert r.meta["get_prefill_chunks"] == [CHUNK, 8] and r.chunks == [CHUNK, 8, 1]  # prefill, prefill_8, decode
     q = PteRunner(int4_pte)
@@ -194,7 +194,8 @@ def test_int8_weights_export_is_delegated_and_agrees_with_fp32(decisive_dir, fp3
                "aten_slice_copy_tensor", "sym_size"}
     for method, d in report["delegation"].items():
         assert set(d["portable"]) <= allowed and d["subgraphs"] >= 1, (method, d)
-    assert PteRunner(path).meta["get_quant_scheme"] == "8da8w"
+    meta = PteRunner(path).meta
+    assert meta["get_quant_scheme"] == "8da8w" and meta["get_group_size"] == 0  # per channel: no group
     same, n, worst = agreement(fp32_pte, path, tokenizer)
     _, _, worst4 = agreement(fp32_pte, int4_pte, tokenizer)
     print(f"8da8w (pruned) vs fp32: {same}/{n} same decisions, max |dp_unsafe| = {worst:.4f} (8da4w group 32: {worst4:.4f})")

@@ -115,6 +115,36 @@ def test_adapter_roundtrip_and_trainable_embedding_rows(tiny_model_dir):
         assert torch.equal(merge_lora(m)(input_ids=IDS).logits, merge_lora(fresh)(input_ids=IDS).logits)
 
 
+def test_merge_scale_interpolates_weights_and_trained_rows(tiny_model_dir):
+    """merge_lora(model, scale): 0 is the model before the adapter, 1 the adapter as trained, 0.5 the midpoint of
+    every weight and trained embedding row (WiSE-FT); a scale outside 0..1 is refused."""
+    from guard.errors import GuardError
+
+    base = _tiny(tiny_model_dir)
+    with torch.no_grad():
+        before = base(input_ids=IDS).logits
+    w0, e0 = base.model.layers[0].self_attn.q_proj.weight.detach().clone(), base.get_input_embeddings().weight.detach().clone()
+
+    def adapted(scale):
+        m = add_lora(_tiny(tiny_model_dir), LoraConfig(r=4, alpha=8, train_embeddings=(5, 9)))
+        _randomise(m)
+        with torch.no_grad():
+            m.get_input_embeddings().weight_rows.add_(0.5)
+        return merge_lora(m, scale)
+
+    with torch.no_grad():
+        assert torch.equal(adapted(0.0)(input_ids=IDS).logits, before)
+        full, half = adapted(1.0), adapted(0.5)
+        assert not torch.allclose(full(input_ids=IDS).logits, before, atol=1e-3)
+    w1, wh = full.model.layers[0].self_attn.q_proj.weight, half.model.layers[0].self_attn.q_proj.weight
+    assert not torch.equal(w1, w0) and torch.allclose(wh, (w0 + w1) / 2, atol=1e-6)
+    e1, eh = full.get_input_embeddings().weight, half.get_input_embeddings().weight
+    assert torch.allclose(eh[[5, 9]], e0[[5, 9]] + 0.25, atol=1e-6) and torch.allclose(e1[[5, 9]], e0[[5, 9]] + 0.5, atol=1e-6)
+    assert torch.equal(eh[:5], e0[:5])
+    with pytest.raises(GuardError, match="outside 0..1"):
+        adapted(1.5)
+
+
 def test_bad_rank_and_no_targets(tiny_model_dir):
     from guard.errors import GuardError
 

@@ -1,0 +1,122 @@
+"""Weight-space ensembles of a guard-mini student with its teacher (WiSE-FT), scored on dev records.
+
+    python benchmarks/wise_ft.py --teacher WORK/teacher --artefacts models/guard-mini/next3 \\
+        --data DATA/dev.jsonl --limit 600 --scales 0 0.25 0.5 0.75 1 --scheme 8da8w \\
+        --out benchmarks/results/wise_ft_next3_dev
+
+For each scale s the teacher (a Hugging Face directory, e.g. the ``teacher`` stage a build writes) gets the student's
+LoRA adapter folded in at ``W + s * delta`` (``guard.train.lora.merge_lora(model, scale=s)``; trained embedding rows
+likewise), then the scheme's fake quantizers (``qat_prepare`` + ``bake_fake_quant``, the function the exported
+``.pte`` computes up to its 4-bit embedding). s = 0 is the teacher, 1 the student as trained. Every scale is scored
+eager and uncalibrated on the same records: F1 at p 0.5, AUPRC, recall at FPR 0.10, hazard codes exact. Fine-tuned
+models interpolated toward the model they started from often keep their in-distribution accuracy while gaining on
+shifted data (Wortsman et al., "Robust fine-tuning of zero-shot models", CVPR 2022); this script measures the
+in-distribution side on dev, so a scale can be chosen without the held-out sources (recipe field ``student_scale``).
+Writes STEM.json, STEM.md and STEM.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import guard
+from guard.bench.schema import command, environment
+from guard.errors import GuardError
+from guard.eval.evaluate import metrics, predict
+from guard.train.data import load_jsonl
+
+
+def load(teacher: str, artefacts: Path, scale: float, scheme: str, group: int):
+    from safetensors import safe_open
+
+    from guard.mini import MiniRecipe
+    from guard.train.distill import bake_fake_quant, qat_prepare
+    from guard.train.lora import LoraConfig, add_lora, load_adapter, merge_lora
+
+    recipe = MiniRecipe.load(artefacts / "recipe.json")
+    adapter = artefacts / "student_adapter.safetensors"
+    with safe_open(str(adapter), "pt") as f:
+        rows = f.get_tensor("embedding_rows.index").tolist() if "embedding_rows.index" in f.keys() else []
+    g = guard.load(model=teacher, calibrated=False)
+    m = g.runner.model
+    add_lora(m, LoraConfig(r=recipe.lora_r, alpha=recipe.lora_alpha, train_embeddings=tuple(rows)))
+    load_adapter(m, adapter)
+    merge_lora(m, scale).eval()
+    if scheme != "fp32":
+        bake_fake_quant(qat_prepare(m, group, scheme).eval())
+    return g
+
+
+def to_markdown(doc: dict) -> str:
+    f = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+    lines = [f"# WiSE-FT: {doc['teacher']} + s x the adapter of {doc['artefacts']}", "",
+             f"{doc['n']} records of {doc['data']}, eager, uncalibrated, {doc['scheme']} fake quantizers.", "",
+             "| scale s | F1 at p 0.5 | precision | recall | AUPRC | recall at FPR 0.10 | hazard exact |", "|---|---|---|---|---|---|---|"]
+    for s, m in doc["scales"].items():
+        lines.append(f"| {s} | {f(m['f1'])} | {f(m['precision'])} | {f(m['recall'])} | {f(m['auprc'])} | "
+                     f"{f(m['recall_at_fpr10'])} | {f(m['hazard_exact'])} |")
+    lines += ["", f"Environment: {json.dumps(doc['environment'])}", f"Command: `{doc['command']}`", ""]
+    return "\n".join(lines)
+
+
+def chart(doc: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    xs = [float(s) for s in doc["scales"]]
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    for key, label in (("auprc", "AUPRC"), ("recall_at_fpr10", "recall at FPR 0.10"), ("f1", "F1 at p 0.5"),
+                       ("hazard_exact", "hazard exact")):
+        ax.plot(xs, [m[key] or 0 for m in doc["scales"].values()], marker="o", label=label)
+    ax.set_xlabel("scale s (0 = teacher, 1 = student)")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8)
+    ax.set_title(f"dev, {doc['scheme']}: {Path(doc['artefacts']).name}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--teacher", required=True, help="the teacher as a Hugging Face directory")
+    ap.add_argument("--artefacts", required=True, type=Path, help="a guard-mini build folder (recipe.json, student_adapter.safetensors)")
+    ap.add_argument("--data", required=True, help="JSON lines of labelled records (a dev split)")
+    ap.add_argument("--limit", type=int)
+    ap.add_argument("--scales", nargs="+", type=float, default=[0.0, 0.25, 0.5, 0.75, 1.0])
+    ap.add_argument("--scheme", default="8da8w", help="fp32, 8da8w or 8da4w (group from the recipe)")
+    ap.add_argument("--out", required=True, type=Path, help="output stem")
+    a = ap.parse_args()
+    try:
+        from guard.mini import MiniRecipe
+
+        if a.scheme not in ("fp32", "8da8w", "8da4w"):
+            raise GuardError(f"scheme {a.scheme!r}: use fp32, 8da8w or 8da4w")
+        if any(not 0 <= s <= 1 for s in a.scales):
+            raise GuardError(f"scales must lie in 0..1, got {a.scales}")
+        group = MiniRecipe.load(a.artefacts / "recipe.json").group_size
+        records = load_jsonl(Path(a.data))[: a.limit]
+        if not records:
+            raise GuardError(f"{a.data}: no records")
+        doc = {"teacher": a.teacher, "artefacts": str(a.artefacts), "data": a.data, "n": len(records),
+               "scheme": a.scheme, "scales": {}, "environment": environment(), "command": command()}
+        for s in a.scales:
+            preds = predict(load(a.teacher, a.artefacts, s, a.scheme, group), records, progress=sys.stderr.isatty())
+            doc["scales"][f"{s:g}"] = {k: v for k, v in metrics(records, preds).items() if k != "per_category"}
+            print(f"{s:g}", json.dumps(doc["scales"][f"{s:g}"]), flush=True)
+    except (GuardError, OSError) as e:
+        sys.exit(f"wise_ft: {e}")
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.with_suffix(".json").write_text(json.dumps(doc, indent=1, allow_nan=False) + "\n")
+    a.out.with_suffix(".md").write_text(to_markdown(doc))
+    chart(doc, a.out.with_suffix(".png"))
+    print(to_markdown(doc))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
