@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -27,22 +28,31 @@ def mini_dir() -> Path:
     return HOME / "guard-mini"
 
 
+def _described(mini: Path, note: str = "") -> str:
+    """'guard-mini (.pte, SCHEME)': the scheme its build.json records (the recipe's quant_scheme)."""
+    try:
+        scheme = json.loads((mini / "build.json").read_text()).get("quant", "8da4w")
+    except (OSError, ValueError, AttributeError):
+        scheme = "8da4w"
+    return f"guard-mini (.pte, {scheme}){note}"
+
+
 def default_model(build: bool = True) -> tuple[str, Path, str]:
     """-> (kind, path, description) with kind 'pte' or 'model'.
 
     guard-mini's ``model.pte`` when it is built from the current artefacts; otherwise it is (re)built now from the
     committed artefacts (a few minutes, once; scripts/setup.sh does it). Only when the artefacts or the SmolLM2
     weights are not installed does it fall back to a tiny random stand-in, and says so."""
-    from guard.mini import ARTEFACTS, gguf_path, is_current, sync_calibration
+    from guard.mini import ARTEFACTS, STUDENT, artefact_path, gguf_path, is_current, sync_calibration
 
     check_home()
     mini = mini_dir()
     if is_current(mini, ARTEFACTS):
         sync_calibration(mini, ARTEFACTS)
-        return "pte", mini / "model.pte", "guard-mini (.pte, 8da4w)"
+        return "pte", mini / "model.pte", _described(mini)
     try:
         gguf_path()
-        ready = (ARTEFACTS / "student_adapter.safetensors").is_file()
+        ready = artefact_path(ARTEFACTS, STUDENT).is_file()
     except GuardError:
         ready = False
     if ready and build:
@@ -54,9 +64,9 @@ def default_model(build: bool = True) -> tuple[str, Path, str]:
                 why = "its artefacts changed" if (mini / "model.pte").is_file() else "once"
                 print(f"guard: building guard-mini from {ARTEFACTS} into {mini} ({why}, a few minutes)", file=sys.stderr)
                 build_mini(mini)
-        return "pte", mini / "model.pte", "guard-mini (.pte, 8da4w)"
+        return "pte", mini / "model.pte", _described(mini)
     if (mini / "model.pte").is_file():
-        return "pte", mini / "model.pte", "guard-mini (.pte, 8da4w) built from OLDER artefacts: run `guard mini build`"
+        return "pte", mini / "model.pte", _described(mini, " built from OLDER artefacts: run `guard mini build`")
     tiny = HOME / "tiny-random"
     if not (tiny / "config.json").is_file():
         from guard.testing import make_checkpoint

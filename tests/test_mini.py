@@ -13,7 +13,8 @@ def mini():
     from guard.defaults import default_model
 
     kind, path, desc = default_model(build=True)
-    assert kind == "pte" and "guard-mini" in desc, desc
+    scheme = MiniRecipe.load(ARTEFACTS / "recipe.json").quant_scheme
+    assert kind == "pte" and desc.startswith(f"guard-mini (.pte, {scheme})"), desc  # the scheme the build recorded
     return path
 
 

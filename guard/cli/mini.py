@@ -9,7 +9,7 @@ def add_arguments(p) -> None:
     p.add_argument("action", choices=("build", "path"), help="build: rebuild from models/guard-mini/; path: print where it lives")
     p.add_argument("--out", help="output directory (default: the default-model location, $GUARD_HOME/guard-mini)")
     p.add_argument("--artefacts", help="artefact directory (default: models/guard-mini in this checkout)")
-    p.add_argument("--no-quant", action="store_true", help="export fp32 instead of the recipe's quantization (8da4w)")
+    p.add_argument("--no-quant", action="store_true", help="export fp32 instead of the recipe's quantization (its quant_scheme: 8da4w for v5)")
     p.add_argument("--teacher", action="store_true", help="write guard-mini's teacher (Hugging Face dir, OUT/teacher) instead")
     p.add_argument("--force", action="store_true", help="rebuild even if model.pte exists")
 
