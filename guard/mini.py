@@ -192,9 +192,9 @@ def build_hf(out: str | Path, artefacts: str | Path = ARTEFACTS, stage: str = "m
 # causal mask.
 BUILD_FORMAT = 5  # 5: methods attend to a dynamic span of the cache (ExportConfig.attention_span)
 
-MODEL_FILES = ("recipe.json", "teacher_adapter.safetensors", "prune_record.json", "student_adapter.safetensors")
-INHERITED = ("teacher_adapter.safetensors", "prune_record.json")  # a build that continues another may share these
 STUDENT = "student_adapter.safetensors"  # shared too when the continuing build trains nothing (artefact_path)
+MODEL_FILES = ("recipe.json", "teacher_adapter.safetensors", "prune_record.json", STUDENT)
+INHERITED = ("teacher_adapter.safetensors", "prune_record.json")  # a build that continues another may share these
 
 
 def _recipe_dict(folder: Path) -> dict:

@@ -191,8 +191,11 @@ def _untrain_rows(model: nn.Module, scale: float = 1.0) -> None:
     if not isinstance(emb, TrainedRows):
         return
     with torch.no_grad():
-        before = emb.base.weight[emb.rows]
-        emb.base.weight[emb.rows] = (before + scale * (emb.weight_rows.to(before.dtype) - before))
+        rows = emb.weight_rows.to(emb.base.weight.dtype)
+        if scale != 1.0:  # exactly the trained rows at 1 (before + (rows - before) may round differently)
+            before = emb.base.weight[emb.rows]
+            rows = before + scale * (rows - before)
+        emb.base.weight[emb.rows] = rows
     model.set_input_embeddings(emb.base)
     out = model.get_output_embeddings()
     if isinstance(out, TrainedRows):

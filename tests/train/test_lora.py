@@ -125,11 +125,14 @@ def test_merge_scale_interpolates_weights_and_trained_rows(tiny_model_dir):
         before = base(input_ids=IDS).logits
     w0, e0 = base.model.layers[0].self_attn.q_proj.weight.detach().clone(), base.get_input_embeddings().weight.detach().clone()
 
+    trained = {}
+
     def adapted(scale):
         m = add_lora(_tiny(tiny_model_dir), LoraConfig(r=4, alpha=8, train_embeddings=(5, 9)))
         _randomise(m)
         with torch.no_grad():
-            m.get_input_embeddings().weight_rows.add_(0.5)
+            m.get_input_embeddings().weight_rows.add_(torch.rand(2, 1) * 0.3 + 0.5)
+            trained[scale] = m.get_input_embeddings().weight_rows.detach().clone()
         return merge_lora(m, scale)
 
     with torch.no_grad():
@@ -139,7 +142,8 @@ def test_merge_scale_interpolates_weights_and_trained_rows(tiny_model_dir):
     w1, wh = full.model.layers[0].self_attn.q_proj.weight, half.model.layers[0].self_attn.q_proj.weight
     assert not torch.equal(w1, w0) and torch.allclose(wh, (w0 + w1) / 2, atol=1e-6)
     e1, eh = full.get_input_embeddings().weight, half.get_input_embeddings().weight
-    assert torch.allclose(eh[[5, 9]], e0[[5, 9]] + 0.25, atol=1e-6) and torch.allclose(e1[[5, 9]], e0[[5, 9]] + 0.5, atol=1e-6)
+    assert torch.equal(e1[[5, 9]], trained[1.0])  # scale 1: exactly the trained rows, bit for bit
+    assert torch.allclose(eh[[5, 9]], (e0[[5, 9]] + trained[0.5]) / 2, atol=1e-6)
     assert torch.equal(eh[:5], e0[:5])
     with pytest.raises(GuardError, match="outside 0..1"):
         adapted(1.5)
