@@ -22,7 +22,7 @@ from pathlib import Path
 
 
 import guard
-from guard.bench.schema import command, environment
+from guard.bench.schema import command, environment, write_result
 from guard.errors import GuardError
 from guard.eval.evaluate import metrics, predict
 from guard.train.data import load_jsonl
@@ -126,10 +126,7 @@ def main() -> int:
             print(text, json.dumps(doc["schemes"][text]["fidelity"]), flush=True)
     except GuardError as e:
         sys.exit(f"quant_fidelity: {e}")
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.with_suffix(".json").write_text(json.dumps(doc, indent=1, allow_nan=False) + "\n")
-    a.out.with_suffix(".md").write_text(to_markdown(doc))
-    chart(doc, a.out.with_suffix(".png"))
+    write_result(a.out, doc, to_markdown(doc), chart)
     print(to_markdown(doc))
     return 0
 

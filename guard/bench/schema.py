@@ -88,3 +88,16 @@ def environment(threads: int | None = None) -> dict:
 
 def command() -> str:
     return " ".join(["guard" if sys.argv[0].endswith("guard") else sys.argv[0]] + sys.argv[1:])
+
+
+def write_result(stem: Path, doc: dict, markdown: str, chart=None) -> None:
+    """A benchmark's committed result: STEM.json (strict JSON: no NaN), STEM.md and, given ``chart(doc, path)``,
+    STEM.png."""
+    import json
+
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    stem.with_suffix(".json").write_text(json.dumps(doc, indent=1, allow_nan=False) + "\n")
+    stem.with_suffix(".md").write_text(markdown)
+    if chart is not None:
+        chart(doc, stem.with_suffix(".png"))

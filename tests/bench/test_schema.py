@@ -1,7 +1,7 @@
 """guard.bench.schema: the machine record names the CPU's instruction set, so results from two "AMD EPYC" machines
 (one with AVX-512 and native bf16, one AVX2-only) cannot be mistaken for each other."""
 
-from guard.bench.schema import cpu_info, describe, machine
+from guard.bench.schema import cpu_info, describe, machine, write_result
 
 ZEN4 = """processor\t: 0
 vendor_id\t: AuthenticAMD
@@ -38,3 +38,16 @@ def test_this_machine_is_recorded_with_its_isa():
     m = machine(2)
     assert {"cpu", "cpu_family", "cpu_model", "isa", "cores", "threads", "load_avg"} <= set(m)
     assert isinstance(m["isa"], list) and all(isinstance(f, str) for f in m["isa"])
+
+
+def test_write_result_writes_json_markdown_and_chart_and_refuses_nan(tmp_path):
+    import json
+
+    import pytest
+
+    drawn = []
+    write_result(tmp_path / "sub" / "r", {"x": 1, "y": None}, "# r\n", lambda doc, path: drawn.append((doc, path)))
+    assert json.loads((tmp_path / "sub" / "r.json").read_text()) == {"x": 1, "y": None}
+    assert (tmp_path / "sub" / "r.md").read_text() == "# r\n" and drawn == [({"x": 1, "y": None}, tmp_path / "sub" / "r.png")]
+    with pytest.raises(ValueError):  # an undefined metric is null, never NaN (not JSON)
+        write_result(tmp_path / "n", {"x": float("nan")}, "")

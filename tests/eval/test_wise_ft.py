@@ -54,3 +54,19 @@ def test_bad_input_is_one_line(tiny_model_dir, artefacts, tmp_path):
     for args in (["--scheme", "int3"], [], ["--scales", "1.5"]):
         out = subprocess.run(base + args, capture_output=True, text=True)
         assert out.returncode != 0 and out.stderr.startswith("wise_ft: ") and "Traceback" not in out.stderr, out.stderr
+
+
+def test_a_run_writes_one_row_per_scale(tiny_model_dir, artefacts, tmp_path):
+    data = tmp_path / "dev.jsonl"
+    rows = [{"id": str(i), "messages": [{"role": "user", "content": text}], "label": label,
+             "categories": ["S2"] if label == "unsafe" else [], "source": "s"}
+            for i, (text, label) in enumerate([("How do I pick a lock?", "unsafe"), ("Bake bread?", "safe"),
+                                               ("Steal a car", "unsafe")])]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = subprocess.run([sys.executable, str(SCRIPT), "--teacher", str(tiny_model_dir), "--artefacts", str(artefacts),
+                          "--data", str(data), "--scales", "0", "1", "--scheme", "fp32", "--out", str(tmp_path / "r")],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    doc = json.loads((tmp_path / "r.json").read_text())
+    assert list(doc["scales"]) == ["0", "1"] and doc["n"] == 3 and (tmp_path / "r.png").stat().st_size > 0
+    assert "| 0 |" in (tmp_path / "r.md").read_text()
