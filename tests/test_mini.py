@@ -244,3 +244,23 @@ def test_a_build_is_locked_against_a_concurrent_one(tmp_path):
         r = subprocess.run(probe, capture_output=True, text=True)
         assert r.returncode != 0 and "BlockingIOError" in r.stderr
     assert subprocess.run(probe).returncode == 0
+
+
+def test_other_artefacts_build_beside_the_default_model_not_over_it(tmp_path):
+    """`guard mini path|build --artefacts DIR` without --out uses GUARD_HOME/guard-mini-NAME: writing other artefacts
+    into the default location would only make the default model stale (and rebuilt on its next use)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "GUARD_HOME": str(tmp_path)}
+
+    def path(*args):
+        out = subprocess.run([sys.executable, "-m", "guard", "mini", "path", *args], capture_output=True, text=True, env=env)
+        assert out.returncode == 0, out.stderr
+        return out.stdout.strip()
+
+    assert path() == str(tmp_path / "guard-mini" / "model.pte")
+    assert path("--artefacts", str(ARTEFACTS)) == str(tmp_path / "guard-mini" / "model.pte")
+    assert path("--artefacts", str(ARTEFACTS / "next4")) == str(tmp_path / "guard-mini-next4" / "model.pte")
+    assert path("--artefacts", str(ARTEFACTS / "next4"), "--out", str(tmp_path / "x")) == str(tmp_path / "x" / "model.pte")

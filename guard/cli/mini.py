@@ -7,7 +7,8 @@ HELP = "build guard-mini, the default model, from its committed artefacts (model
 
 def add_arguments(p) -> None:
     p.add_argument("action", choices=("build", "path"), help="build: rebuild from models/guard-mini/; path: print where it lives")
-    p.add_argument("--out", help="output directory (default: the default-model location, $GUARD_HOME/guard-mini)")
+    p.add_argument("--out", help="output directory (default: the default-model location, $GUARD_HOME/guard-mini; for "
+                   "other --artefacts, $GUARD_HOME/guard-mini-NAME beside it, NAME their folder's name)")
     p.add_argument("--artefacts", help="artefact directory (default: models/guard-mini in this checkout)")
     p.add_argument("--no-quant", action="store_true", help="export fp32 instead of the recipe's quantization (its quant_scheme: 8da4w for v5)")
     p.add_argument("--teacher", action="store_true", help="write guard-mini's teacher (Hugging Face dir, OUT/teacher) instead")
@@ -22,7 +23,13 @@ def run(args) -> int:
     from guard.errors import GuardError
     from guard.mini import ARTEFACTS, build, build_lock, is_current, sync_calibration
 
-    out = Path(args.out) if args.out else (check_home(), mini_dir())[1]  # before a minutes-long build
+    art = Path(args.artefacts) if args.artefacts else ARTEFACTS
+    if args.out:
+        out = Path(args.out)
+    else:  # checked before a minutes-long build; other artefacts never overwrite the default model (it would be rebuilt)
+        check_home()
+        default = art.resolve() == ARTEFACTS.resolve()
+        out = mini_dir() if default else mini_dir().with_name(f"guard-mini-{art.resolve().name}")
     if out.exists() and not out.is_dir():
         raise GuardError(f"--out {out} is a file; guard-mini is built into a directory")
     if args.action == "path":
@@ -31,9 +38,8 @@ def run(args) -> int:
     if args.teacher:
         from guard.mini import build_hf
 
-        print(build_hf(out / "teacher", args.artefacts or ARTEFACTS, stage="teacher"))
+        print(build_hf(out / "teacher", art, stage="teacher"))
         return 0
-    art = args.artefacts or ARTEFACTS
     with build_lock(out):  # one build at a time; a concurrent one is waited for, then found current
         if is_current(out, art) and not args.force:
             from guard.format import spec
