@@ -16,7 +16,6 @@ import argparse
 import json
 import sys
 
-
 import guard
 from guard.bench.schema import command
 from guard.eval.evaluate import evaluate

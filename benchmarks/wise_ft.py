@@ -30,23 +30,21 @@ from guard.train.data import load_jsonl
 
 
 def load(teacher: str, artefacts: Path, scale: float, scheme: str, group: int):
+    from dataclasses import replace
+
     from safetensors import safe_open
 
-    from guard.mini import MiniRecipe
+    from guard.mini import STUDENT, MiniRecipe, apply_adapter, artefact_path
     from guard.train.distill import bake_fake_quant, qat_prepare
-    from guard.train.lora import LoraConfig, add_lora, load_adapter, merge_lora
 
-    recipe = MiniRecipe.load(artefacts / "recipe.json")
-    adapter = artefacts / "student_adapter.safetensors"
+    recipe = replace(MiniRecipe.load(artefacts / "recipe.json"), student_scale=scale)
+    adapter = artefact_path(artefacts, STUDENT)  # the build's own, or the one a build that trains nothing inherits
     with safe_open(str(adapter), "pt") as f:
         rows = f.get_tensor("embedding_rows.index").tolist() if "embedding_rows.index" in f.keys() else []
     g = guard.load(model=teacher, calibrated=False)
-    m = g.runner.model
-    add_lora(m, LoraConfig(r=recipe.lora_r, alpha=recipe.lora_alpha, train_embeddings=tuple(rows)))
-    load_adapter(m, adapter)
-    merge_lora(m, scale).eval()
+    apply_adapter(g.runner.model, adapter, recipe, rows)  # what guard.mini.build_hf does at recipe.student_scale
     if scheme != "fp32":
-        bake_fake_quant(qat_prepare(m, group, scheme).eval())
+        bake_fake_quant(qat_prepare(g.runner.model, group, scheme).eval())
     return g
 
 
