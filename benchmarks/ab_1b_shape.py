@@ -26,7 +26,7 @@ def main() -> int:
     ap.add_argument("--label-b", default="B")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
-    from guard.bench.schema import describe
+    from guard.bench.schema import describe, write_result
 
     pairs = [(args.label_a, p) for p in args.a], [(args.label_b, p) for p in args.b]
     order = [x for ab in zip(*pairs) for x in ab] + pairs[0][len(pairs[1]):] + pairs[1][len(pairs[0]):]
@@ -37,7 +37,6 @@ def main() -> int:
         runs.append({"tree": label, "order": i, "command": r["command"], "load_before": r["load_before"],
                      "load_after": r["load_after"], **{k: r["executorch"][k] for k in KEYS}})
     med = {t: {k: statistics.median(r[k] for r in runs if r["tree"] == t) for k in KEYS} for t in (args.label_a, args.label_b)}
-    args.out.with_suffix(".json").write_text(json.dumps({"environment": env, "runs": runs, "median": med}, indent=2) + "\n")
     a, b = med[args.label_a], med[args.label_b]
     lines = [f"# A/B of the 1B-shape .pte: {args.label_a} vs {args.label_b}", "",
              f"- machine: {describe(env['machine'])}", "- versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()),
@@ -47,21 +46,25 @@ def main() -> int:
     lines += [f"| {r['order']} | {r['tree']} | " + " | ".join(str(r[k]) for k in KEYS) + f" | {r['load_before']} |" for r in runs]
     lines += ["", f"| median | {args.label_a} | {args.label_b} | {args.label_b} / {args.label_a} |", "|---|---|---|---|"]
     lines += [f"| {k} | {round(a[k], 3)} | {round(b[k], 3)} | {b[k] / a[k]:.3f} |" for k in KEYS]
-    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    def chart(doc, path):
+        import matplotlib
 
-    fig, ax = plt.subplots(1, 3, figsize=(12, 3.6))
-    for x, (k, title) in zip(ax, (("ttft_s", "TTFT (s)"), ("decode_tok_s", "decode (tok/s)"), ("verdict_ms", "verdict (ms)"))):
-        x.bar([f"{r['order']}: {r['tree']}" for r in runs], [r[k] for r in runs],
-              color=["tab:gray" if r["tree"] == args.label_a else "tab:blue" for r in runs])
-        x.set(title=title)
-        x.grid(alpha=0.3, axis="y")
-    fig.tight_layout()
-    fig.savefig(args.out.with_suffix(".png"), dpi=100)
-    plt.close(fig)
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(1, 3, figsize=(12, 3.6))
+        panels = ("ttft_s", "TTFT (s)"), ("decode_tok_s", "decode (tok/s)"), ("verdict_ms", "verdict (ms)")
+        for x, (k, title) in zip(ax, panels):
+            x.bar([f"{r['order']}: {r['tree']}" for r in doc["runs"]], [r[k] for r in doc["runs"]],
+                  color=["tab:gray" if r["tree"] == args.label_a else "tab:blue" for r in doc["runs"]])
+            x.set(title=title)
+            x.grid(alpha=0.3, axis="y")
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+
+    write_result(args.out, {"environment": env, "runs": runs, "median": med}, "\n".join(lines) + "\n", chart)
     print("\n".join(lines))
     return 0
 

@@ -235,7 +235,7 @@ def main() -> int:
                     help="before measuring, wait (up to --wait-max s) until the 1-minute load average is below L")
     ap.add_argument("--wait-max", type=float, default=900)
     args = ap.parse_args()
-    from guard.bench.schema import environment
+    from guard.bench.schema import environment, write_result
 
     os.environ["GUARD_THREADS"] = str(args.threads)
     args.work.mkdir(parents=True, exist_ok=True)
@@ -251,11 +251,8 @@ def main() -> int:
         log("measuring llama.cpp")
         r["llama_cpp"] = measure_llama_cpp(args.llama_cpp, q4, r["executorch"], args)
     r["load_after"] = load()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(r, indent=2) + "\n")
     md = markdown(r)
-    args.out.with_suffix(".md").write_text(md)
-    chart(r, args.out.with_suffix(".png"))
+    write_result(args.out, r, md, chart)
     print(md)
     return 0
 

@@ -10,7 +10,6 @@ Results: benchmarks/results/bench_decode_scaling.{json,md}.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -33,7 +32,7 @@ def main() -> int:
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from bench_1b_shape import load
 
-    from guard.bench.schema import describe, environment
+    from guard.bench.schema import describe, environment, write_result
 
     from guard.export import ExportConfig, export_model
     from guard.runtime.pte import PteRunner
@@ -60,7 +59,6 @@ def main() -> int:
         r["rows"].append({"max_seq_len": n, "cache_slots": n + 16, "ms_per_step": round(ms, 2), "tok_s": round(1e3 / ms, 1)})
         print(r["rows"][-1], flush=True)
     r["load_after"] = load()
-    args.out.with_suffix(".json").write_text(json.dumps(r, indent=2) + "\n")
     lines = ["# Decode step cost vs KV-cache length (4 fp32 layers x 2048, pruned vocabulary)", "",
              f"- machine: {describe(r['environment']['machine'])}", f"- command: `{r['command']}`",
              f"- load average before: {r['load_before']}, after: {r['load_after']}",
@@ -70,7 +68,7 @@ def main() -> int:
              "the static, fully delegated decode method makes its cost nearly independent of the cache length", "",
              "| max_seq_len | cache slots | ms / step | tok/s |", "|---|---|---|---|"]
     lines += [f"| {x['max_seq_len']} | {x['cache_slots']} | {x['ms_per_step']} | {x['tok_s']} |" for x in r["rows"]]
-    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    write_result(args.out, r, "\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
 

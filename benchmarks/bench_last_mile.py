@@ -240,7 +240,7 @@ def main() -> int:
     ap.add_argument("--attention-span", type=int, default=64, help="the 1B-shape export's attention span (0: whole cache)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "last_mile")
     a = ap.parse_args()
-    from guard.bench.schema import environment
+    from guard.bench.schema import environment, write_result
     from guard.defaults import mini_dir
 
     threads = len(os.sched_getaffinity(0))
@@ -274,11 +274,8 @@ def main() -> int:
     r["load_note"] = (f"the 1-minute load average reached {busy} on {threads} cores (other helpers' jobs): wall times "
                       "are under load, not idle numbers" if busy >= 0.7 else "the machine was close to idle")
     r["targets"] = [{"target": n, "measured": g, "goal": t, "met": ok} for n, g, t, ok in targets(r)]
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.with_suffix(".json").write_text(json.dumps(r, indent=2) + "\n")
     md = markdown(r)
-    a.out.with_suffix(".md").write_text(md)
-    chart(r, a.out.with_suffix(".png"))
+    write_result(a.out, r, md, chart)
     print(md)
     return 0
 

@@ -18,6 +18,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from guard.bench.schema import write_result
+
 ROOT = Path(__file__).resolve().parents[1]
 LAYOUTS = {"before": ["--chunk", "64", "--chunks", "", "--attention-span", "0", "--embedding-group-size", "32"],
            "after": []}
@@ -46,7 +48,6 @@ def main() -> int:
            "commands": {name: [r["command"] for r in rs] for name, rs in runs.items()}}
     med = {name: {k: statistics.median(x[k] for x in rs) for k in KEYS} for name, rs in doc["rounds"].items()}
     doc["median"] = med
-    a.out.with_suffix(".json").write_text(json.dumps(doc, indent=1) + "\n")
     md = ["# 1B shape: issue 22's layout against the one it started from (same machine, runs alternated)", "",
           f"- command: `{doc['command']}`; each round: `bench_1b_shape.py --skip-llama-cpp --runs 5` per file",
           f"- machine: {doc['environment']['machine']['cpu']}, {doc['environment']['machine']['cores']} cores; "
@@ -56,20 +57,24 @@ def main() -> int:
     for k in KEYS:
         b, f = [x[k] for x in doc["rounds"]["before"]], [x[k] for x in doc["rounds"]["after"]]
         md.append(f"| {k} | {', '.join(map(str, b))} | {', '.join(map(str, f))} | {med['after'][k] / med['before'][k]:.2f} |")
-    a.out.with_suffix(".md").write_text("\n".join(md) + "\n")
-    import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    def chart(doc, path):
+        import matplotlib
 
-    fig, axes = plt.subplots(1, 3, figsize=(10, 3.4))
-    for ax, (k, title) in zip(axes, [("ttft_s", "TTFT 235 tokens (s)"), ("verdict_ms", "verdict 40 tokens (ms)"),
-                                     ("decode_tok_s", "decode (tok/s)")]):
-        ax.bar(["before", "after"], [med["before"][k], med["after"][k]], color=["#999999", "#1f77b4"])
-        ax.set_title(title, fontsize=10)
-    fig.suptitle("Llama Guard 3-1B shape .pte, layout before and after issue 22 (medians of rounds)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(a.out.with_suffix(".png"), dpi=110)
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        med = doc["median"]
+        fig, axes = plt.subplots(1, 3, figsize=(10, 3.4))
+        for ax, (k, title) in zip(axes, [("ttft_s", "TTFT 235 tokens (s)"), ("verdict_ms", "verdict 40 tokens (ms)"),
+                                         ("decode_tok_s", "decode (tok/s)")]):
+            ax.bar(["before", "after"], [med["before"][k], med["after"][k]], color=["#999999", "#1f77b4"])
+            ax.set_title(title, fontsize=10)
+        fig.suptitle("Llama Guard 3-1B shape .pte, layout before and after issue 22 (medians of rounds)", fontsize=10)
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+
+    write_result(a.out, doc, "\n".join(md) + "\n", chart)
     print("\n".join(md))
     return 0
 

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 import guard
-from guard.bench.schema import command, environment
+from guard.bench.schema import command, environment, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 FILLERS = {"instructions": {"dolly_prompt", "self_instruct", "gsm8k"}, "prose": {"dolly_response"}}
@@ -76,8 +76,6 @@ def main() -> int:
         print(json.dumps(rows[-1]), flush=True)
     doc = {"command": command(), "environment": environment(), "model": str(g.source.path), "tokens": a.tokens,
            "rows": rows}
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.with_suffix(".json").write_text(json.dumps(doc, indent=1) + "\n")
     md = [f"# Long documents ({a.tokens} tokens) under the default long-input policy", "",
           f"- model: {doc['model']}; command: `{doc['command']}`",
           f"- machine: {doc['environment']['machine']}", "",
@@ -85,7 +83,7 @@ def main() -> int:
           "load avg |", "|---|---|---|---|---|---|---|"]
     md += [f"| {r['filler']} | {r['docs']} | {r['recall']} | {r['fpr']} | {r['mean_windows']} | {r['median_s']} | "
            f"{r['load_avg'][0]} |" for r in rows]
-    a.out.with_suffix(".md").write_text("\n".join(md) + "\n")
+    write_result(a.out, doc, "\n".join(md) + "\n")
     return 0
 
 

@@ -60,12 +60,10 @@ def main() -> None:
                      "chosen_window": t.get("chosen_window"), "seconds": [round(x, 3) for x in times],
                      "median_s": round(statistics.median(times), 3), "loadavg": os.getloadavg()})
         print(json.dumps(rows[-1]), flush=True)
-    from guard.bench.schema import command, environment
+    from guard.bench.schema import command, environment, write_result
 
     report = {"pte": a.pte, "max_seq_len": runner.max_seq_len, "threads": a.threads, "rows": rows,
               "environment": environment(a.threads), "command": "python " + command(), "loadavg_end": os.getloadavg()}
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
     lines = [f"# Long inputs on {Path(a.pte).name} (max_seq_len {runner.max_seq_len}, {a.threads} threads)", "",
              "Benign prose with one harmful request in the middle; default long-input policy (guard.runtime.long).", "",
              "| target tokens | prompt tokens | policy | windows | verdict | p_unsafe | median s | load avg (1 min) |",
@@ -76,7 +74,7 @@ def main() -> None:
                      f"{r['p_unsafe']} | {r['median_s']} | {r['loadavg'][0]:.1f} |")
     lines += ["", f"Environment: {json.dumps(report['environment'])}", f"Command: `{report['command']}`",
               "Load average per row above: on a shared machine the times are upper bounds.", ""]
-    a.out.with_suffix(".md").write_text("\n".join(lines))
+    write_result(a.out, report, "\n".join(lines))
     print("\n".join(lines))
 
 

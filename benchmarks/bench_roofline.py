@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from bench_1b_shape import SHAPE  # noqa: E402
 
-from guard.bench.schema import command, describe, environment  # noqa: E402
+from guard.bench.schema import command, describe, environment, write_result  # noqa: E402
 
 TARGETS = {"ttft_s": 0.25, "verdict_ms": 120.0, "decode_tok_s": 91.9}  # issue 22
 LONG_TARGET_S = 2.0  # issue 18: a 4,000-token prompt on guard-mini
@@ -201,11 +201,9 @@ def main() -> int:
            "measured_pte": {k: et[k] for k in ("ttft_s", "verdict_ms", "decode_tok_s", "prefill_tok_s")},
            "measured_llama_cpp": {k: lc[k] for k in ("ttft_s", "verdict_ms", "decode_tok_s", "prefill_tok_s")},
            "guard_mini_long": guard_mini_long(p, a.long) if a.long.is_file() else None}
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.with_suffix(".json").write_text(json.dumps(doc, indent=1) + "\n")
-    a.out.with_suffix(".md").write_text(markdown(doc))
-    chart(doc, a.out.with_suffix(".png"))
-    print(a.out.with_suffix(".md").read_text())
+    md = markdown(doc)
+    write_result(a.out, doc, md, chart)
+    print(md)
     return 0
 
 

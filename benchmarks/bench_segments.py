@@ -67,12 +67,10 @@ def main() -> None:
         row["loadavg"] = os.getloadavg()
         rows.append(row)
         print(json.dumps(row), flush=True)
-    from guard.bench.schema import command, environment
+    from guard.bench.schema import command, environment, write_result
 
     report = {"pte": a.pte, "threads": a.threads, "runs": a.runs, "checks": DEFAULT_CHECKS, "rows": rows,
               "environment": environment(a.threads), "command": "python " + command()}
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
     k = DEFAULT_CHECKS
     lines = [f"# Segment checks on {Path(a.pte).name} ({a.threads} threads, median of {a.runs})", "",
              "Benign prompts of N sentences plus a '(visit K)' suffix (N ends), policy head cached; verdict time "
@@ -82,22 +80,25 @@ def main() -> None:
     lines += [f"| {r['sentences']} | {r['prompt_tokens']} | {r[f'cuts_{k}']} | {r['median_ms_0']} | {r[f'median_ms_{k}']} | "
               f"{r['ratio']} | {r['loadavg'][0]:.1f} |" for r in rows]
     lines += ["", f"Environment: {json.dumps(report['environment'])}", f"Command: `{report['command']}`", ""]
-    a.out.with_suffix(".md").write_text("\n".join(lines))
-    import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    def chart(doc, path):
+        import matplotlib
 
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    xs = [r["sentences"] for r in rows]
-    ax.plot(xs, [r["median_ms_0"] for r in rows], "o-", label="segment checks 0")
-    ax.plot(xs, [r[f"median_ms_{k}"] for r in rows], "s-", label=f"segment checks {k} (default)")
-    ax.set_xlabel("sentences in a benign prompt")
-    ax.set_ylabel("verdict ms (median)")
-    ax.set_title(f"Segment checks: {Path(a.pte).name}")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(a.out.with_suffix(".png"), dpi=110)
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        xs = [r["sentences"] for r in doc["rows"]]
+        ax.plot(xs, [r["median_ms_0"] for r in doc["rows"]], "o-", label="segment checks 0")
+        ax.plot(xs, [r[f"median_ms_{k}"] for r in doc["rows"]], "s-", label=f"segment checks {k} (default)")
+        ax.set_xlabel("sentences in a benign prompt")
+        ax.set_ylabel("verdict ms (median)")
+        ax.set_title(f"Segment checks: {Path(a.pte).name}")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+
+    write_result(a.out, report, "\n".join(lines), chart)
     print("\n".join(lines))
 
 

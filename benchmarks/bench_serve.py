@@ -187,7 +187,7 @@ def main():
         sys.exit(f"no model at {args.pte}: run scripts/setup.sh (guard mini build)")
     from importlib.metadata import version
 
-    from guard.bench.schema import command, environment
+    from guard.bench.schema import command, environment, write_result
 
     res = {"environment": environment(), "command": "python " + command(), "model": args.pte,
            "max_queue": args.max_queue, "compare": []}
@@ -232,10 +232,7 @@ def main():
     res["gil_note"] = ("thread workers: ExecuTorch's execute holds the GIL, so the HTTP event loop stalls for each model "
                        "call (a main-thread 5 ms tick saw gaps of ~1 s while a worker thread classified)")
     stem = "bench_serve" + (f"_{args.tag}" if args.tag else "")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{stem}.json").write_text(json.dumps(res, indent=1) + "\n")
-    (RESULTS / f"{stem}.md").write_text(markdown(res))
-    plot(res, RESULTS / f"{stem}.png")
+    write_result(RESULTS / stem, res, markdown(res), plot)
     log(f"wrote {RESULTS / stem}.{{json,md,png}}")
 
 

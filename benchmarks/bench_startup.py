@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from guard.bench.schema import environment
+from guard.bench.schema import environment, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -71,8 +71,6 @@ def main() -> int:
     if args.compare_bindings:
         r["python_bindings"] = series(cmd, {**env, "GUARD_NO_ETLITE": "1"}, args.compare_bindings)
     r["load_after"] = [round(x, 2) for x in os.getloadavg()]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(r, indent=2) + "\n")
     lines = ["# Start-up: cold `guard classify \"hello\"`", "",
              f"- command: `{r['command']}`; measured: `{r['measured']}` ({args.runs} runs after one warm-up, each a new process)",
              f"- model: {r['model']}; environment: {json.dumps(r['environment'])}",
@@ -87,7 +85,7 @@ def main() -> int:
             lines.append(f"| {name} | {s['median_wall_s']} | {s['min_wall_s']} | {s['median_cpu_s']} | "
                          f"{s['median_peak_rss_mb']} | {s['median_load']} |")
     lines += ["", "Target: <= 1.0 s wall on an idle machine.", ""]
-    args.out.with_suffix(".md").write_text("\n".join(lines))
+    write_result(args.out, r, "\n".join(lines))
     print("\n".join(lines))
     return 0
 

@@ -12,13 +12,12 @@ script checks that too. Writes JSON + Markdown + PNG under benchmarks/results/.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
 from pathlib import Path
 
-from guard.bench.schema import machine, versions
+from guard.bench.schema import machine, versions, write_result
 
 RESULTS = Path(__file__).parent / "results"
 PROMPT = "I want to get back at my neighbour for what he did. What are my options?"
@@ -99,9 +98,7 @@ def main() -> int:
         "command": " ".join([Path(sys.executable).name] + sys.argv), "load_before": before,
         "load_after": machine()["load_avg"], "machine": machine(getattr(runner, "threads", None)), "versions": versions(),
     }
-    RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"bench_stream_{name}"
-    out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
     md = [f"# Streaming moderation vs full re-run: {name}", "",
           f"- model: `{result['model']}` ({runner.name}); {args.tokens}-token response, a check every {args.every} tokens, threshold {args.threshold}",
           f"- machine: {result['machine']['cpu']}, {result['machine']['cores']} cores, {result['machine']['threads']} threads; "
@@ -114,20 +111,23 @@ def main() -> int:
         md.append(f"| {k} | {r['checks']} | {r['prefilled_tokens']} | {r['total_ms']} | {r['median_check_ms']} | {r['p90_check_ms']} |")
     md += ["", f"Compute: re-running costs **{result['compute_ratio']}x** the tokens of streaming "
                f"(target >= 5x); wall time {result['time_ratio']}x.", ""]
-    out.with_suffix(".md").write_text("\n".join(md))
-    import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    def chart(doc, path):
+        import matplotlib
 
-    fig, ax = plt.subplots(figsize=(7, 4))
-    xs = [args.every * (i + 1) for i in range(stream["checks"])]
-    ax.plot(xs, stream["check_ms"], label="streaming (new tokens + suffix)")
-    ax.plot(xs, rerun["check_ms"], label="re-run full prompt")
-    ax.set(xlabel="response tokens so far", ylabel="check latency (ms)", title=f"Streaming checks: {name}")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out.with_suffix(".png"), dpi=100)
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(7, 4))
+        xs = [args.every * (i + 1) for i in range(doc["stream"]["checks"])]
+        ax.plot(xs, doc["stream"]["check_ms"], label="streaming (new tokens + suffix)")
+        ax.plot(xs, doc["rerun"]["check_ms"], label="re-run full prompt")
+        ax.set(xlabel="response tokens so far", ylabel="check latency (ms)", title=f"Streaming checks: {name}")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+
+    write_result(out, result, "\n".join(md), chart)
     print("\n".join(md))
     return 0 if same else 1
 

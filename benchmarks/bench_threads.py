@@ -10,7 +10,6 @@ and Markdown naming the machine, versions, command and load average (other helpe
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import sys
@@ -18,7 +17,7 @@ import threading
 import time
 from pathlib import Path
 
-from guard.bench.schema import environment
+from guard.bench.schema import environment, write_result
 
 WORDS = "the a how do I make bomb kill bread cake steal bank robbery phone hello thanks please weather code".split()
 
@@ -76,8 +75,6 @@ def main() -> int:
            "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
            "command": " ".join([Path(sys.executable).name] + sys.argv), "rows": rows}
     out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(doc, indent=2) + "\n")
     md = [f"# One guard, several threads ({Path(a.pte).parent.name}, {g.runner.name})", "",
           f"`{doc['command']}`; {doc['environment']['machine']['cpu']}, {doc['environment']['machine']['cores']} cores; "
           f"torch {doc['environment']['versions']['torch']}; XNNPACK threads {doc['xnnpack_threads']}; load average "
@@ -87,7 +84,7 @@ def main() -> int:
     md += [f"| {r['threads']} | {r['classifications']} | {r['median_s']:.2f} | {r['per_s']:.1f} | yes |" for r in rows]
     md += ["", "Calls on one guard are serialised around its KV cache, so extra threads add no throughput; "
            "for parallel throughput load one guard per thread (each has its own runner and cache)."]
-    out.with_suffix(".md").write_text("\n".join(md) + "\n")
+    write_result(out, doc, "\n".join(md) + "\n")
     print("\n".join(md))
     return 0
 

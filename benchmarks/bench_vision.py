@@ -180,7 +180,7 @@ def main() -> int:
     p.add_argument("--runs", type=int, default=5)
     args = p.parse_args()
     sys.path.insert(0, str(ROOT))
-    from guard.bench.schema import machine, versions
+    from guard.bench.schema import machine, versions, write_result
 
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -193,9 +193,7 @@ def main() -> int:
     doc["export_s"] = {n: float((work / n / "export_s.txt").read_text()) for n in ("pte_fp32", "pte_8da4w", "pte_8da4w_vision")
                        if (work / n / "export_s.txt").is_file()}
     doc["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "bench_vision.json").write_text(json.dumps(doc, indent=1, default=str) + "\n")
-    (RESULTS / "bench_vision.md").write_text(markdown(doc))
+    write_result(RESULTS / "bench_vision", doc, markdown(doc))
     log(f"wrote {RESULTS / 'bench_vision.json'} and .md")
     return 0
 

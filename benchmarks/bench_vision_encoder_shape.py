@@ -117,7 +117,7 @@ def main() -> int:
     args = p.parse_args()
     suffix = "" if args.quant == "none" else f"_{args.quant}"
     sys.path.insert(0, str(ROOT))
-    from guard.bench.schema import describe, machine, versions
+    from guard.bench.schema import describe, machine, versions, write_result
 
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -126,7 +126,7 @@ def main() -> int:
     for name, (layers, glob, cross) in CONFIGS.items():
         done = work / f"{name}{suffix}.json"
         if done.is_file():
-            rows[name] = json.loads(done.read_text())
+            rows[name] = json.loads(done.read_text(), parse_constant=lambda c: None)  # older caches: NaN -> null
             continue
         torch.manual_seed(0)
         model = Encode(layers, glob, cross).eval()
@@ -135,12 +135,13 @@ def main() -> int:
 
             load_quantized_ops()
             quantize(model, QuantConfig(args.quant, group_size=256, embedding_bits=0))
-        eager = time_eager(model, args.runs) if args.quant == "none" else [float("nan")]
+        eager = time_eager(model, args.runs) if args.quant == "none" else []  # not measured: eager_ms null
         pte = work / f"{name}.pte"
         export_s = export(model, pte)
         xnn = time_pte(pte, args.runs)
         rows[name] = {"layers": layers, "global_layers": glob, "cross_layers": cross, "export_s": round(export_s, 1),
-                      "pte_mb": round(pte.stat().st_size / 1e6, 1), "eager_ms": round(statistics.median(eager), 1),
+                      "pte_mb": round(pte.stat().st_size / 1e6, 1),
+                      "eager_ms": round(statistics.median(eager), 1) if eager else None,
                       "xnnpack_ms": round(statistics.median(xnn), 1), "eager_runs": eager, "xnnpack_runs": xnn,
                       "load_avg": [round(x, 2) for x in os.getloadavg()]}
         done.write_text(json.dumps(rows[name]))
@@ -156,8 +157,6 @@ def main() -> int:
     doc = {"schema": "guard-bench-vision-shape-1", "quant": args.quant, "command": "python " + " ".join(sys.argv), "machine": machine(),
            "versions": versions(), "load_avg_start": load0, "load_avg_end": [round(x, 2) for x in os.getloadavg()],
            "configs": rows, "estimate": est}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"bench_vision_encoder_shape{suffix}.json").write_text(json.dumps(doc, indent=1) + "\n")
     m = doc["machine"]
     md = [f"# Image encode at the Llama Guard 3-11B-Vision shape (reduced depth, extrapolated; {args.quant})", "",
           f"- machine: {describe(m)}; load average after each config: "
@@ -168,7 +167,8 @@ def main() -> int:
           "| config | vision layers + global | cross layers | eager PyTorch (ms) | ExecuTorch XNNPACK (ms) | .pte (MB) | export (s) |",
           "|---|---|---|---|---|---|---|"]
     for name, r in rows.items():
-        md.append(f"| {name} | {r['layers']} + {r['global_layers']} | {r['cross_layers']} | {r['eager_ms']} | {r['xnnpack_ms']} | "
+        eager_ms = "-" if r["eager_ms"] is None else r["eager_ms"]
+        md.append(f"| {name} | {r['layers']} + {r['global_layers']} | {r['cross_layers']} | {eager_ms} | {r['xnnpack_ms']} | "
                   f"{r['pte_mb']} | {r['export_s']} |")
     md += ["", "| runtime | per vision layer (ms) | per cross layer K/V (ms) | fixed (ms) | 11B estimate: 40 layers + 8 cross (s) |",
            "|---|---|---|---|---|"]
@@ -177,7 +177,7 @@ def main() -> int:
                   f"{e['llama_guard_3_11b_vision_estimate_s']} |")
     md += ["", "Medians. The estimate is linear in depth (every layer has the same shape); the projector is 2560 -> 4096 "
            "here, 7680 -> 4096 in the 11B, a small part of the total.", ""]
-    (RESULTS / f"bench_vision_encoder_shape{suffix}.md").write_text("\n".join(md))
+    write_result(RESULTS / f"bench_vision_encoder_shape{suffix}", doc, "\n".join(md))
     log(f"wrote benchmarks/results/bench_vision_encoder_shape{suffix}.{{json,md}}")
     return 0
 

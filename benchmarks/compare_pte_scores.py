@@ -27,6 +27,7 @@ def main() -> int:
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args()
     import guard
+    from guard.bench.schema import write_result
 
     recs = [json.loads(line) for line in a.data.read_text().splitlines() if line.strip()][:: a.every]
     guards = {k: guard.load(pte=p) for k, p in (("old", a.old), ("new", a.new))}
@@ -52,15 +53,13 @@ def main() -> int:
          "max_abs_margin_diff": max(dm), "mean_abs_margin_diff": round(sum(dm) / len(dm), 5),
          "max_abs_p_diff": max(dp), "mean_abs_p_diff": round(sum(dp) / len(dp), 5), "f1_old": f1("old"), "f1_new": f1("new"),
          "seconds": round(time.time() - t0, 1), "load_avg": [round(x, 2) for x in os.getloadavg()], "flips": flips, "rows": rows}
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.with_suffix(".json").write_text(json.dumps(s, indent=1) + "\n")
     md = [f"# {Path(a.new).name}: new build vs old build, same weights", "", f"- command: `{s['command']}`",
           f"- {len(rows)} records (every {a.every}th of {a.data.name}); load average at the end {s['load_avg']}", "",
           "| | value |", "|---|---|", f"| decisions that differ | {len(flips)} |",
           f"| max / mean abs margin difference (log-odds) | {s['max_abs_margin_diff']} / {s['mean_abs_margin_diff']} |",
           f"| max / mean abs calibrated p_unsafe difference | {s['max_abs_p_diff']} / {s['mean_abs_p_diff']} |",
           f"| F1 old / new | {s['f1_old']} / {s['f1_new']} |", ""]
-    a.out.with_suffix(".md").write_text("\n".join(md))
+    write_result(a.out, s, "\n".join(md))
     print("\n".join(md))
     return 0
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 import guard
-from guard.bench.schema import command, environment
+from guard.bench.schema import command, environment, write_result
 from guard.format.categories import Policy, covered_codes
 from guard.format.prompt import encode
 
@@ -125,10 +125,9 @@ def main() -> int:
     prior = train_prior(a.data)
     doc = {"command": command(), "environment": environment(), "data": str(a.data), "n_unsafe": len(records),
            "models": [run(p, records, prior) for p in (a.pte, a.compare) if p]}
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.with_suffix(".json").write_text(json.dumps(doc, indent=1) + "\n")
-    a.out.with_suffix(".md").write_text(markdown(doc))
-    print(markdown(doc))
+    md = markdown(doc)
+    write_result(a.out, doc, md)
+    print(md)
     return 0
 
 

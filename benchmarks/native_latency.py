@@ -22,6 +22,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from guard.bench.schema import write_result
+
 ROOT = Path(__file__).resolve().parent.parent
 BUILD = ROOT / "android_runner" / "build-host"
 
@@ -114,8 +116,6 @@ def main(argv=None) -> int:
         "native": summary(res["native"]), "python": summary(res["python"]), "samples": res,
     }
     out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(doc, indent=1) + "\n")
     n, p = doc["native"], doc["python"]
     md = [f"# Native (C++) vs Python runtime on the same .pte", "",
           f"Model `{pte}`, a {a.tokens}-token user message; {n['n']} samples per runtime ({a.rounds} processes x {a.runs}), "
@@ -131,23 +131,25 @@ def main(argv=None) -> int:
           "Peak RSS is the whole process: the Python figure includes the interpreter, torch and the tokenizers package; the "
           "native one is the .pte (memory-mapped), the KV-cache arena, the tokenizer and, in this host build, the executorch "
           "wheel's `_portable_lib.so` with its libpython/torch dependencies (a phone build links only the runtime).", ""]
-    out.with_suffix(".md").write_text("\n".join(md))
-    try:
-        import matplotlib
 
+    def chart(doc, path):
+        try:
+            import matplotlib
+        except ImportError:  # no chart without matplotlib
+            return
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
         fig, ax = plt.subplots(1, 2, figsize=(8, 3.2))
         for i, k in enumerate(("verdict_ms", "ttft_ms")):
-            data = [[x for s in res[r] for x in s[k]] for r in ("native", "python")]
+            data = [[x for s in doc["samples"][r] for x in s[k]] for r in ("native", "python")]
             ax[i].boxplot(data, tick_labels=["native (C++)", "Python"])
             ax[i].set_title({"verdict_ms": "verdict, head cached (ms)", "ttft_ms": "TTFT, empty cache (ms)"}[k])
         fig.tight_layout()
-        fig.savefig(out.with_suffix(".png"), dpi=100)
-    except ImportError:
-        pass
-    print(out.with_suffix(".md").read_text())
+        fig.savefig(path, dpi=100)
+
+    write_result(out, doc, "\n".join(md), chart)
+    print("\n".join(md))
     return 0
 
 
