@@ -51,3 +51,22 @@ def test_write_result_writes_json_markdown_and_chart_and_refuses_nan(tmp_path):
     assert (tmp_path / "sub" / "r.md").read_text() == "# r\n" and drawn == [({"x": 1, "y": None}, tmp_path / "sub" / "r.png")]
     with pytest.raises(ValueError):  # an undefined metric is null, never NaN (not JSON)
         write_result(tmp_path / "n", {"x": float("nan")}, "")
+
+
+def test_committed_results_are_strict_json():
+    """Every committed result file parses as JSON without NaN or Infinity (what write_result guarantees for new ones)."""
+    import json
+    from pathlib import Path
+
+    def refuse(constant):
+        raise ValueError(constant)
+
+    results = sorted((Path(__file__).resolve().parents[2] / "benchmarks" / "results").glob("*.json"))
+    assert len(results) > 50
+    bad = []
+    for p in results:
+        try:
+            json.loads(p.read_text(), parse_constant=refuse)
+        except ValueError as e:
+            bad.append(f"{p.name}: {e}")
+    assert not bad, bad
