@@ -43,7 +43,7 @@ def default_model(build: bool = True) -> tuple[str, Path, str]:
     guard-mini's ``model.pte`` when it is built from the current artefacts; otherwise it is (re)built now from the
     committed artefacts (a few minutes, once; scripts/setup.sh does it). Only when the artefacts or the SmolLM2
     weights are not installed does it fall back to a tiny random stand-in, and says so."""
-    from guard.mini import ARTEFACTS, STUDENT, artefact_path, gguf_path, is_current, sync_calibration
+    from guard.mini import ARTEFACTS, gguf_path, is_current, missing_artefacts, sync_calibration
 
     check_home()
     mini = mini_dir()
@@ -52,9 +52,10 @@ def default_model(build: bool = True) -> tuple[str, Path, str]:
         return "pte", mini / "model.pte", _described(mini)
     try:
         gguf_path()
-        ready = artefact_path(ARTEFACTS, STUDENT).is_file()
+        ready = True
     except GuardError:
         ready = False
+    ready = ready and not missing_artefacts(ARTEFACTS)  # a malformed recipe is an error, not a random stand-in
     if ready and build:
         from guard.mini import build as build_mini
         from guard.mini import build_lock

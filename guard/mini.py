@@ -45,6 +45,8 @@ class MiniRecipe:
     drop_blocks: int = 2
     mlp_width: int = 1280
     calib: int = 128  # dev records used to measure importance
+    # 0: no student (post-training quantization): the pruned teacher itself is exported in quant_scheme, with no
+    # student adapter and no refine stage
     student_steps: int = 820
     student_lr: float = 2e-4
     student_decay_from: int | None = 410  # constant student_lr until this step, then linear decay to 0
@@ -81,6 +83,16 @@ class MiniRecipe:
     @property
     def teacher_rank(self) -> tuple[int, float]:
         return (self.teacher_lora_r or self.lora_r, self.teacher_lora_alpha or self.lora_alpha)
+
+    def __post_init__(self):
+        if self.student_steps <= 0 and self.refine_steps and self.init_from is None:
+            raise GuardError("a recipe with student_steps 0 (no student: post-training quantization) cannot have "
+                             f"refine_steps ({self.refine_steps}): the refine stage continues a student")
+
+    @property
+    def has_student(self) -> bool:
+        """Whether the build folds in a student adapter: trained here, or taken from the build it continues."""
+        return self.student_steps > 0 or self.init_from is not None
 
     @property
     def refine_weight(self) -> float:
@@ -167,9 +179,7 @@ def build_hf(out: str | Path, artefacts: str | Path = ARTEFACTS, stage: str = "m
     from guard.train.prune import apply_record
 
     a = Path(artefacts)
-    need = ["recipe.json", "teacher_adapter.safetensors"] + (["prune_record.json"] if stage != "teacher" else []) + (
-        [STUDENT] if stage == "mini" else [])
-    missing = [n for n in need if not artefact_path(a, n).is_file()]
+    missing = missing_artefacts(a, stage)
     if missing:
         raise GuardError(f"guard-mini artefacts missing in {a}: {', '.join(missing)}")
     recipe = MiniRecipe.load(a / "recipe.json")
@@ -180,7 +190,8 @@ def build_hf(out: str | Path, artefacts: str | Path = ARTEFACTS, stage: str = "m
         apply_record(model, json.loads(artefact_path(a, "prune_record.json").read_text()))
         record["stage"] = "pruned"
     if stage == "mini":
-        apply_adapter(model, artefact_path(a, STUDENT), recipe, rows)
+        if recipe.has_student:  # else post-training quantization: the pruned teacher is guard-mini
+            apply_adapter(model, artefact_path(a, STUDENT), recipe, rows)
         record["stage"] = "guard-mini"
     return save_atomic(model, tok, out, record, "guard_mini.json")
 
@@ -219,6 +230,21 @@ def artefact_path(artefacts: str | Path, name: str) -> Path:
             break
         a = (a / init).resolve()
     return a / name
+
+
+def missing_artefacts(artefacts: str | Path = ARTEFACTS, stage: str = "mini") -> list[str]:
+    """The files ``build_hf(..., stage)`` needs that are not there (through artefact_path); [] when it can build. A
+    recipe without a student (student_steps 0) needs no student adapter."""
+    a = Path(artefacts)
+    if not (a / "recipe.json").is_file():
+        return ["recipe.json"]
+    try:
+        recipe = MiniRecipe.load(a / "recipe.json")
+    except (ValueError, TypeError) as e:
+        raise GuardError(f"{a / 'recipe.json'}: not a guard-mini recipe ({e})") from None
+    need = ["teacher_adapter.safetensors"] + (["prune_record.json"] if stage != "teacher" else []) + (
+        [STUDENT] if stage == "mini" and recipe.has_student else [])
+    return [n for n in need if not artefact_path(a, n).is_file()]
 
 
 def artefact_digest(artefacts: str | Path = ARTEFACTS) -> str:

@@ -264,3 +264,65 @@ def test_other_artefacts_build_beside_the_default_model_not_over_it(tmp_path):
     assert path("--artefacts", str(ARTEFACTS)) == str(tmp_path / "guard-mini" / "model.pte")
     assert path("--artefacts", str(ARTEFACTS / "next4")) == str(tmp_path / "guard-mini-next4" / "model.pte")
     assert path("--artefacts", str(ARTEFACTS / "next4"), "--out", str(tmp_path / "x")) == str(tmp_path / "x" / "model.pte")
+
+
+def test_a_recipe_without_a_student_needs_no_student_adapter(tmp_path):
+    """student_steps 0 is post-training quantization of the (pruned) teacher: such a build needs no student adapter,
+    one with a student does; a refine stage without a student and a malformed recipe are one-line errors."""
+    from guard.errors import GuardError
+    from guard.mini import missing_artefacts
+
+    (tmp_path / "teacher_adapter.safetensors").write_bytes(b"t")
+    (tmp_path / "prune_record.json").write_text("{}")
+    (tmp_path / "recipe.json").write_text(json.dumps({"student_steps": 0, "refine_steps": 0}))
+    assert missing_artefacts(tmp_path) == [] and not MiniRecipe.load(tmp_path / "recipe.json").has_student
+    (tmp_path / "recipe.json").write_text(json.dumps({"student_steps": 820}))
+    assert missing_artefacts(tmp_path) == ["student_adapter.safetensors"]
+    assert missing_artefacts(tmp_path, stage="pruned") == []
+    (tmp_path / "recipe.json").write_text(json.dumps({"student_steps": 0, "refine_steps": 5}))
+    with pytest.raises(GuardError, match="cannot have refine_steps"):
+        missing_artefacts(tmp_path)
+    (tmp_path / "recipe.json").write_text(json.dumps({"no_such_field": 1}))
+    with pytest.raises(GuardError, match="not a guard-mini recipe"):
+        missing_artefacts(tmp_path)
+    (tmp_path / "recipe.json").unlink()
+    assert missing_artefacts(tmp_path) == ["recipe.json"]
+
+
+def test_a_build_without_a_student_exports_the_pruned_teacher(tmp_path):
+    """train.py's distil stage for student_steps 0 trains nothing: the pruned teacher becomes the student stage's
+    model (what check and calibrate read), written whole or not at all."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("mini_train_ptq", ARTEFACTS / "train.py")
+    train = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train)
+    work = tmp_path / "work"
+    (work / "pruned").mkdir(parents=True)
+    (work / "pruned" / "model.safetensors").write_bytes(b"pruned weights")
+    train.distill_stage(MiniRecipe(student_steps=0, refine_steps=0), tmp_path / "data", work, tmp_path / "art")
+    assert (work / "student" / "model.safetensors").read_bytes() == b"pruned weights"
+    assert not (work / "student.tmp").exists() and not (tmp_path / "art").exists()
+
+
+@pytest.mark.slow  # loads SmolLM2 twice (~1 min at one thread)
+def test_build_hf_without_a_student_is_the_pruned_teacher(tmp_path):
+    """guard.mini.build_hf(stage='mini') of a recipe with student_steps 0 gives exactly the pruned teacher's weights
+    (v4's teacher and prune record here), and no student adapter is read."""
+    import dataclasses
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from guard.mini import build_hf
+
+    art = tmp_path / "art"
+    art.mkdir()
+    for n in ("teacher_adapter.safetensors", "prune_record.json"):
+        shutil.copy(ARTEFACTS / "v4" / n, art / n)
+    recipe = dataclasses.replace(MiniRecipe.load(ARTEFACTS / "v4" / "recipe.json"), student_steps=0, refine_steps=0)
+    recipe.save(art / "recipe.json")
+    a = load_file(str(build_hf(tmp_path / "mini", art) / "model.safetensors"))
+    b = load_file(str(build_hf(tmp_path / "pruned", art, stage="pruned") / "model.safetensors"))
+    assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
+    assert json.loads((tmp_path / "mini" / "guard_mini.json").read_text())["stage"] == "guard-mini"

@@ -144,6 +144,10 @@ def distill_stage(recipe: MiniRecipe, data: Path, work: Path, art: Path) -> None
         shutil.copy(src / "student_adapter.safetensors", work / "student" / "adapter.safetensors")
         return print(f"distil: taken from {src}" + ("" if recipe.refine_steps else
                                                    f" (no refine: the build is that student at scale {recipe.student_scale:g})"))
+    if not recipe.has_student:  # post-training quantization: the pruned teacher is the model that is exported
+        shutil.copytree(work / "pruned", work / "student.tmp", dirs_exist_ok=True)
+        (work / "student.tmp").rename(work / "student")
+        return print("distil: none in this recipe (student_steps 0): the pruned teacher is quantized after training")
     train = TrainConfig(steps=recipe.student_steps, lr=recipe.student_lr, accum=recipe.accum, save_every=10, bf16=False,
                         seed=recipe.seed + 1, decay_from=recipe.student_decay_from,
                         category_weight=recipe.category_weight)
@@ -243,7 +247,10 @@ def main() -> None:
     a.work.mkdir(parents=True, exist_ok=True)
     a.artefacts.mkdir(parents=True, exist_ok=True)
     src = a.recipe or a.artefacts / "recipe.json"
-    recipe = MiniRecipe.load(src) if src.is_file() else MiniRecipe()
+    try:
+        recipe = MiniRecipe.load(src) if src.is_file() else MiniRecipe()
+    except (GuardError, ValueError, TypeError) as e:
+        sys.exit(f"train.py: {src}: {e}")
     if a.snapshot_hf:
         return snapshot_hf(recipe, a.artefacts, a.snapshot_hf)
     recipe.save(a.artefacts / "recipe.json")
