@@ -12,8 +12,9 @@ by the project's own recipe (models/guard-mini/train.py):
 4. export: the same scheme (and group size), 4-bit embedding, output vocabulary pruned to the guard's tokens.
 
 What is committed (models/guard-mini/): ``recipe.json``, ``teacher_adapter.safetensors``, ``prune_record.json`` and
-``student_adapter.safetensors``, a few MB (a build that continues another, ``recipe.init_from``, may take the first
-two from it, and the third when it trains nothing: ``artefact_path``), and ``calibration.json`` (p_unsafe's scale, fitted on the dev split
+``student_adapter.safetensors``, a few MB (a build that continues another, ``recipe.init_from``, takes the teacher
+adapter and prune record from it, as v5 takes v4's, and the student adapter when it trains nothing: ``artefact_path``;
+a recipe with ``student_steps`` 0 has no student adapter), and ``calibration.json`` (p_unsafe's scale, fitted on the dev split
 for the 8da4w .pte, guard.eval.calibrate). ``build(out)`` replays them on the GGUF weights, bit for bit the model that was
 evaluated, and exports ``model.pte``: ``guard mini build`` (scripts/setup.sh runs it) takes a few minutes.
 ``OUT/build.json`` records a digest of the weight artefacts, so a build from older ones is known to be stale.

@@ -19,13 +19,18 @@ def mini():
 
 
 def test_artefacts_are_small_and_complete():
+    """v5 commits its own recipe, student adapter, calibration and card; the teacher adapter and prune record it
+    continues are v4's files (through init_from), not copies."""
+    from guard.mini import artefact_path, missing_artefacts
+
     names = ["recipe.json", "teacher_adapter.safetensors", "prune_record.json", "student_adapter.safetensors",
              "calibration.json", "MODEL_CARD.md"]
-    for n in names:
-        assert (ARTEFACTS / n).is_file(), n
-    assert sum((ARTEFACTS / n).stat().st_size for n in names) < 25e6
+    paths = [artefact_path(ARTEFACTS, n) for n in names]
+    assert all(p.is_file() for p in paths) and missing_artefacts(ARTEFACTS) == []
+    assert [p.parent.name for p in paths[1:3]] == ["v4", "v4"]
+    assert sum(p.stat().st_size for p in paths) < 25e6
     recipe = MiniRecipe.load(ARTEFACTS / "recipe.json")
-    record = json.loads((ARTEFACTS / "prune_record.json").read_text())
+    record = json.loads(artefact_path(ARTEFACTS, "prune_record.json").read_text())
     assert len(record["removed_blocks"]) == recipe.drop_blocks and record["mlp_width_after"] == recipe.mlp_width
     # v5 continues v4 (models/guard-mini/v4/, made by the built-in recipe) on the whole training split
     assert recipe.init_from == "v4" and MiniRecipe.load(ARTEFACTS / "v4" / "recipe.json") == MiniRecipe()
