@@ -97,7 +97,8 @@ def write_result(stem: Path, doc: dict, markdown: str, chart=None) -> None:
 
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
-    stem.with_suffix(".json").write_text(json.dumps(doc, indent=1, allow_nan=False) + "\n")
-    stem.with_suffix(".md").write_text(markdown)
+    path = lambda ext: stem.parent / f"{stem.name}.{ext}"  # appended, not with_suffix: a stem may hold a dot (v0.2)
+    path("json").write_text(json.dumps(doc, indent=1, allow_nan=False) + "\n")
+    path("md").write_text(markdown)
     if chart is not None:
-        chart(doc, stem.with_suffix(".png"))
+        chart(doc, path("png"))

@@ -51,6 +51,8 @@ def test_write_result_writes_json_markdown_and_chart_and_refuses_nan(tmp_path):
     assert (tmp_path / "sub" / "r.md").read_text() == "# r\n" and drawn == [({"x": 1, "y": None}, tmp_path / "sub" / "r.png")]
     with pytest.raises(ValueError):  # an undefined metric is null, never NaN (not JSON)
         write_result(tmp_path / "n", {"x": float("nan")}, "")
+    write_result(tmp_path / "serve_v0.2", {}, "")  # a dot in the stem is part of the name
+    assert (tmp_path / "serve_v0.2.json").is_file() and (tmp_path / "serve_v0.2.md").is_file()
 
 
 def test_committed_results_are_strict_json():
