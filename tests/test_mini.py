@@ -305,9 +305,12 @@ def test_a_build_without_a_student_exports_the_pruned_teacher(tmp_path):
     work = tmp_path / "work"
     (work / "pruned").mkdir(parents=True)
     (work / "pruned" / "model.safetensors").write_bytes(b"pruned weights")
+    (work / "student.tmp").mkdir()  # a killed run's half copy is not kept
+    (work / "student.tmp" / "stale").write_bytes(b"")
     train.distill_stage(MiniRecipe(student_steps=0, refine_steps=0), tmp_path / "data", work, tmp_path / "art")
     assert (work / "student" / "model.safetensors").read_bytes() == b"pruned weights"
-    assert not (work / "student.tmp").exists() and not (tmp_path / "art").exists()
+    assert not (work / "student.tmp").exists() and not (work / "student" / "stale").exists()
+    assert not (tmp_path / "art").exists()
 
 
 @pytest.mark.slow  # loads SmolLM2 twice (~1 min at one thread)

@@ -145,7 +145,8 @@ def distill_stage(recipe: MiniRecipe, data: Path, work: Path, art: Path) -> None
         return print(f"distil: taken from {src}" + ("" if recipe.refine_steps else
                                                    f" (no refine: the build is that student at scale {recipe.student_scale:g})"))
     if not recipe.has_student:  # post-training quantization: the pruned teacher is the model that is exported
-        shutil.copytree(work / "pruned", work / "student.tmp", dirs_exist_ok=True)
+        shutil.rmtree(work / "student.tmp", ignore_errors=True)  # a copy a killed run left half done
+        shutil.copytree(work / "pruned", work / "student.tmp")
         (work / "student.tmp").rename(work / "student")
         return print("distil: none in this recipe (student_steps 0): the pruned teacher is quantized after training")
     train = TrainConfig(steps=recipe.student_steps, lr=recipe.student_lr, accum=recipe.accum, save_every=10, bf16=False,
