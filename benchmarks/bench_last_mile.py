@@ -26,6 +26,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import bench_1b_shape as b1  # noqa: E402
 import bench_startup as bs  # noqa: E402
+from guard.bench.schema import result_path  # noqa: E402
 
 # issue 22's numbers (the same 2-core AMD EPYC, before this work): decode must not be slower
 BEFORE = {"ttft_s": 0.298, "decode_tok_s": 91.9, "verdict_ms": 165, "size_mb": 474, "load_s": 2.2, "peak_rss_mb": 1392,
@@ -200,7 +201,7 @@ def mini_bench(pte: str, env: dict, label: str, out: Path) -> dict:
     cmd = [sys.executable, "-m", "guard", "bench", "--pte", pte, "--runs", "3", "--prompt-tokens", "40", "--decode-tokens", "32",
            "--trust-tokenizer", "--label", label, "--out", str(out)]
     subprocess.run(cmd, env=env, check=True, capture_output=True)
-    doc = json.loads(out.with_suffix(".json").read_text())
+    doc = json.loads(result_path(out, "json").read_text())
     s = doc["summary"]["40"]
     return {"label": label, "pte": pte, "size_mb": round(Path(pte).stat().st_size / 1e6, 1), "load_ms": s["model_load_ms"]["median"],
             "ttft_ms": s["ttft_ms"]["median"], "decode_tok_s": s["decode_tok_s"]["median"], "verdict_ms": s["verdict_ms"]["median"],
@@ -265,8 +266,8 @@ def main() -> int:
         tmp = a.out.parent / "last_mile_mini"
         r["mini_bench"] = [mini_bench(a.mini_before, {**env, "GUARD_NO_ETLITE": "1"}, "before: main's file, Python bindings", tmp),
                            mini_bench(str(mini_dir() / "model.pte"), env, "now: this branch's file, etlite", tmp)]
-        for suffix in (".json", ".md", ".png"):
-            tmp.with_suffix(suffix).unlink(missing_ok=True)
+        for ext in ("json", "md", "png"):
+            result_path(tmp, ext).unlink(missing_ok=True)
     if model:
         run_1b(r, model, q4, args, a, env, threads)
     r["load"]["end"] = loadavg()

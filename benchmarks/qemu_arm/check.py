@@ -111,9 +111,9 @@ def compare(models: list[tuple[str, str, str]], out: str, cpp_x86: str | None = 
                               "results": sections[label]} for label, (a, b) in docs.items()},
            "cpp_guard_runner": cpp, "host_load_avg": [round(x, 2) for x in os.getloadavg()], "command": command,
            "note": "Times under qemu-user emulation are not performance figures."}
+    from guard.bench.schema import result_path, write_result
+
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(doc, indent=1))
     md = [f"# ARM correctness under qemu-user: {'PASS' if ok else 'FAIL'}", "",
           f"The same `.pte` files classified on x86_64 and on aarch64 (Debian bookworm arm64 userland under qemu-aarch64-static, "
           f"executorch {b['versions'].get('executorch')} and torch {b['versions'].get('torch')} aarch64 wheels from PyPI). "
@@ -137,8 +137,8 @@ def compare(models: list[tuple[str, str, str]], out: str, cpp_x86: str | None = 
                f"{r['p_unsafe_arm64']:.6f} | {r['abs_diff']:.2e} | {'yes' if r['ok'] else 'NO'} |" for r in cpp]
         md.append("")
     md += [f"Max abs diff: {max(r['abs_diff'] for r in every):.2e}. Host load average at the end: {doc['host_load_avg']}.", ""]
-    out.with_suffix(".md").write_text("\n".join(md))
-    print(f"{'PASS' if ok else 'FAIL'}: wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
+    write_result(out, doc, "\n".join(md))
+    print(f"{'PASS' if ok else 'FAIL'}: wrote {result_path(out, 'json')} and {result_path(out, 'md')}")
     return 0 if ok else 1
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from guard.bench.schema import write_result
 from guard.train.distill import qat_prepare, strip_fake_quant
 from guard.train.prune import PruneConfig, prune_model
 from guard.quantize import quantize_linears
@@ -112,8 +113,6 @@ def main():
                 "command": "python " + " ".join(sys.argv), "loadavg": os.getloadavg(), "machine": platform.machine(),
                 "cpus": os.cpu_count(), "torch": torch.__version__})
     out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(res, indent=2) + "\n")
     rows = [("prune only", "prune_only"), ("prune + distil", "prune_distil"), ("prune + distil + QAT INT4 (converted)", "prune_distil_qat_int4"),
             ("prune + distil, then PTQ INT4 (reference)", "prune_distil_then_ptq_int4")]
     md = [f"# SmolLM2-135M-Instruct: prune blocks {res['prune']['removed_blocks']} (of {record['blocks_before']}), MLP 1536 -> {a.mlp_width}", "",
@@ -123,7 +122,7 @@ def main():
     md += [f"| {name} | {res[k]['top1_agreement']:.3f} | {res[k]['kl_per_token']:.3f} |" for name, k in rows]
     md += ["", f"Command: `{res['command']}`", f"Machine: {res['machine']}, {res['cpus']} CPUs, torch {res['torch']}, "
            f"load average {res['loadavg']} (shared with other agents), {res['seconds']} s.", ""]
-    out.with_suffix(".md").write_text("\n".join(md))
+    write_result(out, res, "\n".join(md))
     print("\n".join(md))
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from guard.bench.schema import TARGET_DECODE_TOK_S, TARGET_TTFT_S, describe
+from guard.bench.schema import TARGET_DECODE_TOK_S, TARGET_TTFT_S, describe, result_path
 from guard.errors import GuardError
 
 
@@ -91,7 +91,7 @@ def chart(docs: list[dict], path: Path) -> None:
 def free_name(out: Path) -> Path:
     """``out``, or ``out-2``, ``out-3``...: the first whose .json/.md/.png do not exist yet."""
     k, cand = 1, out
-    while any(cand.with_suffix(s).exists() for s in (".json", ".md", ".png")):
+    while any(result_path(cand, s).exists() for s in ("json", "md", "png")):
         k += 1
         cand = out.with_name(f"{out.name}-{k}")
     return cand
@@ -104,8 +104,8 @@ def write(docs: list[dict], out: Path, overwrite: bool = True) -> list[Path]:
         out = free_name(out)
     paths = []
     if len(docs) == 1:
-        out.with_suffix(".json").write_text(json.dumps(docs[0], indent=1) + "\n")
-        paths.append(out.with_suffix(".json"))
-    out.with_suffix(".md").write_text("# guard bench\n\n" + markdown(docs))
-    chart(docs, out.with_suffix(".png"))
-    return paths + [out.with_suffix(".md"), out.with_suffix(".png")]
+        result_path(out, "json").write_text(json.dumps(docs[0], indent=1) + "\n")
+        paths.append(result_path(out, "json"))
+    result_path(out, "md").write_text("# guard bench\n\n" + markdown(docs))
+    chart(docs, result_path(out, "png"))
+    return paths + [result_path(out, "md"), result_path(out, "png")]

@@ -90,6 +90,13 @@ def command() -> str:
     return " ".join(["guard" if sys.argv[0].endswith("guard") else sys.argv[0]] + sys.argv[1:])
 
 
+def result_path(stem: str | Path, ext: str) -> Path:
+    """STEM.EXT with the extension appended, not swapped in by ``with_suffix``: a stem may hold a dot (``serve_v0.2``),
+    and ``with_suffix`` would write ``serve_v0.json``, over another result."""
+    stem = Path(stem)
+    return stem.parent / f"{stem.name}.{ext.lstrip('.')}"
+
+
 def write_result(stem: Path, doc: dict, markdown: str, chart=None) -> None:
     """A benchmark's committed result: STEM.json (strict JSON: no NaN), STEM.md and, given ``chart(doc, path)``,
     STEM.png."""
@@ -97,7 +104,7 @@ def write_result(stem: Path, doc: dict, markdown: str, chart=None) -> None:
 
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
-    path = lambda ext: stem.parent / f"{stem.name}.{ext}"  # appended, not with_suffix: a stem may hold a dot (v0.2)
+    path = lambda ext: result_path(stem, ext)
     path("json").write_text(json.dumps(doc, indent=1, allow_nan=False) + "\n")
     path("md").write_text(markdown)
     if chart is not None:

@@ -10,6 +10,7 @@ import statistics
 import time
 from pathlib import Path
 
+from guard.bench.schema import result_path
 from guard.eval.adversarial import flip_rates, to_markdown as adversarial_markdown
 from guard.format.categories import covered_codes
 from guard.train.data import CATEGORIES
@@ -192,5 +193,5 @@ def to_markdown(report: dict) -> str:
 def write_report(report: dict, out: str | Path) -> None:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
-    out.with_suffix(".md").write_text(to_markdown(report))
+    result_path(out, "json").write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
+    result_path(out, "md").write_text(to_markdown(report))

@@ -22,7 +22,7 @@ import operator
 import sys
 from pathlib import Path
 
-from guard.bench.schema import environment
+from guard.bench.schema import environment, result_path, write_result
 from guard.errors import GuardError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -76,16 +76,16 @@ def run_part(results: Path, name: str, part: str, models: dict[str, Path], data:
     out = results / f"guard_mini_{name}_{part}"
     path, records = records_of(data, part, limit)
     paths = [str(p) for p in models.values()]
-    if out.with_suffix(".json").is_file():
-        done = json.loads(out.with_suffix(".json").read_text())
+    if result_path(out, "json").is_file():
+        done = json.loads(result_path(out, "json").read_text())
         if list(done["models"]) == paths and done["n"] == len(records):
-            print(f"{part}: done ({out.with_suffix('.json')})")
+            print(f"{part}: done ({result_path(out, 'json')})")
             return done
     note = f"Models: {', '.join(f'{k} = {v}' for k, v in models.items())}."
     loaders = [lambda p=p: load(model=p) for p in models.values()]  # a .pte gets its calibration.json, as it ships
     print(f"{part}: {len(records)} records of {path}, {len(models)} models", flush=True)
     evaluate(loaders, records, out, data=path, split=None, command=command, note=note)
-    return json.loads(out.with_suffix(".json").read_text())
+    return json.loads(result_path(out, "json").read_text())
 
 
 def value(results: dict, models: dict[str, Path], part: str, who: str, metric: str):
@@ -183,9 +183,7 @@ def build_card(a, command: str) -> int:
             "targets": check(TARGETS, results, models), "replace_v5": check(REPLACE_V5, results, models)}
     card["replaces_v5"] = all(r["met"] for r in card["replace_v5"])
     out = a.results / f"guard_mini_{a.name}_card"
-    out.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
-    out.with_suffix(".md").write_text(card_markdown(card))
-    chart(card, out.with_suffix(".png"))
+    write_result(out, card, card_markdown(card), chart)
     print(card_markdown(card))
     return 0
 

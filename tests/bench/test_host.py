@@ -29,7 +29,7 @@ def test_schema_and_sweep(tiny_model_dir):
 
 
 def test_cli_writes_report_and_compares(tiny_model_dir, tmp_path, capsys):
-    a, b = tmp_path / "a", tmp_path / "b"
+    a, b = tmp_path / "a", tmp_path / "b.v2"  # a dot in a stem is part of its name: b.v2.json, not b.json
     assert main(["bench", str(tiny_model_dir), "--runs", "1", "--warmup", "0", "--prompt-tokens", "8,16", "--out", str(a)]) == 0
     assert main(["bench", str(tiny_model_dir), "--runs", "1", "--warmup", "0", "--prompt-tokens", "8,16", "--out", str(b),
                  "--label", "second"]) == 0
@@ -37,13 +37,13 @@ def test_cli_writes_report_and_compares(tiny_model_dir, tmp_path, capsys):
     assert "| 8 |" in md and "| 16 |" in md and ("pass" in md or "FAIL" in md)
     assert a.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
     cmp = tmp_path / "cmp"
-    assert main(["bench", "--compare", str(a.with_suffix(".json")), str(b.with_suffix(".json")), "--out", str(cmp)]) == 0
+    assert main(["bench", "--compare", str(a.with_suffix(".json")), str(tmp_path / "b.v2.json"), "--out", str(cmp)]) == 0
     text = cmp.with_suffix(".md").read_text()
     assert "## second" in text and text.count("## ") == 2 and cmp.with_suffix(".png").is_file()
-    assert json.loads(b.with_suffix(".json").read_text())["label"] == "second"
+    assert json.loads((tmp_path / "b.v2.json").read_text())["label"] == "second" and not (tmp_path / "b.json").exists()
     # --compare never overwrites an earlier report (issue 21); its chart has the TTFT, decode and verdict panels
     before = a.with_suffix(".md").read_bytes()
-    assert main(["bench", "--compare", str(a.with_suffix(".json")), str(b.with_suffix(".json")), "--out", str(a)]) == 0
+    assert main(["bench", "--compare", str(a.with_suffix(".json")), str(tmp_path / "b.v2.json"), "--out", str(a)]) == 0
     assert a.with_suffix(".md").read_bytes() == before and (tmp_path / "a-2.md").is_file()
     from PIL import Image
 

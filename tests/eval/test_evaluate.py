@@ -44,6 +44,15 @@ def test_a_set_without_unsafe_records_writes_strict_json(tmp_path):
     assert "| AUPRC | n/a |" in (tmp_path / "r.md").read_text() and "nan" not in to_markdown(report).lower()
 
 
+def test_a_report_stem_with_a_dot_keeps_its_name(tmp_path):
+    """`guard eval --out results/run.v2` writes run.v2.json, not run.json (with_suffix), over another run's report."""
+    m = metrics([{"label": "safe", "categories": [], "source": "a"}], [_p(False, 0.1)])
+    (tmp_path / "run.json").write_text("{}")
+    write_report({"data": "x", "n": 1, "models": {"m": m}, "environment": {}, "command": "c"}, tmp_path / "run.v2")
+    assert (tmp_path / "run.v2.json").is_file() and (tmp_path / "run.v2.md").is_file()
+    assert (tmp_path / "run.json").read_text() == "{}"
+
+
 def test_hazard_codes_are_judged_under_the_guards_policy():
     """S14 (interpreter abuse) is reported as S2 under the 1B list S1-S13 (guard.format.categories.COVERED_BY): an
     S2 verdict on an S14 record is right there, and wrong under the 8B list, which shows S14."""
