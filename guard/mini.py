@@ -86,14 +86,16 @@ class MiniRecipe:
         return (self.teacher_lora_r or self.lora_r, self.teacher_lora_alpha or self.lora_alpha)
 
     def __post_init__(self):
-        if self.student_steps <= 0 and self.refine_steps and self.init_from is None:
+        if self.student_steps <= 0 and self.refine_steps:
             raise GuardError("a recipe with student_steps 0 (no student: post-training quantization) cannot have "
                              f"refine_steps ({self.refine_steps}): the refine stage continues a student")
 
     @property
     def has_student(self) -> bool:
-        """Whether the build folds in a student adapter: trained here, or taken from the build it continues."""
-        return self.student_steps > 0 or self.init_from is not None
+        """Whether the build folds in a student adapter (trained here, or taken from the build it continues, whose
+        recipe it copies): student_steps 0 means none, with or without init_from (a build that continues a
+        student-less one, e.g. the same teacher with another calibration, has none either)."""
+        return self.student_steps > 0
 
     @property
     def refine_weight(self) -> float:

@@ -2,6 +2,7 @@
 when it is missing), it must decide the README's sample prompts, in the .pte and in Python."""
 
 import json
+import shutil
 
 import pytest
 
@@ -152,8 +153,18 @@ def test_init_from_names_an_earlier_build(tmp_path):
     shipped = MiniRecipe.load(ARTEFACTS / "recipe.json")
     assert train.init_dir(shipped, ARTEFACTS) == (ARTEFACTS / "v4").resolve()
     assert train.init_dir(MiniRecipe(), ARTEFACTS) is None
-    with pytest.raises(SystemExit, match="no guard-mini artefacts"):
+    with pytest.raises(SystemExit, match="not a finished guard-mini build"):
         train.init_dir(MiniRecipe(init_from="nowhere"), tmp_path)
+    # a student-less build (student_steps 0) can be continued: it has a teacher adapter and no student adapter
+    ptq = tmp_path / "ptq"
+    ptq.mkdir()
+    (ptq / "recipe.json").write_text(json.dumps({"student_steps": 0, "refine_steps": 0}))
+    (ptq / "teacher_adapter.safetensors").write_bytes(b"t")
+    (ptq / "prune_record.json").write_text("{}")
+    assert train.init_dir(MiniRecipe(student_steps=0, refine_steps=0, init_from="ptq"), tmp_path) == ptq.resolve()
+    (ptq / "teacher_adapter.safetensors").unlink()
+    with pytest.raises(SystemExit, match="missing teacher_adapter.safetensors"):
+        train.init_dir(MiniRecipe(student_steps=0, refine_steps=0, init_from="ptq"), tmp_path)
 
 
 def test_a_continued_build_takes_the_teacher_and_prune_record_from_the_earlier_one(tmp_path):
@@ -292,6 +303,15 @@ def test_a_recipe_without_a_student_needs_no_student_adapter(tmp_path):
         missing_artefacts(tmp_path)
     (tmp_path / "recipe.json").unlink()
     assert missing_artefacts(tmp_path) == ["recipe.json"]
+    # a build that continues a student-less one (init_from) takes its teacher and has no student either
+    cont = tmp_path / "cont"
+    cont.mkdir()
+    (tmp_path / "recipe.json").write_text(json.dumps({"student_steps": 0, "refine_steps": 0}))
+    (cont / "recipe.json").write_text(json.dumps({"student_steps": 0, "refine_steps": 0, "init_from": ".."}))
+    assert missing_artefacts(cont) == [] and not MiniRecipe.load(cont / "recipe.json").has_student
+    (cont / "recipe.json").write_text(json.dumps({"student_steps": 0, "refine_steps": 5, "init_from": ".."}))
+    with pytest.raises(GuardError, match="cannot have refine_steps"):
+        missing_artefacts(cont)
 
 
 def test_a_build_without_a_student_exports_the_pruned_teacher(tmp_path):
@@ -308,6 +328,11 @@ def test_a_build_without_a_student_exports_the_pruned_teacher(tmp_path):
     (work / "student.tmp").mkdir()  # a killed run's half copy is not kept
     (work / "student.tmp" / "stale").write_bytes(b"")
     train.distill_stage(MiniRecipe(student_steps=0, refine_steps=0), tmp_path / "data", work, tmp_path / "art")
+    assert (work / "student" / "model.safetensors").read_bytes() == b"pruned weights"
+    # so does a student-less build that continues another (init_from): there is no student adapter to take
+    shutil.rmtree(work / "student")
+    train.distill_stage(MiniRecipe(student_steps=0, refine_steps=0, init_from="nowhere"), tmp_path / "data", work,
+                        tmp_path / "art")
     assert (work / "student" / "model.safetensors").read_bytes() == b"pruned weights"
     assert not (work / "student.tmp").exists() and not (work / "student" / "stale").exists()
     assert not (tmp_path / "art").exists()

@@ -36,7 +36,7 @@ from guard.errors import GuardError
 from guard.train.data import load_jsonl
 from guard.train.distill import DistillConfig, distill
 from guard.train.lora import AdapterSnapshot, LoraConfig, add_lora, load_lora, lora_state_dict, merge_lora, save_adapter
-from guard.mini import ARTEFACTS, BASE_VOCAB, MiniRecipe, artefact_path, build_hf, load_base, policies, refine_records
+from guard.mini import ARTEFACTS, BASE_VOCAB, MiniRecipe, artefact_path, build_hf, load_base, missing_artefacts, policies, refine_records
 from guard.format.prompt import render
 from guard.fsutil import save_atomic
 from guard.train.prune import PruneConfig, prune
@@ -60,8 +60,8 @@ def init_dir(recipe: MiniRecipe, art: Path) -> Path | None:
     if not recipe.init_from:
         return None
     d = (art / recipe.init_from).resolve()
-    if not (d / "student_adapter.safetensors").is_file():
-        sys.exit(f"init_from {d}: no guard-mini artefacts there (student_adapter.safetensors)")
+    if missing := missing_artefacts(d):
+        sys.exit(f"init_from {d}: not a finished guard-mini build (missing {', '.join(missing)})")
     return d
 
 
@@ -139,16 +139,16 @@ def _distil(recipe: MiniRecipe, records: list[dict], work: Path, art: Path, name
 def distill_stage(recipe: MiniRecipe, data: Path, work: Path, art: Path) -> None:
     if (work / "student").is_dir():
         return print("distil: done")
-    if (src := init_dir(recipe, art)) is not None:  # the earlier build's adapters: the refine stage continues them
-        (work / "student").mkdir(parents=True)
-        shutil.copy(src / "student_adapter.safetensors", work / "student" / "adapter.safetensors")
-        return print(f"distil: taken from {src}" + ("" if recipe.refine_steps else
-                                                   f" (no refine: the build is that student at scale {recipe.student_scale:g})"))
     if not recipe.has_student:  # post-training quantization: the pruned teacher is the model that is exported
         shutil.rmtree(work / "student.tmp", ignore_errors=True)  # a copy a killed run left half done
         shutil.copytree(work / "pruned", work / "student.tmp")
         (work / "student.tmp").rename(work / "student")
         return print("distil: none in this recipe (student_steps 0): the pruned teacher is quantized after training")
+    if (src := init_dir(recipe, art)) is not None:  # the earlier build's adapters: the refine stage continues them
+        (work / "student").mkdir(parents=True)
+        shutil.copy(artefact_path(src, "student_adapter.safetensors"), work / "student" / "adapter.safetensors")
+        return print(f"distil: taken from {src}" + ("" if recipe.refine_steps else
+                                                   f" (no refine: the build is that student at scale {recipe.student_scale:g})"))
     train = TrainConfig(steps=recipe.student_steps, lr=recipe.student_lr, accum=recipe.accum, save_every=10, bf16=False,
                         seed=recipe.seed + 1, decay_from=recipe.student_decay_from,
                         category_weight=recipe.category_weight)
@@ -179,7 +179,7 @@ def check_rebuild(recipe: MiniRecipe, data: Path, work: Path, art: Path) -> None
     from safetensors.torch import load_file
 
     if recipe.init_from and not recipe.refine_steps:
-        return print("check: nothing was trained in this build (the earlier build's student at student_scale)")
+        return print(f"check: nothing was trained in this build (it continues {recipe.init_from})")
     out = work / "rebuilt"
     if out.exists():
         shutil.rmtree(out)
