@@ -104,8 +104,7 @@ def write_result(stem: Path, doc: dict, markdown: str, chart=None) -> None:
 
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
-    path = lambda ext: result_path(stem, ext)
-    path("json").write_text(json.dumps(doc, indent=1, allow_nan=False) + "\n")
-    path("md").write_text(markdown)
+    result_path(stem, "json").write_text(json.dumps(doc, indent=1, allow_nan=False) + "\n")
+    result_path(stem, "md").write_text(markdown)
     if chart is not None:
-        chart(doc, path("png"))
+        chart(doc, result_path(stem, "png"))

@@ -10,7 +10,7 @@ import statistics
 import time
 from pathlib import Path
 
-from guard.bench.schema import result_path
+from guard.bench.schema import write_result
 from guard.eval.adversarial import flip_rates, to_markdown as adversarial_markdown
 from guard.format.categories import covered_codes
 from guard.train.data import CATEGORIES
@@ -191,7 +191,4 @@ def to_markdown(report: dict) -> str:
 
 
 def write_report(report: dict, out: str | Path) -> None:
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    result_path(out, "json").write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
-    result_path(out, "md").write_text(to_markdown(report))
+    write_result(out, report, to_markdown(report))

@@ -74,18 +74,19 @@ def run_part(results: Path, name: str, part: str, models: dict[str, Path], data:
     from guard.runtime.load import load
 
     out = results / f"guard_mini_{name}_{part}"
+    report = result_path(out, "json")
     path, records = records_of(data, part, limit)
     paths = [str(p) for p in models.values()]
-    if result_path(out, "json").is_file():
-        done = json.loads(result_path(out, "json").read_text())
+    if report.is_file():
+        done = json.loads(report.read_text())
         if list(done["models"]) == paths and done["n"] == len(records):
-            print(f"{part}: done ({result_path(out, 'json')})")
+            print(f"{part}: done ({report})")
             return done
     note = f"Models: {', '.join(f'{k} = {v}' for k, v in models.items())}."
     loaders = [lambda p=p: load(model=p) for p in models.values()]  # a .pte gets its calibration.json, as it ships
     print(f"{part}: {len(records)} records of {path}, {len(models)} models", flush=True)
     evaluate(loaders, records, out, data=path, split=None, command=command, note=note)
-    return json.loads(result_path(out, "json").read_text())
+    return json.loads(report.read_text())
 
 
 def value(results: dict, models: dict[str, Path], part: str, who: str, metric: str):
