@@ -80,12 +80,24 @@ class MiniRecipe:
     # WiSE-FT: the student's adapter is folded in at W + student_scale * delta (1: as trained; 0: the teacher). A build
     # with init_from, refine_steps 0 and a scale below 1 trains nothing: it re-mixes the earlier build's student.
     student_scale: float = 1.0
+    # a teacher mixed in weight space from earlier builds' teachers instead of trained ("model soup", Wortsman et al.,
+    # ICML 2022): ((folder, weight), ...), folders relative to the artefacts folder, weights summing to 1. The teacher
+    # is the base plus sum_i weight_i * delta_i (trained embedding rows alike); nothing of it is trained or committed
+    # but this recipe (guard.train.lora.mix_adapters), and teacher_steps and the teacher's rank are not used.
+    teacher_soup: tuple[tuple[str, float], ...] = ()
 
     @property
     def teacher_rank(self) -> tuple[int, float]:
         return (self.teacher_lora_r or self.lora_r, self.teacher_lora_alpha or self.lora_alpha)
 
     def __post_init__(self):
+        if self.teacher_soup:
+            weights = [w for _, w in self.teacher_soup]
+            if len(weights) < 2 or any(not 0 <= w <= 1 for w in weights) or abs(sum(weights) - 1) > 1e-6:
+                raise GuardError(f"teacher_soup {[list(p) for p in self.teacher_soup]}: name two or more teachers, "
+                                 "with weights in 0..1 that sum to 1")
+            if self.init_from:
+                raise GuardError("a recipe takes its teacher from init_from or from teacher_soup, not both")
         if self.student_steps <= 0 and self.refine_steps:
             raise GuardError("a recipe with student_steps 0 (no student: post-training quantization) cannot have "
                              f"refine_steps ({self.refine_steps}): the refine stage continues a student")
@@ -109,6 +121,7 @@ class MiniRecipe:
         d.setdefault("refine_steps", 0)  # a recipe written before the refine stage existed has none
         d["refine_sources"] = tuple(d.get("refine_sources", ()))
         d["heldout_sources"] = tuple(d.get("heldout_sources", ()))
+        d["teacher_soup"] = tuple((str(f), float(w)) for f, w in d.get("teacher_soup", ()))
         return cls(**d)
 
     def save(self, path: Path) -> None:
@@ -175,6 +188,28 @@ def apply_adapter(model, path: Path, recipe: MiniRecipe, rows: list[int], teache
     return merge_lora(model, 1.0 if teacher else recipe.student_scale).eval()
 
 
+def soup_sources(artefacts: str | Path, recipe: MiniRecipe) -> list[tuple[Path, float]]:
+    """The teacher adapter files of a recipe's teacher_soup, with their weights ([] without one)."""
+    return [(artefact_path((Path(artefacts) / folder).resolve(), TEACHER), w) for folder, w in recipe.teacher_soup]
+
+
+def apply_teacher(model, artefacts: str | Path, recipe: MiniRecipe, rows: list[int]):
+    """Fold the build's teacher into ``model``: its adapter (``artefact_path``), or the mix its recipe's teacher_soup
+    names, each source's adapter at the LoRA scale of that build's own recipe."""
+    from guard.train.lora import LoraConfig, add_lora, load_lora, merge_lora, mix_adapters, read_adapter
+
+    if not recipe.teacher_soup:
+        return apply_adapter(model, artefact_path(artefacts, TEACHER), recipe, rows, teacher=True)
+    parts = []
+    for path, w in soup_sources(artefacts, recipe):
+        r, alpha = MiniRecipe.load(path.parent / "recipe.json").teacher_rank
+        parts.append((read_adapter(path), alpha / r, w))
+    sd, rank = mix_adapters(parts)
+    add_lora(model, LoraConfig(r=rank, alpha=float(rank), train_embeddings=tuple(rows)))
+    load_lora(model, sd)
+    return merge_lora(model).eval()
+
+
 def build_hf(out: str | Path, artefacts: str | Path = ARTEFACTS, stage: str = "mini") -> Path:
     """Write the teacher (stage='teacher'), the pruned teacher before the student's adapters (stage='pruned') or
     guard-mini (stage='mini') as a Hugging Face directory."""
@@ -187,7 +222,7 @@ def build_hf(out: str | Path, artefacts: str | Path = ARTEFACTS, stage: str = "m
         raise GuardError(f"guard-mini artefacts missing in {a}: {', '.join(missing)}")
     recipe = MiniRecipe.load(a / "recipe.json")
     model, tok, rows = load_base()
-    apply_adapter(model, artefact_path(a, "teacher_adapter.safetensors"), recipe, rows, teacher=True)
+    apply_teacher(model, a, recipe, rows)
     record = {"stage": "teacher", "artefacts": str(a), "recipe": asdict(recipe)}
     if stage != "teacher":
         apply_record(model, json.loads(artefact_path(a, "prune_record.json").read_text()))
@@ -206,6 +241,7 @@ def build_hf(out: str | Path, artefacts: str | Path = ARTEFACTS, stage: str = "m
 # causal mask.
 BUILD_FORMAT = 5  # 5: methods attend to a dynamic span of the cache (ExportConfig.attention_span)
 
+TEACHER = "teacher_adapter.safetensors"
 STUDENT = "student_adapter.safetensors"  # shared too when the continuing build trains nothing (artefact_path)
 MODEL_FILES = ("recipe.json", "teacher_adapter.safetensors", "prune_record.json", STUDENT)
 INHERITED = ("teacher_adapter.safetensors", "prune_record.json")  # a build that continues another may share these
@@ -245,9 +281,10 @@ def missing_artefacts(artefacts: str | Path = ARTEFACTS, stage: str = "mini") ->
         recipe = MiniRecipe.load(a / "recipe.json")
     except (ValueError, TypeError) as e:
         raise GuardError(f"{a / 'recipe.json'}: not a guard-mini recipe ({e})") from None
-    need = ["teacher_adapter.safetensors"] + (["prune_record.json"] if stage != "teacher" else []) + (
+    need = ([] if recipe.teacher_soup else [TEACHER]) + (["prune_record.json"] if stage != "teacher" else []) + (
         [STUDENT] if stage == "mini" and recipe.has_student else [])
-    return [n for n in need if not artefact_path(a, n).is_file()]
+    soup = [str(p) for p, _ in soup_sources(a, recipe) if not (p.is_file() and (p.parent / "recipe.json").is_file())]
+    return soup + [n for n in need if not artefact_path(a, n).is_file()]
 
 
 def artefact_digest(artefacts: str | Path = ARTEFACTS) -> str:
@@ -255,11 +292,19 @@ def artefact_digest(artefacts: str | Path = ARTEFACTS) -> str:
     import hashlib
 
     h = hashlib.sha256()
-    for name in MODEL_FILES:
-        p = artefact_path(artefacts, name)
-        if p.is_file():
-            h.update(name.encode() + b"\0" + p.read_bytes() + b"\0")
+    for name, p in weight_files(artefacts):
+        h.update(name.encode() + b"\0" + p.read_bytes() + b"\0")
     return h.hexdigest()
+
+
+def weight_files(artefacts: str | Path = ARTEFACTS) -> list[tuple[str, Path]]:
+    """(name, path) of the files that make the weights: MODEL_FILES through artefact_path, then the adapters a
+    teacher_soup mixes (named teacher_soup/I)."""
+    files = [(name, p) for name in MODEL_FILES if (p := artefact_path(artefacts, name)).is_file()]
+    if _recipe_dict(Path(artefacts)).get("teacher_soup"):  # read only then: the hot path (is_current) stays cheap
+        recipe = MiniRecipe.load(Path(artefacts) / "recipe.json")
+        files += [(f"teacher_soup/{i}", p) for i, (p, _) in enumerate(soup_sources(artefacts, recipe)) if p.is_file()]
+    return files
 
 
 def calibration_source(stamp: dict) -> str:
@@ -301,13 +346,7 @@ def sync_calibration(out: str | Path, artefacts: str | Path = ARTEFACTS) -> bool
 
 def artefact_stat(artefacts: str | Path = ARTEFACTS) -> dict:
     """(size, mtime_ns) of each weight artefact: a cheap stand-in for the digest while the files are untouched."""
-    out = {}
-    for name in MODEL_FILES:
-        p = artefact_path(artefacts, name)
-        if p.is_file():
-            st = p.stat()
-            out[name] = [st.st_size, st.st_mtime_ns]
-    return out
+    return {name: [(st := p.stat()).st_size, st.st_mtime_ns] for name, p in weight_files(artefacts)}
 
 
 @contextmanager

@@ -254,6 +254,34 @@ def load_lora(model: nn.Module, sd: dict[str, torch.Tensor]) -> None:
                 emb.weight[rows] = w.to(emb.weight.dtype)
 
 
+def mix_adapters(parts: list[tuple[dict[str, torch.Tensor], float, float]]) -> tuple[dict[str, torch.Tensor], int]:
+    """One adapter computing ``sum_i w_i * delta_i`` exactly, from ``parts`` = (``lora_state_dict``, its LoRA scale
+    alpha / r, its weight w) of adapters trained from the same model: the weight-space average of fine-tuned models
+    ("model soups", Wortsman et al., ICML 2022). The A matrices are stacked and the B matrices scaled by w * scale, so
+    the result has rank sum(r_i) at scale 1 (``LoraConfig(r=rank, alpha=rank)``); trained embedding rows become
+    ``sum_i w_i * row_i`` (weights summing to 1: the same mix of the rows' moves away from where they started).
+    -> (state dict, rank)."""
+    if len(parts) < 2:
+        raise GuardError("a mix of adapters needs at least two")
+    keys = {k for k in parts[0][0] if k.endswith(("lora_A", "lora_B"))}
+    for sd, _, _ in parts[1:]:
+        if {k for k in sd if k.endswith(("lora_A", "lora_B"))} != keys:
+            raise GuardError("the adapters to mix are not on the same layers")
+    out: dict[str, torch.Tensor] = {}
+    for k in sorted(keys):
+        if k.endswith("lora_A"):
+            out[k] = torch.cat([sd[k].float() for sd, _, _ in parts], dim=0)
+        else:
+            out[k] = torch.cat([w * scale * sd[k].float() for sd, scale, w in parts], dim=1)
+    index = [sd.get("embedding_rows.index") for sd, _, _ in parts]
+    if any(i is not None for i in index):
+        if any(i is None or not torch.equal(i, index[0]) for i in index):
+            raise GuardError("the adapters to mix do not train the same embedding rows")
+        out["embedding_rows.index"] = index[0].clone()
+        out["embedding_rows.weight"] = sum(w * sd["embedding_rows.weight"].float() for sd, _, w in parts)
+    return out, next(v.shape[0] for k, v in out.items() if k.endswith("lora_A"))
+
+
 def save_adapter(sd: dict[str, torch.Tensor], path: str | Path, dtype: torch.dtype | None = None,
                  metadata: dict[str, str] | None = None) -> None:
     """Write adapters (``lora_state_dict``) as safetensors, floats in ``dtype`` if given, atomically."""
@@ -265,11 +293,16 @@ def save_adapter(sd: dict[str, torch.Tensor], path: str | Path, dtype: torch.dty
     tmp.replace(path)
 
 
-def load_adapter(model: nn.Module, path: str | Path) -> None:
-    """``load_lora`` from a safetensors file, in float32 whatever dtype it was saved in."""
+def read_adapter(path: str | Path) -> dict[str, torch.Tensor]:
+    """An adapter file (``save_adapter``) as a state dict, in float32 whatever dtype it was saved in."""
     from safetensors.torch import load_file
 
-    load_lora(model, {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()})
+    return {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
+
+
+def load_adapter(model: nn.Module, path: str | Path) -> None:
+    """``load_lora`` from a safetensors file, in float32 whatever dtype it was saved in."""
+    load_lora(model, read_adapter(path))
 
 
 @dataclass

@@ -70,15 +70,16 @@ def teacher(recipe: MiniRecipe, data: Path, work: Path, art: Path) -> None:
     committable snapshot ART/teacher_resume.safetensors (adapters + step; AdamW moments restart from zero). When done,
     ART/teacher_adapter.safetensors replaces the snapshot, and WORK/teacher is rebuilt from it on another machine.
     With recipe.init_from: the earlier build's teacher, rebuilt from its artefacts; its adapter file is not copied
-    (guard.mini.artefact_path finds it there)."""
+    (guard.mini.artefact_path finds it there). With recipe.teacher_soup: the named teachers mixed, nothing trained."""
     if (src := init_dir(recipe, art)) is not None:
         if recipe.refine_weight < 1 and not (work / "teacher").is_dir():  # only a distilling refine reads it
             build_hf(work / "teacher", src, stage="teacher")
         return print(f"teacher: taken from {src}")
-    if (art / "teacher_adapter.safetensors").is_file():
+    if recipe.teacher_soup or (art / "teacher_adapter.safetensors").is_file():  # mixed, not trained; or trained before
         if not (work / "teacher").is_dir():
             build_hf(work / "teacher", art, stage="teacher")
-        return print("teacher: done")
+        return print("teacher: " + ("mixed from " + ", ".join(f"{w:g} x {f}" for f, w in recipe.teacher_soup)
+                                     if recipe.teacher_soup else "done"))
     model, tok, rows = load_base()
     r, alpha = recipe.teacher_rank
     add_lora(model, LoraConfig(r=r, alpha=alpha, train_embeddings=tuple(rows)))
