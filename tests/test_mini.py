@@ -5,6 +5,7 @@ import json
 import shutil
 
 import pytest
+import torch
 
 from guard.mini import ARTEFACTS, MiniRecipe
 
@@ -359,3 +360,64 @@ def test_build_hf_without_a_student_is_the_pruned_teacher(tmp_path):
     b = load_file(str(build_hf(tmp_path / "pruned", art, stage="pruned") / "model.safetensors"))
     assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
     assert json.loads((tmp_path / "mini" / "guard_mini.json").read_text())["stage"] == "guard-mini"
+
+
+def test_a_teacher_soup_recipe_names_its_teachers(tmp_path):
+    """teacher_soup: two or more earlier builds' teachers, weights in 0..1 summing to 1, not with init_from; a build
+    needs their adapters (named when missing), not one of its own, and its digest covers them."""
+    from guard.errors import GuardError
+    from guard.mini import artefact_digest, missing_artefacts, weight_files
+
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "recipe.json").write_text(json.dumps({"lora_r": 8, "lora_alpha": 16.0}))
+        (tmp_path / name / "teacher_adapter.safetensors").write_bytes(name.encode())
+    soup = tmp_path / "soup"
+    soup.mkdir()
+    (soup / "prune_record.json").write_text("{}")
+
+    def recipe(**kw):
+        (soup / "recipe.json").write_text(json.dumps({"student_steps": 0, "refine_steps": 0, **kw}))
+
+    recipe(teacher_soup=[["../a", 0.25], ["../b", 0.75]])
+    assert MiniRecipe.load(soup / "recipe.json").teacher_soup == (("../a", 0.25), ("../b", 0.75))
+    assert missing_artefacts(soup) == []
+    assert [n for n, _ in weight_files(soup)] == ["recipe.json", "prune_record.json", "teacher_soup/0", "teacher_soup/1"]
+    before = artefact_digest(soup)
+    (tmp_path / "b" / "teacher_adapter.safetensors").write_bytes(b"retrained")
+    assert artefact_digest(soup) != before  # a source teacher changed: a build from the old one is stale
+    (tmp_path / "a" / "teacher_adapter.safetensors").unlink()
+    assert missing_artefacts(soup) == [str((tmp_path / "a" / "teacher_adapter.safetensors").resolve())]
+    for bad, match in (([["../a", 0.5], ["../b", 0.6]], "sum to 1"), ([["../a", 1.0]], "two or more"),
+                       ([["../a", 1.5], ["../b", -0.5]], "0..1")):
+        recipe(teacher_soup=bad)
+        with pytest.raises(GuardError, match=match):
+            MiniRecipe.load(soup / "recipe.json")
+    recipe(teacher_soup=[["../a", 0.5], ["../b", 0.5]], init_from="../a")
+    with pytest.raises(GuardError, match="not both"):
+        missing_artefacts(soup)
+
+
+@pytest.mark.slow  # loads SmolLM2 three times (~1.5 min)
+def test_build_hf_of_a_teacher_soup_mixes_the_teachers_weights(tmp_path):
+    """The teacher a teacher_soup recipe builds is the weighted mean of its sources' teachers, weight for weight (v4's
+    and next5's here, both rank-8 adapters on the same base)."""
+    import dataclasses
+
+    from safetensors.torch import load_file
+
+    from guard.mini import build_hf
+
+    art = tmp_path / "art"
+    art.mkdir()
+    recipe = dataclasses.replace(MiniRecipe.load(ARTEFACTS / "next5" / "recipe.json"),
+                                 teacher_soup=((str(ARTEFACTS / "v4"), 0.25), (str(ARTEFACTS / "next5"), 0.75)))
+    recipe.save(art / "recipe.json")
+    mixed = load_file(str(build_hf(tmp_path / "mixed", art, stage="teacher") / "model.safetensors"))
+    v4 = load_file(str(build_hf(tmp_path / "v4", ARTEFACTS / "v4", stage="teacher") / "model.safetensors"))
+    n5 = load_file(str(build_hf(tmp_path / "n5", ARTEFACTS / "next5", stage="teacher") / "model.safetensors"))
+    assert mixed.keys() == v4.keys()
+    moved = [k for k in mixed if not torch.equal(v4[k], n5[k])]
+    assert len(moved) > 200  # every adapted linear and the embedding
+    for k in mixed:
+        assert torch.allclose(mixed[k], 0.25 * v4[k] + 0.75 * n5[k], atol=1e-5), k

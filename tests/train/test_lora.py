@@ -332,3 +332,37 @@ def test_frozen_weight_cast_once_under_autocast_matches_autocast_and_follows_cha
             layer.base.weight.mul_(2)  # a changed weight (e.g. a resumed checkpoint) is cast again
         assert torch.equal(layer(x), want())
     assert torch.allclose(layer(x), want())  # outside autocast: the plain fp32 path
+
+
+def test_mixed_adapters_fold_in_the_weighted_sum_of_the_deltas(tiny_model_dir):
+    """mix_adapters: one adapter (rank r1 + r2, scale 1) whose merge is W0 + w1 * delta1 + w2 * delta2 exactly, with
+    the trained rows mixed alike, whatever each adapter's own alpha / r; adapters on other layers or rows are refused."""
+    from guard.errors import GuardError
+    from guard.train.lora import mix_adapters
+
+    w0 = _tiny(tiny_model_dir).model.layers[0].self_attn.q_proj.weight.detach().clone()
+
+    def trained(r, alpha, shift):
+        m = add_lora(_tiny(tiny_model_dir), LoraConfig(r=r, alpha=alpha, train_embeddings=(5, 9)))
+        _randomise(m)
+        with torch.no_grad():
+            m.get_input_embeddings().weight_rows.add_(shift)
+        return m, lora_state_dict(m, [5, 9]), alpha / r
+
+    (m1, sd1, s1), (m2, sd2, s2) = trained(4, 8, 0.5), trained(2, 16, -0.25)
+    d1 = m1.model.layers[0].self_attn.q_proj.delta().detach()
+    d2 = m2.model.layers[0].self_attn.q_proj.delta().detach()
+    sd, rank = mix_adapters([(sd1, s1, 0.3), (sd2, s2, 0.7)])
+    assert rank == 6
+    mixed = add_lora(_tiny(tiny_model_dir), LoraConfig(r=rank, alpha=float(rank), train_embeddings=(5, 9)))
+    load_lora(mixed, sd)
+    merge_lora(mixed)
+    assert torch.allclose(mixed.model.layers[0].self_attn.q_proj.weight, w0 + 0.3 * d1 + 0.7 * d2, atol=1e-6)
+    want = 0.3 * sd1["embedding_rows.weight"] + 0.7 * sd2["embedding_rows.weight"]
+    assert torch.allclose(mixed.get_input_embeddings().weight[[5, 9]], want, atol=1e-6)
+    with pytest.raises(GuardError, match="at least two"):
+        mix_adapters([(sd1, s1, 1.0)])
+    with pytest.raises(GuardError, match="same layers"):
+        mix_adapters([(sd1, s1, 0.5), ({k: v for k, v in sd2.items() if "layers.0." not in k}, s2, 0.5)])
+    with pytest.raises(GuardError, match="same embedding rows"):
+        mix_adapters([(sd1, s1, 0.5), ({**sd2, "embedding_rows.index": torch.tensor([5, 10])}, s2, 0.5)])
