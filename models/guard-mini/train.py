@@ -220,6 +220,8 @@ def snapshot_hf(recipe: MiniRecipe, art: Path, out: Path) -> None:
     directory (for `guard eval` of a run in progress; eager: no export)."""
     from guard.mini import apply_adapter
 
+    if recipe.teacher_soup:
+        sys.exit("train.py: this recipe mixes its teacher (teacher_soup): there is no teacher in training to snapshot")
     path = art / RESUME if (art / RESUME).is_file() else art / "teacher_adapter.safetensors"
     step = AdapterSnapshot(path).step() if path.name == RESUME else recipe.teacher_steps
     model, tok, rows = load_base()
