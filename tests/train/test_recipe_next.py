@@ -46,6 +46,22 @@ def test_next2_is_next_without_the_prune():
     assert (ARTEFACTS / "next2" / teacher).read_bytes() == (NEXT.parent / teacher).read_bytes()
 
 
+def test_next6_is_next5_with_a_mixed_teacher():
+    """next6 (next6/README.md) differs from next5 only in its teacher, mixed from v4's and next5's at the scale dev
+    chose, and trains nothing; it commits no adapter, and its calibration was fitted on the .pte those sources make."""
+    import dataclasses
+
+    from guard.eval.calibrate import load
+    from guard.mini import artefact_digest, missing_artefacts
+
+    a, b = MiniRecipe.load(ARTEFACTS / "next5" / "recipe.json"), MiniRecipe.load(ARTEFACTS / "next6" / "recipe.json")
+    assert b.teacher_soup == (("../v4", 0.25), ("../next5", 0.75)) and b.teacher_steps == 0 and not b.has_student
+    assert dataclasses.replace(b, teacher_soup=(), teacher_steps=a.teacher_steps) == a
+    assert not list((ARTEFACTS / "next6").glob("*.safetensors")) and missing_artefacts(ARTEFACTS / "next6") == []
+    cal = load(ARTEFACTS / "next6" / "recipe.json")
+    assert cal is not None and artefact_digest(ARTEFACTS / "next6") in cal.source
+
+
 def test_training_refuses_heldout_sources(tmp_path):
     train = _train_module()
     rec = {"id": "a", "messages": [{"role": "user", "content": "hi"}], "label": "safe", "categories": [],
