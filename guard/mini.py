@@ -243,8 +243,8 @@ BUILD_FORMAT = 5  # 5: methods attend to a dynamic span of the cache (ExportConf
 
 TEACHER = "teacher_adapter.safetensors"
 STUDENT = "student_adapter.safetensors"  # shared too when the continuing build trains nothing (artefact_path)
-MODEL_FILES = ("recipe.json", "teacher_adapter.safetensors", "prune_record.json", STUDENT)
-INHERITED = ("teacher_adapter.safetensors", "prune_record.json")  # a build that continues another may share these
+MODEL_FILES = ("recipe.json", TEACHER, "prune_record.json", STUDENT)
+INHERITED = (TEACHER, "prune_record.json")  # a build that continues another may share these
 
 
 def _recipe_dict(folder: Path) -> dict:
