@@ -39,13 +39,12 @@ from guard.eval.evaluate import metrics, predict
 from guard.train.data import load_jsonl
 
 
-def load(teacher: str, artefacts: Path, scale: float, scheme: str, group: int):
+def load(teacher: str, artefacts: Path, scale: float):
     from dataclasses import replace
 
     from safetensors import safe_open
 
     from guard.mini import STUDENT, MiniRecipe, apply_adapter, artefact_path
-    from guard.train.distill import bake_fake_quant, qat_prepare
 
     recipe = replace(MiniRecipe.load(artefacts / "recipe.json"), student_scale=scale)
     adapter = artefact_path(artefacts, STUDENT)  # the build's own, or the one a build that trains nothing inherits
@@ -53,23 +52,27 @@ def load(teacher: str, artefacts: Path, scale: float, scheme: str, group: int):
         rows = f.get_tensor("embedding_rows.index").tolist() if "embedding_rows.index" in f.keys() else []
     g = guard.load(model=teacher, calibrated=False)
     apply_adapter(g.runner.model, adapter, recipe, rows)  # what guard.mini.build_hf does at recipe.student_scale
-    if scheme != "fp32":
-        bake_fake_quant(qat_prepare(g.runner.model, group, scheme).eval())
     return g
 
 
-def load_soup(a: Path, b: Path, scale: float, scheme: str, group: int, tmp: Path):
+def load_soup(a: Path, b: Path, scale: float, tmp: Path):
     """The teacher mixed from A's and B's teachers at (1 - scale, scale), as a build with that teacher_soup makes it."""
     from dataclasses import replace
 
     from guard.mini import MiniRecipe, build_hf
-    from guard.train.distill import bake_fake_quant, qat_prepare
 
     art = tmp / f"soup-{scale:g}"
     art.mkdir(parents=True, exist_ok=True)
     recipe = replace(MiniRecipe.load(b / "recipe.json"), teacher_soup=((str(a.resolve()), 1 - scale), (str(b.resolve()), scale)))
     recipe.save(art / "recipe.json")
-    g = guard.load(model=str(build_hf(art / "hf", art, stage="teacher")), calibrated=False)
+    return guard.load(model=str(build_hf(art / "hf", art, stage="teacher")), calibrated=False)
+
+
+def fake_quantize(g, scheme: str, group: int):
+    """The scheme's fake quantizers on the guard's eager model (the function the exported .pte computes, up to its
+    4-bit embedding); fp32 leaves it as it is."""
+    from guard.train.distill import bake_fake_quant, qat_prepare
+
     if scheme != "fp32":
         bake_fake_quant(qat_prepare(g.runner.model, group, scheme).eval())
     return g
@@ -139,8 +142,8 @@ def main() -> int:
                "command": command()}
         with tempfile.TemporaryDirectory(prefix="soup-") as tmp:  # a soup's recipe and Hugging Face directory
             for s in a.scales:
-                g = (load_soup(*a.soup, s, a.scheme, group, Path(tmp)) if a.soup else
-                     load(a.teacher, a.artefacts, s, a.scheme, group))
+                g = fake_quantize(load_soup(*a.soup, s, Path(tmp)) if a.soup else load(a.teacher, a.artefacts, s),
+                                  a.scheme, group)
                 preds = predict(g, records, progress=sys.stderr.isatty())
                 shutil.rmtree(Path(tmp) / f"soup-{s:g}", ignore_errors=True)
                 doc["scales"][f"{s:g}"] = {k: v for k, v in metrics(records, preds).items() if k != "per_category"}

@@ -40,10 +40,11 @@ def test_scale_zero_is_the_teacher_and_one_the_merged_student(tiny_model_dir, ar
 
     wf = load_script(SCRIPT)
     teacher = q_weight(guard.load(model=str(tiny_model_dir), calibrated=False))
-    w0, wh, w1 = (q_weight(wf.load(str(tiny_model_dir), artefacts, s, "fp32", 32)) for s in (0.0, 0.5, 1.0))
+    w0, wh, w1 = (q_weight(wf.fake_quantize(wf.load(str(tiny_model_dir), artefacts, s), "fp32", 32))
+                  for s in (0.0, 0.5, 1.0))
     assert torch.equal(w0, teacher) and not torch.allclose(w1, teacher, atol=1e-4)
     assert torch.allclose(wh, (w0 + w1) / 2, atol=1e-6)
-    fq = wf.load(str(tiny_model_dir), artefacts, 1.0, "8da8w", 32)  # the scheme's fake quantizers are baked in
+    fq = wf.fake_quantize(wf.load(str(tiny_model_dir), artefacts, 1.0), "8da8w", 32)  # the scheme's fake quantizers
     assert not torch.equal(q_weight(fq), w1) and torch.allclose(q_weight(fq), w1, atol=0.02)
 
 
@@ -51,9 +52,11 @@ def test_bad_input_is_one_line(tiny_model_dir, artefacts, tmp_path):
     base = [sys.executable, str(SCRIPT), "--teacher", str(tiny_model_dir), "--artefacts", str(artefacts),
             "--data", str(tmp_path / "d.jsonl"), "--out", str(tmp_path / "r")]
     (tmp_path / "d.jsonl").write_text("")
-    for args in (["--scheme", "int3"], [], ["--scales", "1.5"]):
+    for args in (["--scheme", "int3"], [], ["--scales", "1.5"], ["--soup", str(artefacts), str(artefacts)]):
         out = subprocess.run(base + args, capture_output=True, text=True)
         assert out.returncode != 0 and out.stderr.startswith("wise_ft: ") and "Traceback" not in out.stderr, out.stderr
+    out = subprocess.run(base + ["--soup", str(artefacts), str(artefacts)], capture_output=True, text=True)
+    assert "give --teacher and --artefacts, or --soup A B" in out.stderr, out.stderr
 
 
 def test_a_run_writes_one_row_per_scale(tiny_model_dir, artefacts, tmp_path):
