@@ -151,3 +151,21 @@ def test_next7_data_drops_heldout_sources_and_texts_near_them():
     assert [r["source"] for r in keep] == ["dolly_prompt", "hatecheck_hateful"]
     assert dropped == {"coconot_contrast: held-out source": 1, "dolly_prompt: same text as a held-out, dev or test record": 1,
                        "harmbench: near a held-out text": 1}
+
+
+def test_next7_and_next8_train_v4s_teacher_recipe_and_differ_only_in_data():
+    """next7 (v4's data less the look-alike source) and next8 (data-v7) read as a data-only comparison (next8/README.md):
+    one recipe file, whose teacher fields are v4's; next7's committed teacher is rank 8 and lost the teacher choice."""
+    from safetensors import safe_open
+
+    v4, n7 = MiniRecipe.load(ARTEFACTS / "v4" / "recipe.json"), MiniRecipe.load(ARTEFACTS / "next7" / "recipe.json")
+    fields = ("lora_r", "lora_alpha", "teacher_steps", "teacher_lr", "teacher_decay_from", "accum", "teacher_rank",
+              "teacher_bf16", "category_weight", "seed", "policies")
+    assert {f: getattr(n7, f) for f in fields} == {f: getattr(v4, f) for f in fields}
+    assert (ARTEFACTS / "next8" / "recipe.json").read_bytes() == (ARTEFACTS / "next7" / "recipe.json").read_bytes()
+    assert set(n7.heldout_sources) == {"harmfulq", "trustllm_misuse", "coconot_contrast"}
+    choice = json.loads((ARTEFACTS / "next7" / "teacher_choice.json").read_text())
+    assert choice["keep"] == "baseline" and choice["auprc"]["next"] < choice["auprc"]["baseline"]
+    with safe_open(str(ARTEFACTS / "next7" / "teacher_adapter.safetensors"), "pt") as f:
+        assert {f.get_slice(k).get_shape()[0] for k in f.keys() if k.endswith("lora_A")} == {8}
+        assert {f.get_slice(k).get_dtype() for k in f.keys()} - {"I64"} == {"F16"}  # fp16 weights (train.py), int row ids
