@@ -153,8 +153,13 @@ def normalise(text: str) -> str:
     return " ".join(words(text))
 
 
+def text_key(texts) -> str:
+    """The identity of a conversation's texts (one per message), as deduplication and the splits see it."""
+    return hashlib.sha256("\x1e".join(normalise(t) for t in texts).encode()).hexdigest()
+
+
 def key_of(ex: Example) -> str:
-    return hashlib.sha256("\x1e".join(normalise(t) for _, t in ex.messages).encode()).hexdigest()
+    return text_key(t for _, t in ex.messages)
 
 
 def split_of(key: str, dev: float = 0.1, test: float = 0.15) -> str:

@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 from guard.errors import GuardError
-from guard.train.data import HELDOUT_NEAR_DUP, NO_NEAR_CHECK, load_jsonl, normalise
+from guard.train.data import HELDOUT_NEAR_DUP, NO_NEAR_CHECK, load_jsonl, normalise, text_key
 from guard.train.dedup import NearDup
 
 
@@ -32,7 +32,7 @@ def user_text(record: dict) -> str:
 
 
 def whole_text(record: dict) -> str:
-    return "\x1e".join(normalise(m["content"]) for m in record["messages"])
+    return text_key(m["content"] for m in record["messages"])
 
 
 def filtered(old: list[dict], heldout: list[dict], other: list[dict], heldout_sources: set[str]) -> tuple[list[dict], dict]:
