@@ -42,6 +42,8 @@ def test_bad_arguments_are_one_line_before_anything_is_built(tmp_path, capsys):
     ev = _evaluate_module()
     assert ev.main(["build", "--data", str(tmp_path), "--build", str(tmp_path / "none"), "--limit", "0"]) == 1
     assert capsys.readouterr().err.strip() == "evaluate.py: --limit must be at least 1"
+    assert ev.main(["build", "--data", str(tmp_path), "--build", str(tmp_path / "none"), "--no-baseline"]) == 1
+    assert capsys.readouterr().err.strip() == "evaluate.py: --no-baseline is for `teacher` only"
     for what in ("build", "teacher"):
         assert ev.main([what, "--data", str(tmp_path), "--build", str(tmp_path / "none"), "--work", str(tmp_path / "w")]) == 1
         assert capsys.readouterr().err.strip() == (f"evaluate.py: {tmp_path / 'heldout.jsonl'} not found: DATA must be a "
@@ -78,6 +80,10 @@ def test_card_and_teacher_choice_end_to_end(tmp_path, capsys):
     choice = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert choice["keep"] in ("next", "baseline") and set(choice["auprc"]) == {"next", "baseline"}
     assert not (ARTEFACTS / "teacher_choice.json").exists()  # a smoke run (--limit) decides nothing
+    assert ev.main(["teacher", "--no-baseline"] + common) == 0  # the next teacher only (its built model is reused)
+    alone = json.loads((tmp_path / "results" / "guard_mini_t_teacher_heldout.json").read_text())
+    assert list(alone["models"]) == [str(tmp_path / "work" / "teacher-t")] and alone["n"] == 2
+    assert set(json.loads(capsys.readouterr().out.strip().splitlines()[-1])) >= {"auprc", "recall_at_fpr10"}
     built = (tmp_path / "work" / "teacher-t" / "model.safetensors").stat().st_mtime_ns
     assert ev.teacher_dir(ARTEFACTS, tmp_path / "work", "t").samefile(tmp_path / "work" / "teacher-t")
     assert (tmp_path / "work" / "teacher-t" / "model.safetensors").stat().st_mtime_ns == built  # current: kept

@@ -2,7 +2,9 @@
 
   python models/guard-mini/evaluate.py teacher --data DATA [--artefacts models/guard-mini/next] [--baseline models/guard-mini/v4]
       The teacher choice: both teachers (eager, float) on the held-out sources; the one with the higher AUPRC is kept
-      for distillation. Run it once, when the teacher stage is done and before the prune stage.
+      for distillation. Run it once, when the teacher stage is done and before the prune stage. --no-baseline
+      evaluates the next teacher alone (half the time) and decides nothing: for a baseline already measured on the
+      same records.
   python models/guard-mini/evaluate.py build --data DATA [--artefacts models/guard-mini/next] [--name next] [--build DIR]
       The build's card: the .pte as it ships (8da4w, calibrated) on the held-out sources, and the .pte and its
       teacher (eager) on the first 1,000 in-distribution test records and on the adversarial suite
@@ -157,6 +159,12 @@ def teacher_dir(artefacts: Path, work: Path, tag: str) -> Path:
 
 
 def choose_teacher(a, command: str) -> int:
+    if a.no_baseline:  # the next teacher alone: its numbers, no choice
+        models = {"next": teacher_dir(a.artefacts, a.work, a.name)}
+        res = run_part(a.results, f"{a.name}_teacher", "heldout", models, a.data, a.limit, command)
+        m = res["models"][str(models["next"])]
+        print(json.dumps({k: m[k] for k in ("auprc", "recall_at_fpr10", "recall", "fpr", "hazard_exact")}))
+        return 0
     models = {"next": teacher_dir(a.artefacts, a.work, a.name), "baseline": teacher_dir(a.baseline, a.work, "baseline")}
     res = run_part(a.results, f"{a.name}_teacher", "heldout", models, a.data, a.limit, command)
     auprc = {k: res["models"][str(p)]["auprc"] for k, p in models.items()}
@@ -195,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", type=Path, required=True, help="a `guard data build` directory")
     ap.add_argument("--artefacts", type=Path, default=ROOT / "models" / "guard-mini" / "next")
     ap.add_argument("--baseline", type=Path, default=ROOT / "models" / "guard-mini" / "v4", help="teacher: the teacher to beat")
+    ap.add_argument("--no-baseline", action="store_true", help="teacher: evaluate the next teacher alone and write no "
+                    "teacher_choice.json (when the baseline's numbers on the same records are already in a report)")
     ap.add_argument("--name", default="next", help="results are benchmarks/results/guard_mini_NAME_*")
     ap.add_argument("--work", type=Path, default=Path("/tmp/guard-mini-evaluate"), help="built models go here")
     ap.add_argument("--build", type=Path, default=None, help="build: the guard-mini build directory of the artefacts "
@@ -206,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if a.limit is not None and a.limit < 1:
             raise GuardError("--limit must be at least 1")
+        if a.no_baseline and a.what != "teacher":
+            raise GuardError("--no-baseline is for `teacher` only")
         for part in ("heldout",) if a.what == "teacher" else PARTS:  # before anything is built
             data_path(a.data, part)
         return (choose_teacher if a.what == "teacher" else build_card)(a, command)
