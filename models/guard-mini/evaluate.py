@@ -159,14 +159,14 @@ def teacher_dir(artefacts: Path, work: Path, tag: str) -> Path:
 
 
 def choose_teacher(a, command: str) -> int:
+    models = {"next": teacher_dir(a.artefacts, a.work, a.name)}
+    if not a.no_baseline:
+        models["baseline"] = teacher_dir(a.baseline, a.work, "baseline")
+    res = run_part(a.results, f"{a.name}_teacher", "heldout", models, a.data, a.limit, command)
     if a.no_baseline:  # the next teacher alone: its numbers, no choice
-        models = {"next": teacher_dir(a.artefacts, a.work, a.name)}
-        res = run_part(a.results, f"{a.name}_teacher", "heldout", models, a.data, a.limit, command)
         m = res["models"][str(models["next"])]
         print(json.dumps({k: m[k] for k in ("auprc", "recall_at_fpr10", "recall", "fpr", "hazard_exact")}))
         return 0
-    models = {"next": teacher_dir(a.artefacts, a.work, a.name), "baseline": teacher_dir(a.baseline, a.work, "baseline")}
-    res = run_part(a.results, f"{a.name}_teacher", "heldout", models, a.data, a.limit, command)
     auprc = {k: res["models"][str(p)]["auprc"] for k, p in models.items()}
     if None in auprc.values():
         sys.exit("evaluate.py teacher: the held-out set has no unsafe records, so AUPRC cannot choose a teacher")
