@@ -12,11 +12,13 @@ def add_arguments(p) -> None:
     p.add_argument("--root", default="../shared/data", help="folder holding the public datasets (default ../shared/data)")
     p.add_argument("--out", required=True, help="new output directory")
     p.add_argument("--seed", type=int, default=0, help="seed of the per-source caps' sampling")
+    p.add_argument("--no-augment", dest="augment", action="store_false",
+                   help="leave out the robustness augmentations (train records of source aug_*; docs/data.md)")
 
 
 def run(args) -> int:
     from guard.train.data import build
 
-    stats = build(args.root, args.out, args.seed)
+    stats = build(args.root, args.out, args.seed, augment=args.augment)
     print(json.dumps({"out": args.out, "total": stats["total"], "splits": stats["splits"]}, indent=2))
     return 0

@@ -118,6 +118,19 @@ def test_cli_data_build_is_deterministic(records, tmp_path):
     assert stats["total"] == len(records) and stats["dropped"]
 
 
+@pytest.mark.slow
+@needs_data
+def test_cli_data_build_no_augment_is_the_build_less_its_augmentations(records, tmp_path):
+    """`guard data build --no-augment` (next9's training file) writes the default build's records but those of
+    guard.train.augment (source aug_*), in the same order, and the same dev, test and held-out splits."""
+    from guard.cli import main
+
+    assert main(["data", "build", "--no-augment", "--root", str(ROOT), "--out", str(tmp_path / "d")]) == 0
+    plain = [r for r in records if not r["source"].startswith("aug_")]
+    assert len(plain) < len(records) and load_jsonl(tmp_path / "d" / "all.jsonl") == plain
+    assert load_jsonl(tmp_path / "d" / "heldout.jsonl") == [r for r in records if r["split"] == "heldout"]
+
+
 def test_cli_data_build_bad_root(tmp_path, capsys):
     from guard.cli import main
 
