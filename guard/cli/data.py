@@ -14,11 +14,13 @@ def add_arguments(p) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the per-source caps' sampling")
     p.add_argument("--no-augment", dest="augment", action="store_false",
                    help="leave out the robustness augmentations (train records of source aug_*; docs/data.md)")
+    p.add_argument("--exclude-source", dest="exclude", action="append", default=[], metavar="SOURCE",
+                   help="leave this source's records out of the train split (dev, test and held-out unchanged; a 'source' name of the build; repeatable)")
 
 
 def run(args) -> int:
     from guard.train.data import build
 
-    stats = build(args.root, args.out, args.seed, augment=args.augment)
+    stats = build(args.root, args.out, args.seed, augment=args.augment, exclude_sources=tuple(args.exclude))
     print(json.dumps({"out": args.out, "total": stats["total"], "splits": stats["splits"]}, indent=2))
     return 0

@@ -190,10 +190,14 @@ def _text(ex: Example) -> str:
     return "\n".join(t for _, t in ex.messages)
 
 
-def collect(root: Path, seed: int = 0, augment: bool = True, report: dict | None = None) -> list[dict]:
+def collect(root: Path, seed: int = 0, augment: bool = True, report: dict | None = None,
+            exclude_sources: tuple[str, ...] = ()) -> list[dict]:
     """Read every source under ``root``; hold out whole sources (split 'heldout'); drop training candidates that
     equal or nearly equal a held-out text; dedup by normalised text (a conflict keeps the unsafe label), drop near
-    duplicates inside templated sources, cap, split, and add the robustness augmentation (train split only)."""
+    duplicates inside templated sources, cap, split, and add the robustness augmentation (train split only).
+    ``exclude_sources``: sources whose records are then left out of the train split (dev, test and held-out stay the
+    full build's, so runs that differ in it read the same evaluation records; the augmentation is made from the
+    training records left); a name that is not a training source of the build is a GuardError."""
     from guard.train.dedup import NearDup
 
     root = Path(root)
@@ -237,6 +241,15 @@ def collect(root: Path, seed: int = 0, augment: bool = True, report: dict | None
         keep += rng.sample(keys, cap) if cap is not None and len(keys) > cap else keys
     out = [_record(k, by_key[k], split_of(k)) for k in sorted(keep)]
     out += [_record(k, held[k], "heldout") for k in sorted(held)]
+    if exclude_sources:
+        unknown = sorted(set(exclude_sources) - {r["source"] for r in out if r["split"] == "train"})
+        if unknown:
+            raise GuardError(f"--exclude-source: {', '.join(unknown)} is not a training source of this build "
+                             f"(the names are the 'source' fields of its train.jsonl and stats.json)")
+        gone = [r for r in out if r["split"] == "train" and r["source"] in exclude_sources]
+        for r in gone:
+            dropped[f"{r['source']}: excluded from train"] = dropped.get(f"{r['source']}: excluded from train", 0) + 1
+        out = [r for r in out if not (r["split"] == "train" and r["source"] in exclude_sources)]
     if augment:
         from guard.train.augment import augment_records
 
@@ -315,9 +328,10 @@ def write_dataset(records: list[dict], out: str | Path) -> dict:
     return stats
 
 
-def build(root: str | Path, out: str | Path, seed: int = 0, augment: bool = True) -> dict:
+def build(root: str | Path, out: str | Path, seed: int = 0, augment: bool = True,
+          exclude_sources: tuple[str, ...] = ()) -> dict:
     report: dict = {}
-    records = collect(Path(root), seed, augment=augment, report=report)
+    records = collect(Path(root), seed, augment=augment, report=report, exclude_sources=tuple(exclude_sources))
     stats = write_dataset(records, out)
     stats["dropped"] = dict(sorted(report.get("dropped", {}).items()))
     (Path(out) / "stats.json").write_text(json.dumps(stats, indent=2) + "\n")

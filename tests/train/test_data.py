@@ -131,6 +131,23 @@ def test_cli_data_build_no_augment_is_the_build_less_its_augmentations(records, 
     assert load_jsonl(tmp_path / "d" / "heldout.jsonl") == [r for r in records if r["split"] == "heldout"]
 
 
+@pytest.mark.slow
+@needs_data
+def test_exclude_source_leaves_only_its_training_records_out(records, tmp_path, capsys):
+    """--exclude-source drops the source from train only (dev, test and held-out are the full build's); a name that
+    is not a training source is a one-line error, exit 2, and nothing is written."""
+    from guard.cli import main
+
+    plain = [r for r in records if not r["source"].startswith("aug_")]
+    cut = collect(ROOT, augment=False, exclude_sources=("aart", "gsm8k"))
+    assert cut == [r for r in plain if not (r["split"] == "train" and r["source"] in ("aart", "gsm8k"))]
+    assert len(cut) < len(plain) and {r["source"] for r in cut if r["split"] != "train"} >= {"aart", "gsm8k"}
+    assert main(["data", "build", "--root", str(ROOT), "--out", str(tmp_path / "d"), "--exclude-source", "harmfulq"]) == 2
+    err = capsys.readouterr().err
+    assert "harmfulq is not a training source" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "d").exists()
+
+
 def test_cli_data_build_bad_root(tmp_path, capsys):
     from guard.cli import main
 
