@@ -175,3 +175,9 @@ def test_next9_is_next8s_recipe():
     """next9 against next8 is the augmentations alone (next9/README.md): the same recipe file; its data is
     `guard data build --no-augment` (tests/train/test_data.py)."""
     assert (ARTEFACTS / "next9" / "recipe.json").read_bytes() == (ARTEFACTS / "next8" / "recipe.json").read_bytes()
+
+
+def test_next10_is_next9s_recipe():
+    """next10 against next8 is the 22 newly read sources alone (next10/README.md): the same recipe file; its data is
+    `guard data build --exclude-source ...` (tests/train/test_data.py)."""
+    assert (ARTEFACTS / "next10" / "recipe.json").read_bytes() == (ARTEFACTS / "next9" / "recipe.json").read_bytes()
