@@ -21,6 +21,6 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from guard.train.data import build
 
-    stats = build(args.root, args.out, args.seed, augment=args.augment, exclude_sources=tuple(args.exclude))
+    stats = build(args.root, args.out, args.seed, augment=args.augment, exclude_sources=args.exclude)
     print(json.dumps({"out": args.out, "total": stats["total"], "splits": stats["splits"]}, indent=2))
     return 0

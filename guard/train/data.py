@@ -246,10 +246,14 @@ def collect(root: Path, seed: int = 0, augment: bool = True, report: dict | None
         if unknown:
             raise GuardError(f"--exclude-source: {', '.join(unknown)} is not a training source of this build "
                              f"(the names are the 'source' fields of its train.jsonl and stats.json)")
-        gone = [r for r in out if r["split"] == "train" and r["source"] in exclude_sources]
-        for r in gone:
-            dropped[f"{r['source']}: excluded from train"] = dropped.get(f"{r['source']}: excluded from train", 0) + 1
-        out = [r for r in out if not (r["split"] == "train" and r["source"] in exclude_sources)]
+        kept = []
+        for r in out:
+            if r["split"] == "train" and r["source"] in exclude_sources:
+                why = f"{r['source']}: excluded from train"
+                dropped[why] = dropped.get(why, 0) + 1
+            else:
+                kept.append(r)
+        out = kept
     if augment:
         from guard.train.augment import augment_records
 
