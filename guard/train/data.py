@@ -17,6 +17,7 @@ import csv
 import glob
 import hashlib
 import json
+import math
 import os
 import random
 from pathlib import Path
@@ -191,16 +192,20 @@ def _text(ex: Example) -> str:
 
 
 def collect(root: Path, seed: int = 0, augment: bool = True, report: dict | None = None,
-            exclude_sources: tuple[str, ...] = ()) -> list[dict]:
+            exclude_sources: tuple[str, ...] = (), adjacent_share: float | None = None) -> list[dict]:
     """Read every source under ``root``; hold out whole sources (split 'heldout'); drop training candidates that
     equal or nearly equal a held-out text; dedup by normalised text (a conflict keeps the unsafe label), drop near
     duplicates inside templated sources, cap, split, and add the robustness augmentation (train split only).
     ``exclude_sources``: sources whose records are then left out of the train split (dev, test and held-out stay the
     full build's, so runs that differ in it read the same evaluation records; the augmentation is made from the
-    training records left); a name that is not a training source of the build is a GuardError."""
+    training records left); a name that is not a training source of the build is a GuardError.
+    ``adjacent_share``: repeat the safety-adjacent benign training records (seeded, each as evenly as possible)
+    until they are this share of the train split; see ``repeat_adjacent``."""
     from guard.train.dedup import NearDup
 
     root = Path(root)
+    if adjacent_share is not None:
+        _check_share(adjacent_share)
     if not root.is_dir():
         raise GuardError(f"data root {root} is not a directory (expected the shared public datasets folder)")
     report = report if report is not None else {}
@@ -258,6 +263,40 @@ def collect(root: Path, seed: int = 0, augment: bool = True, report: dict | None
         from guard.train.augment import augment_records
 
         out += augment_records([r for r in out if r["split"] == "train"], seed)
+    if adjacent_share is not None:
+        copies = repeat_adjacent([r for r in out if r["split"] == "train"], adjacent_share, seed)
+        if copies:
+            dropped["adjacent: repeated (added)"] = len(copies)
+        out += copies
+    return out
+
+
+def _check_share(share: float) -> None:
+    if not 0 < share < 1:
+        raise GuardError(f"--adjacent-share must be between 0 and 1 (exclusive), not {share}")
+
+
+def repeat_adjacent(train: list[dict], share: float, seed: int = 0) -> list[dict]:
+    """Copies of the safety-adjacent benign records of ``train`` that raise their share of it to ``share``.
+
+    n copies make (A + n) / (N + n) = share. Every record is copied k or k + 1 times (the + 1 go to a seeded sample), so
+    no look-alike is favoured. A copy keeps its record's text, label and source, gets an id of its own and names the
+    original in ``repeat_of``. A share the records already reach gives no copies; a share outside (0, 1), or one
+    asked of a split without such records, is a GuardError."""
+    _check_share(share)
+    adj = sorted((r for r in train if r["adjacent"]), key=lambda r: r["id"])
+    if not adj:
+        raise GuardError("--adjacent-share: the train split has no safety-adjacent benign records to repeat")
+    n = math.ceil((share * len(train) - len(adj)) / (1 - share))
+    if n <= 0:
+        return []
+    times, extra = divmod(n, len(adj))
+    plus = set(r["id"] for r in random.Random(seed).sample(adj, extra))
+    out = []
+    for r in adj:
+        for c in range(times + (r["id"] in plus)):
+            h = hashlib.sha256(f"{r['id']}\x1erepeat {c}".encode()).hexdigest()[:16]
+            out.append(r | {"id": h, "repeat_of": r["id"]})
     return out
 
 
@@ -333,9 +372,10 @@ def write_dataset(records: list[dict], out: str | Path) -> dict:
 
 
 def build(root: str | Path, out: str | Path, seed: int = 0, augment: bool = True,
-          exclude_sources: tuple[str, ...] = ()) -> dict:
+          exclude_sources: tuple[str, ...] = (), adjacent_share: float | None = None) -> dict:
     report: dict = {}
-    records = collect(Path(root), seed, augment=augment, report=report, exclude_sources=tuple(exclude_sources))
+    records = collect(Path(root), seed, augment=augment, report=report, exclude_sources=tuple(exclude_sources),
+                      adjacent_share=adjacent_share)
     stats = write_dataset(records, out)
     stats["dropped"] = dict(sorted(report.get("dropped", {}).items()))
     (Path(out) / "stats.json").write_text(json.dumps(stats, indent=2) + "\n")

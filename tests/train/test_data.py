@@ -148,6 +148,61 @@ def test_exclude_source_leaves_only_its_training_records_out(records, tmp_path, 
     assert not (tmp_path / "d").exists()
 
 
+def _rec(i: int, adjacent: bool) -> dict:
+    return {"id": f"{i:016x}", "messages": [{"role": "user", "content": f"text {i}"}], "label": "safe",
+            "categories": [], "source": "s", "split": "train", "adjacent": adjacent}
+
+
+def test_repeat_adjacent_reaches_the_share_copying_evenly():
+    """3 look-alikes of 20 records raised to share 0.4: ceil((8 - 3) / 0.6) = 9 copies, every look-alike copied 3
+    times, each copy with its own id and the original in repeat_of; a share already reached gives no copies."""
+    from guard.train.data import repeat_adjacent
+
+    train = [_rec(i, i < 3) for i in range(20)]
+    copies = repeat_adjacent(train, 0.4, seed=1)
+    assert len(copies) == 9
+    assert sum(r["adjacent"] for r in train + copies) / len(train + copies) >= 0.4
+    assert sorted(r["repeat_of"] for r in copies) == sorted([f"{i:016x}" for i in range(3)] * 3)
+    assert len({r["id"] for r in train + copies}) == len(train + copies)
+    assert all(c | {"id": o["id"]} == o | {"repeat_of": o["id"]} for c in copies for o in train if o["id"] == c["repeat_of"])
+    uneven = repeat_adjacent(train, 0.3, seed=1)  # ceil((6 - 3) / 0.7) = 5: two look-alikes twice, one once
+    assert len(uneven) == 5 and sorted(sum(c["repeat_of"] == f"{i:016x}" for c in uneven) for i in range(3)) == [1, 2, 2]
+    assert repeat_adjacent(train, 0.1) == []
+
+
+def test_repeat_adjacent_refuses_what_it_cannot_do():
+    from guard.train.data import repeat_adjacent
+
+    for share in (0, 1, -0.2, float("nan")):
+        with pytest.raises(GuardError, match="between 0 and 1"):
+            repeat_adjacent([_rec(0, True)], share)
+    with pytest.raises(GuardError, match="no safety-adjacent"):
+        repeat_adjacent([_rec(0, False)], 0.5)
+
+
+def test_cli_adjacent_share_out_of_range_is_refused_before_reading(tmp_path, capsys):
+    from guard.cli import main
+
+    assert main(["data", "build", "--root", str(tmp_path / "missing"), "--out", str(tmp_path / "d"),
+                 "--adjacent-share", "1.5"]) == 2
+    err = capsys.readouterr().err
+    assert "between 0 and 1" in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "d").exists()
+
+
+@pytest.mark.slow
+@needs_data
+def test_adjacent_share_adds_only_copies_of_training_look_alikes(records):
+    """collect(adjacent_share=0.29) is the default build plus copies of its train look-alikes, which then make up
+    0.29 of the train split (at most one record over)."""
+    more = collect(ROOT, adjacent_share=0.29)
+    assert more[:len(records)] == records
+    train = [r for r in more if r["split"] == "train"]
+    share = sum(r["adjacent"] for r in train) / len(train)
+    assert 0.29 <= share < 0.29 + 1 / len(train)
+    orig = {r["id"]: r for r in records if r["split"] == "train" and r["adjacent"]}
+    assert all(c["repeat_of"] in orig and c["split"] == "train" for c in more[len(records):])
+
+
 def test_cli_data_build_bad_root(tmp_path, capsys):
     from guard.cli import main
 

@@ -181,3 +181,9 @@ def test_next10_is_next9s_recipe():
     """next10 against next8 is the 22 newly read sources alone (next10/README.md): the same recipe file; its data is
     `guard data build --exclude-source ...` (tests/train/test_data.py)."""
     assert (ARTEFACTS / "next10" / "recipe.json").read_bytes() == (ARTEFACTS / "next9" / "recipe.json").read_bytes()
+
+
+def test_next11_is_next10s_recipe():
+    """next11 against next8 is the look-alike share alone (next11/README.md): the same recipe file; its data is
+    `guard data build --adjacent-share 0.29` (tests/train/test_data.py)."""
+    assert (ARTEFACTS / "next11" / "recipe.json").read_bytes() == (ARTEFACTS / "next10" / "recipe.json").read_bytes()
