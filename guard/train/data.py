@@ -265,8 +265,7 @@ def collect(root: Path, seed: int = 0, augment: bool = True, report: dict | None
         out += augment_records([r for r in out if r["split"] == "train"], seed)
     if adjacent_share is not None:
         copies = repeat_adjacent([r for r in out if r["split"] == "train"], adjacent_share, seed)
-        if copies:
-            dropped["adjacent: repeated (added)"] = len(copies)
+        report["adjacent_copies"] = len(copies)
         out += copies
     return out
 
@@ -378,6 +377,8 @@ def build(root: str | Path, out: str | Path, seed: int = 0, augment: bool = True
                       adjacent_share=adjacent_share)
     stats = write_dataset(records, out)
     stats["dropped"] = dict(sorted(report.get("dropped", {}).items()))
+    if "adjacent_copies" in report:
+        stats["adjacent_copies"] = report["adjacent_copies"]
     (Path(out) / "stats.json").write_text(json.dumps(stats, indent=2) + "\n")
     return stats
 

@@ -194,8 +194,9 @@ def test_cli_adjacent_share_out_of_range_is_refused_before_reading(tmp_path, cap
 def test_adjacent_share_adds_only_copies_of_training_look_alikes(records):
     """collect(adjacent_share=0.29) is the default build plus copies of its train look-alikes, which then make up
     0.29 of the train split (at most one record over)."""
-    more = collect(ROOT, adjacent_share=0.29)
-    assert more[:len(records)] == records
+    report: dict = {}
+    more = collect(ROOT, adjacent_share=0.29, report=report)
+    assert more[:len(records)] == records and report["adjacent_copies"] == len(more) - len(records) > 0
     train = [r for r in more if r["split"] == "train"]
     share = sum(r["adjacent"] for r in train) / len(train)
     assert 0.29 <= share < 0.29 + 1 / len(train)
