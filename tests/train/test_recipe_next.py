@@ -187,3 +187,9 @@ def test_next11_is_next10s_recipe():
     """next11 against next8 is the look-alike share alone (next11/README.md): the same recipe file; its data is
     `guard data build --adjacent-share 0.29` (tests/train/test_data.py)."""
     assert (ARTEFACTS / "next11" / "recipe.json").read_bytes() == (ARTEFACTS / "next10" / "recipe.json").read_bytes()
+
+
+def test_next12_is_next11s_recipe():
+    """next12 against next11 is the augmentations alone at a look-alike share of 0.29 (next12/README.md): the same
+    recipe file; its data is `guard data build --no-augment --adjacent-share 0.29`."""
+    assert (ARTEFACTS / "next12" / "recipe.json").read_bytes() == (ARTEFACTS / "next11" / "recipe.json").read_bytes()
