@@ -18,12 +18,14 @@ def add_arguments(p) -> None:
                    help="leave this source's records out of the train split (dev, test and held-out unchanged; a 'source' name of the build; repeatable)")
     p.add_argument("--adjacent-share", type=float, default=None, metavar="F",
                    help="repeat the safety-adjacent benign train records until they are this share of the train split (0 < F < 1; docs/data.md)")
+    p.add_argument("--unsafe-share", type=float, default=None, metavar="F",
+                   help="drop unsafe train records (the same fraction of every source) until they are this share of the train split, counted after --adjacent-share's copies (0 < F < 1; docs/data.md)")
 
 
 def run(args) -> int:
     from guard.train.data import build
 
     stats = build(args.root, args.out, args.seed, augment=args.augment, exclude_sources=args.exclude,
-                  adjacent_share=args.adjacent_share)
+                  adjacent_share=args.adjacent_share, unsafe_share=args.unsafe_share)
     print(json.dumps({"out": args.out, "total": stats["total"], "splits": stats["splits"]}, indent=2))
     return 0

@@ -192,7 +192,8 @@ def _text(ex: Example) -> str:
 
 
 def collect(root: Path, seed: int = 0, augment: bool = True, report: dict | None = None,
-            exclude_sources: tuple[str, ...] = (), adjacent_share: float | None = None) -> list[dict]:
+            exclude_sources: tuple[str, ...] = (), adjacent_share: float | None = None,
+            unsafe_share: float | None = None) -> list[dict]:
     """Read every source under ``root``; hold out whole sources (split 'heldout'); drop training candidates that
     equal or nearly equal a held-out text; dedup by normalised text (a conflict keeps the unsafe label), drop near
     duplicates inside templated sources, cap, split, and add the robustness augmentation (train split only).
@@ -200,12 +201,13 @@ def collect(root: Path, seed: int = 0, augment: bool = True, report: dict | None
     full build's, so runs that differ in it read the same evaluation records; the augmentation is made from the
     training records left); a name that is not a training source of the build is a GuardError.
     ``adjacent_share``: repeat the safety-adjacent benign training records (seeded, each as evenly as possible)
-    until they are this share of the train split; see ``repeat_adjacent``."""
+    until they are this share of the train split; see ``repeat_adjacent``.
+    ``unsafe_share``: drop unsafe training records (the same fraction of every source) until they are this share of
+    the train split, after any look-alike copies; see ``unsafe_to_drop``."""
     from guard.train.dedup import NearDup
 
     root = Path(root)
-    if adjacent_share is not None:
-        _check_share(adjacent_share)
+    _check_shares(adjacent_share, unsafe_share)
     if not root.is_dir():
         raise GuardError(f"data root {root} is not a directory (expected the shared public datasets folder)")
     report = report if report is not None else {}
@@ -263,6 +265,13 @@ def collect(root: Path, seed: int = 0, augment: bool = True, report: dict | None
         from guard.train.augment import augment_records
 
         out += augment_records([r for r in out if r["split"] == "train"], seed)
+    if unsafe_share is not None:
+        drop = unsafe_to_drop([r for r in out if r["split"] == "train"], unsafe_share, adjacent_share, seed)
+        for r in out:
+            if r["id"] in drop:
+                why = f"{r['source']}: unsafe share"
+                dropped[why] = dropped.get(why, 0) + 1
+        out = [r for r in out if r["id"] not in drop]
     if adjacent_share is not None:
         copies = repeat_adjacent([r for r in out if r["split"] == "train"], adjacent_share, seed)
         report["adjacent_copies"] = len(copies)
@@ -270,9 +279,53 @@ def collect(root: Path, seed: int = 0, augment: bool = True, report: dict | None
     return out
 
 
-def _check_share(share: float) -> None:
+def _check_share(share: float, flag: str = "--adjacent-share") -> None:
     if not 0 < share < 1:
-        raise GuardError(f"--adjacent-share must be between 0 and 1 (exclusive), not {share}")
+        raise GuardError(f"{flag} must be between 0 and 1 (exclusive), not {share}")
+
+
+def _check_shares(adjacent_share: float | None, unsafe_share: float | None) -> None:
+    if adjacent_share is not None:
+        _check_share(adjacent_share)
+    if unsafe_share is not None:
+        _check_share(unsafe_share, "--unsafe-share")
+    if adjacent_share is not None and unsafe_share is not None and not adjacent_share + unsafe_share < 1:
+        raise GuardError(f"--adjacent-share {adjacent_share} and --unsafe-share {unsafe_share} add up to 1 or more: "
+                         "no room is left for the other safe records")
+
+
+def unsafe_to_drop(train: list[dict], share: float, adjacent_share: float | None = None, seed: int = 0) -> set[str]:
+    """The ids of the unsafe records of ``train`` to drop so that unsafe records are ``share`` of the train split,
+    counted after ``repeat_adjacent(.., adjacent_share)`` has copied the look-alikes (None: no copies).
+
+    With S safe records that are not look-alikes and A look-alikes, the final split has N = S / (1 - share - a)
+    records when the copies are needed (a * N > A), else N = (S + A) / (1 - share); U' = round(share * N) unsafe
+    records are kept. Every source keeps the same fraction of its unsafe records (largest remainders, seeded ties);
+    which records go is a seeded sample. A share the split is already under drops nothing."""
+    _check_shares(adjacent_share, share)
+    unsafe = sorted((r for r in train if r["label"] == "unsafe"), key=lambda r: r["id"])
+    adj = sum(r["adjacent"] for r in train)
+    other = len(train) - len(unsafe) - adj
+    total = (other + adj) / (1 - share)
+    if adjacent_share is not None and adjacent_share * other / (1 - share - adjacent_share) > adj:
+        total = other / (1 - share - adjacent_share)
+    keep = round(share * total)
+    if keep >= len(unsafe):
+        return set()
+    by_source: dict[str, list[dict]] = {}
+    for r in unsafe:
+        by_source.setdefault(r["source"], []).append(r)
+    rng = random.Random(seed)
+    exact = {s: len(rs) * keep / len(unsafe) for s, rs in by_source.items()}
+    quota = {s: math.floor(q) for s, q in exact.items()}
+    order = sorted(by_source, key=lambda s: (-(exact[s] - quota[s]), rng.random()))
+    for s in order[:keep - sum(quota.values())]:
+        quota[s] += 1
+    drop = set()
+    for s, rs in sorted(by_source.items()):
+        kept = {r["id"] for r in rng.sample(rs, quota[s])}
+        drop |= {r["id"] for r in rs if r["id"] not in kept}
+    return drop
 
 
 def repeat_adjacent(train: list[dict], share: float, seed: int = 0) -> list[dict]:
@@ -371,10 +424,11 @@ def write_dataset(records: list[dict], out: str | Path) -> dict:
 
 
 def build(root: str | Path, out: str | Path, seed: int = 0, augment: bool = True,
-          exclude_sources: tuple[str, ...] = (), adjacent_share: float | None = None) -> dict:
+          exclude_sources: tuple[str, ...] = (), adjacent_share: float | None = None,
+          unsafe_share: float | None = None) -> dict:
     report: dict = {}
     records = collect(Path(root), seed, augment=augment, report=report, exclude_sources=tuple(exclude_sources),
-                      adjacent_share=adjacent_share)
+                      adjacent_share=adjacent_share, unsafe_share=unsafe_share)
     stats = write_dataset(records, out)
     stats["dropped"] = dict(sorted(report.get("dropped", {}).items()))
     if "adjacent_copies" in report:

@@ -180,6 +180,51 @@ def test_repeat_adjacent_refuses_what_it_cannot_do():
         repeat_adjacent([_rec(0, False)], 0.5)
 
 
+def _unsafe(i: int, source: str) -> dict:
+    return _rec(i, False) | {"label": "unsafe", "categories": ["S2"], "source": source}
+
+
+def test_unsafe_to_drop_keeps_the_share_and_every_sources_fraction():
+    """10 safe, 5 look-alikes, 25 unsafe (15 of a, 10 of b). Share 0.5 alone: N = 15 / 0.5 = 30, keep 15 (a 9, b 6).
+    With look-alikes raised to 0.25: N = 10 / 0.25 = 40, keep 20 (a 12, b 8), and repeat_adjacent then makes the
+    split exactly 40 with 10 look-alikes. A share the split is already under drops nothing; the draw is seeded."""
+    from guard.train.data import repeat_adjacent, unsafe_to_drop
+
+    train = [_rec(i, False) for i in range(10)] + [_rec(i, True) for i in range(10, 15)]
+    train += [_unsafe(i, "a") for i in range(15, 30)] + [_unsafe(i, "b") for i in range(30, 40)]
+    by_id = {r["id"]: r for r in train}
+    drop = unsafe_to_drop(train, 0.5, seed=3)
+    assert sorted(by_id[i]["source"] for i in drop) == ["a"] * 6 + ["b"] * 4
+    assert drop == unsafe_to_drop(train, 0.5, seed=3) != unsafe_to_drop(train, 0.5, seed=4)
+    drop = unsafe_to_drop(train, 0.5, adjacent_share=0.25, seed=3)
+    assert sorted(by_id[i]["source"] for i in drop) == ["a"] * 3 + ["b"] * 2
+    left = [r for r in train if r["id"] not in drop]
+    final = left + repeat_adjacent(left, 0.25, seed=3)
+    assert len(final) == 40 and sum(r["label"] == "unsafe" for r in final) == 20 and sum(r["adjacent"] for r in final) == 10
+    assert unsafe_to_drop(train, 0.7) == set()  # 25 / 40 = 0.625 already under
+    assert unsafe_to_drop(train, 0.5, adjacent_share=0.05) == unsafe_to_drop(train, 0.5)  # 5 look-alikes are enough
+
+
+def test_unsafe_share_refuses_what_it_cannot_do():
+    from guard.train.data import unsafe_to_drop
+
+    for share in (0, 1, -0.2, float("nan")):
+        with pytest.raises(GuardError, match="--unsafe-share must be between 0 and 1"):
+            unsafe_to_drop([_unsafe(0, "a")], share)
+    with pytest.raises(GuardError, match="add up to 1 or more"):
+        unsafe_to_drop([_unsafe(0, "a")], 0.5, adjacent_share=0.5)
+
+
+@pytest.mark.parametrize("flags", [["--unsafe-share", "0"], ["--adjacent-share", "0.6", "--unsafe-share", "0.45"]])
+def test_cli_unsafe_share_refused_before_reading(tmp_path, capsys, flags):
+    from guard.cli import main
+
+    assert main(["data", "build", "--root", str(tmp_path / "missing"), "--out", str(tmp_path / "d")] + flags) == 2
+    err = capsys.readouterr().err
+    assert ("between 0 and 1" in err or "add up to 1" in err) and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "d").exists()
+
+
 def test_cli_adjacent_share_out_of_range_is_refused_before_reading(tmp_path, capsys):
     from guard.cli import main
 
@@ -202,6 +247,31 @@ def test_adjacent_share_adds_only_copies_of_training_look_alikes(records):
     assert 0.29 <= share < 0.29 + 1 / len(train)
     orig = {r["id"]: r for r in records if r["split"] == "train" and r["adjacent"]}
     assert all(c["repeat_of"] in orig and c["split"] == "train" for c in more[len(records):])
+
+
+@pytest.mark.slow
+@needs_data
+def test_unsafe_share_drops_only_unsafe_training_records(records):
+    """collect(unsafe_share=0.373, adjacent_share=0.29): the default build less some unsafe train records (every
+    unsafe source the same fraction, give or take one), plus look-alike copies; both shares within one record."""
+    report: dict = {}
+    out = collect(ROOT, adjacent_share=0.29, unsafe_share=0.373, report=report)
+    copies = [r for r in out if "repeat_of" in r]
+    kept = [r for r in out if "repeat_of" not in r]
+    ids = {r["id"] for r in kept}
+    gone = [r for r in records if r["id"] not in ids]
+    assert kept == [r for r in records if r["id"] in ids] and len(copies) == report["adjacent_copies"] > 0
+    assert gone and all(r["split"] == "train" and r["label"] == "unsafe" for r in gone)
+    train = [r for r in out if r["split"] == "train"]
+    for share, n in ((0.373, sum(r["label"] == "unsafe" for r in train)), (0.29, sum(r["adjacent"] for r in train))):
+        assert abs(n - share * len(train)) <= 1
+    before = {}
+    for r in records:
+        if r["split"] == "train" and r["label"] == "unsafe":
+            before[r["source"]] = before.get(r["source"], 0) + 1
+    frac = len(gone) / sum(before.values())
+    for source, n in before.items():
+        assert abs(sum(r["source"] == source for r in gone) - frac * n) <= 1
 
 
 def test_cli_data_build_bad_root(tmp_path, capsys):
