@@ -193,3 +193,9 @@ def test_next12_is_next11s_recipe():
     """next12 against next11 is the augmentations alone at a look-alike share of 0.29 (next12/README.md): the same
     recipe file; its data is `guard data build --no-augment --adjacent-share 0.29`."""
     assert (ARTEFACTS / "next12" / "recipe.json").read_bytes() == (ARTEFACTS / "next11" / "recipe.json").read_bytes()
+
+
+def test_next13_is_next12s_recipe():
+    """next13 against next11 is the unsafe share alone (next13/README.md): the same recipe file; its data is
+    `guard data build --adjacent-share 0.29 --unsafe-share 0.373` (tests/train/test_data.py)."""
+    assert (ARTEFACTS / "next13" / "recipe.json").read_bytes() == (ARTEFACTS / "next12" / "recipe.json").read_bytes()
