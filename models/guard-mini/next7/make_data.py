@@ -6,7 +6,8 @@ build is rebuilt from the same `../shared/data` by the code of that commit, then
 heldout are the current build's files (so choice, calibration and the card read the same records as every build):
 
     git worktree add /tmp/a67 a67ca21
-    PYTHONPATH=/tmp/a67 python -c "from guard.data import build; build('../shared/data', '/work/home-mini/data-a67', 0)"
+    cd /tmp/a67 && python -c "from guard.data import build; build('/work/shared/data', '/work/home-mini/data-a67', 0)"
+    cd -  # (from the worktree, so that its guard/ comes first; the repository root's would shadow PYTHONPATH)
     python models/guard-mini/next7/make_data.py --old /work/home-mini/data-a67 --data /work/home-mini/data-v7 \\
         --out /work/home-mini/data-next7
 
