@@ -21,19 +21,21 @@ import json
 from pathlib import Path
 
 from guard.bench.schema import command, environment, write_result
+from guard.errors import GuardError
+from guard.train.data import load_jsonl, split_counts
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def make_up(data: Path) -> dict:
-    raw = (data / "train.jsonl").read_bytes()
-    rows = [json.loads(line) for line in raw.decode("utf-8").splitlines() if line.strip()]
-    n = len(rows)
-    share = lambda pred: round(sum(map(pred, rows)) / n, 4)  # noqa: E731
-    return {"records": n, "sha256": hashlib.sha256(raw).hexdigest(),
-            "unsafe": share(lambda r: r["label"] == "unsafe"), "look_alike": share(lambda r: r["adjacent"]),
-            "response": share(lambda r: len(r["messages"]) > 1),
-            "augmented": share(lambda r: r["source"].startswith("aug_")), "repeated": share(lambda r: "repeat_of" in r),
+    path = data / "train.jsonl"
+    rows = load_jsonl(path)
+    c = split_counts(rows)
+    share = lambda k: round(k / c["n"], 4)  # noqa: E731
+    return {"records": c["n"], "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+            "unsafe": share(c["unsafe"]), "look_alike": share(c["adjacent"]), "response": share(c["response"]),
+            "augmented": share(sum(r["source"].startswith("aug_") for r in rows)),
+            "repeated": share(sum("repeat_of" in r for r in rows)),
             "sources": len({r["source"] for r in rows if not r["source"].startswith("aug_")})}
 
 
@@ -114,7 +116,10 @@ def main() -> None:
             raise SystemExit(f"teacher_ablation: --run {spec!r}: expected NAME=DIR with DIR/train.jsonl")
         h, b = heldout(name)
         base = base or b
-        runs.append({"name": name, "dir": d, "data": make_up(Path(d)), "heldout": h})
+        try:
+            runs.append({"name": name, "dir": d, "data": make_up(Path(d)), "heldout": h})
+        except GuardError as e:  # a malformed train.jsonl: one line, non-zero exit
+            raise SystemExit(f"teacher_ablation: {e}") from None
     doc = {"runs": runs, "v4_teacher": base, "command": command(), "environment": environment()}
     write_result(a.out, doc, to_markdown(doc), chart)
     print(to_markdown(doc))

@@ -395,6 +395,12 @@ def load_jsonl(path: str | Path, split: str | None = None) -> list[dict]:
     return rows
 
 
+def split_counts(rows: list[dict]) -> dict:
+    """How many records, unsafe, safety-adjacent benign and response-classification (more than one turn) ROWS hold."""
+    return {"n": len(rows), "unsafe": sum(r["label"] == "unsafe" for r in rows),
+            "adjacent": sum(r["adjacent"] for r in rows), "response": sum(len(r["messages"]) > 1 for r in rows)}
+
+
 def write_dataset(records: list[dict], out: str | Path) -> dict:
     """Write all.jsonl, {train,dev,test}.jsonl and stats.json into ``out`` atomically (temp dir, then rename)."""
     if not records:
@@ -408,9 +414,7 @@ def write_dataset(records: list[dict], out: str | Path) -> dict:
                 for r in rows:
                     f.write(json.dumps(r, ensure_ascii=False) + "\n")
             if name != "all":
-                stats["splits"][name] = {"n": len(rows), "unsafe": sum(r["label"] == "unsafe" for r in rows),
-                                         "adjacent": sum(r["adjacent"] for r in rows),
-                                         "response": sum(len(r["messages"]) > 1 for r in rows)}
+                stats["splits"][name] = split_counts(rows)
         for r in records:
             s = stats["sources"].setdefault(r["source"], {"safe": 0, "unsafe": 0})
             s[r["label"]] += 1
